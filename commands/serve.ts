@@ -1,0 +1,81 @@
+import { Command, Flags } from '@oclif/core';
+import { dirname, join } from 'node:path';
+import { VhostUserServer } from '../src/device/server.js';
+import { ControlServer } from '../src/control/control-server.js';
+import { strategyNames } from '../src/iotlb/registry.js';
+import { parseNetMode, NET_MODES } from '../src/serve/net-mode.js';
+import { statsTable } from '../src/serve/stats-table.js';
+import { TraceWriter } from '../src/trace/writer.js';
+import { closeFd } from '../src/sys/index.js';
+
+export default class Serve extends Command {
+  static override summary = 'Run a vhost-user-net backend with device-IOTLB support.';
+  static override description = `Serves one front-end at a time on each --socket (QEMU -netdev vhost-user, or DPDK virtio-user).
+Every frame the guest sends goes to --net: loopback (back to the guest, MACs swapped), sink (count and drop),
+source (the backend generates frames for the guest at full rate) or tap:IFNAME (a Linux tap device).`;
+
+  static override examples = [
+    '<%= config.bin %> serve --socket /tmp/vhost.sock --net loopback',
+    '<%= config.bin %> serve --socket /tmp/vhost.sock --client --net tap:vit0 --iotlb-strategy coalescing',
+    '<%= config.bin %> serve --socket /tmp/vhost.sock --queues 2 --net sink --stats-interval 1',
+  ];
+
+  static override flags = {
+    socket: Flags.string({ char: 's', summary: 'vhost-user socket path (repeat for several devices)', required: true, multiple: true }),
+    client: Flags.boolean({ summary: 'connect to a front-end that listens (QEMU server=on) and reconnect when it restarts' }),
+    queues: Flags.integer({ char: 'q', summary: 'queue pairs offered', default: 1, min: 1, max: 16 }),
+    net: Flags.string({ summary: `where frames go: ${NET_MODES.join(' | ')}`, default: 'loopback' }),
+    'frame-size': Flags.integer({ summary: 'frame size for --net source', default: 64 }),
+    'iotlb-strategy': Flags.string({ summary: 'IOTLB cache strategy', options: strategyNames(), default: 'coalescing' }),
+    'iotlb-batch-misses': Flags.boolean({ summary: 'walk the whole burst and send every distinct miss at once', default: false }),
+    'iotlb-prefetch': Flags.integer({ summary: 'ask for the aligned range of this many bytes around a miss (0 = the page)', default: 0, min: 0 }),
+    trace: Flags.string({ summary: 'record messages and translations into this trace file' }),
+    'trace-translations': Flags.boolean({ summary: 'with --trace, also record every datapath translation', default: true, allowNo: true }),
+    control: Flags.string({ summary: 'control socket for inspect (default: SOCKET.ctl beside the first --socket)' }),
+    'stats-interval': Flags.integer({ summary: 'print queue statistics every S seconds (0 = only at exit)', default: 0, min: 0 }),
+    quiet: Flags.boolean({ summary: 'log only warnings and errors' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Serve);
+    const log = (level: string, text: string): void => {
+      if (flags.quiet && level === 'info') return;
+      process.stderr.write(`[${new Date().toISOString()}] ${level}: ${text}\n`);
+    };
+    let net;
+    try {
+      net = parseNetMode(flags.net, flags['frame-size']);
+    } catch (err) {
+      this.error((err as Error).message, { exit: 2 });
+    }
+    if (net.kind === 'tap' && (flags.queues > 1 || flags.socket.length > 1)) {
+      this.error('--net tap serves exactly one socket with one queue pair', { exit: 2 });
+    }
+    const trace = flags.trace ? TraceWriter.open(flags.trace) : null;
+    const servers = flags.socket.map((socketPath) => new VhostUserServer({
+      socketPath, client: flags.client, trace, queuePairs: flags.queues, net, strategy: flags['iotlb-strategy'],
+      batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'],
+      traceTranslations: trace !== null && flags['trace-translations'],
+      log: (level, text) => log(level, `${socketPath}: ${text}`),
+    }));
+    for (const server of servers) server.start();
+    const controlPath = flags.control ?? join(dirname(flags.socket[0]), `${flags.socket[0].split('/').pop()}.ctl`);
+    const control = new ControlServer(controlPath, { server: servers[0], socketPath: flags.socket[0], strategy: flags['iotlb-strategy'] }, log);
+    await control.listen();
+    log('info', `control socket ${controlPath}`);
+    const printStats = (): void => {
+      for (const server of servers) process.stdout.write(statsTable(server.options.socketPath, server.device) + '\n');
+    };
+    const timer = flags['stats-interval'] > 0 ? setInterval(printStats, flags['stats-interval'] * 1000) : null;
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    if (timer) clearInterval(timer);
+    printStats();
+    await control.close();
+    await Promise.all(servers.map((s) => s.stop()));
+    trace?.close();
+    if (net.kind === 'tap') closeFd(net.fd);
+  }
+}

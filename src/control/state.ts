@@ -1,0 +1,64 @@
+/**
+ * The live state of a served device as `inspect` shows it. Built on request from the control
+ * path's own view plus counters the workers already keep in shared memory; queue details
+ * (indices, IOTLB entries) come from one snapshot message per worker, off the hot path.
+ */
+import { featureNames, NET_DEVICE_FEATURES, PROTOCOL_FEATURES } from '../protocol/index.js';
+import type { QueueSnapshot } from '../datapath/contract.js';
+import type { VhostUserServer } from '../device/server.js';
+
+const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
+
+export interface StateRequest {
+  entries?: boolean;
+  queue?: number;
+  /** Most IOTLB entries listed per queue. */
+  limit?: number;
+}
+
+export async function deviceState(server: VhostUserServer, socketPath: string, strategy: string, request: StateRequest) {
+  const device = server.device;
+  const snapshots = new Map<number, QueueSnapshot>();
+  for (const snap of await device.snapshot(request.entries ?? false)) snapshots.set(snap.index, snap);
+  const queues = device.vrings
+    .filter((v) => request.queue === undefined || v.index === request.queue)
+    .map((v) => {
+      const snap = snapshots.get(v.index);
+      const iotlb = snap?.iotlb ?? null;
+      if (iotlb && request.limit !== undefined) iotlb.entries = iotlb.entries.slice(0, request.limit);
+      return {
+        index: v.index,
+        kind: v.index % 2 === 0 ? 'rx' : 'tx',
+        size: v.size,
+        descAddr: hex(v.descAddr),
+        availAddr: hex(v.availAddr),
+        usedAddr: hex(v.usedAddr),
+        enabled: v.enabled,
+        running: v.running,
+        broken: v.broken ?? snap?.broken ?? null,
+        waitingForMapping: snap?.waitingForMapping ?? false,
+        lastAvailIdx: snap?.lastAvailIdx ?? v.base,
+        availIdx: snap?.availIdx ?? null,
+        usedIdx: snap?.usedIdx ?? null,
+        counters: device.counters(v.index),
+        iotlb,
+      };
+    });
+  return {
+    socket: socketPath,
+    connected: server.connected,
+    peer: server.peer,
+    connections: server.connectionCount,
+    strategy,
+    features: { bits: hex(device.features), names: featureNames(device.features, NET_DEVICE_FEATURES) },
+    protocolFeatures: { bits: hex(device.protocolFeatures), names: featureNames(device.protocolFeatures, PROTOCOL_FEATURES) },
+    iommu: device.iommu,
+    status: device.status,
+    memory: device.memory.regions.map((r) => ({
+      guestAddr: hex(r.guestAddr), userAddr: hex(r.userAddr), size: r.size, mmapOffset: hex(r.mmapOffset),
+    })),
+    queues,
+  };
+}
+
+export type DeviceState = Awaited<ReturnType<typeof deviceState>>;

@@ -1,0 +1,100 @@
+/**
+ * What the control path (main thread) and a queue-pair worker say to each other.
+ * Rare, ordered commands travel by postMessage; IOTLB updates and invalidations travel
+ * through a shared-memory ring (iotlb-ring.ts) the worker drains between bursts; counters
+ * live in shared memory (stats.ts) so `inspect` never costs the hot path anything.
+ */
+
+export type NetMode =
+  | { kind: 'loopback' }
+  | { kind: 'sink' }
+  | { kind: 'source'; frameSize: number }
+  | { kind: 'tap'; name: string; fd: number };
+
+export interface RegionConfig {
+  fd: number;
+  guestAddr: number;
+  userAddr: number;
+  size: number;
+  mmapOffset: number;
+}
+
+export interface RingConfig {
+  index: number;
+  size: number;
+  descAddr: number;
+  availAddr: number;
+  usedAddr: number;
+  lastAvailIdx: number;
+  /** -1 when the front-end polls (NOFD). */
+  kickFd: number;
+  /** -1 when the front-end wants no interrupts. */
+  callFd: number;
+}
+
+export interface WorkerSetup {
+  pairIndex: number;
+  net: NetMode;
+  iommu: boolean;
+  eventIdx: boolean;
+  mergeableRx: boolean;
+  /** virtio-net header length: 12 with VERSION_1 or MRG_RXBUF, else 10. */
+  headerLength: number;
+  strategy: string;
+  /** Socket of the backend channel, for IOTLB MISS requests; -1 if none. */
+  backendFd: number;
+  /** Eventfd the main thread writes to wake a sleeping worker. */
+  wakeFd: number;
+  iotlbRing: SharedArrayBuffer;
+  stats: SharedArrayBuffer;
+  /** Batch misses: walk the rest of a burst and send every distinct miss at once. */
+  batchMisses: boolean;
+  /** Bytes around a miss to ask for (0 = just the missing page). */
+  prefetch: number;
+  /** Record translations into this shared ring for the trace writer (null = off). */
+  translationRing: SharedArrayBuffer | null;
+  /** Wall-clock ms (performance.timeOrigin + now()) of the trace's time zero. */
+  traceOriginMs: number;
+}
+
+export type ToWorker =
+  | { type: 'memory'; regions: RegionConfig[]; id: number }
+  | { type: 'start-ring'; ring: RingConfig; id: number }
+  | { type: 'stop-ring'; index: number; id: number }
+  | { type: 'set-call'; index: number; callFd: number; id: number }
+  | { type: 'set-backend'; backendFd: number; id: number }
+  | { type: 'snapshot'; id: number; entries: boolean }
+  | { type: 'clear-iotlb'; index: number; id: number }
+  | { type: 'shutdown'; id: number };
+
+export type FromWorker =
+  | { type: 'done'; id: number; value?: unknown; error?: string }
+  | { type: 'broken'; index: number; reason: string }
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };
+
+export interface IotlbEntrySnapshot {
+  iova: number;
+  size: number;
+  uaddr: number;
+  perm: number;
+}
+
+export interface QueueSnapshot {
+  index: number;
+  size: number;
+  started: boolean;
+  broken: string | null;
+  waitingForMapping: boolean;
+  lastAvailIdx: number;
+  availIdx: number;
+  usedIdx: number;
+  descAddr: number;
+  availAddr: number;
+  usedAddr: number;
+  iotlb: null | {
+    strategy: string;
+    stats: Record<string, number>;
+    pendingMisses: number;
+    entries: IotlbEntrySnapshot[];
+  };
+}

@@ -1,0 +1,179 @@
+/**
+ * The main thread's handle on one queue-pair worker: spawns it, sends ordered commands and
+ * awaits their completion, pushes IOTLB operations through the shared ring.
+ */
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { eventfdCreate, eventfdWrite, closeFd } from '../sys/index.js';
+import type { FromWorker, QueueSnapshot, RegionConfig, RingConfig, ToWorker, WorkerSetup, NetMode } from './contract.js';
+import { createIotlbRing, IotlbOp, IotlbRingProducer } from './iotlb-ring.js';
+import { createTranslationRing, TranslationRingConsumer } from './translation-ring.js';
+import type { TraceWriter } from '../trace/writer.js';
+import { createStatsBuffer, readCounters, type RingCounterName } from './stats.js';
+
+const WORKER_URL = new URL('./worker.js', import.meta.url);
+const COMMAND_TIMEOUT_MS = 5000;
+
+type Command = ToWorker extends infer T ? T extends { id: number } ? Omit<T, 'id'> : never : never;
+
+export interface QueuePairOptions {
+  pairIndex: number;
+  net: NetMode;
+  iommu: boolean;
+  eventIdx: boolean;
+  mergeableRx: boolean;
+  headerLength: number;
+  strategy: string;
+  backendFd: number;
+  batchMisses: boolean;
+  prefetch: number;
+  /** The trace to record translations into, or null. */
+  trace: { writer: TraceWriter; connection: number } | null;
+  onBroken(index: number, reason: string): void;
+  onLog(level: string, text: string): void;
+}
+
+export class QueuePairHost {
+  readonly pairIndex: number;
+  private readonly worker: Worker;
+  private readonly wakeFd: number;
+  private readonly iotlb: IotlbRingProducer;
+  readonly stats: SharedArrayBuffer;
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  private exited = false;
+  private drainTranslations: (() => void) | null = null;
+  private drainTimer: NodeJS.Timeout | null = null;
+
+  constructor(options: QueuePairOptions) {
+    this.pairIndex = options.pairIndex;
+    this.wakeFd = eventfdCreate(0);
+    const iotlbRing = createIotlbRing();
+    this.iotlb = new IotlbRingProducer(iotlbRing);
+    this.stats = createStatsBuffer();
+    const setup: WorkerSetup = {
+      pairIndex: options.pairIndex, net: options.net, iommu: options.iommu, eventIdx: options.eventIdx,
+      mergeableRx: options.mergeableRx, headerLength: options.headerLength, strategy: options.strategy,
+      backendFd: options.backendFd, wakeFd: this.wakeFd, iotlbRing, stats: this.stats,
+      batchMisses: options.batchMisses, prefetch: options.prefetch,
+      translationRing: null, traceOriginMs: 0,
+    };
+    if (options.trace) {
+      const { writer, connection } = options.trace;
+      setup.translationRing = createTranslationRing();
+      setup.traceOriginMs = performance.timeOrigin + performance.now() - writer.elapsedNsNumber() / 1e6;
+      const consumer = new TranslationRingConsumer(setup.translationRing);
+      const sink = { translation: (t: number, q: number, iova: number, len: number, access: number, result: number) => {
+        if (!writer.isClosed) writer.translation(t, connection, q, iova, len, access, result);
+      } };
+      this.drainTranslations = () => consumer.drain(sink);
+      this.drainTimer = setInterval(this.drainTranslations, 20);
+    }
+    this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData: setup, name: `queue-pair-${options.pairIndex}` });
+    this.worker.on('message', (msg: FromWorker) => {
+      if (msg.type === 'done') {
+        const pending = this.waiting.get(msg.id);
+        if (!pending) return;
+        this.waiting.delete(msg.id);
+        clearTimeout(pending.timer);
+        if (msg.error) pending.reject(new Error(msg.error));
+        else pending.resolve(msg.value);
+      } else if (msg.type === 'broken') {
+        options.onBroken(msg.index, msg.reason);
+      } else {
+        options.onLog(msg.level, msg.text);
+      }
+    });
+    this.worker.on('error', (err) => options.onLog('error', `queue pair ${this.pairIndex} worker failed: ${err.stack ?? err}`));
+    this.worker.on('exit', () => {
+      this.exited = true;
+      for (const [, pending] of this.waiting) {
+        clearTimeout(pending.timer);
+        pending.reject(new Error(`queue pair ${this.pairIndex} worker exited`));
+      }
+      this.waiting.clear();
+    });
+  }
+
+  private send<T>(command: Command): Promise<T> {
+    if (this.exited) return Promise.reject(new Error(`queue pair ${this.pairIndex} worker is not running`));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new Error(`queue pair ${this.pairIndex}: '${command.type}' not done within ${COMMAND_TIMEOUT_MS} ms`));
+      }, COMMAND_TIMEOUT_MS);
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+      this.worker.postMessage({ ...command, id } as ToWorker);
+      this.wake();
+    });
+  }
+
+  /** Interrupts a worker sleeping in poll() so it reads its messages and the IOTLB ring. */
+  wake(): void {
+    if (!this.exited) eventfdWrite(this.wakeFd, 1);
+  }
+
+  setMemory(regions: RegionConfig[]): Promise<void> {
+    return this.send({ type: 'memory', regions });
+  }
+
+  startRing(ring: RingConfig): Promise<void> {
+    return this.send({ type: 'start-ring', ring });
+  }
+
+  /** Stops a ring and returns its last available index, for GET_VRING_BASE. */
+  stopRing(index: number): Promise<number> {
+    return this.send({ type: 'stop-ring', index });
+  }
+
+  setCall(index: number, callFd: number): Promise<void> {
+    return this.send({ type: 'set-call', index, callFd });
+  }
+
+  setBackend(backendFd: number): Promise<void> {
+    return this.send({ type: 'set-backend', backendFd });
+  }
+
+  snapshot(entries: boolean): Promise<QueueSnapshot[]> {
+    return this.send({ type: 'snapshot', entries });
+  }
+
+  clearIotlb(index: number): Promise<void> {
+    return this.send({ type: 'clear-iotlb', index });
+  }
+
+  counters(ringInPair: number): Record<RingCounterName, number> {
+    return readCounters(this.stats, ringInPair);
+  }
+
+  /** Queues an IOTLB operation; resolves when the worker has applied it. */
+  async iotlbOp(op: (typeof IotlbOp)[keyof typeof IotlbOp], iova: number, size: number, uaddr: number, perm: number): Promise<void> {
+    let seq = this.iotlb.push(op, iova, size, uaddr, perm);
+    while (seq < 0) {
+      // Ring full: the worker is behind. Wake it and give it a moment; never drop an invalidate.
+      this.wake();
+      await new Promise((r) => setTimeout(r, 1));
+      if (this.exited) return;
+      seq = this.iotlb.push(op, iova, size, uaddr, perm);
+    }
+    this.wake();
+    if (!(await this.iotlb.waitApplied(seq, COMMAND_TIMEOUT_MS)) && !this.exited) {
+      throw new Error(`queue pair ${this.pairIndex}: IOTLB operation not applied within ${COMMAND_TIMEOUT_MS} ms`);
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    if (!this.exited) {
+      try {
+        await this.send({ type: 'shutdown' });
+      } catch {
+        // fall through to terminate
+      }
+      await this.worker.terminate();
+    }
+    if (this.drainTimer) clearInterval(this.drainTimer);
+    this.drainTranslations?.();
+    closeFd(this.wakeFd);
+  }
+}

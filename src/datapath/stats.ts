@@ -1,0 +1,36 @@
+/**
+ * Per-ring counters in shared memory: the worker bumps plain Float64Array slots (as cheap
+ * as a local counter) and the main thread reads them whenever `inspect` or the stats
+ * printer asks, without a message to the worker.
+ */
+
+export const RingCounter = {
+  packets: 0,
+  bytes: 1,
+  drops: 2,
+  kicks: 3,
+  interrupts: 4,
+  missesSent: 5,
+} as const;
+export type RingCounterName = keyof typeof RingCounter;
+export const RING_COUNTERS = Object.keys(RingCounter) as RingCounterName[];
+
+const COUNTERS_PER_RING = 8;
+/** Rings per queue pair: RX (even index) and TX (odd index). */
+export const RINGS_PER_PAIR = 2;
+
+export function createStatsBuffer(): SharedArrayBuffer {
+  return new SharedArrayBuffer(RINGS_PER_PAIR * COUNTERS_PER_RING * 8);
+}
+
+/** The counters of one ring (ringInPair 0 = RX, 1 = TX) as a typed array indexed by RingCounter. */
+export function ringCounters(buffer: SharedArrayBuffer, ringInPair: number): Float64Array {
+  return new Float64Array(buffer, ringInPair * COUNTERS_PER_RING * 8, COUNTERS_PER_RING);
+}
+
+export function readCounters(buffer: SharedArrayBuffer, ringInPair: number): Record<RingCounterName, number> {
+  const counters = ringCounters(buffer, ringInPair);
+  const out = {} as Record<RingCounterName, number>;
+  for (const name of RING_COUNTERS) out[name] = counters[RingCounter[name]];
+  return out;
+}

@@ -1,0 +1,236 @@
+/**
+ * The vhost-user-net device: negotiated state, vrings, memory, and the queue-pair workers
+ * that run the data path. Handlers (handlers.ts) change this state; `reconcile` turns the
+ * state into worker commands, so "when does a ring run" is decided in one place.
+ */
+import { hasFeature, NetFeature, VirtioFeature } from '../protocol/features.js';
+import { closeFd } from '../sys/index.js';
+import type { NetMode, QueueSnapshot, RegionConfig } from '../datapath/contract.js';
+import { IotlbOp } from '../datapath/iotlb-ring.js';
+import { QueuePairHost } from '../datapath/queue-pair-host.js';
+import { getStrategy } from '../iotlb/registry.js';
+import type { IotlbStrategy } from '../iotlb/strategy.js';
+import { DeviceError } from './errors.js';
+import { MemoryTable } from './memory-table.js';
+import { MAX_MEM_SLOTS, OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES } from './offered-features.js';
+import { VringState } from './vring-state.js';
+import type { TraceWriter } from '../trace/writer.js';
+
+export interface DeviceOptions {
+  queuePairs: number;
+  net: NetMode;
+  strategy: string;
+  batchMisses: boolean;
+  prefetch: number;
+  /** Record translations (with the server's trace writer) — set per connection by the session. */
+  traceTranslations: boolean;
+  log(level: string, text: string): void;
+}
+
+export class NetDevice {
+  features = 0n;
+  featuresSet = false;
+  protocolFeatures = 0n;
+  owner = false;
+  status = 0;
+  backendFd = -1;
+  /** Where workers record translations for the current connection (set by the session). */
+  traceTarget: { writer: TraceWriter; connection: number } | null = null;
+  readonly memory = new MemoryTable(MAX_MEM_SLOTS);
+  readonly vrings: VringState[];
+  private readonly pairs = new Map<number, QueuePairHost>();
+  /**
+   * Every live IOTLB mapping, kept on the main thread so a worker started later is seeded
+   * with what the front-end already sent, and so `inspect` can show the device's view.
+   */
+  readonly iotlbShadow: IotlbStrategy = getStrategy('interval').create({ capacity: 1 << 20 });
+
+  constructor(readonly options: DeviceOptions) {
+    this.vrings = Array.from({ length: options.queuePairs * 2 }, (_, i) => new VringState(i));
+  }
+
+  get offeredFeatures(): bigint {
+    return this.options.queuePairs > 1 ? OFFERED_FEATURES : OFFERED_FEATURES & ~(1n << BigInt(NetFeature.MQ));
+  }
+
+  get offeredProtocolFeatures(): bigint {
+    return OFFERED_PROTOCOL_FEATURES;
+  }
+
+  has(bit: number): boolean {
+    return hasFeature(this.features, bit);
+  }
+
+  hasProtocol(bit: number): boolean {
+    return hasFeature(this.protocolFeatures, bit);
+  }
+
+  get iommu(): boolean {
+    return this.has(VirtioFeature.ACCESS_PLATFORM);
+  }
+
+  vring(index: number, request: string): VringState {
+    // The whole 32-bit value is checked: DPDK once truncated it first (CVE-2020-10723).
+    if (!Number.isInteger(index) || index < 0 || index >= this.vrings.length) {
+      throw new DeviceError(`${request}: vring index ${index} out of range (device has ${this.vrings.length} vrings)`);
+    }
+    return this.vrings[index];
+  }
+
+  private regionConfigs(): RegionConfig[] {
+    return this.memory.regions.map(({ fd, guestAddr, userAddr, size, mmapOffset }) => ({ fd, guestAddr, userAddr, size, mmapOffset }));
+  }
+
+  private async pairFor(index: number): Promise<QueuePairHost> {
+    const pairIndex = index >> 1;
+    let pair = this.pairs.get(pairIndex);
+    if (pair) return pair;
+    pair = new QueuePairHost({
+      pairIndex,
+      net: this.options.net,
+      iommu: this.iommu,
+      eventIdx: this.has(VirtioFeature.EVENT_IDX),
+      mergeableRx: this.has(NetFeature.MRG_RXBUF),
+      headerLength: this.has(VirtioFeature.VERSION_1) || this.has(NetFeature.MRG_RXBUF) ? 12 : 10,
+      strategy: this.options.strategy,
+      backendFd: this.backendFd,
+      batchMisses: this.options.batchMisses,
+      prefetch: this.options.prefetch,
+      trace: this.traceTarget,
+      onBroken: (ring, reason) => {
+        this.vrings[ring].broken = reason;
+        this.vrings[ring].running = false;
+        this.options.log('error', `vring ${ring} broken: ${reason}`);
+      },
+      onLog: (level, text) => this.options.log(level, text),
+    });
+    this.pairs.set(pairIndex, pair);
+    await pair.setMemory(this.regionConfigs());
+    for (const entry of this.iotlbShadow.entries()) {
+      await pair.iotlbOp(IotlbOp.Update, entry.iova, entry.size, entry.uaddr, entry.perm);
+    }
+    return pair;
+  }
+
+  /** Starts or stops the ring's worker processing so it matches the control state. */
+  async reconcile(vring: VringState): Promise<void> {
+    const shouldRun = vring.ready && this.memory.regions.length > 0;
+    if (shouldRun && !vring.running) {
+      const pair = await this.pairFor(vring.index);
+      await pair.startRing({
+        index: vring.index, size: vring.size, descAddr: vring.descAddr, availAddr: vring.availAddr,
+        usedAddr: vring.usedAddr, lastAvailIdx: vring.base, kickFd: vring.kickFd, callFd: vring.callFd,
+      });
+      vring.running = true;
+    } else if (!shouldRun && vring.running) {
+      const pair = this.pairs.get(vring.index >> 1);
+      vring.running = false;
+      if (pair) vring.base = await pair.stopRing(vring.index);
+    }
+  }
+
+  /** Memory changes: stop what runs, hand workers the new table, restart. */
+  async memoryChanged(): Promise<void> {
+    const running = this.vrings.filter((v) => v.running);
+    for (const vring of running) {
+      vring.running = false;
+      vring.base = await this.pairs.get(vring.index >> 1)!.stopRing(vring.index);
+    }
+    for (const pair of this.pairs.values()) await pair.setMemory(this.regionConfigs());
+    for (const vring of running) await this.reconcile(vring);
+  }
+
+  /** Workers send IOTLB misses themselves; they switch to the new socket before the old closes. */
+  async setBackendChannel(fd: number): Promise<void> {
+    const old = this.backendFd;
+    this.backendFd = fd;
+    for (const pair of this.pairs.values()) await pair.setBackend(fd);
+    if (old >= 0) this.closeQuietly(old);
+  }
+
+  /** Workers take features at creation; after SET_FEATURES the idle ones are recreated on demand. */
+  async dropIdleWorkers(): Promise<void> {
+    for (const [index, pair] of this.pairs) {
+      if (this.vrings[index * 2].running || this.vrings[index * 2 + 1].running) continue;
+      this.pairs.delete(index);
+      await pair.shutdown();
+    }
+  }
+
+  /** RESET_DEVICE: every ring stops and forgets its configuration; memory and features stay. */
+  async resetRings(): Promise<void> {
+    for (const vring of this.vrings) {
+      vring.enabled = false;
+      vring.kickSet = false;
+      await this.reconcile(vring);
+      for (const fd of [vring.kickFd, vring.callFd, vring.errFd]) if (fd >= 0) this.closeQuietly(fd);
+      this.vrings[vring.index] = new VringState(vring.index);
+    }
+  }
+
+  closeQuietly(fd: number): void {
+    try {
+      closeFd(fd);
+    } catch (err) {
+      this.options.log('warn', `close(${fd}): ${(err as Error).message}`);
+    }
+  }
+
+  async setCall(vring: VringState, fd: number): Promise<void> {
+    const old = vring.callFd;
+    vring.callFd = fd;
+    const pair = this.pairs.get(vring.index >> 1);
+    if (vring.running && pair) await pair.setCall(vring.index, fd);
+    if (old >= 0) this.closeQuietly(old);
+  }
+
+  async iotlbUpdate(iova: number, size: number, uaddr: number, perm: number): Promise<void> {
+    this.iotlbShadow.insert({ iova, size, uaddr, perm });
+    await Promise.all([...this.pairs.values()].map((p) => p.iotlbOp(IotlbOp.Update, iova, size, uaddr, perm)));
+  }
+
+  /** Resolves only when every worker has dropped the range: the caller acks after this. */
+  async iotlbInvalidate(iova: number, size: number): Promise<void> {
+    this.iotlbShadow.invalidate(iova, size);
+    await Promise.all([...this.pairs.values()].map((p) => p.iotlbOp(IotlbOp.Invalidate, iova, size, 0, 0)));
+  }
+
+  async clearIotlb(index: number): Promise<void> {
+    const pair = this.pairs.get(index >> 1);
+    if (pair) await pair.clearIotlb(index);
+  }
+
+  async snapshot(entries: boolean): Promise<QueueSnapshot[]> {
+    const result: QueueSnapshot[] = [];
+    for (const pair of [...this.pairs.values()].sort((a, b) => a.pairIndex - b.pairIndex)) {
+      result.push(...(await pair.snapshot(entries)));
+    }
+    return result;
+  }
+
+  counters(index: number): ReturnType<QueuePairHost['counters']> | null {
+    const pair = this.pairs.get(index >> 1);
+    return pair ? pair.counters(index & 1) : null;
+  }
+
+  /** Back to the state of a new connection; every fd we hold is closed. */
+  async reset(): Promise<void> {
+    const pairs = [...this.pairs.values()];
+    this.pairs.clear();
+    await Promise.all(pairs.map((p) => p.shutdown()));
+    for (const vring of this.vrings) {
+      for (const fd of [vring.kickFd, vring.callFd, vring.errFd]) if (fd >= 0) this.closeQuietly(fd);
+      this.vrings[vring.index] = new VringState(vring.index);
+    }
+    this.memory.closeAll();
+    if (this.backendFd >= 0) this.closeQuietly(this.backendFd);
+    this.backendFd = -1;
+    this.features = 0n;
+    this.featuresSet = false;
+    this.protocolFeatures = 0n;
+    this.owner = false;
+    this.status = 0;
+    this.iotlbShadow.clear();
+  }
+
+}

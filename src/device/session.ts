@@ -1,0 +1,162 @@
+/**
+ * One front-end connection: reads the socket, frames and decodes messages, runs them through
+ * the handler table one at a time (handlers may wait for workers), and owns the one reply path.
+ * Whatever goes wrong with this connection ends at most this connection.
+ */
+import {
+  decodeHeader, decodeMessage, encodeMessage, MessageFramer, ProtocolError, requestInfo, requestName,
+  ProtocolFeature, type Body, type Frame, type VhostMessage,
+} from '../protocol/index.js';
+import { closeFd, fdKind, FdWatcher, receiveMessage, sendMessage } from '../sys/index.js';
+import type { TraceWriter } from '../trace/writer.js';
+import type { NetDevice } from './device.js';
+import { DeviceError } from './errors.js';
+import { handlerFor, type HandlerContext } from './handlers.js';
+
+const RECEIVE_BUFFER = 64 * 1024;
+
+export interface SessionOptions {
+  connection: number;
+  trace: TraceWriter | null;
+  log(level: string, text: string): void;
+  onClosed(reason: string): void;
+}
+
+export class Session {
+  private readonly framer = new MessageFramer();
+  private readonly receiveBuffer = new Uint8Array(RECEIVE_BUFFER);
+  private readonly watcher: FdWatcher;
+  private readonly queue: Frame[] = [];
+  private processing = false;
+  private closed = false;
+  /** Resolves when the connection has closed and the device has been reset. */
+  readonly done: Promise<void>;
+  private resolveDone!: () => void;
+
+  constructor(private readonly fd: number, readonly device: NetDevice, private readonly options: SessionOptions) {
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.watcher = new FdWatcher(fd, (error) => (error ? this.close(`socket error: ${error.message}`) : this.onReadable()));
+  }
+
+  private onReadable(): void {
+    try {
+      for (;;) {
+        const received = receiveMessage(this.fd, this.receiveBuffer);
+        if (received === null) break;
+        if (received.bytes === 0) {
+          for (const fd of received.fds) closeFd(fd);
+          this.close('front-end disconnected');
+          return;
+        }
+        this.framer.push(this.receiveBuffer.subarray(0, received.bytes), received.fds);
+        for (let frame = this.framer.next(); frame !== null; frame = this.framer.next()) this.queue.push(frame);
+      }
+    } catch (err) {
+      // Framing errors (a size over MAX_PAYLOAD, truncated ancillary data) leave the stream unreadable.
+      this.close(`unreadable stream: ${(err as Error).message}`);
+      return;
+    }
+    void this.processQueue();
+  }
+
+  private async processQueue(): Promise<void> {
+    if (this.processing) return;
+    this.processing = true;
+    try {
+      while (!this.closed && this.queue.length > 0) await this.handle(this.queue.shift()!);
+    } finally {
+      this.processing = false;
+    }
+  }
+
+  private trace(bytes: Uint8Array, fds: readonly number[], direction: 'to-backend' | 'to-frontend'): void {
+    const trace = this.options.trace;
+    if (trace === null) return;
+    trace.writeMessage({
+      timeNs: trace.elapsedNs(), connection: this.options.connection, channel: 'frontend', direction,
+      bytes, fds: fds.map((fd) => fdKind(fd)),
+    });
+  }
+
+  private async handle(frame: Frame): Promise<void> {
+    this.trace(frame.bytes, frame.fds, 'to-backend');
+    const taken = new Set<number>();
+    let msg: VhostMessage | null = null;
+    let header: { request: number; flags: number } | null = null;
+    try {
+      header = decodeHeader(frame.bytes);
+      msg = decodeMessage('frontend', frame.bytes, frame.fds);
+      if (msg.isReply) throw new DeviceError(`${msg.name}: a reply arrived where a request was expected`);
+      const handler = handlerFor(msg.request);
+      if (handler === undefined) throw new DeviceError(`${msg.name}: unknown request`);
+      const message = msg;
+      const ctx: HandlerContext = {
+        takeFd: (i) => {
+          if (i >= message.fds.length) throw new DeviceError(`${message.name}: expected an fd at position ${i}`);
+          taken.add(i);
+          return message.fds[i];
+        },
+      };
+      const replyBody = await handler(this.device, msg, ctx);
+      if (replyBody) this.reply(msg.request, replyBody);
+      else if (msg.needsReply && this.replyAck) this.reply(msg.request, { kind: 'u64', value: 0n });
+    } catch (err) {
+      this.fail(err as Error, msg, header);
+    } finally {
+      // Fds nobody took are closed here: a request that may carry none cannot leak one to us.
+      frame.fds.forEach((fd, i) => {
+        if (!taken.has(i)) this.device.closeQuietly(fd);
+      });
+    }
+  }
+
+  private get replyAck(): boolean {
+    return this.device.hasProtocol(ProtocolFeature.REPLY_ACK);
+  }
+
+  /** The spec's answer to a failed request: a non-zero REPLY_ACK if one was asked for. */
+  private fail(err: Error, msg: VhostMessage | null, header: { request: number; flags: number } | null): void {
+    const what = msg?.name ?? (header ? requestName('frontend', header.request) : 'message');
+    const detail = err instanceof ProtocolError ? `${err.message} (field ${err.field})` : err.message;
+    this.options.log('warn', `connection ${this.options.connection}: ${what} refused: ${detail}`);
+    if (err instanceof DeviceError && err.fatal) {
+      this.close(detail);
+      return;
+    }
+    if (!(err instanceof DeviceError) && !(err instanceof ProtocolError)) {
+      this.options.log('error', err.stack ?? String(err));
+    }
+    const request = msg?.request ?? header?.request;
+    if (request === undefined) return;
+    const needsReply = msg?.needsReply ?? ((header!.flags & 0x8) !== 0);
+    const info = requestInfo('frontend', request);
+    if (info?.alwaysReplies) {
+      // A GET_* that cannot be answered leaves the front-end waiting forever: end the session instead.
+      this.close(`cannot answer ${what}: ${detail}`);
+    } else if (needsReply && this.replyAck) {
+      this.reply(request, { kind: 'u64', value: 1n });
+    }
+  }
+
+  private reply(request: number, body: Body): void {
+    if (this.closed) return;
+    const bytes = encodeMessage({ channel: 'frontend', request, isReply: true, body });
+    this.trace(bytes, [], 'to-frontend');
+    // Replies are a few dozen bytes into an idle socket; a full send buffer means a stuck peer.
+    if (sendMessage(this.fd, bytes) !== bytes.length) this.close(`could not send the ${requestName('frontend', request)} reply`);
+  }
+
+  close(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watcher.stop();
+    for (const frame of this.queue.splice(0)) for (const fd of frame.fds) this.device.closeQuietly(fd);
+    this.device.closeQuietly(this.fd);
+    this.options.log('info', `connection ${this.options.connection} closed: ${reason}`);
+    void this.device.reset().finally(() => {
+      this.options.onClosed(reason);
+      this.resolveDone();
+    });
+  }
+}
+

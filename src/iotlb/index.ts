@@ -1,0 +1,11 @@
+export * from './strategy.js';
+export { strategies, getStrategy, strategyNames } from './registry.js';
+export { PendingMisses, DEFAULT_PENDING_CAPACITY } from './pending-misses.js';
+export type { PendingMiss } from './pending-misses.js';
+export { ADDRESS_LIMIT, PAGE_SIZE, PAGE_SHIFT, rangeEnd, pageOf } from './address.js';
+export { Prng } from './prng.js';
+export { DpdkStrategy, IOTLB_CACHE_SIZE } from './strategies/dpdk.js';
+export { IntervalStrategy, DEFAULT_CAPACITY } from './strategies/interval.js';
+export { CoalescingStrategy } from './strategies/coalescing.js';
+export { LruStrategy } from './strategies/lru.js';
+export { RangeTable } from './strategies/range-table.js';

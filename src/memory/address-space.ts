@@ -1,0 +1,157 @@
+/**
+ * Address translation for the data path: one small interface, three implementations.
+ *
+ *   GuestPhysicalSpace  descriptor addresses without an IOMMU (guest-physical)
+ *   UserAddressSpace    ring addresses without an IOMMU (front-end virtual, from SET_VRING_ADDR)
+ *   IotlbAddressSpace   every address with VIRTIO_F_IOMMU_PLATFORM (IOVA -> IOTLB -> uaddr)
+ *
+ * map() never allocates and never throws: the result is a number, and the host bytes
+ * come back through the reused `bytes` / `offset` fields. A successful result is always
+ * inside one region's bytes: offset + result <= bytes.length.
+ */
+import { LOOKUP_MISS, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
+import type { GuestMemory, GuestRegion } from './guest-memory.js';
+
+/** Outside guest memory, or the mapping lacks the requested access. */
+export const MAP_FAULT = -1;
+/** IOTLB miss (IOMMU only): retry after the front-end answers the miss. */
+export const MAP_MISS = 0;
+
+export const ACCESS_READ = 1;
+export const ACCESS_WRITE = 2;
+
+/** Why the last map() returned MAP_FAULT (for the broken-queue reason). */
+export const FAULT_NONE = 0;
+/** The address is not in guest memory (or the IOTLB entry points outside every region). */
+export const FAULT_UNMAPPED = 1;
+/** The IOTLB maps the address without the requested access. */
+export const FAULT_DENIED = 2;
+
+export interface AddressSpace {
+  /**
+   * Translate [addr, addr+len) for access (1 read, 2 write). On success sets
+   * this.bytes/this.offset to the host bytes of addr and returns how many bytes are
+   * contiguous from there (1..len); the caller loops for the rest. len must be >= 1.
+   */
+  map(addr: number, len: number, access: number): number;
+  bytes: Uint8Array;
+  offset: number;
+  /** The IOVA that missed, for the miss report (valid after MAP_MISS). */
+  missAddr: number;
+  /** FAULT_UNMAPPED or FAULT_DENIED after MAP_FAULT. */
+  faultKind: number;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Shared last-hit cache logic: [lo, hi) in the space's address kind -> bytes at base. */
+abstract class RegionSpace implements AddressSpace {
+  bytes: Uint8Array = EMPTY;
+  offset = 0;
+  missAddr = 0;
+  faultKind = FAULT_NONE;
+  // Last region hit, as plain numbers so the fast path is three compares.
+  protected lo = 0;
+  protected hi = 0;
+  protected hitBytes: Uint8Array = EMPTY;
+  protected gen = -1;
+
+  constructor(readonly memory: GuestMemory) {}
+
+  map(addr: number, len: number, _access: number): number {
+    if (addr >= this.lo && addr < this.hi && this.gen === this.memory.generation) {
+      this.bytes = this.hitBytes;
+      this.offset = addr - this.lo;
+      const room = this.hi - addr;
+      return len <= room ? len : room;
+    }
+    return this.slowMap(addr, len);
+  }
+
+  protected abstract find(addr: number): GuestRegion | null;
+  protected abstract startOf(r: GuestRegion): number;
+
+  private slowMap(addr: number, len: number): number {
+    const r = this.find(addr);
+    if (r === null) {
+      this.faultKind = FAULT_UNMAPPED;
+      return MAP_FAULT;
+    }
+    this.lo = this.startOf(r);
+    this.hi = this.lo + r.size;
+    this.hitBytes = r.bytes;
+    this.gen = this.memory.generation;
+    this.bytes = r.bytes;
+    this.offset = addr - this.lo;
+    const room = this.hi - addr;
+    return len <= room ? len : room;
+  }
+}
+
+/** Guest-physical addresses (descriptor buffers without an IOMMU). */
+export class GuestPhysicalSpace extends RegionSpace {
+  protected find(addr: number): GuestRegion | null {
+    return this.memory.findGuest(addr);
+  }
+  protected startOf(r: GuestRegion): number {
+    return r.guestAddr;
+  }
+}
+
+/** Front-end virtual addresses (ring addresses from SET_VRING_ADDR without an IOMMU). */
+export class UserAddressSpace extends RegionSpace {
+  protected find(addr: number): GuestRegion | null {
+    return this.memory.findUser(addr);
+  }
+  protected startOf(r: GuestRegion): number {
+    return r.userAddr;
+  }
+}
+
+/**
+ * IOVAs translated through an IOTLB cache (one per queue, as DPDK does, so lookups take
+ * no lock), then from front-end virtual address to host bytes via the regions.
+ */
+export class IotlbAddressSpace implements AddressSpace {
+  bytes: Uint8Array = EMPTY;
+  offset = 0;
+  missAddr = 0;
+  faultKind = FAULT_NONE;
+  private readonly out: LookupOut = { uaddr: 0 };
+  // Last region hit by user address.
+  private lo = 0;
+  private hi = 0;
+  private hitBytes: Uint8Array = EMPTY;
+  private gen = -1;
+
+  constructor(readonly strategy: IotlbStrategy, readonly memory: GuestMemory) {}
+
+  map(addr: number, len: number, access: number): number {
+    const n = this.strategy.lookup(addr, len, access, this.out);
+    if (n <= 0) {
+      if (n === LOOKUP_MISS) {
+        this.missAddr = addr;
+        return MAP_MISS;
+      }
+      this.faultKind = FAULT_DENIED;
+      return MAP_FAULT;
+    }
+    const uaddr = this.out.uaddr;
+    if (!(uaddr >= this.lo && uaddr < this.hi && this.gen === this.memory.generation)) {
+      const r = this.memory.findUser(uaddr);
+      if (r === null) {
+        this.faultKind = FAULT_UNMAPPED;
+        return MAP_FAULT;
+      }
+      this.lo = r.userAddr;
+      this.hi = r.userEnd;
+      this.hitBytes = r.bytes;
+      this.gen = this.memory.generation;
+    }
+    this.bytes = this.hitBytes;
+    this.offset = uaddr - this.lo;
+    const room = this.hi - uaddr;
+    const m = n < len ? n : len;
+    return m <= room ? m : room;
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * Stream framing for a SOCK_STREAM socket: bytes arrive in arbitrary pieces, fds arrive
+ * with whichever recvmsg carried them. Complete messages are cut out as soon as they are
+ * whole; a header claiming more than MAX_PAYLOAD is refused at once so a hostile peer
+ * cannot make us buffer without bound.
+ */
+import { ProtocolError } from './errors.js';
+import { HEADER_SIZE, decodeHeader } from './header.js';
+import { MAX_PAYLOAD } from './bodies.js';
+
+export interface Frame {
+  bytes: Uint8Array;
+  fds: number[];
+}
+
+interface FdBatch {
+  /** Stream offset of the first byte of the chunk the fds came with. */
+  at: number;
+  fds: number[];
+}
+
+export class MessageFramer {
+  private buf = new Uint8Array(256);
+  private start = 0; // first unframed byte in buf
+  private end = 0; // one past the last byte in buf
+  private consumed = 0; // stream offset of buf[start]
+  private readonly fdBatches: FdBatch[] = [];
+  private readonly ready: Frame[] = [];
+  private readyBytes = 0;
+  private failure: ProtocolError | null = null;
+
+  /**
+   * Adds a chunk. fds belong to the message containing the chunk's first byte; the kernel
+   * hands ancillary data out with the first byte of the sendmsg that carried it.
+   */
+  push(chunk: Uint8Array, fds: number[] = []): void {
+    if (this.failure) throw this.failure;
+    if (fds.length > 0) this.fdBatches.push({ at: this.consumed + (this.end - this.start), fds: [...fds] });
+    this.append(chunk);
+    try {
+      this.cut();
+    } catch (err) {
+      if (err instanceof ProtocolError) this.failure = err;
+      throw err;
+    }
+  }
+
+  /** The next complete message, or null if none is whole yet. */
+  next(): Frame | null {
+    const frame = this.ready.shift() ?? null;
+    if (frame) this.readyBytes -= frame.bytes.length;
+    return frame;
+  }
+
+  /** Bytes received but not yet returned by next(). */
+  get bufferedBytes(): number {
+    return this.readyBytes + (this.end - this.start);
+  }
+
+  /**
+   * Every fd not yet handed out by next() — including those of complete messages still
+   * queued — and forgets them: after a protocol error the caller closes these.
+   */
+  takeFds(): number[] {
+    const fds = [...this.ready.flatMap((f) => f.fds), ...this.fdBatches.flatMap((b) => b.fds)];
+    this.ready.forEach((f) => (f.fds = []));
+    this.fdBatches.length = 0;
+    return fds;
+  }
+
+  private append(chunk: Uint8Array): void {
+    const used = this.end - this.start;
+    if (this.end + chunk.length > this.buf.length) {
+      // Compact first; grow only if the live bytes really need more room.
+      const need = used + chunk.length;
+      if (need > this.buf.length) {
+        const grown = new Uint8Array(Math.max(need, this.buf.length * 2));
+        grown.set(this.buf.subarray(this.start, this.end), 0);
+        this.buf = grown;
+      } else {
+        this.buf.copyWithin(0, this.start, this.end);
+      }
+      this.start = 0;
+      this.end = used;
+    }
+    this.buf.set(chunk, this.end);
+    this.end += chunk.length;
+  }
+
+  private cut(): void {
+    while (this.end - this.start >= HEADER_SIZE) {
+      const { size } = decodeHeader(this.buf, this.start);
+      if (size > MAX_PAYLOAD) {
+        throw new ProtocolError('PAYLOAD_TOO_LARGE', 'size', size, `header announces ${size} payload bytes, limit ${MAX_PAYLOAD}`);
+      }
+      const total = HEADER_SIZE + size;
+      if (this.end - this.start < total) return;
+      const bytes = this.buf.slice(this.start, this.start + total);
+      const endOffset = this.consumed + total;
+      const fds: number[] = [];
+      while (this.fdBatches.length > 0 && this.fdBatches[0]!.at < endOffset) fds.push(...this.fdBatches.shift()!.fds);
+      this.ready.push({ bytes, fds });
+      this.readyBytes += total;
+      this.start += total;
+      this.consumed = endOffset;
+    }
+  }
+}

@@ -1,0 +1,22 @@
+/** Parses `serve --net` into the data path's NetMode. */
+import { openTap } from '../sys/index.js';
+import type { NetMode } from '../datapath/contract.js';
+
+export const NET_MODES = ['loopback', 'sink', 'source', 'tap:IFNAME'] as const;
+
+export function parseNetMode(value: string, frameSize: number): NetMode {
+  if (value === 'loopback' || value === 'sink') return { kind: value };
+  if (value === 'source') {
+    if (!Number.isInteger(frameSize) || frameSize < 60 || frameSize > 65535) {
+      throw new Error(`--frame-size ${frameSize} must be an integer in 60..65535`);
+    }
+    return { kind: 'source', frameSize };
+  }
+  if (value.startsWith('tap:')) {
+    const name = value.slice(4);
+    if (name === '' || name.length > 15) throw new Error(`--net tap:IFNAME needs an interface name of 1..15 characters, got "${name}"`);
+    const tap = openTap(name);
+    return { kind: 'tap', name: tap.name, fd: tap.fd };
+  }
+  throw new Error(`--net ${value} is not one of ${NET_MODES.join(', ')}`);
+}

@@ -1,0 +1,56 @@
+// Error construction and argument checks shared by the src/sys wrappers. The addon
+// throws errno errors itself; these cover errors raised before any syscall.
+import { constants } from 'node:os';
+
+export interface SystemError extends Error {
+  code: string;
+  errno?: number;
+  syscall: string;
+}
+
+/** Node-style error; errno is positive, and omitted for codes that are not errnos (ECTRUNC). */
+export function systemError(syscall: string, code: string, detail: string, base: ErrorConstructor = Error): SystemError {
+  const error = new base(`${syscall}: ${detail} (${code})`) as SystemError;
+  error.code = code;
+  const errno = (constants.errno as Record<string, number | undefined>)[code];
+  if (errno !== undefined) error.errno = errno;
+  error.syscall = syscall;
+  return error;
+}
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+
+export function checkInt(what: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number') throw new TypeError(`${what} must be a number, got ${typeof value}`);
+  if (!Number.isInteger(value)) throw new RangeError(`${what} must be an integer, got ${value}`);
+  if (value < min || value > max) throw new RangeError(`${what} must be in [${min}, ${max}], got ${value}`);
+  return value;
+}
+
+export function checkFd(what: string, value: unknown): number {
+  return checkInt(what, value, 0, 0x7fffffff);
+}
+
+export function checkSize(what: string, value: unknown): number {
+  return checkInt(what, value, 0, MAX_SAFE);
+}
+
+export function checkBytes(what: string, value: unknown): Uint8Array {
+  if (!(value instanceof Uint8Array)) throw new TypeError(`${what} must be a Uint8Array`);
+  return value;
+}
+
+/** Validates a [offset, offset+length) window of `view`; length defaults to the rest. */
+export function checkWindow(what: string, view: Uint8Array, offset: unknown, length: unknown): [number, number] {
+  const start = offset === undefined ? 0 : checkInt(`${what} offset`, offset, 0, view.length);
+  const size = length === undefined ? view.length - start : checkInt(`${what} length`, length, 0, view.length - start);
+  return [start, size];
+}
+
+export function checkString(what: string, value: unknown, maxBytes: number): string {
+  if (typeof value !== 'string') throw new TypeError(`${what} must be a string`);
+  if (value.includes('\0')) throw new TypeError(`${what} must not contain NUL`);
+  const bytes = Buffer.byteLength(value);
+  if (bytes > maxBytes) throw new RangeError(`${what} is ${bytes} bytes, at most ${maxBytes} allowed`);
+  return value;
+}

@@ -1,0 +1,88 @@
+// Plain fd operations: eventfds, read/write/close, blocking poll for workers, and
+// /proc-based introspection used by tests and diagnostics.
+import { fstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { native } from './native.js';
+import { checkBytes, checkFd, checkInt, checkWindow, systemError } from './errors.js';
+
+/** eventfd(EFD_NONBLOCK|EFD_CLOEXEC). */
+export function eventfdCreate(initial = 0): number {
+  return native().eventfdCreate(checkInt('eventfdCreate initial', initial, 0, 0xffffffff));
+}
+
+/** Reads and resets the counter; 0 when it is already 0 (EAGAIN). Values above 2^53 lose precision. */
+export function eventfdRead(fd: number): number {
+  return native().eventfdRead(checkFd('eventfdRead fd', fd));
+}
+
+/** Adds value (default 1) to the counter. EAGAIN is thrown if it would overflow. */
+export function eventfdWrite(fd: number, value = 1): void {
+  checkFd('eventfdWrite fd', fd);
+  native().eventfdWrite(fd, checkInt('eventfdWrite value', value, 1, Number.MAX_SAFE_INTEGER));
+}
+
+/** close(2): EBADF throws, EINTR is ignored (Linux frees the fd anyway). */
+export function closeFd(fd: number): void {
+  native().closeFd(checkFd('closeFd fd', fd));
+}
+
+/** read(2) into into[offset, offset+length): bytes read, 0 at EOF, -1 on EAGAIN. */
+export function readFd(fd: number, into: Uint8Array, offset: number, length: number): number {
+  checkFd('readFd fd', fd);
+  checkBytes('readFd into', into);
+  const [start, size] = checkWindow('readFd', into, offset, length);
+  return native().readFd(fd, into, start, size);
+}
+
+/** write(2) from from[offset, offset+length): bytes written, -1 on EAGAIN. */
+export function writeFd(fd: number, from: Uint8Array, offset: number, length: number): number {
+  checkFd('writeFd fd', fd);
+  checkBytes('writeFd from', from);
+  const [start, size] = checkWindow('writeFd', from, offset, length);
+  return native().writeFd(fd, from, start, size);
+}
+
+/**
+ * BLOCKING poll(2) for POLLIN on fds[0..count); blocks the calling thread, so use it in worker
+ * threads only. Sets ready[i] to 1 when fds[i] is readable, hung up or in error (the next read
+ * tells which), else 0. Negative entries are ignored, as poll(2) does. timeoutMs -1 waits
+ * forever. Returns how many are ready, 0 on timeout. Does not allocate per call.
+ */
+export function pollReadable(fds: Int32Array, count: number, timeoutMs: number, ready: Uint8Array): number {
+  if (!(fds instanceof Int32Array)) throw new TypeError('pollReadable fds must be an Int32Array');
+  checkBytes('pollReadable ready', ready);
+  checkInt('pollReadable count', count, 0, fds.length);
+  if (ready.length < count) throw new RangeError(`pollReadable ready has ${ready.length} slots, needs ${count}`);
+  checkInt('pollReadable timeoutMs', timeoutMs, -1, 0x7fffffff);
+  return native().pollReadable(fds, count, timeoutMs, ready);
+}
+
+/** Full (seq_cst) fence: orders a ring store before a later load, as event-idx checks need. */
+export function memoryFence(): void {
+  native().memoryFence();
+}
+
+export type FdKindName = 'memfd' | 'eventfd' | 'socket' | 'other';
+
+/** What an fd refers to, from /proc/self/fd, plus its fstat size. Throws EBADF if not open. */
+export function fdKind(fd: number): { kind: FdKindName; size: number } {
+  checkFd('fdKind fd', fd);
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    throw systemError('readlink', 'EBADF', `fd ${fd} is not open`);
+  }
+  const kind: FdKindName = target.startsWith('/memfd:')
+    ? 'memfd'
+    : target === 'anon_inode:[eventfd]'
+      ? 'eventfd'
+      : target.startsWith('socket:[')
+        ? 'socket'
+        : 'other';
+  return { kind, size: fstatSync(fd).size };
+}
+
+/** Open fds of this process (all threads share them). */
+export function openFdCount(): number {
+  return readdirSync('/proc/self/fd').length - 1; // minus the fd readdir itself holds
+}

@@ -1,0 +1,349 @@
+/**
+ * virtio-net on top of SplitQueue: TX (guest -> device) and RX (device -> guest) bursts.
+ *
+ * Header: struct virtio_net_hdr_mrg_rxbuf, 12 bytes with VERSION_1 or MRG_RXBUF
+ * (num_buffers at offset 10), 10 bytes for legacy devices without MRG_RXBUF.
+ *
+ * TX hands frames to the endpoint as pieces of the TX scatter list (zero-copy): the
+ * header is skipped by trimming the pieces in place, and the endpoint reads guest memory
+ * directly. That is the fastest choice here: a sink touches no payload byte at all, and
+ * the loopback copies each byte exactly once, TX buffer -> RX buffer, as a bounce buffer
+ * would double it. An endpoint that needs the frame after returning (tap) copies it.
+ *
+ * RX reserves every chain a frame needs (walking, i.e. translating, all of them) before
+ * writing a byte, so a MISS or a fault never leaves a half-written frame, and nothing is
+ * consumed unless the frame is delivered.
+ *
+ * Counters live in a Float64Array (the lead's shared-memory counter block can be passed
+ * in); indices match src/datapath/stats.ts RingCounter.
+ */
+import { SplitQueue, WALK_MISS, WALK_OK } from './split.js';
+import { ScatterList, copyBytes, DEFAULT_SG_CAPACITY } from './scatter.js';
+import type { Endpoint } from '../net/endpoint.js';
+
+export type { Endpoint } from '../net/endpoint.js';
+
+export const NetCounter = {
+  packets: 0,
+  bytes: 1,
+  drops: 2,
+  /** Bumped by the caller (it owns the kick eventfd). */
+  kicks: 3,
+  /** Interrupts the queue asked for (the caller writes the call eventfd). */
+  interrupts: 4,
+  /** Walks stopped by an IOTLB miss (the caller counts misses actually sent). */
+  misses: 5,
+  /** Malformed frames (e.g. TX chain shorter than the header + Ethernet header). */
+  errors: 6,
+} as const;
+export const NET_COUNTERS = 8;
+
+export const VIRTIO_NET_HDR_LEN = 10;
+export const VIRTIO_NET_HDR_MRG_LEN = 12;
+/** Frames shorter than an Ethernet header are dropped and counted as errors. */
+export const MIN_FRAME = 14;
+
+/** receiveFrame() results. */
+export const RX_DONE = 0;
+/** No (or not enough) RX buffers: nothing consumed; try again after the driver adds some. */
+export const RX_NO_ROOM = 1;
+/** The frame could not fit (no MRG_RXBUF, or more chains than the scatter list holds): dropped, counted, nothing consumed. */
+export const RX_DROPPED = 2;
+/** IOTLB miss on the RX queue (queue.missPending): nothing consumed. */
+export const RX_MISS = 3;
+/** The RX queue is broken (queue.brokenReason). */
+export const RX_BROKEN = 4;
+
+export interface NetQueueOptions {
+  /** 12 with VERSION_1 or MRG_RXBUF, else 10. */
+  headerLength: number;
+  /** VIRTIO_NET_F_MRG_RXBUF negotiated (RX only). */
+  mergeable: boolean;
+  /** Counter block (NET_COUNTERS slots); a private one when omitted. */
+  counters?: Float64Array;
+  sgCapacity?: number;
+}
+
+export class NetQueue {
+  readonly queue: SplitQueue;
+  readonly sg: ScatterList;
+  readonly hdrLen: number;
+  readonly mergeable: boolean;
+  readonly counters: Float64Array;
+  /** Set when a flush decided the driver must be interrupted; the caller signals and clears it. */
+  interruptPending = false;
+  /** Per-frame chain bookkeeping for RX. */
+  readonly heads: Uint16Array;
+  readonly lens: Uint32Array;
+  private readonly mac = new Uint8Array(12);
+
+  constructor(queue: SplitQueue, opts: NetQueueOptions) {
+    if (opts.headerLength !== VIRTIO_NET_HDR_LEN && opts.headerLength !== VIRTIO_NET_HDR_MRG_LEN) {
+      throw new Error(`virtio-net header length must be 10 or 12, got ${opts.headerLength}`);
+    }
+    if (opts.mergeable && opts.headerLength !== VIRTIO_NET_HDR_MRG_LEN) {
+      throw new Error('MRG_RXBUF needs the 12-byte virtio-net header');
+    }
+    this.queue = queue;
+    this.hdrLen = opts.headerLength;
+    this.mergeable = opts.mergeable;
+    this.counters = opts.counters ?? new Float64Array(NET_COUNTERS);
+    this.sg = new ScatterList(opts.sgCapacity ?? DEFAULT_SG_CAPACITY);
+    this.heads = new Uint16Array(this.sg.capacity);
+    this.lens = new Uint32Array(this.sg.capacity);
+  }
+
+  /** Publishes staged used entries (one used->idx store) and decides on an interrupt. */
+  finish(): void {
+    const q = this.queue;
+    if (q.flushUsed() !== 0 && q.needsInterrupt()) {
+      this.interruptPending = true;
+      this.counters[NetCounter.interrupts]++;
+    }
+  }
+
+  /** Returns and clears interruptPending. */
+  takeInterrupt(): boolean {
+    const p = this.interruptPending;
+    this.interruptPending = false;
+    return p;
+  }
+}
+
+/**
+ * Guest -> device: up to `max` chains from txq to the endpoint. Returns how many chains
+ * were consumed. Stops early on backpressure, an IOTLB miss (txq.queue.missPending), or
+ * a broken queue.
+ */
+export function transmitBurst(txq: NetQueue, endpoint: Endpoint, max: number): number {
+  const q = txq.queue;
+  let avail = q.availableCount();
+  if (avail === 0) return 0;
+  if (avail > max) avail = max;
+  const sg = txq.sg;
+  const hdrLen = txq.hdrLen;
+  const c = txq.counters;
+  let done = 0;
+  let delivered = 0;
+  while (done < avail) {
+    sg.count = 0;
+    const st = q.walkChain(0, sg);
+    if (st !== WALK_OK) {
+      if (st === WALK_MISS) c[NetCounter.misses]++;
+      break;
+    }
+    if (q.chainWriteLen !== 0) {
+      q.fail(`TX chain at head ${q.chainHead} has ${q.chainWriteLen} device-writable bytes`);
+      break;
+    }
+    const total = q.chainReadLen;
+    if (total < hdrLen + MIN_FRAME) {
+      // Malformed: give the chain back unread, count it.
+      c[NetCounter.errors]++;
+      c[NetCounter.drops]++;
+      q.pushUsed(q.chainHead, 0);
+      q.consume(1);
+      done++;
+      continue;
+    }
+    // Skip the header, which may span pieces (pieces are never empty).
+    let p = 0;
+    let skip = hdrLen;
+    while (skip >= sg.len[p]) {
+      skip -= sg.len[p];
+      p++;
+    }
+    sg.offset[p] += skip;
+    sg.len[p] -= skip;
+    const flen = total - hdrLen;
+    if (!endpoint.transmit(sg, p, flen)) break;
+    q.pushUsed(q.chainHead, 0);
+    q.consume(1);
+    done++;
+    delivered++;
+    c[NetCounter.packets]++;
+    c[NetCounter.bytes] += flen;
+  }
+  if (delivered !== 0) endpoint.flush();
+  if (done !== 0) txq.finish();
+  return done;
+}
+
+/**
+ * Device -> guest: one frame, pieces src[first..] totalling `len` bytes, into rxq
+ * (header + frame). Used entries are staged; call rxq.finish() at the end of the burst.
+ * swapMacs exchanges the destination and source MAC addresses on the way (loopback).
+ */
+export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len: number, swapMacs: boolean): number {
+  const q = rxq.queue;
+  if (!q.ready) return q.broken ? RX_BROKEN : RX_NO_ROOM;
+  const hdrLen = rxq.hdrLen;
+  const need = hdrLen + len;
+  const sg = rxq.sg;
+  const heads = rxq.heads;
+  const lens = rxq.lens;
+  const maxChains = rxq.mergeable ? heads.length : 1;
+  sg.count = 0;
+  let avail = (q.availIdx - q.lastAvailIdx) & 0xffff;
+  let chains = 0;
+  let got = 0;
+  while (got < need) {
+    if (chains >= avail) {
+      avail = q.availableCount();
+      if (chains >= avail) return q.broken ? RX_BROKEN : RX_NO_ROOM;
+    }
+    if (chains >= maxChains) {
+      rxq.counters[NetCounter.drops]++;
+      return RX_DROPPED;
+    }
+    const st = q.walkChain(chains, sg);
+    if (st !== WALK_OK) {
+      if (st === WALK_MISS) {
+        rxq.counters[NetCounter.misses]++;
+        return RX_MISS;
+      }
+      return RX_BROKEN;
+    }
+    if (q.chainReadLen !== 0) {
+      q.fail(`RX chain at head ${q.chainHead} has ${q.chainReadLen} device-readable bytes`);
+      return RX_BROKEN;
+    }
+    const cap = q.chainWriteLen;
+    const rest = need - got;
+    if (!rxq.mergeable && cap < rest) {
+      rxq.counters[NetCounter.drops]++;
+      return RX_DROPPED;
+    }
+    const take = cap < rest ? cap : rest;
+    heads[chains] = q.chainHead;
+    lens[chains] = take;
+    chains++;
+    got += take;
+  }
+
+  // Header: all zero (no offloads), num_buffers = chains when 12 bytes long.
+  let dp = 0;
+  let doff = 0;
+  if (sg.len[0] >= hdrLen) {
+    const b = sg.bytes[0];
+    const o = sg.offset[0];
+    for (let i = 0; i < 10; i++) b[o + i] = 0;
+    if (hdrLen === VIRTIO_NET_HDR_MRG_LEN) {
+      b[o + 10] = chains & 0xff;
+      b[o + 11] = chains >>> 8;
+    }
+    doff = hdrLen;
+  } else {
+    for (let i = 0; i < hdrLen; i++) {
+      while (doff >= sg.len[dp]) {
+        doff = 0;
+        dp++;
+      }
+      sg.bytes[dp][sg.offset[dp] + doff] = i === 10 ? chains & 0xff : i === 11 ? chains >>> 8 : 0;
+      doff++;
+    }
+  }
+  if (doff === sg.len[dp]) {
+    dp++;
+    doff = 0;
+  }
+
+  // Frame.
+  const s0 = src.offset[first];
+  if (swapMacs && len >= 12 && src.len[first] >= 12 && dp < sg.count && sg.len[dp] - doff >= 12) {
+    // Common case: both MAC pairs contiguous; copy them swapped, then the rest.
+    const sb = src.bytes[first];
+    const db = sg.bytes[dp];
+    const d = sg.offset[dp] + doff;
+    for (let i = 0; i < 6; i++) {
+      db[d + i] = sb[s0 + 6 + i];
+      db[d + 6 + i] = sb[s0 + i];
+    }
+    doff += 12;
+    if (doff === sg.len[dp]) {
+      dp++;
+      doff = 0;
+    }
+    sgCopy(sg, dp, doff, src, first, 12, len - 12);
+  } else {
+    sgCopy(sg, dp, doff, src, first, 0, len);
+    if (swapMacs && len >= 12) swapMacsSlow(rxq, hdrLen);
+  }
+
+  for (let i = 0; i < chains; i++) q.pushUsed(heads[i], lens[i]);
+  q.consume(chains);
+  const c = rxq.counters;
+  c[NetCounter.packets]++;
+  c[NetCounter.bytes] += len;
+  return RX_DONE;
+}
+
+/**
+ * Device -> guest: every piece of `frames` (from index 0 to frames.count) is one whole
+ * frame. Returns how many frames were taken (delivered or dropped); stops at the first
+ * one that found no room, missed or broke the queue. Publishes used entries at the end.
+ */
+export function receiveBurst(rxq: NetQueue, frames: ScatterList): number {
+  let i = 0;
+  const n = frames.count;
+  while (i < n) {
+    const r = receiveFrame(rxq, frames, i, frames.len[i], false);
+    if (r !== RX_DONE && r !== RX_DROPPED) break;
+    i++;
+  }
+  rxq.finish();
+  return i;
+}
+
+/** Copies len bytes from src (piece sp, offset soff within it) to dst (piece dp, offset doff). */
+export function sgCopy(dst: ScatterList, dp: number, doff: number, src: ScatterList, sp: number, soff: number, len: number): void {
+  while (len > 0) {
+    // Skip exhausted pieces (a source may start exactly at a piece end).
+    while (soff >= src.len[sp]) {
+      soff -= src.len[sp];
+      sp++;
+    }
+    const dl = dst.len[dp] - doff;
+    const sl = src.len[sp] - soff;
+    let n = dl < sl ? dl : sl;
+    if (n > len) n = len;
+    copyBytes(dst.bytes[dp], dst.offset[dp] + doff, src.bytes[sp], src.offset[sp] + soff, n);
+    len -= n;
+    doff += n;
+    soff += n;
+    if (doff === dst.len[dp]) {
+      dp++;
+      doff = 0;
+    }
+  }
+}
+
+/** MAC swap when the 12 bytes straddle pieces (rare): gather, then scatter back swapped. */
+function swapMacsSlow(rxq: NetQueue, start: number): void {
+  const sg = rxq.sg;
+  const mac = rxq.mac;
+  let p = 0;
+  let o = start;
+  while (o >= sg.len[p]) {
+    o -= sg.len[p];
+    p++;
+  }
+  let p2 = p;
+  let o2 = o;
+  for (let i = 0; i < 12; i++) {
+    if (o2 >= sg.len[p2]) {
+      o2 = 0;
+      p2++;
+    }
+    mac[i] = sg.bytes[p2][sg.offset[p2] + o2];
+    o2++;
+  }
+  for (let i = 0; i < 12; i++) {
+    if (o >= sg.len[p]) {
+      o = 0;
+      p++;
+    }
+    sg.bytes[p][sg.offset[p] + o] = i < 6 ? mac[i + 6] : mac[i - 6];
+    o++;
+  }
+}

@@ -1,0 +1,584 @@
+/**
+ * The device side of a virtio 1.2 split virtqueue (spec 2.7), over guest memory reached
+ * through an AddressSpace. Used inside data-path workers: nothing on the per-descriptor
+ * path allocates, throws, or takes a closure.
+ *
+ * Layout (little-endian; the host is checked to be little-endian at load):
+ *   desc   16 * size     { u64 addr; u32 len; u16 flags; u16 next }          align 16
+ *   avail  6 + 2 * size  { u16 flags; u16 idx; u16 ring[size]; u16 used_event } align 2
+ *   used   6 + 8 * size  { u16 flags; u16 idx; {u32 id; u32 len} ring[size]; u16 avail_event } align 4
+ *
+ * Each ring area must map contiguously into one region's bytes; configure() then keeps
+ * exactly-sized typed-array views over them, so ring accesses are plain indexed loads
+ * that can never leave the ring. Descriptor *buffers* are translated per access and may
+ * be split into several pieces (region or IOTLB-entry boundaries).
+ *
+ * Memory ordering (the driver runs concurrently on another CPU):
+ *  - avail->idx is read with Atomics.load. That is an acquire load (x86: plain mov, which
+ *    TSO never reorders with later loads; arm64: ldar) and a compiler barrier in V8, so
+ *    ring entries and descriptors read afterwards are at least as new as the index.
+ *  - used ring entries are written with plain stores, then used->idx with one
+ *    Atomics.store per burst. A seq_cst store is a release (x86: xchg; arm64: stlr), so
+ *    the guest never sees the new index before the entries. On x86 plain stores are
+ *    already ordered (TSO), so the only thing the atomic buys for ordering the entries is
+ *    that V8 cannot sink or reorder them past it — which is why no extra fence is needed.
+ *  - Deciding whether to interrupt reads used_event / avail->flags AFTER publishing
+ *    used->idx: a store->load order that x86 TSO does NOT give for free (DPDK issues a
+ *    seq_cst fence in vhost_vring_call_split). Atomics.store is seq_cst (xchg is a full
+ *    barrier on x86; stlr+ldar are ordered on arm64), and the load is an Atomics.load, so
+ *    the pair is ordered. The same holds for enableNotifications(): avail_event / flags
+ *    store, then the re-read of avail->idx.
+ * Atomics work on integer arrays over plain ArrayBuffers (tests) and SharedArrayBuffers alike.
+ */
+import { ACCESS_READ, ACCESS_WRITE, FAULT_DENIED, MAP_MISS, type AddressSpace } from '../memory/address-space.js';
+import type { ScatterList } from './scatter.js';
+
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error('vhost-iotlb data path requires a little-endian host');
+}
+
+export const VRING_DESC_F_NEXT = 1;
+export const VRING_DESC_F_WRITE = 2;
+export const VRING_DESC_F_INDIRECT = 4;
+export const VRING_USED_F_NO_NOTIFY = 1;
+export const VRING_AVAIL_F_NO_INTERRUPT = 1;
+export const MAX_QUEUE_SIZE = 32768;
+export const DESC_SIZE = 16;
+
+/** walkChain() results. */
+export const WALK_OK = 0;
+/** IOTLB miss: nothing consumed; missAddr/missLen/missAccess say what to ask for. */
+export const WALK_MISS = 1;
+/** The queue is now broken (brokenReason); stop using it until reset. */
+export const WALK_BROKEN = 2;
+
+/** configure() / mapRings() results. */
+export const RING_OK = 0;
+/** A ring area is not in the IOTLB yet: send a miss for missAddr, call mapRings() after the update. */
+export const RING_MISS = 1;
+/** Bad size, misaligned or unmappable ring: `error` says which; the queue stays unusable. */
+export const RING_FAULT = 2;
+
+export interface SplitQueueConfig {
+  size: number;
+  descAddr: number;
+  availAddr: number;
+  usedAddr: number;
+  /** Translates the three ring addresses (front-end VAs without IOMMU, IOVAs with). */
+  ringSpace: AddressSpace;
+  /** Translates descriptor addresses (GPAs without IOMMU, IOVAs with). */
+  dataSpace: AddressSpace;
+  eventIdx: boolean;
+  lastAvailIdx: number;
+  /** Defaults to lastAvailIdx (what SET_VRING_BASE means for a split ring). */
+  lastUsedIdx?: number;
+}
+
+/** null if `size` is a valid split queue size, else why not. */
+export function checkQueueSize(size: number): string | null {
+  if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
+    return `queue size ${size} is not a power of 2 in 1..${MAX_QUEUE_SIZE}`;
+  }
+  return null;
+}
+
+function hex(n: number): string {
+  return '0x' + n.toString(16);
+}
+
+const EMPTY8 = new Uint8Array(0);
+const EMPTY16 = new Uint16Array(0);
+const EMPTY32 = new Uint32Array(0);
+
+export class SplitQueue {
+  size = 0;
+  mask = 0;
+  eventIdx = false;
+  descAddr = 0;
+  availAddr = 0;
+  usedAddr = 0;
+  ringSpace: AddressSpace | null = null;
+  dataSpace: AddressSpace | null = null;
+
+  /** Rings mapped and the queue usable. */
+  ready = false;
+  /** Set when a ring could not be mapped (RING_FAULT), for the log. */
+  error = '';
+
+  /** Next avail ring position to consume (free-running u16). */
+  lastAvailIdx = 0;
+  /** avail->idx as last read by availableCount(). */
+  availIdx = 0;
+  /** used->idx as last published. */
+  usedIdx = 0;
+  /** used->idx including entries staged by pushUsed() but not yet flushed. */
+  usedShadow = 0;
+
+  /** NEEDS_RESET: the driver broke the ring contract. The caller stops using the queue. */
+  broken = false;
+  brokenReason = '';
+
+  /** Set by a MISS (walk or ring mapping); the caller sends one IOTLB miss and clears it. */
+  missPending = false;
+  missAddr = 0;
+  missLen = 0;
+  missAccess = 0;
+
+  // Chain walker results (valid after WALK_OK).
+  chainHead = 0;
+  /** Bytes in device-readable descriptors. */
+  chainReadLen = 0;
+  /** Bytes in device-writable descriptors. */
+  chainWriteLen = 0;
+  /** Descriptors visited (including an indirect table's entries). */
+  chainDescs = 0;
+  /** Scatter-list index of the chain's first piece. */
+  chainFirst = 0;
+
+  // Ring views, each exactly the ring's size.
+  private desc32: Uint32Array = EMPTY32;
+  private avail16: Uint16Array = EMPTY16;
+  private used16: Uint16Array = EMPTY16;
+  private used32: Uint32Array = EMPTY32;
+  private usedEventIdx = 0;
+  private availEventIdx = 0;
+  private usedFlags = 0;
+  private signalledUsed = 0;
+  private signalledValid = false;
+  // Walk state.
+  private wk = 0;
+  private wRead = 0;
+  private wWrite = 0;
+  /** Indirect tables that are not contiguous in host memory are copied here. */
+  private indScratch: Uint8Array = EMPTY8;
+  // Ring area mapping result.
+  private areaBytes: Uint8Array = EMPTY8;
+  private areaOffset = 0;
+
+  /** Sets up the queue and maps its rings. Never throws; returns RING_OK, RING_MISS or RING_FAULT. */
+  configure(cfg: SplitQueueConfig): number {
+    this.ready = false;
+    this.broken = false;
+    this.brokenReason = '';
+    this.error = '';
+    this.missPending = false;
+    const bad = checkQueueSize(cfg.size);
+    if (bad !== null) return this.ringFault(bad);
+    this.size = cfg.size;
+    this.mask = cfg.size - 1;
+    this.descAddr = cfg.descAddr;
+    this.availAddr = cfg.availAddr;
+    this.usedAddr = cfg.usedAddr;
+    this.ringSpace = cfg.ringSpace;
+    this.dataSpace = cfg.dataSpace;
+    this.eventIdx = cfg.eventIdx;
+    this.lastAvailIdx = cfg.lastAvailIdx & 0xffff;
+    this.availIdx = this.lastAvailIdx;
+    this.usedIdx = (cfg.lastUsedIdx ?? cfg.lastAvailIdx) & 0xffff;
+    this.usedShadow = this.usedIdx;
+    this.signalledValid = false;
+    this.usedFlags = 0;
+    return this.mapRings();
+  }
+
+  /**
+   * (Re)translates the three ring areas, e.g. after the IOTLB update answering a ring
+   * miss, or after an invalidation hit a ring (call unmapRings() first).
+   */
+  mapRings(): number {
+    this.ready = false;
+    this.missPending = false;
+    const space = this.ringSpace;
+    if (space === null) return this.ringFault('queue not configured');
+    const size = this.size;
+    if ((this.descAddr % 16) !== 0) return this.ringFault(`desc ring address ${hex(this.descAddr)} is not 16-byte aligned`);
+    if ((this.availAddr % 2) !== 0) return this.ringFault(`avail ring address ${hex(this.availAddr)} is not 2-byte aligned`);
+    if ((this.usedAddr % 4) !== 0) return this.ringFault(`used ring address ${hex(this.usedAddr)} is not 4-byte aligned`);
+
+    let st = this.mapArea(space, this.descAddr, DESC_SIZE * size, ACCESS_READ, 'desc');
+    if (st !== RING_OK) return st;
+    const dBytes = this.areaBytes;
+    const dOff = dBytes.byteOffset + this.areaOffset;
+    st = this.mapArea(space, this.availAddr, 6 + 2 * size, ACCESS_READ, 'avail');
+    if (st !== RING_OK) return st;
+    const aBytes = this.areaBytes;
+    const aOff = aBytes.byteOffset + this.areaOffset;
+    st = this.mapArea(space, this.usedAddr, 6 + 8 * size, ACCESS_READ | ACCESS_WRITE, 'used');
+    if (st !== RING_OK) return st;
+    const uBytes = this.areaBytes;
+    const uOff = uBytes.byteOffset + this.areaOffset;
+    if ((dOff & 3) !== 0 || (aOff & 1) !== 0 || (uOff & 3) !== 0) {
+      return this.ringFault('ring host mapping is not aligned (region bytes misaligned)');
+    }
+    this.desc32 = new Uint32Array(dBytes.buffer, dOff, 4 * size);
+    this.avail16 = new Uint16Array(aBytes.buffer, aOff, 3 + size);
+    this.used16 = new Uint16Array(uBytes.buffer, uOff, 3 + 4 * size);
+    this.used32 = new Uint32Array(uBytes.buffer, uOff + 4, 2 * size);
+    this.usedEventIdx = 2 + size;
+    this.availEventIdx = 2 + 4 * size;
+    this.ready = true;
+    return RING_OK;
+  }
+
+  /** Drops the ring views (an IOTLB invalidation covered a ring). mapRings() restores them. */
+  unmapRings(): void {
+    this.ready = false;
+    this.desc32 = EMPTY32;
+    this.avail16 = EMPTY16;
+    this.used16 = EMPTY16;
+    this.used32 = EMPTY32;
+  }
+
+  /** Is [addr, addr+len) overlapping one of this queue's ring areas? (for invalidations). */
+  ringsOverlap(addr: number, len: number): boolean {
+    const end = addr + len;
+    const s = this.size;
+    return (addr < this.descAddr + DESC_SIZE * s && this.descAddr < end) ||
+      (addr < this.availAddr + 6 + 2 * s && this.availAddr < end) ||
+      (addr < this.usedAddr + 6 + 8 * s && this.usedAddr < end);
+  }
+
+  private mapArea(space: AddressSpace, addr: number, len: number, access: number, name: string): number {
+    let n = space.map(addr, len, access);
+    if (n <= 0) return this.areaFail(space, n, addr, len, access, name, addr);
+    const bytes = space.bytes;
+    const off = space.offset;
+    let got = n;
+    while (got < len) {
+      n = space.map(addr + got, len - got, access);
+      if (n <= 0) return this.areaFail(space, n, addr, len - got, access, name, addr + got);
+      if (space.bytes !== bytes || space.offset !== off + got) {
+        return this.ringFault(`${name} ring at ${hex(addr)} (${len} bytes) is not contiguous in host memory at +${got}`);
+      }
+      got += n;
+    }
+    this.areaBytes = bytes;
+    this.areaOffset = off;
+    return RING_OK;
+  }
+
+  private areaFail(space: AddressSpace, n: number, addr: number, len: number, access: number, name: string, at: number): number {
+    if (n === MAP_MISS) {
+      this.setMiss(space.missAddr, len, access);
+      return RING_MISS;
+    }
+    const why = space.faultKind === FAULT_DENIED ? 'access denied by the IOTLB' : 'outside guest memory';
+    return this.ringFault(`${name} ring at ${hex(addr)}: address ${hex(at)} ${why}`);
+  }
+
+  private ringFault(msg: string): number {
+    this.error = msg;
+    this.ready = false;
+    return RING_FAULT;
+  }
+
+  private setMiss(addr: number, len: number, access: number): void {
+    this.missPending = true;
+    this.missAddr = addr;
+    this.missLen = len;
+    this.missAccess = access;
+  }
+
+  clearMiss(): void {
+    this.missPending = false;
+  }
+
+  /** Puts the queue in the broken (NEEDS_RESET) state; returns WALK_BROKEN. */
+  fail(reason: string): number {
+    if (!this.broken) {
+      this.broken = true;
+      this.brokenReason = reason;
+    }
+    this.ready = false;
+    return WALK_BROKEN;
+  }
+
+  /**
+   * Reads avail->idx (acquire) and returns how many chains are available beyond
+   * lastAvailIdx. 0 when not ready or broken. A driver claiming more than `size`
+   * breaks the queue.
+   */
+  availableCount(): number {
+    if (!this.ready) return 0;
+    const a = Atomics.load(this.avail16, 1);
+    const n = (a - this.lastAvailIdx) & 0xffff;
+    if (n > this.size) {
+      this.fail(`avail.idx=${a} is ${n} entries past last_avail_idx=${this.lastAvailIdx}, more than queue size ${this.size}`);
+      return 0;
+    }
+    this.availIdx = a;
+    return n;
+  }
+
+  /**
+   * Walks the chain whose head is at avail ring position lastAvailIdx + ahead (the caller
+   * has checked ahead < availableCount()) and appends its host pieces to sg, starting at
+   * sg.count. Readable and writable descriptors are mapped for read and write access
+   * respectively. Consumes nothing: call consume() once the chain is used.
+   * On WALK_MISS / WALK_BROKEN sg.count is left as it was.
+   */
+  walkChain(ahead: number, sg: ScatterList): number {
+    const size = this.size;
+    const pos = (this.lastAvailIdx + ahead) & this.mask;
+    const head = this.avail16[2 + pos];
+    const start = sg.count;
+    this.chainFirst = start;
+    this.chainHead = head;
+    if (head >= size) return this.fail(`avail.ring[${pos}]=${head} is not below queue size ${size}`);
+    this.wk = start;
+    this.wRead = 0;
+    this.wWrite = 0;
+    const d = this.desc32;
+    let idx = head;
+    let count = 0;
+    let st = WALK_OK;
+    for (;;) {
+      if (++count > size) {
+        st = this.fail(`descriptor chain from head ${head} has more than queue size ${size} descriptors (loop)`);
+        break;
+      }
+      const w = idx << 2;
+      const lo = d[w];
+      const hi = d[w + 1];
+      const len = d[w + 2];
+      const fn = d[w + 3];
+      if ((fn & VRING_DESC_F_INDIRECT) !== 0) {
+        st = this.walkIndirect(idx, lo, hi, len, sg);
+        count += this.chainDescs;
+        break;
+      }
+      if (len !== 0) {
+        st = this.addDesc(lo, hi, len, fn & VRING_DESC_F_WRITE, sg, idx, -1);
+        if (st !== WALK_OK) break;
+      }
+      if ((fn & VRING_DESC_F_NEXT) === 0) break;
+      idx = fn >>> 16;
+      if (idx >= size) {
+        st = this.fail(`desc[${w >> 2}].next=${idx} is not below queue size ${size}`);
+        break;
+      }
+    }
+    if (st !== WALK_OK) {
+      sg.count = start;
+      return st;
+    }
+    sg.count = this.wk;
+    this.chainReadLen = this.wRead;
+    this.chainWriteLen = this.wWrite;
+    this.chainDescs = count;
+    return WALK_OK;
+  }
+
+  /**
+   * Maps one descriptor buffer into pieces. `table` is -1 for the descriptor table, else
+   * the index of the descriptor holding the indirect table (for messages only).
+   */
+  private addDesc(lo: number, hi: number, len: number, writable: number, sg: ScatterList, idx: number, table: number): number {
+    if (hi >= 0x200000) return this.fail(`${where(idx, table)}.addr=${hex(hi)}${lo.toString(16).padStart(8, '0')} is beyond 2^53`);
+    const addr = hi * 4294967296 + lo;
+    let access: number;
+    if (writable !== 0) {
+      access = ACCESS_WRITE;
+      this.wWrite += len;
+    } else {
+      if (this.wWrite !== 0) return this.fail(`${where(idx, table)} is device-readable but follows a device-writable descriptor`);
+      access = ACCESS_READ;
+      this.wRead += len;
+    }
+    if (this.wRead + this.wWrite > 0xffffffff) {
+      return this.fail(`${where(idx, table)}.len=${len} makes the chain longer than 2^32-1 bytes`);
+    }
+    const space = this.dataSpace!;
+    let k = this.wk;
+    let a = addr;
+    let rem = len;
+    while (rem > 0) {
+      const n = space.map(a, rem, access);
+      if (n <= 0) {
+        if (n === MAP_MISS) {
+          this.setMiss(space.missAddr, rem, access);
+          return WALK_MISS;
+        }
+        return this.fail(this.faultText(space, idx, table, addr, len, a, access));
+      }
+      if (k >= sg.capacity) return this.fail(`descriptor chain from head ${this.chainHead} needs more than ${sg.capacity} pieces (chain too long)`);
+      sg.bytes[k] = space.bytes;
+      sg.offset[k] = space.offset;
+      sg.len[k] = n;
+      sg.addr[k] = a;
+      sg.writable[k] = writable !== 0 ? 1 : 0;
+      k++;
+      a += n;
+      rem -= n;
+    }
+    this.wk = k;
+    return WALK_OK;
+  }
+
+  private faultText(space: AddressSpace, idx: number, table: number, addr: number, len: number, at: number, access: number): string {
+    const w = where(idx, table);
+    if (space.faultKind === FAULT_DENIED) {
+      return `${w} (addr=${hex(addr)} len=${len}): IOTLB denies ${access === ACCESS_WRITE ? 'write' : 'read'} access at ${hex(at)}`;
+    }
+    if (at === addr) return `${w}.addr=${hex(addr)} (len=${len}) is outside guest memory`;
+    return `${w}.len=${len} overflows guest memory: addr=${hex(addr)} + len runs past ${hex(at)}`;
+  }
+
+  private walkIndirect(idx: number, lo: number, hi: number, len: number, sg: ScatterList): number {
+    this.chainDescs = 0;
+    if (len === 0 || (len & 15) !== 0) {
+      return this.fail(`desc[${idx}] is INDIRECT with len=${len}, not a non-zero multiple of 16`);
+    }
+    const nr = len >>> 4;
+    if (nr > this.size) return this.fail(`desc[${idx}] INDIRECT table has ${nr} descriptors, more than queue size ${this.size}`);
+    if (hi >= 0x200000) return this.fail(`desc[${idx}].addr=${hex(hi)}${lo.toString(16).padStart(8, '0')} (INDIRECT) is beyond 2^53`);
+    const addr = hi * 4294967296 + lo;
+    const space = this.dataSpace!;
+    let n = space.map(addr, len, ACCESS_READ);
+    if (n <= 0) return this.tableFail(space, n, idx, addr, len, addr);
+    let t = space.bytes;
+    let to = space.offset;
+    if (n < len) {
+      // Not contiguous in host memory: snapshot it piece by piece.
+      if (this.indScratch.length < len) this.indScratch = new Uint8Array(Math.max(len, 256));
+      const scratch = this.indScratch;
+      for (let i = 0; i < n; i++) scratch[i] = t[to + i];
+      let got = n;
+      while (got < len) {
+        n = space.map(addr + got, len - got, ACCESS_READ);
+        if (n <= 0) return this.tableFail(space, n, idx, addr, len - got, addr + got);
+        const b = space.bytes;
+        const o = space.offset;
+        for (let i = 0; i < n; i++) scratch[got + i] = b[o + i];
+        got += n;
+      }
+      t = scratch;
+      to = 0;
+    }
+    let j = 0;
+    let count = 0;
+    for (;;) {
+      if (++count > nr) {
+        this.chainDescs = count;
+        return this.fail(`INDIRECT table of desc[${idx}] has a loop (more than ${nr} descriptors)`);
+      }
+      const o = to + (j << 4);
+      const dlo = rd32(t, o);
+      const dhi = rd32(t, o + 4);
+      const dlen = rd32(t, o + 8);
+      const flags = t[o + 12] | (t[o + 13] << 8);
+      if ((flags & VRING_DESC_F_INDIRECT) !== 0) {
+        this.chainDescs = count;
+        return this.fail(`indirect desc[${j}] of desc[${idx}] is INDIRECT too (nested indirect)`);
+      }
+      if (dlen !== 0) {
+        const st = this.addDesc(dlo, dhi, dlen, flags & VRING_DESC_F_WRITE, sg, j, idx);
+        if (st !== WALK_OK) {
+          this.chainDescs = count;
+          return st;
+        }
+      }
+      if ((flags & VRING_DESC_F_NEXT) === 0) break;
+      j = t[o + 14] | (t[o + 15] << 8);
+      if (j >= nr) {
+        this.chainDescs = count;
+        return this.fail(`indirect desc[${(o - to) >> 4}].next=${j} of desc[${idx}] is not below table length ${nr}`);
+      }
+    }
+    this.chainDescs = count;
+    return WALK_OK;
+  }
+
+  private tableFail(space: AddressSpace, n: number, idx: number, addr: number, len: number, at: number): number {
+    if (n === MAP_MISS) {
+      this.setMiss(space.missAddr, len, ACCESS_READ);
+      return WALK_MISS;
+    }
+    if (space.faultKind === FAULT_DENIED) return this.fail(`desc[${idx}] INDIRECT table at ${hex(addr)}: IOTLB denies read access at ${hex(at)}`);
+    if (at === addr) return this.fail(`desc[${idx}].addr=${hex(addr)} (INDIRECT table) is outside guest memory`);
+    return this.fail(`desc[${idx}].len=${len} (INDIRECT table at ${hex(addr)}) runs past guest memory at ${hex(at)}`);
+  }
+
+  /** Marks n chains as taken (lastAvailIdx += n). */
+  consume(n: number): void {
+    this.lastAvailIdx = (this.lastAvailIdx + n) & 0xffff;
+  }
+
+  /** Stages one used entry; nothing is visible to the driver until flushUsed(). */
+  pushUsed(head: number, len: number): void {
+    const i = (this.usedShadow & this.mask) << 1;
+    const u = this.used32;
+    u[i] = head;
+    u[i + 1] = len;
+    this.usedShadow = (this.usedShadow + 1) & 0xffff;
+  }
+
+  /** Publishes staged used entries with one used->idx store. Returns how many were published. */
+  flushUsed(): number {
+    const n = (this.usedShadow - this.usedIdx) & 0xffff;
+    if (n !== 0 && this.ready) {
+      Atomics.store(this.used16, 1, this.usedShadow);
+      this.usedIdx = this.usedShadow;
+    }
+    return n;
+  }
+
+  /**
+   * After flushUsed(): must the driver be interrupted? With EVENT_IDX, vring_need_event(
+   * used_event, new, old) where old is the used index at the last interrupt decision;
+   * without it, unless avail->flags has NO_INTERRUPT. False when nothing was published
+   * since the last call.
+   */
+  needsInterrupt(): boolean {
+    if (!this.ready) return false;
+    const nw = this.usedIdx;
+    const old = this.signalledUsed;
+    const valid = this.signalledValid;
+    if (valid && nw === old) return false;
+    this.signalledUsed = nw;
+    this.signalledValid = true;
+    if (this.eventIdx) {
+      if (!valid) return true;
+      const ev = Atomics.load(this.avail16, this.usedEventIdx);
+      return ((nw - ev - 1) & 0xffff) < ((nw - old) & 0xffff);
+    }
+    return (Atomics.load(this.avail16, 0) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /** Ask the driver not to kick (polling). With EVENT_IDX this is a no-op, as in Linux vhost. */
+  disableNotifications(): void {
+    if (!this.ready || this.eventIdx) return;
+    this.usedFlags |= VRING_USED_F_NO_NOTIFY;
+    this.used16[0] = this.usedFlags;
+  }
+
+  /**
+   * Ask the driver to kick for new buffers (before sleeping), then re-read avail->idx to
+   * close the race with a driver that added buffers while notifications were off.
+   * Returns how many chains are available beyond lastAvailIdx: if non-zero, do not sleep
+   * (disable notifications again and process them).
+   */
+  enableNotifications(): number {
+    if (!this.ready) return 0;
+    if (this.eventIdx) {
+      Atomics.store(this.used16, this.availEventIdx, this.availIdx);
+    } else {
+      this.usedFlags &= ~VRING_USED_F_NO_NOTIFY;
+      Atomics.store(this.used16, 0, this.usedFlags);
+    }
+    return this.availableCount();
+  }
+
+  /** For inspect/snapshots: the driver's used_event (EVENT_IDX) or avail flags. */
+  readUsedEvent(): number {
+    return this.ready ? this.avail16[this.usedEventIdx] : 0;
+  }
+}
+
+function rd32(b: Uint8Array, o: number): number {
+  return (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
+}
+
+function where(idx: number, table: number): string {
+  return table < 0 ? `desc[${idx}]` : `indirect desc[${idx}] of desc[${table}]`;
+}

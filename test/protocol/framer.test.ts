@@ -1,0 +1,100 @@
+// Stream framing: the same messages (and fd attachment) however the stream is cut.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { FrontendRequest as F, MAX_PAYLOAD, MessageFramer, ProtocolError, decodeMessage } from '../../src/protocol/index.js';
+import { b, frame } from './bytes.js';
+import { P } from './fixtures.js';
+
+/** A realistic start-up sequence; the fds ride on the first byte of their message. */
+const MESSAGES: { bytes: Uint8Array; fds: number[] }[] = [
+  { bytes: frame(F.SET_OWNER, 1, P.none()[0]), fds: [] },
+  { bytes: frame(F.GET_FEATURES, 1, P.none()[0]), fds: [] },
+  { bytes: frame(F.SET_MEM_TABLE, 1, P.memTable(2)[0]), fds: [30, 31] },
+  { bytes: frame(F.SET_VRING_NUM, 1, P.state(0, 256)[0]), fds: [] },
+  { bytes: frame(F.SET_VRING_KICK, 1, P.u64(0n)[0]), fds: [32] },
+  { bytes: frame(F.SET_CONFIG, 9, P.config(256)[0]), fds: [] },
+  { bytes: frame(F.SET_VRING_CALL, 1, P.u64(0n)[0]), fds: [33] },
+];
+const STREAM = b();
+MESSAGES.forEach((m) => STREAM.raw(m.bytes));
+const BYTES = STREAM.build();
+const STARTS = MESSAGES.reduce<number[]>((acc, m, i) => [...acc, i === 0 ? 0 : acc[i - 1]! + MESSAGES[i - 1]!.bytes.length], []);
+
+/** Feeds BYTES in chunks of `size`; a chunk carries the fds of every message starting inside it. */
+function feed(size: number): { bytes: Uint8Array; fds: number[] }[] {
+  const framer = new MessageFramer();
+  const out: { bytes: Uint8Array; fds: number[] }[] = [];
+  for (let at = 0; at < BYTES.length; at += size) {
+    const end = Math.min(at + size, BYTES.length);
+    // A real recvmsg never mixes two sendmsg's ancillary data with the bytes before them,
+    // so only a chunk that starts a message carries fds; split the chunk at message starts.
+    const cuts = [at, ...STARTS.filter((s) => s > at && s < end), end];
+    for (let i = 0; i + 1 < cuts.length; i++) {
+      const idx = STARTS.indexOf(cuts[i]!);
+      framer.push(BYTES.subarray(cuts[i]!, cuts[i + 1]!), idx >= 0 ? MESSAGES[idx]!.fds : []);
+      for (let f = framer.next(); f; f = framer.next()) out.push(f);
+    }
+  }
+  assert.equal(framer.bufferedBytes, 0);
+  return out;
+}
+
+describe('MessageFramer', () => {
+  it('splits the stream the same way at every chunk size', () => {
+    for (let size = 1; size <= BYTES.length; size++) {
+      const frames = feed(size);
+      assert.deepEqual(frames, MESSAGES, `chunk size ${size}`);
+    }
+  });
+
+  it('splits the stream the same way at every single cut point', () => {
+    for (let cut = 0; cut <= BYTES.length; cut++) {
+      const framer = new MessageFramer();
+      framer.push(BYTES.subarray(0, cut));
+      framer.push(BYTES.subarray(cut));
+      const frames = [];
+      for (let f = framer.next(); f; f = framer.next()) frames.push(f.bytes);
+      assert.deepEqual(frames, MESSAGES.map((m) => m.bytes), `cut at ${cut}`);
+    }
+  });
+
+  it('frames decode as the messages that went in', () => {
+    const framer = new MessageFramer();
+    framer.push(MESSAGES[2]!.bytes, [30, 31]);
+    const f = framer.next()!;
+    const msg = decodeMessage('frontend', f.bytes, f.fds);
+    assert.equal(msg.name, 'SET_MEM_TABLE');
+    assert.deepEqual(msg.fds, [30, 31]);
+  });
+
+  it('fds arriving mid-message attach to the message in progress', () => {
+    const framer = new MessageFramer();
+    const m = MESSAGES[4]!.bytes;
+    framer.push(m.subarray(0, 5));
+    framer.push(m.subarray(5), [77]);
+    assert.deepEqual(framer.next(), { bytes: m, fds: [77] });
+    // fds with an empty chunk attach to the next byte's message.
+    framer.push(new Uint8Array(0), [78]);
+    framer.push(m);
+    assert.deepEqual(framer.next()?.fds, [78]);
+  });
+
+  it('reports buffered bytes until next() hands them out', () => {
+    const framer = new MessageFramer();
+    framer.push(BYTES.subarray(0, 20));
+    assert.equal(framer.bufferedBytes, 20);
+    assert.ok(framer.next());
+    assert.equal(framer.bufferedBytes, 8);
+    assert.equal(framer.next(), null);
+  });
+
+  it('refuses a header announcing more than MAX_PAYLOAD before buffering it', () => {
+    const framer = new MessageFramer();
+    framer.push(b().u32(F.SET_CONFIG).u32(1).build(), [90]);
+    const tooBig = () => framer.push(b().u32(MAX_PAYLOAD + 1).build());
+    assert.throws(tooBig, (err: unknown) => err instanceof ProtocolError && err.code === 'PAYLOAD_TOO_LARGE' && err.field === 'size');
+    // The framer stays failed, and hands back the fds it still holds so the caller can close them.
+    assert.throws(() => framer.push(new Uint8Array(1)), ProtocolError);
+    assert.deepEqual(framer.takeFds(), [90]);
+  });
+});
