@@ -570,7 +570,7 @@ class VhostSys : public Napi::Addon<VhostSys> {
     try {
       std::vector<napi_value> args;
       if (status < 0) args.push_back(ErrnoError(env, "uv_poll", -status).Value());
-      watch->callback.MakeCallback(env.Undefined(), args, watch->context);
+      watch->callback.MakeCallback(env.Global(), args, watch->context);  // recv must be an object
     } catch (const Napi::Error& error) {
       // Same as an exception thrown from any other loop callback.
       napi_fatal_exception(env, error.Value());

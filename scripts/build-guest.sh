@@ -226,8 +226,12 @@ case "$MODE" in
     if [ $rc = 0 ]; then say "VIT-RESULT tcp ok rc $rc"; else say "VIT-RESULT tcp fail rc $rc"; fi
     ;;
   tcp-recv)
-    if [ "$LISTEN" = 1 ]; then nc -l -p "$PORT" < /dev/null > /tmp/data; rc=$?
-    else nc -w 10 "$PEER" "$PORT" < /dev/null > /tmp/data; rc=$?; fi
+    # stdin must never hit EOF: busybox nc half-closes on stdin EOF, and a busybox nc peer
+    # exits as soon as it reads that FIN, before it has sent everything. A fifo opened
+    # read-write never delivers EOF.
+    mkfifo /tmp/hold
+    if [ "$LISTEN" = 1 ]; then nc -l -p "$PORT" <> /tmp/hold > /tmp/data; rc=$?
+    else nc -w 10 "$PEER" "$PORT" <> /tmp/hold > /tmp/data; rc=$?; fi
     sum="$(sha256sum /tmp/data | cut -d' ' -f1)"
     bytes="$(stat -c %s /tmp/data)"
     say "VIT-RESULT sha256 $sum bytes $bytes"

@@ -4,18 +4,17 @@
  * printer asks, without a message to the worker.
  */
 
+import { NetCounter, NET_COUNTERS } from '../virtqueue/net.js';
+
+/** The virtio-net queue's own counters plus the IOTLB misses the worker actually sent. */
 export const RingCounter = {
-  packets: 0,
-  bytes: 1,
-  drops: 2,
-  kicks: 3,
-  interrupts: 4,
-  missesSent: 5,
+  ...NetCounter,
+  missesSent: 7,
 } as const;
 export type RingCounterName = keyof typeof RingCounter;
 export const RING_COUNTERS = Object.keys(RingCounter) as RingCounterName[];
 
-const COUNTERS_PER_RING = 8;
+const COUNTERS_PER_RING = NET_COUNTERS;
 /** Rings per queue pair: RX (even index) and TX (odd index). */
 export const RINGS_PER_PAIR = 2;
 

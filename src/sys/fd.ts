@@ -30,6 +30,7 @@ export function readFd(fd: number, into: Uint8Array, offset: number, length: num
   checkFd('readFd fd', fd);
   checkBytes('readFd into', into);
   const [start, size] = checkWindow('readFd', into, offset, length);
+  if (size === 0) throw new RangeError('readFd length must be > 0 (0 bytes would read as EOF)');
   return native().readFd(fd, into, start, size);
 }
 

@@ -13,6 +13,7 @@ export function pageSize(): number {
  * mmap(MAP_SHARED) of fd[offset, offset+length) as an external ArrayBuffer. The mapping is
  * released by unmap() or, failing that, when the buffer is garbage collected.
  * A read-only mapping (writable=false) must never be written through: that is a SIGSEGV.
+ * Map in the thread that uses the memory; do not transfer the buffer to a worker.
  * Node 20 caps external ArrayBuffers at buffer.constants.MAX_LENGTH (4 GiB); larger maps throw.
  */
 export function mapFd(fd: number, offset: number, length: number, writable = true): ArrayBuffer {

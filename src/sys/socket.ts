@@ -102,6 +102,7 @@ export function receiveMessage(
   checkFd('receiveMessage fd', fd);
   checkBytes('receiveMessage into', into);
   const [start, size] = checkWindow('receiveMessage', into, offset, length);
+  if (size === 0) throw new RangeError('receiveMessage length must be > 0 (0 bytes would read as EOF)');
   checkInt('receiveMessage maxFds', maxFds, 0, 253);
   const got = native().receiveMessage(fd, into, start, size, maxFds);
   if (got === null) return null;

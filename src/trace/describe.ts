@@ -164,7 +164,7 @@ export function summarizeBody(m: VhostMessage): string {
 export function regionTable(body: Extract<Body, { kind: 'memTable' }>, fds: PassedFd[], chalk: ChalkInstance = plain): string {
   const table = new Table({
     head: ['#', 'guest addr', 'size', 'user addr', 'mmap offset', 'fd'].map((h) => chalk.bold(h)),
-    style: { head: [], border: [], 'padding-left': 1, 'padding-right': 1 },
+    style: { head: [], border: [], compact: true },
     colAligns: ['right', 'right', 'right', 'right', 'right', 'left'],
   });
   body.regions.forEach((r, i) => {

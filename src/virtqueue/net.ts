@@ -75,7 +75,8 @@ export class NetQueue {
   /** Per-frame chain bookkeeping for RX. */
   readonly heads: Uint16Array;
   readonly lens: Uint32Array;
-  private readonly mac = new Uint8Array(12);
+  /** Scratch for a MAC swap that straddles pieces. */
+  readonly mac = new Uint8Array(12);
 
   constructor(queue: SplitQueue, opts: NetQueueOptions) {
     if (opts.headerLength !== VIRTIO_NET_HDR_LEN && opts.headerLength !== VIRTIO_NET_HDR_MRG_LEN) {

@@ -18,8 +18,11 @@ export type ForwardMode = 'txonly' | 'rxonly' | 'io' | 'macswap' | 'mac' | 'flow
 
 export interface TestpmdOptions {
   role: TestpmdRole;
-  /** vhost-user unix socket path. */
-  socket: string;
+  /**
+   * vhost-user unix socket path; several paths make several ports (net_vhost0, net_vhost1, ...),
+   * which testpmd pairs (port 0 <-> port 1 in io/mac modes).
+   */
+  socket: string | string[];
   queues?: number;
   forwardMode: ForwardMode;
   /** virtio-user only: packed virtqueues (packed_vq=1). */
@@ -34,6 +37,8 @@ export interface TestpmdOptions {
   /** [main lcore, forwarding lcore]. Default alternates [0,1] / [1,0] between processes (2-CPU machines). */
   lcores?: [number, number];
   filePrefix?: string;
+  /** EAL -m (MiB of --no-huge memory). Default 1024. */
+  memMiB?: number;
   /** Extra EAL args (before --). */
   extraEal?: string[];
   /** Extra testpmd args (after --), e.g. ['--txpkts=64', '--burst=32', '--eth-peer=0,52:54:00:12:34:56']. */
@@ -108,24 +113,28 @@ export function testpmdArgs(opts: TestpmdOptions, filePrefix: string): string[] 
     lcores = lcoreFlip % 2 === 0 ? [0, 1] : [1, 0];
     lcoreFlip += 1;
   }
-  let vdev: string;
-  if (opts.role === 'virtio-user') {
-    vdev = `net_virtio_user0,path=${opts.socket},queues=${q}`;
-    if (opts.packed) vdev += ',packed_vq=1';
-    if (opts.server === true) vdev += ',server=1';
-  } else {
-    vdev = `net_vhost0,iface=${opts.socket},queues=${q}`;
-    if (opts.iommu) vdev += ',iommu-support=1';
-    if (opts.server === false) vdev += ',client=1';
-  }
-  if (opts.extraVdev) vdev += `,${opts.extraVdev}`;
+  const sockets = Array.isArray(opts.socket) ? opts.socket : [opts.socket];
+  const vdevs = sockets.map((sock, i) => {
+    let vdev: string;
+    if (opts.role === 'virtio-user') {
+      vdev = `net_virtio_user${i},path=${sock},queues=${q}`;
+      if (opts.packed) vdev += ',packed_vq=1';
+      if (opts.server === true) vdev += ',server=1';
+    } else {
+      vdev = `net_vhost${i},iface=${sock},queues=${q}`;
+      if (opts.iommu) vdev += ',iommu-support=1';
+      if (opts.server === false) vdev += ',client=1';
+    }
+    if (opts.extraVdev) vdev += `,${opts.extraVdev}`;
+    return vdev;
+  });
   const eal = [
     '-l', `${Math.min(...lcores)},${Math.max(...lcores)}`,
     '--main-lcore', String(lcores[0]),
-    '--no-huge', '-m', '1024', '--no-pci',
+    '--no-huge', '-m', String(opts.memMiB ?? 1024), '--no-pci',
     '--file-prefix', filePrefix,
     ...(opts.role === 'virtio-user' ? ['--single-file-segments'] : []),
-    '--vdev', vdev,
+    ...vdevs.flatMap((v) => ['--vdev', v]),
     ...(opts.extraEal ?? []),
   ];
   const app = [
@@ -250,15 +259,18 @@ export function startTestpmd(opts: TestpmdOptions): Testpmd {
     return e;
   });
 
-  // Link up: vhost role -> a frontend's rings are ready (DPDK logs it, testpmd prints the LSC event).
-  // virtio-user client -> the port started (connect + negotiation happen in port start);
-  // virtio-user server -> the LSC event once the backend connected.
-  const linkRe =
+  // Link up: vhost role -> each frontend's rings are ready (DPDK logs "(<sock>) virtio is now ready
+  // for processing", testpmd then prints the LSC event). virtio-user client -> the port started
+  // (connect + negotiation happen in port start); virtio-user server -> the LSC event once the
+  // backend connected.
+  const esc = (t: string): string => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const sockets = Array.isArray(opts.socket) ? opts.socket : [opts.socket];
+  const linkRes =
     opts.role === 'vhost'
-      ? /virtio is now ready for processing|Port \d+: link state change event/
+      ? sockets.map((sk) => new RegExp(`\\(${esc(sk)}\\) virtio is now ready for processing`))
       : opts.server === true
-        ? /Port \d+: link state change event/
-        : /start packet forwarding|Press enter to exit/;
+        ? [/Port \d+: link state change event/]
+        : [/start packet forwarding|Press enter to exit/];
 
   return {
     process: child,
@@ -267,7 +279,8 @@ export function startTestpmd(opts: TestpmdOptions): Testpmd {
     filePrefix,
     stats: () => parser.nic,
     async waitForLinkUp(ms = 30_000) {
-      await log.waitFor(linkRe, ms, `testpmd(${opts.role}) link up`);
+      const end = Date.now() + ms;
+      for (const re of linkRes) await log.waitFor(re, Math.max(1, end - Date.now()), `testpmd(${opts.role}) link up`);
     },
     waitForStats(pred, ms = 30_000) {
       return new Promise((resolveP, rejectP) => {

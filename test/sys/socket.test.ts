@@ -115,6 +115,8 @@ test('sendMessage rejects more than 8 fds before the syscall, and reports EBADF'
     (error: NodeJS.ErrnoException) => error instanceof RangeError && error.code === 'EINVAL' && error.syscall === 'sendmsg',
   );
   assert.equal(receiveMessage(b, new Uint8Array(4)), null, 'nothing was sent');
+  assert.throws(() => receiveMessage(b, new Uint8Array(4), 4), RangeError, 'an empty window would look like EOF');
+  assert.throws(() => receiveMessage(b, new Uint8Array(4), 0, 5), RangeError);
   assert.throws(() => sendMessage(a, new Uint8Array(0), [efd]), RangeError);
   assert.throws(() => sendMessage(a, new Uint8Array(1), [-1]), RangeError);
   assert.throws(() => sendMessage(a, 'x' as unknown as Uint8Array), TypeError);

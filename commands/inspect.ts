@@ -1,0 +1,56 @@
+import { Command, Flags } from '@oclif/core';
+import { controlRequest } from '../src/control/control-client.js';
+import { renderState, type Rates } from '../src/control/render.js';
+import type { DeviceState } from '../src/control/state.js';
+
+export default class Inspect extends Command {
+  static override summary = 'Show the live state of a running serve: features, memory, rings, IOTLB caches.';
+  static override examples = [
+    '<%= config.bin %> inspect --control /tmp/vhost.sock.ctl',
+    '<%= config.bin %> inspect --control /tmp/vhost.sock.ctl --watch --entries 20',
+    '<%= config.bin %> inspect --control /tmp/vhost.sock.ctl --json --queue 1',
+    '<%= config.bin %> inspect --control /tmp/vhost.sock.ctl --clear-iotlb 1',
+  ];
+
+  static override flags = {
+    control: Flags.string({ char: 'c', summary: 'control socket of the serve process (serve prints it)', required: true }),
+    json: Flags.boolean({ summary: 'print the state as one JSON object' }),
+    watch: Flags.boolean({ char: 'w', summary: 'redraw every --interval seconds with rates, like top' }),
+    interval: Flags.integer({ summary: 'seconds between redraws with --watch', default: 1, min: 1 }),
+    queue: Flags.integer({ char: 'q', summary: 'only this vring index' }),
+    entries: Flags.integer({ summary: 'list up to N IOTLB entries per queue', min: 0 }),
+    'clear-iotlb': Flags.integer({ summary: 'clear the IOTLB cache of this vring, then show the state' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Inspect);
+    if (flags['clear-iotlb'] !== undefined) await controlRequest(flags.control, 'clear-iotlb', { queue: flags['clear-iotlb'] });
+    const params = { entries: flags.entries !== undefined && flags.entries > 0, queue: flags.queue, limit: flags.entries };
+    const fetchState = async (): Promise<DeviceState> => (await controlRequest(flags.control, 'state', params)) as DeviceState;
+    if (!flags.watch) {
+      const state = await fetchState();
+      this.log(flags.json ? JSON.stringify(state) : renderState(state, null, params.entries));
+      return;
+    }
+    let previous: { at: number; state: DeviceState } | null = null;
+    let stop = false;
+    process.once('SIGINT', () => (stop = true));
+    while (!stop) {
+      const state = await fetchState();
+      const at = Date.now();
+      let rates: Rates | null = null;
+      if (previous) {
+        const seconds = (at - previous.at) / 1000;
+        rates = { packetsPerSecond: new Map() };
+        for (const q of state.queues) {
+          const before = previous.state.queues.find((p) => p.index === q.index)?.counters?.packets ?? 0;
+          rates.packetsPerSecond.set(q.index, ((q.counters?.packets ?? 0) - before) / seconds);
+        }
+      }
+      previous = { at, state };
+      if (flags.json) this.log(JSON.stringify({ at, state, rates: rates ? Object.fromEntries(rates.packetsPerSecond) : null }));
+      else process.stdout.write('\x1b[2J\x1b[H' + renderState(state, rates, params.entries) + '\n');
+      await new Promise((r) => setTimeout(r, flags.interval * 1000));
+    }
+  }
+}

@@ -1,0 +1,65 @@
+import { Args, Command, Flags } from '@oclif/core';
+import { makeChalk, plain } from '../../src/trace/color.js';
+import { decodeTrace, headerLine, parseFilters } from '../../src/trace/decode.js';
+import { TraceFormatError } from '../../src/trace/format.js';
+import { LineOutput } from '../../src/trace/output.js';
+import { readTrace } from '../../src/trace/reader.js';
+
+export default class TraceDecode extends Command {
+  static override summary = 'Print a trace file: one line per vhost-user message, with decoded fields.';
+  static override description = `Messages show the relative time, the direction (→ front-end to back-end, ← back-end to
+front-end), the channel (main or backend), the request and its key fields; SET_MEM_TABLE adds a
+table of regions. Runs of translation records are summarised in one line unless --translations.
+A damaged trace is decoded up to the damage, then the error (with its byte offset) is printed
+and the command exits with status 2.`;
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> qemu-dpdk.vhtrace',
+    '<%= config.bin %> <%= command.id %> qemu-dpdk.vhtrace --filter IOTLB_MSG --filter set_mem_table',
+    '<%= config.bin %> <%= command.id %> qemu-dpdk.vhtrace --filter backend --translations',
+    '<%= config.bin %> <%= command.id %> fixtures/traces/dynamic.vhtrace --stats',
+    '<%= config.bin %> <%= command.id %> qemu-dpdk.vhtrace --json | jq -c \'select(.iotlbType == "MISS")\'',
+  ];
+
+  static override args = {
+    file: Args.string({ description: 'trace file (from `trace record` or `trace synth`)', required: true }),
+  };
+
+  static override flags = {
+    json: Flags.boolean({ summary: 'one JSON object per line (bigints as "0x..." strings)' }),
+    filter: Flags.string({
+      char: 'f', multiple: true,
+      summary: 'only messages of this request (any case, e.g. IOTLB_MSG) or channel (main, backend); repeatable',
+    }),
+    stats: Flags.boolean({ char: 's', summary: 'print counts per request, IOTLB message counts and the translation hit rate instead of the records' }),
+    translations: Flags.boolean({ char: 't', summary: 'print every translation record instead of a summary line per run' }),
+    color: Flags.boolean({ allowNo: true, summary: 'force colour on or off (default: on for terminals, off with NO_COLOR or when piped)' }),
+  };
+
+  async run(): Promise<void> {
+    const { args, flags } = await this.parse(TraceDecode);
+    let filter;
+    try {
+      filter = flags.filter?.length ? parseFilters(flags.filter) : undefined;
+    } catch (err) {
+      this.error((err as Error).message, { exit: 2 });
+    }
+    const chalk = flags.json ? plain : makeChalk(flags.color);
+    const out = new LineOutput();
+    try {
+      const records = readTrace(args.file, {
+        onHeader: (header) => {
+          if (!flags.json && !flags.stats) out.line(chalk.dim(headerLine(header, args.file)));
+        },
+      });
+      const stats = await decodeTrace(records, { json: flags.json, filter, stats: flags.stats, translations: flags.translations, chalk }, out.line);
+      if (flags.stats) out.line(flags.json ? JSON.stringify(stats.toJson()) : stats.render(chalk));
+      out.flush();
+    } catch (err) {
+      out.flush();
+      if (err instanceof TraceFormatError) this.error(err.message, { exit: 2 });
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.error(`${args.file}: no such file`, { exit: 2 });
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,49 @@
+/** Human rendering of a DeviceState for `inspect`. */
+import chalk from 'chalk';
+import Table from 'cli-table3';
+import type { DeviceState } from './state.js';
+
+const style = { head: [], border: [] };
+
+export interface Rates {
+  /** Per queue index: packets per second since the previous sample. */
+  packetsPerSecond: Map<number, number>;
+}
+
+export function renderState(state: DeviceState, rates: Rates | null, showEntries: boolean): string {
+  const out: string[] = [];
+  const status = state.connected ? chalk.green(`connected (${state.peer})`) : chalk.yellow('waiting for a front-end');
+  out.push(`${chalk.bold(state.socket)}  ${status}  connections served: ${state.connections}  strategy: ${state.strategy}`);
+  out.push(`features ${state.features.bits}: ${state.features.names.join(' ') || '-'}`);
+  out.push(`protocol ${state.protocolFeatures.bits}: ${state.protocolFeatures.names.join(' ') || '-'}`);
+  out.push(`IOMMU: ${state.iommu ? chalk.cyan('on (ACCESS_PLATFORM)') : 'off'}  status: 0x${state.status.toString(16)}`);
+  if (state.memory.length > 0) {
+    const mem = new Table({ head: ['guest address', 'size', 'user address', 'mmap offset'], style });
+    for (const r of state.memory) mem.push([r.guestAddr, `${(r.size / 2 ** 20).toFixed(1)} MiB`, r.userAddr, r.mmapOffset]);
+    out.push(mem.toString());
+  }
+  const queues = new Table({ head: ['queue', 'size', 'enabled', 'state', 'last avail', 'avail', 'used', 'packets', 'pps', 'bytes', 'drops', 'kicks', 'irqs'], style });
+  for (const q of state.queues) {
+    const stateText = q.broken ? chalk.red(`broken: ${q.broken}`) : q.waitingForMapping ? chalk.yellow('waiting for mapping') : q.running ? chalk.green('running') : 'stopped';
+    const c = q.counters;
+    const pps = rates?.packetsPerSecond.get(q.index);
+    queues.push([`${q.index} ${q.kind}`, q.size, q.enabled ? 'yes' : 'no', stateText, q.lastAvailIdx, q.availIdx ?? '-', q.usedIdx ?? '-',
+      c?.packets ?? 0, pps === undefined ? '-' : Math.round(pps), c?.bytes ?? 0, c?.drops ?? 0, c?.kicks ?? 0, c?.interrupts ?? 0]);
+  }
+  out.push(queues.toString());
+  for (const q of state.queues) {
+    if (!q.iotlb) continue;
+    const s = q.iotlb.stats;
+    const rate = s.lookups > 0 ? ((100 * s.hits) / s.lookups).toFixed(2) + '%' : '-';
+    out.push(`IOTLB of queue ${q.index} (${q.iotlb.strategy}): ${s.entries} entries, ${s.lookups} lookups, ${s.hits} hits, ${s.misses} misses, ` +
+      `${s.evictions} evictions, ${q.iotlb.pendingMisses} pending misses, hit rate ${rate}`);
+    if (showEntries && q.iotlb.entries.length > 0) {
+      const entries = new Table({ head: ['iova', 'end', 'size', 'perm', 'host (uaddr)'], style });
+      for (const e of q.iotlb.entries) {
+        entries.push([`0x${e.iova.toString(16)}`, `0x${(e.iova + e.size).toString(16)}`, e.size, ['--', 'RO', 'WO', 'RW'][e.perm] ?? e.perm, `0x${e.uaddr.toString(16)}`]);
+      }
+      out.push(entries.toString());
+    }
+  }
+  return out.join('\n');
+}

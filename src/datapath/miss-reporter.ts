@@ -1,0 +1,42 @@
+/**
+ * Sends IOTLB MISS (and ACCESS_FAIL) requests to the front-end over the backend channel,
+ * straight from the worker: the message is 44 bytes, so one sendmsg is atomic on a Unix
+ * stream socket even with several workers sharing it, and no round trip through the main
+ * thread delays the answer. Nothing waits for a reply — the burst has already stopped and
+ * the worker goes on with its other queues (the seed's non-blocking design).
+ */
+import { BackendRequest, encodeMessage, IotlbType } from '../protocol/index.js';
+import { sendMessage } from '../sys/index.js';
+
+export class MissReporter {
+  /** Misses that could not be sent (no backend channel, or its buffer full). */
+  unsent = 0;
+
+  constructor(public backendFd: number) {}
+
+  private send(iotlbType: number, iova: number, perm: number): boolean {
+    if (this.backendFd < 0) {
+      this.unsent++;
+      return false;
+    }
+    const bytes = encodeMessage({
+      channel: 'backend', request: BackendRequest.IOTLB_MSG,
+      body: { kind: 'iotlb', iova: BigInt(iova), size: 0n, userAddr: 0n, perm, iotlbType },
+    });
+    try {
+      if (sendMessage(this.backendFd, bytes) === bytes.length) return true;
+    } catch {
+      // The channel is gone (front-end closed it); the main thread will notice the disconnect.
+    }
+    this.unsent++;
+    return false;
+  }
+
+  miss(iova: number, perm: number): boolean {
+    return this.send(IotlbType.MISS, iova, perm);
+  }
+
+  accessFail(iova: number, perm: number): boolean {
+    return this.send(IotlbType.ACCESS_FAIL, iova, perm);
+  }
+}

@@ -1,0 +1,369 @@
+/**
+ * Everything one queue-pair worker does, without the thread plumbing (worker.ts) so it can be
+ * driven directly in tests: guest memory mapped once per table, the RX/TX rings with their
+ * per-virtqueue IOTLB caches and pending-miss lists, the endpoint, and one poll step.
+ *
+ * IOTLB consistency without locks: the main thread pushes UPDATE/INVALIDATE into a shared
+ * ring; `step()` drains it before touching any ring, so every burst runs against a cache
+ * that includes every operation published before the burst began. The main thread acks an
+ * INVALIDATE only after this worker has reported it applied (iotlb-ring.ts), so no burst
+ * after the ack can use the removed entry.
+ */
+import { eventfdRead, eventfdWrite, mapFd, unmap } from '../sys/index.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../memory/address-space.js';
+import { getStrategy } from '../iotlb/registry.js';
+import { PendingMisses } from '../iotlb/pending-misses.js';
+import { LOOKUP_MISS, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
+import { SplitQueue, RING_OK, RING_MISS, WALK_MISS } from '../virtqueue/split.js';
+import { NetQueue, transmitBurst } from '../virtqueue/net.js';
+import { ScatterList } from '../virtqueue/scatter.js';
+import type { Endpoint } from '../net/endpoint.js';
+import { LoopbackEndpoint } from '../net/loopback.js';
+import { SinkEndpoint } from '../net/sink.js';
+import { SourceEndpoint } from '../net/source.js';
+import { TapEndpoint } from '../net/tap.js';
+import type { QueueSnapshot, RegionConfig, RingConfig, WorkerSetup } from './contract.js';
+import { IotlbRingConsumer, type IotlbOpSink } from './iotlb-ring.js';
+import { MissReporter } from './miss-reporter.js';
+import { RecordingAddressSpace } from './recording-space.js';
+import { RingCounter, ringCounters } from './stats.js';
+import { TranslationRingProducer } from './translation-ring.js';
+
+export const BURST = 32;
+const PAGE = 4096;
+/** Most extra misses one prefetch or batch sends, so a hostile ring cannot make us flood. */
+const MAX_EXTRA_MISSES = 64;
+
+class Ring {
+  readonly queue = new SplitQueue();
+  readonly net: NetQueue;
+  readonly counters: Float64Array;
+  cache: IotlbStrategy | null = null;
+  pending: PendingMisses | null = null;
+  ringSpace!: AddressSpace;
+  dataSpace!: AddressSpace;
+  config: RingConfig | null = null;
+  kickFd = -1;
+  callFd = -1;
+  running = false;
+  waitingForMapping = false;
+  /** Available count when notifications were last enabled, to tell new work from blocked work. */
+  lastSeenAvail = 0;
+
+  constructor(readonly index: number, setup: WorkerSetup, stats: SharedArrayBuffer) {
+    this.counters = ringCounters(stats, index & 1);
+    const isRx = (index & 1) === 0;
+    this.net = new NetQueue(this.queue, { headerLength: setup.headerLength, mergeable: isRx && setup.mergeableRx, counters: this.counters });
+  }
+}
+
+export class QueuePairRuntime implements IotlbOpSink {
+  readonly memory = new GuestMemory();
+  private mappings: ArrayBuffer[] = [];
+  readonly rx: Ring;
+  readonly tx: Ring;
+  private readonly rings: Ring[];
+  private readonly endpoint: Endpoint;
+  private readonly pollsEndpoint: boolean;
+  private readonly iotlbRing: IotlbRingConsumer;
+  readonly misses: MissReporter;
+  private readonly traceRing: TranslationRingProducer | null;
+  private readonly probeSg = new ScatterList(1024);
+  private readonly probeOut: LookupOut = { uaddr: 0 };
+  /** Fds to sleep on: kick fds of running rings, the tap, and the wake eventfd. */
+  readonly waitFds = new Int32Array(4);
+  waitCount = 0;
+  private readonly ready = new Uint8Array(4);
+
+  constructor(readonly setup: WorkerSetup) {
+    const base = setup.pairIndex * 2;
+    this.rx = new Ring(base, setup, setup.stats);
+    this.tx = new Ring(base + 1, setup, setup.stats);
+    this.rings = [this.rx, this.tx];
+    this.iotlbRing = new IotlbRingConsumer(setup.iotlbRing);
+    this.misses = new MissReporter(setup.backendFd);
+    this.traceRing = setup.translationRing ? new TranslationRingProducer(setup.translationRing, setup.traceOriginMs) : null;
+    const net = setup.net;
+    this.pollsEndpoint = net.kind === 'source' || net.kind === 'tap';
+    this.endpoint = net.kind === 'loopback' ? new LoopbackEndpoint(this.rx.net)
+      : net.kind === 'source' ? new SourceEndpoint(this.rx.net, { frameSize: net.frameSize })
+        : net.kind === 'tap' ? new TapEndpoint(net.fd, this.rx.net)
+          : new SinkEndpoint();
+    for (const ring of this.rings) this.buildSpaces(ring);
+    this.updateWaitFds();
+  }
+
+  private buildSpaces(ring: Ring): void {
+    let ringSpace: AddressSpace;
+    let dataSpace: AddressSpace;
+    if (this.setup.iommu) {
+      // One cache per virtqueue, as in the seed: queues never contend on a shared cache.
+      ring.cache = getStrategy(this.setup.strategy).create({ seed: ring.index + 1 });
+      ring.pending = new PendingMisses();
+      ringSpace = new IotlbAddressSpace(ring.cache, this.memory);
+      dataSpace = new IotlbAddressSpace(ring.cache, this.memory);
+    } else {
+      ringSpace = new UserAddressSpace(this.memory);
+      dataSpace = new GuestPhysicalSpace(this.memory);
+    }
+    if (this.traceRing) {
+      ringSpace = new RecordingAddressSpace(ringSpace, this.traceRing, ring.index);
+      dataSpace = new RecordingAddressSpace(dataSpace, this.traceRing, ring.index);
+    }
+    ring.ringSpace = ringSpace;
+    ring.dataSpace = dataSpace;
+  }
+
+  ring(index: number): Ring {
+    const ring = this.rings.find((r) => r.index === index);
+    if (!ring) throw new Error(`vring ${index} does not belong to queue pair ${this.setup.pairIndex}`);
+    return ring;
+  }
+
+  /** Maps the new table (each region once, in this thread) and drops the old one. */
+  setMemory(regions: RegionConfig[]): void {
+    if (this.rings.some((r) => r.running)) throw new Error('memory table changed while rings run');
+    this.unmapAll();
+    const page = PAGE;
+    for (const region of regions) {
+      // mmap needs a page-aligned offset; QEMU's offsets are, but nothing says they must be.
+      const slack = region.mmapOffset % page;
+      const buffer = mapFd(region.fd, region.mmapOffset - slack, region.size + slack, true);
+      this.mappings.push(buffer);
+      this.memory.addRegion({
+        guestAddr: region.guestAddr, userAddr: region.userAddr, size: region.size, mmapOffset: region.mmapOffset,
+        bytes: new Uint8Array(buffer, slack, region.size),
+      });
+    }
+  }
+
+  unmapAll(): void {
+    this.memory.clear();
+    for (const buffer of this.mappings) unmap(buffer);
+    this.mappings = [];
+  }
+
+  /** Returns a reason if the ring cannot start at all; a ring whose mapping misses waits. */
+  startRing(config: RingConfig): void {
+    const ring = this.ring(config.index);
+    ring.config = config;
+    ring.kickFd = config.kickFd;
+    ring.callFd = config.callFd;
+    ring.running = true;
+    ring.lastSeenAvail = 0;
+    const status = ring.queue.configure({
+      size: config.size, descAddr: config.descAddr, availAddr: config.availAddr, usedAddr: config.usedAddr,
+      ringSpace: ring.ringSpace, dataSpace: ring.dataSpace, eventIdx: this.setup.eventIdx, lastAvailIdx: config.lastAvailIdx,
+    });
+    this.afterRingMap(ring, status);
+    this.updateWaitFds();
+  }
+
+  private afterRingMap(ring: Ring, status: number): void {
+    if (status === RING_OK) {
+      ring.waitingForMapping = false;
+      ring.queue.disableNotifications();
+    } else if (status === RING_MISS) {
+      // Postponed until the front-end maps it (the seed's "ring addresses translated through the IOTLB").
+      ring.waitingForMapping = true;
+      this.reportMiss(ring, ring.queue.missAddr, ring.queue.missAccess);
+      ring.queue.clearMiss();
+    } else {
+      this.breakRing(ring, ring.queue.error);
+    }
+  }
+
+  /** Stops the ring; returns the index the next start must resume from. */
+  stopRing(index: number): number {
+    const ring = this.ring(index);
+    if (ring.running && ring.queue.ready) ring.net.finish();
+    ring.running = false;
+    ring.waitingForMapping = false;
+    ring.kickFd = -1;
+    this.updateWaitFds();
+    return ring.queue.lastAvailIdx;
+  }
+
+  setCall(index: number, callFd: number): void {
+    this.ring(index).callFd = callFd;
+  }
+
+  onBroken: (index: number, reason: string) => void = () => {};
+
+  private breakRing(ring: Ring, reason: string): void {
+    ring.running = false;
+    this.updateWaitFds();
+    this.onBroken(ring.index, reason);
+  }
+
+  private updateWaitFds(): void {
+    let n = 0;
+    for (const ring of this.rings) if (ring.running && ring.kickFd >= 0) this.waitFds[n++] = ring.kickFd;
+    if (this.setup.net.kind === 'tap') this.waitFds[n++] = this.setup.net.fd;
+    this.waitFds[n++] = this.setup.wakeFd;
+    this.waitCount = n;
+  }
+
+  // --- IOTLB operations from the main thread (IotlbOpSink) ---
+
+  update(iova: number, size: number, uaddr: number, perm: number): void {
+    for (const ring of this.rings) {
+      if (!ring.cache) continue;
+      ring.cache.insert({ iova, size, uaddr, perm });
+      ring.pending!.clearCovered(iova, size, perm);
+      if (ring.running && ring.waitingForMapping) this.afterRingMap(ring, ring.queue.mapRings());
+    }
+  }
+
+  invalidate(iova: number, size: number): void {
+    for (const ring of this.rings) {
+      if (!ring.cache) continue;
+      ring.cache.invalidate(iova, size);
+      if (ring.running && !ring.waitingForMapping && ring.queue.ringsOverlap(iova, size)) {
+        // The ring's own memory was unmapped: stop using it until it is mapped again.
+        ring.queue.unmapRings();
+        this.afterRingMap(ring, ring.queue.mapRings());
+      }
+    }
+  }
+
+  clear(): void {
+    for (const ring of this.rings) this.clearCache(ring.index);
+  }
+
+  clearCache(index: number): void {
+    const ring = this.ring(index);
+    if (!ring.cache) return;
+    ring.cache.clear();
+    ring.pending!.clear();
+    if (ring.running && !ring.waitingForMapping) {
+      ring.queue.unmapRings();
+      this.afterRingMap(ring, ring.queue.mapRings());
+    }
+  }
+
+  // --- misses ---
+
+  private reportMiss(ring: Ring, iova: number, access: number): void {
+    const pending = ring.pending;
+    if (pending === null) return;
+    if (pending.add(iova, access)) {
+      if (this.misses.miss(iova, access)) ring.counters[RingCounter.missesSent]++;
+    }
+    const prefetch = this.setup.prefetch;
+    if (prefetch > PAGE) {
+      const start = iova - (iova % prefetch);
+      let sent = 0;
+      for (let page = start; page < start + prefetch && sent < MAX_EXTRA_MISSES; page += PAGE) {
+        if (ring.cache!.lookup(page, 1, access, this.probeOut) !== LOOKUP_MISS) continue;
+        if (pending.add(page, access) && this.misses.miss(page, access)) {
+          ring.counters[RingCounter.missesSent]++;
+          sent++;
+        }
+      }
+    }
+  }
+
+  /** Batched misses: walk the chains behind the one that missed and report their misses too. */
+  private probeAhead(ring: Ring): void {
+    const q = ring.queue;
+    const avail = (q.availIdx - q.lastAvailIdx) & 0xffff;
+    let reported = 0;
+    for (let ahead = 1; ahead < avail && reported < MAX_EXTRA_MISSES; ahead++) {
+      this.probeSg.reset();
+      if (q.walkChain(ahead, this.probeSg) === WALK_MISS) {
+        this.reportMiss(ring, q.missAddr, q.missAccess);
+        q.clearMiss();
+        reported++;
+      }
+      if (q.broken) return;
+    }
+  }
+
+  private afterBurst(ring: Ring): void {
+    const q = ring.queue;
+    if (q.missPending) {
+      this.reportMiss(ring, q.missAddr, q.missAccess);
+      q.clearMiss();
+      if (this.setup.batchMisses) this.probeAhead(ring);
+    }
+    if (q.broken) this.breakRing(ring, q.brokenReason);
+    if (ring.net.takeInterrupt() && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);
+  }
+
+  // --- the poll step ---
+
+  /** One round over both rings; returns how many chains moved. */
+  step(): number {
+    if (this.iotlbRing.hasWork()) this.iotlbRing.drain(this);
+    const rx = this.rx;
+    const tx = this.tx;
+    let work = 0;
+    const rxActive = rx.running && !rx.waitingForMapping;
+    if (tx.running && !tx.waitingForMapping) {
+      // Loopback delivers into RX from inside the TX burst; without a usable RX it must wait.
+      if (this.setup.net.kind !== 'loopback' || rxActive) work += transmitBurst(tx.net, this.endpoint, BURST);
+      this.afterBurst(tx);
+    }
+    if (rxActive) {
+      if (this.pollsEndpoint) work += this.endpoint.poll(BURST);
+      this.afterBurst(rx);
+    }
+    return work;
+  }
+
+  /**
+   * Before sleeping: ask for kicks, and say whether anything new arrived meanwhile (then the
+   * caller must not sleep). Chains that are available but blocked (loopback with a full RX)
+   * do not count as new.
+   */
+  armNotifications(): boolean {
+    let fresh = false;
+    for (const ring of this.rings) {
+      if (!ring.running || ring.waitingForMapping) continue;
+      const avail = ring.queue.enableNotifications();
+      if (avail !== ring.lastSeenAvail) fresh = true;
+      ring.lastSeenAvail = avail;
+    }
+    return fresh;
+  }
+
+  disarmNotifications(): void {
+    for (const ring of this.rings) if (ring.running && !ring.waitingForMapping) ring.queue.disableNotifications();
+  }
+
+  /** After poll() woke us: clear the eventfds that fired and count the kicks. */
+  consumeWakeups(readyFlags: Uint8Array): void {
+    for (let i = 0; i < this.waitCount; i++) {
+      if (readyFlags[i] === 0) continue;
+      const fd = this.waitFds[i];
+      if (this.setup.net.kind === 'tap' && fd === this.setup.net.fd) continue; // data, not a counter
+      const n = eventfdRead(fd);
+      if (fd === this.rx.kickFd) this.rx.counters[RingCounter.kicks] += n;
+      else if (fd === this.tx.kickFd) this.tx.counters[RingCounter.kicks] += n;
+    }
+  }
+
+  get readyFlags(): Uint8Array {
+    return this.ready;
+  }
+
+  snapshot(entries: boolean): QueueSnapshot[] {
+    return this.rings.filter((r) => r.config !== null).map((ring) => {
+      const q = ring.queue;
+      const cache = ring.cache;
+      return {
+        index: ring.index, size: q.size, started: ring.running, broken: q.broken ? q.brokenReason : null,
+        waitingForMapping: ring.waitingForMapping, lastAvailIdx: q.lastAvailIdx, availIdx: q.availIdx, usedIdx: q.usedIdx,
+        descAddr: q.descAddr, availAddr: q.availAddr, usedAddr: q.usedAddr,
+        iotlb: cache === null ? null : {
+          strategy: cache.name,
+          stats: { ...cache.stats },
+          pendingMisses: ring.pending!.size,
+          entries: entries ? cache.entries() : [],
+        },
+      };
+    });
+  }
+}

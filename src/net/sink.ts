@@ -1,0 +1,20 @@
+/** Sink: counts every transmitted frame and drops it without touching its bytes. */
+import type { Endpoint } from './endpoint.js';
+import type { ScatterList } from '../virtqueue/scatter.js';
+
+export class SinkEndpoint implements Endpoint {
+  frames = 0;
+  bytes = 0;
+
+  transmit(_sg: ScatterList, _first: number, len: number): boolean {
+    this.frames++;
+    this.bytes += len;
+    return true;
+  }
+
+  flush(): void {}
+
+  poll(_max: number): number {
+    return 0;
+  }
+}

@@ -1,0 +1,293 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { makeRig, netq, poke, peek, frame, GPA } from './helpers.js';
+import { transmitBurst, receiveBurst, receiveFrame, NetCounter, RX_DONE, RX_DROPPED, RX_NO_ROOM, type Endpoint } from '../../src/virtqueue/net.js';
+import { ScatterList } from '../../src/virtqueue/scatter.js';
+import { LoopbackEndpoint } from '../../src/net/loopback.js';
+import { SinkEndpoint } from '../../src/net/sink.js';
+import { SourceEndpoint, SOURCE_SEQ_OFFSET } from '../../src/net/source.js';
+
+class Capture implements Endpoint {
+  frames: Uint8Array[] = [];
+  pieces: number[] = [];
+  refuse = false;
+  flushes = 0;
+  transmit(sg: ScatterList, first: number, len: number): boolean {
+    if (this.refuse) return false;
+    const f = sg.gather(first);
+    assert.equal(f.length, len);
+    this.frames.push(f);
+    this.pieces.push(sg.count - first);
+    return true;
+  }
+  flush(): void {
+    this.flushes++;
+  }
+  poll(): number {
+    return 0;
+  }
+}
+
+const HDR = new Uint8Array(12).fill(0xee);
+
+test('TX: chained frame (header in its own descriptor, frame in two) delivers exact bytes', () => {
+  const rig = makeRig();
+  const f = frame(100);
+  const b = rig.bufBase;
+  poke(rig, b, HDR);
+  poke(rig, b + 0x100, f.subarray(0, 30));
+  poke(rig, b + 0x200, f.subarray(30));
+  const head = rig.driver.addChain([b, b + 0x100, b + 0x200], [12, 30, 70], 3);
+  rig.driver.publish();
+  const txq = netq(rig.queue);
+  const cap = new Capture();
+  assert.equal(transmitBurst(txq, cap, 32), 1);
+  assert.deepEqual(cap.frames[0], f);
+  assert.equal(cap.pieces[0], 2);
+  assert.equal(rig.driver.popUsed(), head);
+  assert.equal(rig.driver.lastLen, 0);
+  assert.equal(txq.counters[NetCounter.packets], 1);
+  assert.equal(txq.counters[NetCounter.bytes], 100);
+  assert.equal(cap.flushes, 1);
+});
+
+test('TX: header spanning descriptors (4 + 8+frame) and a 10-byte legacy header', () => {
+  for (const hdrLen of [12, 10]) {
+    const rig = makeRig();
+    const f = frame(60, hdrLen);
+    const b = rig.bufBase;
+    poke(rig, b, HDR.subarray(0, 4));
+    const second = new Uint8Array(hdrLen - 4 + 20);
+    second.fill(0xee, 0, hdrLen - 4);
+    second.set(f.subarray(0, 20), hdrLen - 4);
+    poke(rig, b + 0x40, second);
+    poke(rig, b + 0x100, f.subarray(20));
+    rig.driver.addChain([b, b + 0x40, b + 0x100], [4, second.length, 40], 3);
+    rig.driver.publish();
+    const cap = new Capture();
+    assert.equal(transmitBurst(netq(rig.queue, hdrLen), cap, 32), 1);
+    assert.deepEqual(cap.frames[0], f);
+  }
+});
+
+test('TX: indirect table delivers exact bytes', () => {
+  const rig = makeRig();
+  const f = frame(200, 3);
+  const b = rig.bufBase;
+  poke(rig, b + 0x1000, HDR);
+  poke(rig, b + 0x1100, f.subarray(0, 1));
+  poke(rig, b + 0x1200, f.subarray(1, 150));
+  poke(rig, b + 0x1400, f.subarray(150));
+  const head = rig.driver.addIndirect(b, [b + 0x1000, b + 0x1100, b + 0x1200, b + 0x1400], [12, 1, 149, 50], 4);
+  rig.driver.publish();
+  const cap = new Capture();
+  assert.equal(transmitBurst(netq(rig.queue), cap, 32), 1);
+  assert.deepEqual(cap.frames[0], f);
+  assert.equal(rig.queue.chainDescs, 5);
+  assert.equal(rig.driver.popUsed(), head);
+});
+
+test('TX: burst limit, ring wrap-around of the 16-bit indices, too-short chains dropped', () => {
+  const rig = makeRig({ size: 8, startIdx: 65533 });
+  const txq = netq(rig.queue);
+  const cap = new Capture();
+  let sent = 0;
+  for (let round = 0; round < 5; round++) {
+    for (let i = 0; i < 6; i++) {
+      const a = rig.bufBase + i * 0x100;
+      poke(rig, a, HDR);
+      poke(rig, a + 12, frame(20, sent + i));
+      rig.driver.addBuffer(a, 32, false);
+    }
+    rig.driver.publish();
+    assert.equal(transmitBurst(txq, cap, 4), 4);
+    assert.equal(transmitBurst(txq, cap, 4), 2);
+    for (let i = 0; i < 6; i++) assert.deepEqual(cap.frames[sent + i], frame(20, sent + i));
+    sent += 6;
+    while (rig.driver.popUsed() >= 0);
+  }
+  // Header + 13 bytes: shorter than an Ethernet header.
+  rig.driver.addBuffer(rig.bufBase, 25, false);
+  rig.driver.publish();
+  assert.equal(transmitBurst(txq, cap, 4), 1);
+  assert.equal(cap.frames.length, sent);
+  assert.equal(txq.counters[NetCounter.errors], 1);
+  assert.ok(rig.driver.popUsed() >= 0);
+});
+
+test('TX: endpoint backpressure leaves the chain unconsumed', () => {
+  const rig = makeRig();
+  poke(rig, rig.bufBase, HDR);
+  poke(rig, rig.bufBase + 12, frame(50));
+  rig.driver.addBuffer(rig.bufBase, 62, false);
+  rig.driver.publish();
+  const txq = netq(rig.queue);
+  const cap = new Capture();
+  cap.refuse = true;
+  assert.equal(transmitBurst(txq, cap, 32), 0);
+  assert.equal(rig.queue.lastAvailIdx, 0);
+  assert.equal(rig.driver.usedCount(), 0);
+  cap.refuse = false;
+  assert.equal(transmitBurst(txq, cap, 32), 1);
+  assert.deepEqual(cap.frames[0], frame(50));
+});
+
+function rxBuffers(rig: ReturnType<typeof makeRig>, n: number, len: number, at = rig.bufBase): number[] {
+  const heads: number[] = [];
+  for (let i = 0; i < n; i++) heads.push(rig.driver.addBuffer(at + i * 0x800, len, true));
+  rig.driver.publish();
+  return heads;
+}
+
+function oneFrame(bytes: Uint8Array): ScatterList {
+  const sg = new ScatterList(4);
+  sg.push(bytes, 0, bytes.length);
+  return sg;
+}
+
+test('RX without MRG_RXBUF: header + frame in one chain, num_buffers 1; too big dropped, chain kept', () => {
+  const rig = makeRig();
+  const rxq = netq(rig.queue, 12, false);
+  const heads = rxBuffers(rig, 2, 200);
+  rig.bytes.fill(0xcc, rig.bufBase - GPA, rig.bufBase - GPA + 0x1000);
+  const f = frame(150);
+  assert.equal(receiveBurst(rxq, oneFrame(f)), 1);
+  assert.equal(rig.driver.popUsed(), heads[0]);
+  assert.equal(rig.driver.lastLen, 162);
+  const got = peek(rig, rig.bufBase, 200);
+  assert.deepEqual(got.subarray(0, 10), new Uint8Array(10));
+  assert.equal(got[10] | (got[11] << 8), 1);
+  assert.deepEqual(got.subarray(12, 162), f);
+  assert.equal(got[162], 0xcc, 'nothing written past the frame');
+  // 189 + 12 > 200: dropped, counted, the chain stays for the next frame.
+  assert.equal(receiveFrame(rxq, oneFrame(frame(189)), 0, 189, false), RX_DROPPED);
+  assert.equal(rxq.counters[NetCounter.drops], 1);
+  assert.equal(rig.queue.lastAvailIdx, 1);
+  assert.equal(receiveBurst(rxq, oneFrame(frame(188))), 1);
+  assert.equal(rig.driver.popUsed(), heads[1]);
+  assert.equal(rig.driver.lastLen, 200);
+  // No buffers left.
+  assert.equal(receiveFrame(rxq, oneFrame(f), 0, 150, false), RX_NO_ROOM);
+});
+
+test('RX legacy 10-byte header', () => {
+  const rig = makeRig();
+  const rxq = netq(rig.queue, 10, false);
+  rxBuffers(rig, 1, 100);
+  rig.bytes.fill(0xcc, rig.bufBase - GPA, rig.bufBase - GPA + 100);
+  assert.equal(receiveBurst(rxq, oneFrame(frame(60))), 1);
+  rig.driver.popUsed();
+  assert.equal(rig.driver.lastLen, 70);
+  assert.deepEqual(peek(rig, rig.bufBase, 10), new Uint8Array(10));
+  assert.deepEqual(peek(rig, rig.bufBase + 10, 60), frame(60));
+});
+
+test('RX with MRG_RXBUF: frame spread over chains, num_buffers and used lens exact', () => {
+  const rig = makeRig();
+  const rxq = netq(rig.queue, 12, true);
+  const heads = rxBuffers(rig, 6, 32);
+  const f = frame(100);
+  assert.equal(receiveBurst(rxq, oneFrame(f)), 1);
+  const used: [number, number][] = [];
+  for (let h; (h = rig.driver.popUsed()) >= 0;) used.push([h, rig.driver.lastLen]);
+  assert.deepEqual(used, [[heads[0], 32], [heads[1], 32], [heads[2], 32], [heads[3], 16]]);
+  const first = peek(rig, rig.bufBase, 32);
+  assert.equal(first[10] | (first[11] << 8), 4);
+  const out = new Uint8Array(100);
+  out.set(first.subarray(12), 0);
+  out.set(peek(rig, rig.bufBase + 0x800, 32), 20);
+  out.set(peek(rig, rig.bufBase + 0x1000, 32), 52);
+  out.set(peek(rig, rig.bufBase + 0x1800, 16), 84);
+  assert.deepEqual(out, f);
+  // Needs 4 chains, only 2 left: no room, nothing consumed.
+  assert.equal(receiveFrame(rxq, oneFrame(f), 0, 100, false), RX_NO_ROOM);
+  assert.equal(rig.queue.lastAvailIdx, 4);
+  // Header split over a 5-byte chain and the next one.
+  const rig2 = makeRig();
+  const rxq2 = netq(rig2.queue, 12, true);
+  rig2.driver.addBuffer(rig2.bufBase, 5, true);
+  rig2.driver.addBuffer(rig2.bufBase + 0x100, 100, true);
+  rig2.driver.publish();
+  assert.equal(receiveBurst(rxq2, oneFrame(frame(30))), 1);
+  const b0 = peek(rig2, rig2.bufBase, 5);
+  const b1 = peek(rig2, rig2.bufBase + 0x100, 37);
+  assert.deepEqual(b0, new Uint8Array(5));
+  assert.deepEqual(b1.subarray(0, 7), new Uint8Array([0, 0, 0, 0, 0, 2, 0]));
+  assert.deepEqual(b1.subarray(7), frame(30));
+});
+
+test('loopback: TX frame comes back on RX with MACs swapped; backpressure keeps TX chains', () => {
+  const tx = makeRig({ size: 16 });
+  const rx = makeRig({ size: 16, ringOffset: 0x40000, memory: { memory: tx.memory, region: tx.region } });
+  const txq = netq(tx.queue, 12, false);
+  const rxq = netq(rx.queue, 12, false);
+  const lo = new LoopbackEndpoint(rxq);
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < 3; i++) {
+    const f = frame(64, i);
+    frames.push(f);
+    const a = tx.bufBase + i * 0x100;
+    poke(tx, a, HDR);
+    poke(tx, a + 12, f);
+    tx.driver.addChain([a, a + 12], [12, 64], 2);
+  }
+  tx.driver.publish();
+  const rxBase = 0x80000 + GPA;
+  rx.driver.addBuffer(rxBase, 2048, true);
+  rx.driver.publish();
+  // Only one RX buffer: the first frame goes through, then backpressure.
+  assert.equal(transmitBurst(txq, lo, 32), 1);
+  assert.equal(tx.queue.lastAvailIdx, 1);
+  assert.equal(tx.driver.usedCount(), 1);
+  assert.equal(rx.driver.popUsed(), 0);
+  assert.equal(rx.driver.lastLen, 76);
+  const got = peek(rx, rxBase + 12, 64);
+  const want = frames[0].slice();
+  want.set(frames[0].subarray(6, 12), 0);
+  want.set(frames[0].subarray(0, 6), 6);
+  assert.deepEqual(got, want);
+  assert.equal(rxq.interruptPending, true);
+  // More RX buffers: the rest flows, nothing lost; MAC pairs split across pieces too.
+  rx.driver.addChain([rxBase + 0x1000, rxBase + 0x1000 + 20], [20, 1000], 0);
+  rx.driver.addBuffer(rxBase + 0x2000, 2048, true);
+  rx.driver.publish();
+  assert.equal(transmitBurst(txq, lo, 32), 2);
+  assert.equal(rx.driver.popUsed() >= 0, true);
+  const g1 = new Uint8Array(64);
+  g1.set(peek(rx, rxBase + 0x1000 + 12, 8), 0);
+  g1.set(peek(rx, rxBase + 0x1000 + 20, 56), 8);
+  const w1 = frames[1].slice();
+  w1.set(frames[1].subarray(6, 12), 0);
+  w1.set(frames[1].subarray(0, 6), 6);
+  assert.deepEqual(g1, w1);
+  assert.equal(rxq.counters[NetCounter.packets], 3);
+  assert.equal(txq.counters[NetCounter.packets], 3);
+  assert.equal(rxq.counters[NetCounter.drops], 0);
+});
+
+test('sink counts, source fills RX with sequence-numbered frames', () => {
+  const rig = makeRig();
+  const sink = new SinkEndpoint();
+  poke(rig, rig.bufBase, HDR);
+  rig.driver.addBuffer(rig.bufBase, 12 + 64, false);
+  rig.driver.publish();
+  assert.equal(transmitBurst(netq(rig.queue), sink, 32), 1);
+  assert.equal(sink.frames, 1);
+  assert.equal(sink.bytes, 64);
+
+  const rx = makeRig();
+  const rxq = netq(rx.queue, 12, true);
+  const src = new SourceEndpoint(rxq, { frameSize: 64 });
+  rxBuffers(rx, 3, 2048);
+  assert.equal(src.poll(10), 3);
+  for (let i = 0; i < 3; i++) {
+    assert.equal(rx.driver.popUsed(), i);
+    assert.equal(rx.driver.lastLen, 76);
+    const f = peek(rx, rx.bufBase + i * 0x800 + 12, 64);
+    assert.equal(f[12], 0x08);
+    assert.equal((f[SOURCE_SEQ_OFFSET + 2] << 8) | f[SOURCE_SEQ_OFFSET + 3], i);
+  }
+  assert.equal(rxq.counters[NetCounter.packets], 3);
+  assert.equal(receiveFrame(rxq, oneFrame(frame(64)), 0, 64, false), RX_NO_ROOM);
+  void RX_DONE;
+});
