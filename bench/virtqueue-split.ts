@@ -112,7 +112,10 @@ function fillRx(r: Ring, slot: { n: number }): void {
   d.publish();
 }
 
+let only: string | null = null;
+
 function run(name: string, seconds: number, step: () => number): number {
+  if (only !== null && !name.startsWith(only)) return 0;
   // warm-up
   const warmEnd = Date.now() + 300;
   while (Date.now() < warmEnd) step();
@@ -178,8 +181,10 @@ function baseline(seconds: number): void {
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const seconds = Number(args.find((a) => /^[\d.]+$/.test(a)) ?? 1);
+  const seconds = Number(args.find((a, i) => /^[\d.]+$/.test(a) && !args[i - 1]?.startsWith('--')) ?? 1);
   const si = args.indexOf('--iotlb');
+  const ci = args.indexOf('--case');
+  if (ci >= 0) only = args[ci + 1];
   let strategies: { name: string; create: () => IotlbStrategy }[] = [];
   try {
     const reg = await import('../src/iotlb/registry.js');

@@ -14,7 +14,7 @@ export interface Frame {
 }
 
 interface FdBatch {
-  /** Stream offset of the first byte of the chunk the fds came with. */
+  /** Stream offset of the last byte of the chunk the fds came with. */
   at: number;
   fds: number[];
 }
@@ -30,12 +30,14 @@ export class MessageFramer {
   private failure: ProtocolError | null = null;
 
   /**
-   * Adds a chunk. fds belong to the message containing the chunk's first byte; the kernel
-   * hands ancillary data out with the first byte of the sendmsg that carried it.
+   * Adds a chunk. fds belong to the message containing the chunk's LAST byte: Linux's
+   * unix_stream_read_generic() merges several queued sends into one recvmsg but stops right
+   * after the first send that carried fds, so the fds always came with the chunk's tail
+   * (seen with DPDK virtio-user: SET_PROTOCOL_FEATURES and SET_VRING_CALL + fd in one read).
    */
   push(chunk: Uint8Array, fds: number[] = []): void {
     if (this.failure) throw this.failure;
-    if (fds.length > 0) this.fdBatches.push({ at: this.consumed + (this.end - this.start), fds: [...fds] });
+    if (fds.length > 0) this.fdBatches.push({ at: this.consumed + (this.end - this.start) + Math.max(0, chunk.length - 1), fds: [...fds] });
     this.append(chunk);
     try {
       this.cut();

@@ -11,7 +11,7 @@
 // --single-file-segments for virtio-user; testpmd needs --stats-period (else, without stdin, it exits).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { LineLog, exitPromise, requireBinary, terminate, uniqueName, type Exit } from './util.js';
+import { LineLog, exitPromise, killOnExit, requireBinary, terminate, uniqueName, type Exit } from './util.js';
 
 export type TestpmdRole = 'virtio-user' | 'vhost';
 export type ForwardMode = 'txonly' | 'rxonly' | 'io' | 'macswap' | 'mac' | 'flowgen' | 'csum' | 'icmpecho';
@@ -224,6 +224,7 @@ export function startTestpmd(opts: TestpmdOptions): Testpmd {
   const filePrefix = opts.filePrefix ?? uniqueName('vit');
   const argv = testpmdArgs(opts, filePrefix);
   const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  killOnExit(child);
   const log = new LineLog();
   if (opts.echo !== undefined) log.echoPrefix = opts.echo;
   else if (process.env.VIT_PEER_ECHO) log.echoPrefix = `[testpmd ${opts.role}] `;
@@ -260,17 +261,15 @@ export function startTestpmd(opts: TestpmdOptions): Testpmd {
   });
 
   // Link up: vhost role -> each frontend's rings are ready (DPDK logs "(<sock>) virtio is now ready
-  // for processing", testpmd then prints the LSC event). virtio-user client -> the port started
-  // (connect + negotiation happen in port start); virtio-user server -> the LSC event once the
-  // backend connected.
+  // for processing", testpmd then prints the LSC event). virtio-user -> the port started: in client
+  // mode connect + negotiation happen in port start; in server mode (server=1) device init blocks in
+  // "waiting for client connection..." until the backend connects, so forwarding starts after it.
   const esc = (t: string): string => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   const sockets = Array.isArray(opts.socket) ? opts.socket : [opts.socket];
   const linkRes =
     opts.role === 'vhost'
       ? sockets.map((sk) => new RegExp(`\\(${esc(sk)}\\) virtio is now ready for processing`))
-      : opts.server === true
-        ? [/Port \d+: link state change event/]
-        : [/start packet forwarding|Press enter to exit/];
+      : [/start packet forwarding|Press enter to exit/];
 
   return {
     process: child,

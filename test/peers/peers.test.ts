@@ -76,7 +76,9 @@ for (const c of guestCases) {
     const path = sock(`guest-${guestCases.indexOf(c)}`);
     let backend: Testpmd | undefined;
     if (!c.qemuServer) {
-      backend = startTestpmd({ role: 'vhost', socket: path, forwardMode: 'macswap', iommu: !!c.iommu });
+      // vhost.config debug logging shows each VHOST_USER_IOTLB_MSG (proof the IOTLB path ran)
+      const extraEal = c.iommu ? ['--log-level=lib.vhost.config:debug'] : [];
+      backend = startTestpmd({ role: 'vhost', socket: path, forwardMode: 'macswap', iommu: !!c.iommu, extraEal });
       running.push(backend);
       await waitForPath(path, 15_000, 'testpmd vhost socket');
     }
@@ -108,6 +110,10 @@ for (const c of guestCases) {
     assert.ok(r.stats && r.stats.rxPackets > 0, `guest received the swapped frames back${ctx}`);
     assert.ok((fin.accumulated?.rxPackets ?? 0) > 0, `testpmd received guest frames${ctx}`);
     assert.ok((fin.accumulated?.txPackets ?? 0) > 0, `testpmd sent frames to the guest${ctx}`);
+    if (c.iommu) {
+      const iotlb = fin.lines.filter((l) => /read message VHOST_USER_IOTLB_MSG/.test(l)).length;
+      assert.ok(iotlb > 0, `QEMU sent IOTLB updates to the backend${ctx}`);
+    }
   });
 }
 

@@ -14,6 +14,7 @@ import {
   LineLog,
   MissingPeerError,
   exitPromise,
+  killOnExit,
   repoRoot,
   requireBinary,
   terminate,
@@ -209,6 +210,7 @@ export function startGuest(opts: GuestOptions): Guest {
   const timeoutMs = opts.timeoutMs ?? 90_000;
   const started = Date.now();
   const child = spawn(bin, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  killOnExit(child);
   const log = new LineLog();
   if (opts.echo !== undefined) log.echoPrefix = opts.echo;
   else if (process.env.VIT_PEER_ECHO) log.echoPrefix = `[qemu ${opts.mode}] `;

@@ -217,3 +217,22 @@ export function uniqueName(prefix: string): string {
   uniq += 1;
   return `${prefix}-${process.pid}-${uniq}-${Math.random().toString(36).slice(2, 8)}`;
 }
+
+const live = new Set<ChildProcess>();
+let hooked = false;
+/** SIGKILLs the child if this Node process exits while it still runs (a crashed test must not leak peers). */
+export function killOnExit(child: ChildProcess): void {
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  if (hooked) return;
+  hooked = true;
+  process.once('exit', () => {
+    for (const c of live) {
+      try {
+        c.kill('SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  });
+}

@@ -67,6 +67,18 @@ describe('MessageFramer', () => {
     assert.deepEqual(msg.fds, [30, 31]);
   });
 
+  it('fds of a read that merged several sends belong to the last message (Linux stops after the send with fds)', () => {
+    const framer = new MessageFramer();
+    const first = MESSAGES[1]!.bytes; // GET_FEATURES, no fd
+    const second = MESSAGES[6]!.bytes; // SET_VRING_CALL + fd
+    const merged = new Uint8Array(first.length + second.length);
+    merged.set(first, 0);
+    merged.set(second, first.length);
+    framer.push(merged, [41]);
+    assert.deepEqual(framer.next()?.fds, []);
+    assert.deepEqual(framer.next()?.fds, [41]);
+  });
+
   it('fds arriving mid-message attach to the message in progress', () => {
     const framer = new MessageFramer();
     const m = MESSAGES[4]!.bytes;
