@@ -76,10 +76,11 @@ function setup(iotlb: IotlbStrategy | null) {
 type Kind = 'single' | 'chain' | 'indirect';
 
 /** Driver side of TX: keep the ring full of 64-byte frames, reclaim used. */
+const addrs = [0, 0];
+const lens = [HDR, FRAME];
+
 function fillTx(r: Ring, kind: Kind, slot: { n: number }): void {
   const d = r.driver;
-  const addrs = [0, 0];
-  const lens = [HDR, FRAME];
   while (d.freeCount > 0) {
     const i = slot.n++ & (QSIZE - 1);
     const a = r.bufBase + i * 2048;
@@ -90,7 +91,7 @@ function fillTx(r: Ring, kind: Kind, slot: { n: number }): void {
       if (kind === 'chain') {
         if (d.freeCount < 2) break;
         d.addChain(addrs, lens, 2);
-      } else d.addIndirect(r.bufBase - r.bufBase + (r.bufOff + GPA) + QSIZE * 2048 + i * 32, addrs, lens, 2);
+      } else d.addIndirect(r.bufOff + GPA + QSIZE * 2048 + i * 32, addrs, lens, 2, 2, r.bufBase + QSIZE * 2048 + i * 32);
     }
   }
   d.publish();
@@ -115,7 +116,7 @@ function fillRx(r: Ring, slot: { n: number }): void {
 let only: string | null = null;
 
 function run(name: string, seconds: number, step: () => number): number {
-  if (only !== null && !name.startsWith(only)) return 0;
+  if (only !== null && !name.startsWith(only) && !name.startsWith('baseline')) return 0;
   // warm-up
   const warmEnd = Date.now() + 300;
   while (Date.now() < warmEnd) step();
@@ -194,7 +195,7 @@ async function main(): Promise<void> {
     console.log('(src/iotlb registry not loadable: IOTLB cases skipped)');
   }
   console.log(`split ring, queue ${QSIZE}, burst ${BURST}, ${FRAME}-byte frames, ${seconds}s per case, node ${process.version}`);
-  baseline(seconds);
+  if (!args.includes('--no-baseline')) baseline(seconds);
   const modes: { label: string; tlb: () => IotlbStrategy | null }[] = [{ label: '', tlb: () => null }];
   for (const s of strategies) modes.push({ label: `-iotlb(${s.name})`, tlb: s.create });
   for (const mode of modes) {

@@ -26,6 +26,7 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     queues: Flags.integer({ char: 'q', summary: 'queue pairs offered', default: 1, min: 1, max: 16 }),
     net: Flags.string({ summary: `where frames go: ${NET_MODES.join(' | ')}`, default: 'loopback' }),
     'frame-size': Flags.integer({ summary: 'frame size for --net source', default: 64 }),
+    'frame-count': Flags.integer({ summary: 'with --net source, stop after this many frames per queue pair (0 = never)', default: 0, min: 0 }),
     'iotlb-strategy': Flags.string({ summary: 'IOTLB cache strategy', options: strategyNames(), default: 'coalescing' }),
     'iotlb-batch-misses': Flags.boolean({ summary: 'walk the whole burst and send every distinct miss at once', default: false }),
     'iotlb-prefetch': Flags.integer({ summary: 'ask for the aligned range of this many bytes around a miss (0 = the page)', default: 0, min: 0 }),
@@ -44,7 +45,7 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     };
     let net;
     try {
-      net = parseNetMode(flags.net, flags['frame-size']);
+      net = parseNetMode(flags.net, flags['frame-size'], flags['frame-count']);
     } catch (err) {
       this.error((err as Error).message, { exit: 2 });
     }

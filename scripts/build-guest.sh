@@ -65,8 +65,11 @@ mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,etc,lib/modules/$kver,root,usr/bin,u
 cp "$busybox" "$root/bin/busybox"
 chmod 755 "$root/bin/busybox"
 # the kernel needs /dev/console before /init starts
-mknod -m 600 "$root/dev/console" c 5 1
-mknod -m 666 "$root/dev/null" c 1 3
+# (without root, /init reopens /dev/console from devtmpfs instead)
+if [ "$(id -u)" = 0 ]; then
+  mknod -m 600 "$root/dev/console" c 5 1
+  mknod -m 666 "$root/dev/null" c 1 3
+fi
 
 # ---- modules: wanted modules in load order, each preceded by its dependencies ----
 wanted="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net"
@@ -136,6 +139,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
 mount -t tmpfs tmpfs /tmp
+[ -t 1 ] || exec </dev/console >/dev/console 2>&1
 
 say() { echo ""; echo "$*"; }   # leading newline: never glued to a kernel message
 

@@ -8,7 +8,7 @@
 export type NetMode =
   | { kind: 'loopback' }
   | { kind: 'sink' }
-  | { kind: 'source'; frameSize: number }
+  | { kind: 'source'; frameSize: number; /** Frames per queue pair, 0 = unbounded. */ count: number }
   | { kind: 'tap'; name: string; fd: number };
 
 export interface RegionConfig {

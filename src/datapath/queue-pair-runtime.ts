@@ -66,6 +66,8 @@ export class QueuePairRuntime implements IotlbOpSink {
   private readonly rings: Ring[];
   private readonly endpoint: Endpoint;
   private readonly pollsEndpoint: boolean;
+  /** Frames a bounded source may still generate (Infinity when unbounded). */
+  private sourceLeft = Infinity;
   private readonly iotlbRing: IotlbRingConsumer;
   readonly misses: MissReporter;
   private readonly traceRing: TranslationRingProducer | null;
@@ -86,6 +88,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.traceRing = setup.translationRing ? new TranslationRingProducer(setup.translationRing, setup.traceOriginMs) : null;
     const net = setup.net;
     this.pollsEndpoint = net.kind === 'source' || net.kind === 'tap';
+    if (net.kind === 'source' && net.count > 0) this.sourceLeft = net.count;
     this.endpoint = net.kind === 'loopback' ? new LoopbackEndpoint(this.rx.net)
       : net.kind === 'source' ? new SourceEndpoint(this.rx.net, { frameSize: net.frameSize })
         : net.kind === 'tap' ? new TapEndpoint(net.fd, this.rx.net)
@@ -307,7 +310,11 @@ export class QueuePairRuntime implements IotlbOpSink {
       this.afterBurst(tx);
     }
     if (rxActive) {
-      if (this.pollsEndpoint) work += this.endpoint.poll(BURST);
+      if (this.pollsEndpoint && this.sourceLeft > 0) {
+        const moved = this.endpoint.poll(this.sourceLeft < BURST ? this.sourceLeft : BURST);
+        if (this.setup.net.kind === 'source') this.sourceLeft -= moved;
+        work += moved;
+      }
       this.afterBurst(rx);
     }
     return work;

@@ -7,18 +7,21 @@ import { TranslationCode, type TranslationRingProducer } from './translation-rin
 
 export class RecordingAddressSpace implements AddressSpace {
   bytes: Uint8Array;
+  words?: Int32Array;
   offset = 0;
   missAddr = 0;
   faultKind = 0;
 
   constructor(private readonly inner: AddressSpace, private readonly ring: TranslationRingProducer, private readonly queue: number) {
     this.bytes = inner.bytes;
+    this.words = inner.words;
   }
 
   map(addr: number, len: number, access: number): number {
     const inner = this.inner;
     const n = inner.map(addr, len, access);
     this.bytes = inner.bytes;
+    this.words = inner.words;
     this.offset = inner.offset;
     this.missAddr = inner.missAddr;
     this.faultKind = inner.faultKind;

@@ -8,6 +8,7 @@ import { closeFd } from '../sys/index.js';
 import type { NetMode, QueueSnapshot, RegionConfig } from '../datapath/contract.js';
 import { IotlbOp } from '../datapath/iotlb-ring.js';
 import { QueuePairHost } from '../datapath/queue-pair-host.js';
+import { RING_COUNTERS, type RingCounterName } from '../datapath/stats.js';
 import { getStrategy } from '../iotlb/registry.js';
 import type { IotlbStrategy } from '../iotlb/strategy.js';
 import { DeviceError } from './errors.js';
@@ -39,6 +40,7 @@ export class NetDevice {
   readonly memory = new MemoryTable(MAX_MEM_SLOTS);
   readonly vrings: VringState[];
   private readonly pairs = new Map<number, QueuePairHost>();
+  private readonly pastCounters = new Map<number, Record<RingCounterName, number>>();
   /**
    * Every live IOTLB mapping, kept on the main thread so a worker started later is seeded
    * with what the front-end already sent, and so `inspect` can show the device's view.
@@ -153,7 +155,7 @@ export class NetDevice {
     for (const [index, pair] of this.pairs) {
       if (this.vrings[index * 2].running || this.vrings[index * 2 + 1].running) continue;
       this.pairs.delete(index);
-      await pair.shutdown();
+      await this.retire(pair);
     }
   }
 
@@ -208,16 +210,33 @@ export class NetDevice {
     return result;
   }
 
-  counters(index: number): ReturnType<QueuePairHost['counters']> | null {
+  /** Counters of a ring over the life of this device: finished workers plus the live one. */
+  counters(index: number): Record<RingCounterName, number> | null {
     const pair = this.pairs.get(index >> 1);
-    return pair ? pair.counters(index & 1) : null;
+    const live = pair ? pair.counters(index & 1) : null;
+    const past = this.pastCounters.get(index);
+    if (!live) return past ? { ...past } : null;
+    if (past) for (const name of RING_COUNTERS) live[name] += past[name];
+    return live;
+  }
+
+  /** Keeps a finishing worker's counters so totals survive reconnects. */
+  private retire(pair: QueuePairHost): Promise<void> {
+    for (const ringInPair of [0, 1]) {
+      const index = pair.pairIndex * 2 + ringInPair;
+      const live = pair.counters(ringInPair);
+      const past = this.pastCounters.get(index);
+      if (past) for (const name of RING_COUNTERS) live[name] += past[name];
+      this.pastCounters.set(index, live);
+    }
+    return pair.shutdown();
   }
 
   /** Back to the state of a new connection; every fd we hold is closed. */
   async reset(): Promise<void> {
     const pairs = [...this.pairs.values()];
     this.pairs.clear();
-    await Promise.all(pairs.map((p) => p.shutdown()));
+    await Promise.all(pairs.map((p) => this.retire(p)));
     for (const vring of this.vrings) {
       for (const fd of [vring.kickFd, vring.callFd, vring.errFd]) if (fd >= 0) this.closeQuietly(fd);
       this.vrings[vring.index] = new VringState(vring.index);

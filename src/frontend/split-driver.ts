@@ -172,13 +172,15 @@ export class SplitDriver {
   /**
    * An indirect buffer: writes a table of `count` descriptors at guest address tableAddr
    * (inside driver memory), chained 0 -> 1 -> ..., first `readable` device-readable, and
-   * posts one descriptor pointing at it. Returns the head or -1.
+   * posts one descriptor pointing at it. Returns the head or -1. `tableDeviceAddr` is the
+   * address the descriptor carries when the device sees the table elsewhere (an IOVA
+   * under an IOMMU); it defaults to tableAddr.
    */
-  addIndirect(tableAddr: number, addrs: ArrayLike<number>, lens: ArrayLike<number>, readable: number, count = addrs.length): number {
+  addIndirect(tableAddr: number, addrs: ArrayLike<number>, lens: ArrayLike<number>, readable: number, count = addrs.length, tableDeviceAddr = tableAddr): number {
     if (this.freeCount === 0 || count < 1) return -1;
     this.writeTable(tableAddr, addrs, lens, readable, count);
     const i = this.allocDesc();
-    this.writeDesc(i, tableAddr, 16 * count, VRING_DESC_F_INDIRECT, 0);
+    this.writeDesc(i, tableDeviceAddr, 16 * count, VRING_DESC_F_INDIRECT, 0);
     this.chainCount[i] = 1;
     this.pushAvail(i);
     return i;

@@ -36,6 +36,12 @@ export interface AddressSpace {
   map(addr: number, len: number, access: number): number;
   bytes: Uint8Array;
   offset: number;
+  /**
+   * Word view of `bytes` (GuestRegion.words, same start): lets copies and indirect-table
+   * reads move 4 bytes at a time. May be empty (unaligned region): callers then go
+   * byte-wise. Decorators forward it with bytes/offset.
+   */
+  words: Int32Array;
   /** The IOVA that missed, for the miss report (valid after MAP_MISS). */
   missAddr: number;
   /** FAULT_UNMAPPED or FAULT_DENIED after MAP_FAULT. */
@@ -43,17 +49,20 @@ export interface AddressSpace {
 }
 
 const EMPTY = new Uint8Array(0);
+const NO_WORDS = new Int32Array(0);
 
 /** Shared last-hit cache logic: [lo, hi) in the space's address kind -> bytes at base. */
 abstract class RegionSpace implements AddressSpace {
   bytes: Uint8Array = EMPTY;
   offset = 0;
+  words: Int32Array = NO_WORDS;
   missAddr = 0;
   faultKind = FAULT_NONE;
   // Last region hit, as plain numbers so the fast path is three compares.
   protected lo = 0;
   protected hi = 0;
   protected hitBytes: Uint8Array = EMPTY;
+  protected hitWords: Int32Array = NO_WORDS;
   protected gen = -1;
 
   constructor(readonly memory: GuestMemory) {}
@@ -61,6 +70,7 @@ abstract class RegionSpace implements AddressSpace {
   map(addr: number, len: number, _access: number): number {
     if (addr >= this.lo && addr < this.hi && this.gen === this.memory.generation) {
       this.bytes = this.hitBytes;
+      this.words = this.hitWords;
       this.offset = addr - this.lo;
       const room = this.hi - addr;
       return len <= room ? len : room;
@@ -80,8 +90,10 @@ abstract class RegionSpace implements AddressSpace {
     this.lo = this.startOf(r);
     this.hi = this.lo + r.size;
     this.hitBytes = r.bytes;
+    this.hitWords = r.words;
     this.gen = this.memory.generation;
     this.bytes = r.bytes;
+    this.words = r.words;
     this.offset = addr - this.lo;
     const room = this.hi - addr;
     return len <= room ? len : room;
@@ -115,6 +127,7 @@ export class UserAddressSpace extends RegionSpace {
 export class IotlbAddressSpace implements AddressSpace {
   bytes: Uint8Array = EMPTY;
   offset = 0;
+  words: Int32Array = NO_WORDS;
   missAddr = 0;
   faultKind = FAULT_NONE;
   private readonly out: LookupOut = { uaddr: 0 };
@@ -122,6 +135,7 @@ export class IotlbAddressSpace implements AddressSpace {
   private lo = 0;
   private hi = 0;
   private hitBytes: Uint8Array = EMPTY;
+  private hitWords: Int32Array = NO_WORDS;
   private gen = -1;
 
   constructor(readonly strategy: IotlbStrategy, readonly memory: GuestMemory) {}
@@ -146,9 +160,11 @@ export class IotlbAddressSpace implements AddressSpace {
       this.lo = r.userAddr;
       this.hi = r.userEnd;
       this.hitBytes = r.bytes;
+      this.hitWords = r.words;
       this.gen = this.memory.generation;
     }
     this.bytes = this.hitBytes;
+    this.words = this.hitWords;
     this.offset = uaddr - this.lo;
     const room = this.hi - uaddr;
     const m = n < len ? n : len;

@@ -5,6 +5,7 @@
  */
 import type { Endpoint } from './endpoint.js';
 import { ScatterList } from '../virtqueue/scatter.js';
+import { wordsOf } from '../memory/guest-memory.js';
 import { receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from '../virtqueue/net.js';
 
 export const SOURCE_MIN_FRAME = 46; // 14 Ethernet + 20 IPv4 + 8 UDP + 4 sequence
@@ -32,7 +33,7 @@ export class SourceEndpoint implements Endpoint {
     }
     this.frameSize = size;
     this.template = buildFrame(size, opts.dstMac ?? [0x52, 0x54, 0x00, 0x12, 0x34, 0x56], opts.srcMac ?? [0x02, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    this.frames.push(this.template, 0, size);
+    this.frames.push(this.template, 0, size, wordsOf(this.template));
   }
 
   transmit(): boolean {

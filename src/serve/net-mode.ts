@@ -4,13 +4,13 @@ import type { NetMode } from '../datapath/contract.js';
 
 export const NET_MODES = ['loopback', 'sink', 'source', 'tap:IFNAME'] as const;
 
-export function parseNetMode(value: string, frameSize: number): NetMode {
+export function parseNetMode(value: string, frameSize: number, frameCount = 0): NetMode {
   if (value === 'loopback' || value === 'sink') return { kind: value };
   if (value === 'source') {
     if (!Number.isInteger(frameSize) || frameSize < 60 || frameSize > 65535) {
       throw new Error(`--frame-size ${frameSize} must be an integer in 60..65535`);
     }
-    return { kind: 'source', frameSize };
+    return { kind: 'source', frameSize, count: frameCount };
   }
   if (value.startsWith('tap:')) {
     const name = value.slice(4);

@@ -96,16 +96,16 @@ function vringWord(v: bigint): string {
 export function summarizeBody(m: VhostMessage): string {
   const b = m.body;
   const F = FrontendRequest;
-  if (m.channel === 'frontend' && m.isReply) {
-    if (b.kind === 'u64') {
+  if (m.isReply && b.kind === 'u64') {
+    if (m.channel === 'frontend') {
       switch (m.request) {
         case F.GET_FEATURES: return features(b.value, 'virtio');
         case F.GET_PROTOCOL_FEATURES: return features(b.value, 'protocol');
         case F.GET_QUEUE_NUM: return `${b.value} queues`;
         case F.GET_MAX_MEM_SLOTS: return `${b.value} slots`;
-        default: return b.value === 0n ? 'ack 0 (ok)' : `ack ${b.value} (failed)`;
       }
     }
+    return b.value === 0n ? 'ack 0 (ok)' : `ack ${b.value} (failed)`;
   }
   switch (b.kind) {
     case 'none':
@@ -123,7 +123,7 @@ export function summarizeBody(m: VhostMessage): string {
       const what = m.channel === 'frontend'
         ? ({ [F.SET_VRING_NUM]: 'num', [F.SET_VRING_BASE]: 'base', [F.GET_VRING_BASE]: m.isReply ? 'base' : '', [F.SET_VRING_ENABLE]: 'enable', [F.SET_VRING_ENDIAN]: 'endian' } as Record<number, string>)[m.request]
         : undefined;
-      if (what === '') return `vring ${b.index}`;
+      if (what === '' || m.channel === 'backend') return `vring ${b.index}`;
       return `vring ${b.index} ${what ?? 'num'} ${b.num}`;
     }
     case 'vringAddr':

@@ -18,7 +18,7 @@
  * in); indices match src/datapath/stats.ts RingCounter.
  */
 import { SplitQueue, WALK_MISS, WALK_OK } from './split.js';
-import { ScatterList, copyBytes, DEFAULT_SG_CAPACITY } from './scatter.js';
+import { ScatterList, copyPiece, DEFAULT_SG_CAPACITY } from './scatter.js';
 import type { Endpoint } from '../net/endpoint.js';
 
 export type { Endpoint } from '../net/endpoint.js';
@@ -149,13 +149,12 @@ export function transmitBurst(txq: NetQueue, endpoint: Endpoint, max: number): n
     }
     // Skip the header, which may span pieces (pieces are never empty).
     let p = 0;
-    let skip = hdrLen;
-    while (skip >= sg.len[p]) {
-      skip -= sg.len[p];
-      p++;
+    if (sg.len[0] > hdrLen) {
+      sg.offset[0] += hdrLen;
+      sg.len[0] -= hdrLen;
+    } else {
+      p = skipHeader(sg, hdrLen);
     }
-    sg.offset[p] += skip;
-    sg.len[p] -= skip;
     const flen = total - hdrLen;
     if (!endpoint.transmit(sg, p, flen)) break;
     q.pushUsed(q.chainHead, 0);
@@ -168,6 +167,18 @@ export function transmitBurst(txq: NetQueue, endpoint: Endpoint, max: number): n
   if (delivered !== 0) endpoint.flush();
   if (done !== 0) txq.finish();
   return done;
+}
+
+function skipHeader(sg: ScatterList, hdrLen: number): number {
+  let p = 0;
+  let skip = hdrLen;
+  while (skip >= sg.len[p]) {
+    skip -= sg.len[p];
+    p++;
+  }
+  sg.offset[p] += skip;
+  sg.len[p] -= skip;
+  return p;
 }
 
 /**
@@ -308,7 +319,7 @@ export function sgCopy(dst: ScatterList, dp: number, doff: number, src: ScatterL
     const sl = src.len[sp] - soff;
     let n = dl < sl ? dl : sl;
     if (n > len) n = len;
-    copyBytes(dst.bytes[dp], dst.offset[dp] + doff, src.bytes[sp], src.offset[sp] + soff, n);
+    copyPiece(dst.bytes[dp], dst.words[dp], dst.offset[dp] + doff, src.bytes[sp], src.words[sp], src.offset[sp] + soff, n);
     len -= n;
     doff += n;
     soff += n;

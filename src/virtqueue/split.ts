@@ -43,6 +43,8 @@ export const VRING_DESC_F_INDIRECT = 4;
 export const VRING_USED_F_NO_NOTIFY = 1;
 export const VRING_AVAIL_F_NO_INTERRUPT = 1;
 export const MAX_QUEUE_SIZE = 32768;
+/** addDescSlow(): the fast path did not call map(). */
+const NOT_MAPPED = -2;
 export const DESC_SIZE = 16;
 
 /** walkChain() results. */
@@ -89,6 +91,7 @@ function hex(n: number): string {
 const EMPTY8 = new Uint8Array(0);
 const EMPTY16 = new Uint16Array(0);
 const EMPTY32 = new Uint32Array(0);
+const EMPTY_I32 = new Int32Array(0);
 
 export class SplitQueue {
   size = 0;
@@ -151,6 +154,7 @@ export class SplitQueue {
   private wWrite = 0;
   /** Indirect tables that are not contiguous in host memory are copied here. */
   private indScratch: Uint8Array = EMPTY8;
+  private indWords: Int32Array = EMPTY_I32;
   // Ring area mapping result.
   private areaBytes: Uint8Array = EMPTY8;
   private areaOffset = 0;
@@ -324,17 +328,18 @@ export class SplitQueue {
     const start = sg.count;
     this.chainFirst = start;
     this.chainHead = head;
-    if (head >= size) return this.fail(`avail.ring[${pos}]=${head} is not below queue size ${size}`);
+    if (head >= size) return this.failHead(pos, head);
     this.wk = start;
     this.wRead = 0;
     this.wWrite = 0;
     const d = this.desc32;
+    const space = this.dataSpace!;
     let idx = head;
     let count = 0;
     let st = WALK_OK;
     for (;;) {
       if (++count > size) {
-        st = this.fail(`descriptor chain from head ${head} has more than queue size ${size} descriptors (loop)`);
+        st = this.failLoop(head);
         break;
       }
       const w = idx << 2;
@@ -352,11 +357,12 @@ export class SplitQueue {
         if (st !== WALK_OK) break;
       }
       if ((fn & VRING_DESC_F_NEXT) === 0) break;
-      idx = fn >>> 16;
-      if (idx >= size) {
-        st = this.fail(`desc[${w >> 2}].next=${idx} is not below queue size ${size}`);
+      const next = fn >>> 16;
+      if (next >= size) {
+        st = this.failNext(idx, next);
         break;
       }
+      idx = next;
     }
     if (st !== WALK_OK) {
       sg.count = start;
@@ -371,29 +377,58 @@ export class SplitQueue {
 
   /**
    * Maps one descriptor buffer into pieces. `table` is -1 for the descriptor table, else
-   * the index of the descriptor holding the indirect table (for messages only).
+   * the index of the descriptor holding the indirect table (for messages only). The
+   * common case — in range, in order, mapped in one piece — stays small enough to inline.
    */
   private addDesc(lo: number, hi: number, len: number, writable: number, sg: ScatterList, idx: number, table: number): number {
-    if (hi >= 0x200000) return this.fail(`${where(idx, table)}.addr=${hex(hi)}${lo.toString(16).padStart(8, '0')} is beyond 2^53`);
+    const k = this.wk;
+    let n = NOT_MAPPED;
+    if (hi < 0x200000 && k < sg.capacity && (writable !== 0 || this.wWrite === 0)) {
+      const addr = hi * 4294967296 + lo;
+      const space = this.dataSpace!;
+      n = space.map(addr, len, writable !== 0 ? ACCESS_WRITE : ACCESS_READ);
+      if (n === len) {
+        if (writable !== 0) this.wWrite += len;
+        else this.wRead += len;
+        if (this.wRead + this.wWrite > 0xffffffff) return this.failTotal(idx, table, len);
+        sg.bytes[k] = space.bytes;
+        sg.words[k] = space.words;
+        sg.offset[k] = space.offset;
+        sg.len[k] = len;
+        sg.addr[k] = addr;
+        sg.writable[k] = writable !== 0 ? 1 : 0;
+        this.wk = k + 1;
+        return WALK_OK;
+      }
+    }
+    return this.addDescSlow(lo, hi, len, writable, sg, idx, table, n);
+  }
+
+  /**
+   * The general path: split mappings, misses, faults, and every check. `first` is the
+   * result of the fast path's map() of the whole buffer (its bytes/offset/miss fields are
+   * still in the space), so a lookup is never repeated; NOT_MAPPED if it did not map.
+   */
+  private addDescSlow(lo: number, hi: number, len: number, writable: number, sg: ScatterList, idx: number, table: number, first: number): number {
+    if (hi >= 0x200000) return this.failBig(idx, table, hi, lo);
     const addr = hi * 4294967296 + lo;
     let access: number;
     if (writable !== 0) {
       access = ACCESS_WRITE;
       this.wWrite += len;
     } else {
-      if (this.wWrite !== 0) return this.fail(`${where(idx, table)} is device-readable but follows a device-writable descriptor`);
+      if (this.wWrite !== 0) return this.failOrder(idx, table);
       access = ACCESS_READ;
       this.wRead += len;
     }
-    if (this.wRead + this.wWrite > 0xffffffff) {
-      return this.fail(`${where(idx, table)}.len=${len} makes the chain longer than 2^32-1 bytes`);
-    }
+    if (this.wRead + this.wWrite > 0xffffffff) return this.failTotal(idx, table, len);
     const space = this.dataSpace!;
     let k = this.wk;
     let a = addr;
     let rem = len;
+    let n = first;
     while (rem > 0) {
-      const n = space.map(a, rem, access);
+      if (n === NOT_MAPPED) n = space.map(a, rem, access);
       if (n <= 0) {
         if (n === MAP_MISS) {
           this.setMiss(space.missAddr, rem, access);
@@ -401,8 +436,9 @@ export class SplitQueue {
         }
         return this.fail(this.faultText(space, idx, table, addr, len, a, access));
       }
-      if (k >= sg.capacity) return this.fail(`descriptor chain from head ${this.chainHead} needs more than ${sg.capacity} pieces (chain too long)`);
+      if (k >= sg.capacity) return this.failPieces(sg.capacity);
       sg.bytes[k] = space.bytes;
+      sg.words[k] = space.words;
       sg.offset[k] = space.offset;
       sg.len[k] = n;
       sg.addr[k] = a;
@@ -410,9 +446,33 @@ export class SplitQueue {
       k++;
       a += n;
       rem -= n;
+      n = NOT_MAPPED;
     }
     this.wk = k;
     return WALK_OK;
+  }
+
+  // Cold paths: message building kept out of the hot functions so they stay small.
+  private failHead(pos: number, head: number): number {
+    return this.fail(`avail.ring[${pos}]=${head} is not below queue size ${this.size}`);
+  }
+  private failLoop(head: number): number {
+    return this.fail(`descriptor chain from head ${head} has more than queue size ${this.size} descriptors (loop)`);
+  }
+  private failNext(idx: number, next: number): number {
+    return this.fail(`desc[${idx}].next=${next} is not below queue size ${this.size}`);
+  }
+  private failBig(idx: number, table: number, hi: number, lo: number): number {
+    return this.fail(`${where(idx, table)}.addr=${hex(hi)}${lo.toString(16).padStart(8, '0')} is beyond 2^53`);
+  }
+  private failOrder(idx: number, table: number): number {
+    return this.fail(`${where(idx, table)} is device-readable but follows a device-writable descriptor`);
+  }
+  private failTotal(idx: number, table: number, len: number): number {
+    return this.fail(`${where(idx, table)}.len=${len} makes the chain longer than 2^32-1 bytes`);
+  }
+  private failPieces(cap: number): number {
+    return this.fail(`descriptor chain from head ${this.chainHead} needs more than ${cap} pieces (chain too long)`);
   }
 
   private faultText(space: AddressSpace, idx: number, table: number, addr: number, len: number, at: number, access: number): string {
@@ -426,67 +486,96 @@ export class SplitQueue {
 
   private walkIndirect(idx: number, lo: number, hi: number, len: number, sg: ScatterList): number {
     this.chainDescs = 0;
-    if (len === 0 || (len & 15) !== 0) {
-      return this.fail(`desc[${idx}] is INDIRECT with len=${len}, not a non-zero multiple of 16`);
-    }
+    if (len === 0 || (len & 15) !== 0) return this.failIndLen(idx, len);
     const nr = len >>> 4;
-    if (nr > this.size) return this.fail(`desc[${idx}] INDIRECT table has ${nr} descriptors, more than queue size ${this.size}`);
-    if (hi >= 0x200000) return this.fail(`desc[${idx}].addr=${hex(hi)}${lo.toString(16).padStart(8, '0')} (INDIRECT) is beyond 2^53`);
+    if (nr > this.size) return this.failIndSize(idx, nr);
+    if (hi >= 0x200000) return this.failBig(idx, -1, hi, lo);
     const addr = hi * 4294967296 + lo;
     const space = this.dataSpace!;
-    let n = space.map(addr, len, ACCESS_READ);
-    if (n <= 0) return this.tableFail(space, n, idx, addr, len, addr);
-    let t = space.bytes;
-    let to = space.offset;
-    if (n < len) {
-      // Not contiguous in host memory: snapshot it piece by piece.
-      if (this.indScratch.length < len) this.indScratch = new Uint8Array(Math.max(len, 256));
-      const scratch = this.indScratch;
-      for (let i = 0; i < n; i++) scratch[i] = t[to + i];
-      let got = n;
-      while (got < len) {
-        n = space.map(addr + got, len - got, ACCESS_READ);
-        if (n <= 0) return this.tableFail(space, n, idx, addr, len - got, addr + got);
-        const b = space.bytes;
-        const o = space.offset;
-        for (let i = 0; i < n; i++) scratch[got + i] = b[o + i];
-        got += n;
-      }
-      t = scratch;
-      to = 0;
+    const n = space.map(addr, len, ACCESS_READ);
+    let tw: Int32Array;
+    let tb: number;
+    const words = space.words;
+    if (n === len && words.length !== 0 && (space.offset & 3) === 0) {
+      // Contiguous and word-aligned (the normal case: the spec asks for 16-byte alignment).
+      tw = words;
+      tb = space.offset >>> 2;
+    } else {
+      const st = this.snapshotTable(space, n, idx, addr, len);
+      if (st !== WALK_OK) return st;
+      tw = this.indWords;
+      tb = 0;
     }
     let j = 0;
     let count = 0;
     for (;;) {
       if (++count > nr) {
         this.chainDescs = count;
-        return this.fail(`INDIRECT table of desc[${idx}] has a loop (more than ${nr} descriptors)`);
+        return this.failIndLoop(idx, nr);
       }
-      const o = to + (j << 4);
-      const dlo = rd32(t, o);
-      const dhi = rd32(t, o + 4);
-      const dlen = rd32(t, o + 8);
-      const flags = t[o + 12] | (t[o + 13] << 8);
-      if ((flags & VRING_DESC_F_INDIRECT) !== 0) {
+      const w = tb + (j << 2);
+      const dlen = tw[w + 2] >>> 0;
+      const fn = tw[w + 3];
+      if ((fn & VRING_DESC_F_INDIRECT) !== 0) {
         this.chainDescs = count;
-        return this.fail(`indirect desc[${j}] of desc[${idx}] is INDIRECT too (nested indirect)`);
+        return this.failNested(j, idx);
       }
       if (dlen !== 0) {
-        const st = this.addDesc(dlo, dhi, dlen, flags & VRING_DESC_F_WRITE, sg, j, idx);
+        const st = this.addDesc(tw[w] >>> 0, tw[w + 1] >>> 0, dlen, fn & VRING_DESC_F_WRITE, sg, j, idx);
         if (st !== WALK_OK) {
           this.chainDescs = count;
           return st;
         }
       }
-      if ((flags & VRING_DESC_F_NEXT) === 0) break;
-      j = t[o + 14] | (t[o + 15] << 8);
-      if (j >= nr) {
+      if ((fn & VRING_DESC_F_NEXT) === 0) break;
+      const next = fn >>> 16;
+      if (next >= nr) {
         this.chainDescs = count;
-        return this.fail(`indirect desc[${(o - to) >> 4}].next=${j} of desc[${idx}] is not below table length ${nr}`);
+        return this.failIndNext(j, next, idx, nr);
       }
+      j = next;
     }
     this.chainDescs = count;
     return WALK_OK;
+  }
+
+  /**
+   * Copies an indirect table that is split across mappings (or misaligned) into the
+   * scratch table. `n` is the result of mapping its start. Grows the scratch once.
+   */
+  private snapshotTable(space: AddressSpace, n: number, idx: number, addr: number, len: number): number {
+    if (n <= 0) return this.tableFail(space, n, idx, addr, len, addr);
+    if (this.indScratch.length < len) {
+      this.indScratch = new Uint8Array(Math.max(len, 256));
+      this.indWords = new Int32Array(this.indScratch.buffer);
+    }
+    const scratch = this.indScratch;
+    let got = 0;
+    for (;;) {
+      const b = space.bytes;
+      const o = space.offset;
+      for (let i = 0; i < n; i++) scratch[got + i] = b[o + i];
+      got += n;
+      if (got >= len) return WALK_OK;
+      n = space.map(addr + got, len - got, ACCESS_READ);
+      if (n <= 0) return this.tableFail(space, n, idx, addr, len - got, addr + got);
+    }
+  }
+
+  private failIndLen(idx: number, len: number): number {
+    return this.fail(`desc[${idx}] is INDIRECT with len=${len}, not a non-zero multiple of 16`);
+  }
+  private failIndSize(idx: number, nr: number): number {
+    return this.fail(`desc[${idx}] INDIRECT table has ${nr} descriptors, more than queue size ${this.size}`);
+  }
+  private failIndLoop(idx: number, nr: number): number {
+    return this.fail(`INDIRECT table of desc[${idx}] has a loop (more than ${nr} descriptors)`);
+  }
+  private failNested(j: number, idx: number): number {
+    return this.fail(`indirect desc[${j}] of desc[${idx}] is INDIRECT too (nested indirect)`);
+  }
+  private failIndNext(j: number, next: number, idx: number, nr: number): number {
+    return this.fail(`indirect desc[${j}].next=${next} of desc[${idx}] is not below table length ${nr}`);
   }
 
   private tableFail(space: AddressSpace, n: number, idx: number, addr: number, len: number, at: number): number {
@@ -516,7 +605,9 @@ export class SplitQueue {
   /** Publishes staged used entries with one used->idx store. Returns how many were published. */
   flushUsed(): number {
     const n = (this.usedShadow - this.usedIdx) & 0xffff;
-    if (n !== 0 && this.ready) {
+    // Still published when the queue just broke: those chains were completed. Not after
+    // unmapRings() (the views are empty then and the entries are lost with the mapping).
+    if (n !== 0 && this.used16.length !== 0) {
       Atomics.store(this.used16, 1, this.usedShadow);
       this.usedIdx = this.usedShadow;
     }
@@ -530,7 +621,7 @@ export class SplitQueue {
    * since the last call.
    */
   needsInterrupt(): boolean {
-    if (!this.ready) return false;
+    if (this.used16.length === 0) return false;
     const nw = this.usedIdx;
     const old = this.signalledUsed;
     const valid = this.signalledValid;
@@ -573,10 +664,6 @@ export class SplitQueue {
   readUsedEvent(): number {
     return this.ready ? this.avail16[this.usedEventIdx] : 0;
   }
-}
-
-function rd32(b: Uint8Array, o: number): number {
-  return (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
 }
 
 function where(idx: number, table: number): string {

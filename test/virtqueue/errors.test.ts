@@ -150,3 +150,19 @@ test('configure: bad size, misaligned ring, ring outside memory or not contiguou
   assert.equal(q.availableCount(), 0);
   void receiveBurst;
 });
+
+test('chains completed before the queue broke are still returned', () => {
+  const rig = makeRig({ size: 8 });
+  poke(rig, rig.bufBase, new Uint8Array(12));
+  poke(rig, rig.bufBase + 12, frame(60));
+  rig.driver.addBuffer(rig.bufBase, 72, false);
+  rig.driver.writeDesc(5, 0x10, 72, 0, 0);
+  rig.driver.pushAvail(5);
+  rig.driver.publish();
+  let got = 0;
+  const ep: Endpoint = { transmit: () => { got++; return true; }, flush: () => {}, poll: () => 0 };
+  assert.equal(transmitBurst(netq(rig.queue), ep, 32), 1);
+  assert.equal(got, 1);
+  assert.equal(rig.queue.broken, true);
+  assert.equal(rig.driver.usedIdx(), 1);
+});

@@ -68,6 +68,38 @@ test('IOTLB: a buffer spanning two entries contiguous in IOVA but not in uaddr i
   assert.equal(cap.pieces[0], 2);
 });
 
+test('IOTLB: an indirect table split across two entries (discontiguous uaddr) is read correctly; misaligned table too', () => {
+  const tlb = new StubIotlb();
+  const rig = iommuRig(tlb);
+  // Table of 3 entries at IOVA T: the first 32 bytes in one page, the last 16 in another.
+  const T = IOVA + 0x300000 - 32;
+  tlb.insert({ iova: IOVA + 0x2ff000, size: 0x1000, uaddr: UVA + 0x80000, perm: ACCESS_READ });
+  tlb.insert({ iova: IOVA + 0x300000, size: 0x1000, uaddr: UVA + 0x90000, perm: ACCESS_READ });
+  const data = IOVA + 0x400000;
+  tlb.insert({ iova: data, size: 0x1000, uaddr: UVA + 0xa0000, perm: ACCESS_READ });
+  const f = frame(90, 4);
+  poke(rig, GPA + 0xa0000, HDR);
+  poke(rig, GPA + 0xa0100, f.subarray(0, 40));
+  poke(rig, GPA + 0xa0200, f.subarray(40));
+  // Build the table in a scratch driver area, then place its halves where the IOTLB says.
+  const tableGpa = GPA + 0xb0000;
+  rig.driver.writeTable(tableGpa, [data, data + 0x100, data + 0x200], [12, 40, 50], 3);
+  const table = rig.bytes.slice(0xb0000, 0xb0000 + 48);
+  poke(rig, GPA + 0x80fe0, table.subarray(0, 32));
+  poke(rig, GPA + 0x90000, table.subarray(32));
+  rig.driver.writeDesc(0, T, 48, 4 /* INDIRECT */, 0);
+  rig.driver.pushAvail(0);
+  // A second, misaligned (odd address) table in one mapping: the snapshot path too.
+  tlb.insert({ iova: IOVA + 0x500000, size: 0x1000, uaddr: UVA + 0xc0000, perm: ACCESS_READ });
+  poke(rig, GPA + 0xc0003, table);
+  rig.driver.writeDesc(1, IOVA + 0x500003, 48, 4, 0);
+  rig.driver.pushAvail(1);
+  rig.driver.publish();
+  const cap = new Capture();
+  assert.equal(transmitBurst(netq(rig.queue), cap, 32), 2, rig.queue.brokenReason);
+  assert.deepEqual(cap.frames, [f, f]);
+});
+
 test('IOTLB: a miss mid-burst stops without consuming, resumes after the insert', () => {
   const tlb = new StubIotlb();
   const rig = iommuRig(tlb);

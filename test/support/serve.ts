@@ -1,0 +1,54 @@
+// Runs the real `vhost-iotlb serve` CLI as a child process for tests, and reads its state
+// through the control socket, exactly as a user's `inspect --json` would.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { controlRequest } from '../../src/control/control-client.js';
+import type { DeviceState } from '../../src/control/state.js';
+import { exitPromise, LineLog, repoRoot, sleep, terminate, type Exit } from '../peers/util.js';
+
+export interface ServeProcess {
+  child: ChildProcess;
+  socket: string;
+  control: string;
+  dir: string;
+  log: LineLog;
+  state(params?: object): Promise<DeviceState>;
+  stop(): Promise<{ exit: Exit; lines: string[] }>;
+}
+
+export async function startServe(args: string[], opts: { socket?: string; dir?: string } = {}): Promise<ServeProcess> {
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vit-serve-'));
+  const socket = opts.socket ?? join(dir, 'vhost.sock');
+  const control = join(dir, 'control.sock');
+  const child = spawn(process.execPath, [join(repoRoot(), 'bin', 'run.js'), 'serve', '--socket', socket, '--control', control, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log = new LineLog();
+  if (process.env.VIT_PEER_ECHO) log.echoPrefix = '[serve] ';
+  log.attach(child.stdout, 'stdout');
+  log.attach(child.stderr, 'stderr');
+  const exited = exitPromise(child);
+  const deadline = Date.now() + 15_000;
+  while (!existsSync(control)) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error(`serve did not open its control socket:\n${log.lines.join('\n')}`);
+    }
+    await sleep(50);
+  }
+  return {
+    child, socket, control, dir, log,
+    state: async (params = {}) => (await controlRequest(control, 'state', params)) as DeviceState,
+    async stop() {
+      const exit = await terminate(child, exited, 'SIGTERM', 10_000);
+      return { exit, lines: log.lines };
+    },
+  };
+}
+
+/** Sum of a counter over the rings of one kind (rx = even indices, tx = odd). */
+export function total(state: DeviceState, kind: 'rx' | 'tx', counter: 'packets' | 'bytes' | 'drops' | 'missesSent' = 'packets'): number {
+  return state.queues.filter((q) => q.kind === kind).reduce((sum, q) => sum + (q.counters?.[counter] ?? 0), 0);
+}
