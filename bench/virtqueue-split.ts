@@ -2,7 +2,11 @@
  * Split-ring data path throughput, driver and device in one thread over one guest
  * memory buffer (no syscalls, no interrupts): what the pure-TS hot path costs.
  *
- *   node dist/bench/virtqueue-split.js [seconds-per-case] [--iotlb strategy]
+ *   node dist/bench/virtqueue-split.js [seconds-per-case] [--iotlb strategy|none]
+ *        [--case name-prefix] [--inline]
+ *
+ * Each case runs in its own process (a worker runs one configuration, so its call sites
+ * are monomorphic); --inline runs them all in this one.
  *
  * Cases (64-byte frames, 12-byte virtio-net header, queue size 256, bursts of 32):
  *   baseline   a minimal hand-written loop: avail -> desc -> used, no translation
@@ -65,7 +69,7 @@ function makeRing(region: GuestRegion, memory: GuestMemory, at: number, iotlb: I
 
 function setup(iotlb: IotlbStrategy | null) {
   const memory = new GuestMemory();
-  const region = memory.addRegion({ guestAddr: GPA, userAddr: UVA, size: MEM, mmapOffset: 0, bytes: new Uint8Array(new SharedArrayBuffer(MEM)) });
+  const region = memory.addRegion({ guestAddr: GPA, userAddr: UVA, size: MEM, mmapOffset: 0, bytes: new Uint8Array(shared ? new SharedArrayBuffer(MEM) : new ArrayBuffer(MEM)) });
   if (iotlb !== null) {
     // 2 MiB "hugepage" mappings, as a static (DPDK-in-guest) IOMMU setup would give.
     for (let off = 0; off < MEM; off += 2 << 20) iotlb.insert({ iova: IOVA + off, size: 2 << 20, uaddr: UVA + off, perm: 3 });
@@ -114,13 +118,22 @@ function fillRx(r: Ring, slot: { n: number }): void {
 }
 
 let only: string | null = null;
+/** Guest memory in a SharedArrayBuffer (--shared) instead of a plain ArrayBuffer like src/sys mapFd returns. */
+let shared = false;
+/** Time spent inside the device calls only (transmitBurst / poll), ms. */
+let deviceMs = 0;
+let exact = false;
+
+function want(name: string): boolean {
+  return only === null || (exact ? name === only : name.startsWith(only));
+}
 
 function run(name: string, seconds: number, step: () => number): number {
-  if (only !== null && !name.startsWith(only) && !name.startsWith('baseline')) return 0;
   // warm-up
   const warmEnd = Date.now() + 300;
   while (Date.now() < warmEnd) step();
   let count = 0;
+  deviceMs = 0;
   const t0 = process.hrtime.bigint();
   const end = Date.now() + seconds * 1000;
   let iter = 0;
@@ -130,7 +143,8 @@ function run(name: string, seconds: number, step: () => number): number {
   }
   const ns = Number(process.hrtime.bigint() - t0);
   const mdps = (count / ns) * 1000;
-  console.log(`${name.padEnd(22)} ${mdps.toFixed(2).padStart(7)} Mdesc/s  (${(ns / count).toFixed(1)} ns/desc, ${count} descs)`);
+  const dev = deviceMs > 0 ? `   device only ${(count / (deviceMs * 1e3)).toFixed(2).padStart(6)} Mdesc/s (${((deviceMs * 1e6) / count).toFixed(1)} ns/desc)` : '';
+  console.log(`${name.padEnd(28)} ${mdps.toFixed(2).padStart(6)} Mdesc/s (${(ns / count).toFixed(1).padStart(5)} ns/desc)${dev}`);
   return mdps;
 }
 
@@ -186,6 +200,8 @@ async function main(): Promise<void> {
   const si = args.indexOf('--iotlb');
   const ci = args.indexOf('--case');
   if (ci >= 0) only = args[ci + 1];
+  exact = args.includes('--exact');
+  shared = args.includes('--shared');
   let strategies: { name: string; create: () => IotlbStrategy }[] = [];
   try {
     const reg = await import('../src/iotlb/registry.js');
@@ -194,12 +210,31 @@ async function main(): Promise<void> {
   } catch {
     console.log('(src/iotlb registry not loadable: IOTLB cases skipped)');
   }
-  console.log(`split ring, queue ${QSIZE}, burst ${BURST}, ${FRAME}-byte frames, ${seconds}s per case, node ${process.version}`);
-  if (!args.includes('--no-baseline')) baseline(seconds);
   const modes: { label: string; tlb: () => IotlbStrategy | null }[] = [{ label: '', tlb: () => null }];
   for (const s of strategies) modes.push({ label: `-iotlb(${s.name})`, tlb: s.create });
+  if (!exact) {
+    console.log(`split ring, queue ${QSIZE}, burst ${BURST}, ${FRAME}-byte frames, ${seconds}s per case, node ${process.version}`);
+    if (!args.includes('--no-baseline')) baseline(seconds);
+  }
+  if (ci < 0 && !args.includes('--inline')) {
+    // One process per case, as each worker runs one configuration: call sites stay
+    // monomorphic, as they would in production. (--inline runs everything here.)
+    const { spawnSync } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const names: string[] = [];
+    for (const mode of modes) {
+      for (const c of ['tx-single', 'tx-chain', 'tx-indirect', 'rx-source', 'rx-mrg', 'loopback']) names.push(c + mode.label);
+    }
+    for (const name of names) {
+      const strat = /iotlb\((.*)\)/.exec(name)?.[1] ?? 'none';
+      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), String(seconds), '--case', name, '--exact', '--iotlb', strat, ...(shared ? ['--shared'] : [])], { encoding: 'utf8' });
+      process.stdout.write(r.stdout + r.stderr);
+    }
+    return;
+  }
   for (const mode of modes) {
     for (const kind of ['single', 'chain', 'indirect'] as Kind[]) {
+      if (!want(`tx-${kind}${mode.label}`)) continue;
       const tlb = mode.tlb();
       const { memory, region } = setup(tlb);
       const r = makeRing(region, memory, 0, tlb);
@@ -209,13 +244,16 @@ async function main(): Promise<void> {
       const descsPer = kind === 'chain' ? 2 : 1;
       run(`tx-${kind}${mode.label}`, seconds, () => {
         fillTx(r, kind, slot);
+        const t = performance.now();
         const n = transmitBurst(txq, sink, BURST);
+        deviceMs += performance.now() - t;
         reclaim(r.driver);
         return n * descsPer;
       });
       if (r.queue.broken) throw new Error(r.queue.brokenReason);
     }
     for (const mergeable of [false, true]) {
+      if (!want(`rx-${mergeable ? 'mrg' : 'source'}${mode.label}`)) continue;
       const tlb = mode.tlb();
       const { memory, region } = setup(tlb);
       const r = makeRing(region, memory, 0, tlb);
@@ -224,13 +262,15 @@ async function main(): Promise<void> {
       const slot = { n: 0 };
       run(`rx-${mergeable ? 'mrg' : 'source'}${mode.label}`, seconds, () => {
         fillRx(r, slot);
+        const t = performance.now();
         const n = src.poll(BURST);
+        deviceMs += performance.now() - t;
         reclaim(r.driver);
         return n;
       });
       if (r.queue.broken) throw new Error(r.queue.brokenReason);
     }
-    {
+    if (want(`loopback${mode.label}`)) {
       const tlb = mode.tlb();
       const { memory, region } = setup(tlb);
       const tx = makeRing(region, memory, 0, tlb);
@@ -243,7 +283,9 @@ async function main(): Promise<void> {
       run(`loopback${mode.label}`, seconds, () => {
         fillTx(tx, 'single', ts);
         fillRx(rx, rs);
+        const t = performance.now();
         const n = transmitBurst(txq, lo, BURST);
+        deviceMs += performance.now() - t;
         reclaim(tx.driver);
         reclaim(rx.driver);
         return 2 * n; // one TX and one RX descriptor per frame

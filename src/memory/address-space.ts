@@ -39,9 +39,10 @@ export interface AddressSpace {
   /**
    * Word view of `bytes` (GuestRegion.words, same start): lets copies and indirect-table
    * reads move 4 bytes at a time. May be empty (unaligned region): callers then go
-   * byte-wise. Decorators forward it with bytes/offset.
+   * byte-wise. Optional so a decorator that does not forward it still works (its pieces
+   * are then copied byte-wise); decorators should forward it with bytes/offset.
    */
-  words: Int32Array;
+  words?: Int32Array;
   /** The IOVA that missed, for the miss report (valid after MAP_MISS). */
   missAddr: number;
   /** FAULT_UNMAPPED or FAULT_DENIED after MAP_FAULT. */

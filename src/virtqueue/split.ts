@@ -31,7 +31,7 @@
  * Atomics work on integer arrays over plain ArrayBuffers (tests) and SharedArrayBuffers alike.
  */
 import { ACCESS_READ, ACCESS_WRITE, FAULT_DENIED, MAP_MISS, type AddressSpace } from '../memory/address-space.js';
-import type { ScatterList } from './scatter.js';
+import { NO_WORDS, type ScatterList } from './scatter.js';
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error('vhost-iotlb data path requires a little-endian host');
@@ -392,7 +392,7 @@ export class SplitQueue {
         else this.wRead += len;
         if (this.wRead + this.wWrite > 0xffffffff) return this.failTotal(idx, table, len);
         sg.bytes[k] = space.bytes;
-        sg.words[k] = space.words;
+        sg.words[k] = space.words ?? NO_WORDS;
         sg.offset[k] = space.offset;
         sg.len[k] = len;
         sg.addr[k] = addr;
@@ -438,7 +438,7 @@ export class SplitQueue {
       }
       if (k >= sg.capacity) return this.failPieces(sg.capacity);
       sg.bytes[k] = space.bytes;
-      sg.words[k] = space.words;
+      sg.words[k] = space.words ?? NO_WORDS;
       sg.offset[k] = space.offset;
       sg.len[k] = n;
       sg.addr[k] = a;
@@ -496,7 +496,7 @@ export class SplitQueue {
     let tw: Int32Array;
     let tb: number;
     const words = space.words;
-    if (n === len && words.length !== 0 && (space.offset & 3) === 0) {
+    if (n === len && words !== undefined && words.length !== 0 && (space.offset & 3) === 0) {
       // Contiguous and word-aligned (the normal case: the spec asks for 16-byte alignment).
       tw = words;
       tb = space.offset >>> 2;
