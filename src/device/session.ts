@@ -5,7 +5,7 @@
  */
 import {
   decodeHeader, decodeMessage, encodeMessage, MessageFramer, ProtocolError, requestInfo, requestName,
-  ProtocolFeature, type Body, type Frame, type VhostMessage,
+  FrontendRequest, ProtocolFeature, type Body, type Frame, type VhostMessage,
 } from '../protocol/index.js';
 import { closeFd, fdKind, FdWatcher, receiveMessage, sendMessage } from '../sys/index.js';
 import type { TraceWriter } from '../trace/writer.js';
@@ -131,8 +131,13 @@ export class Session {
     const needsReply = msg?.needsReply ?? ((header!.flags & 0x8) !== 0);
     const info = requestInfo('frontend', request);
     if (info?.alwaysReplies) {
-      // A GET_* that cannot be answered leaves the front-end waiting forever: end the session instead.
-      this.close(`cannot answer ${what}: ${detail}`);
+      // Some always-replying requests have a reply that says "failed" (an ack u64, an empty
+      // inflight area, an empty config): send it and keep the session — a hostile or confused
+      // GET_INFLIGHT_FD / IOTLB_MSG / SET_LOG_BASE must not cost the connection. A GET_* that
+      // cannot be answered leaves the front-end waiting forever: end the session instead.
+      const failure = failureReply(request, msg);
+      if (failure === null) this.close(`cannot answer ${what}: ${detail}`);
+      else this.reply(request, failure);
     } else if (needsReply && this.replyAck) {
       this.reply(request, { kind: 'u64', value: 1n });
     }
@@ -151,6 +156,9 @@ export class Session {
     this.closed = true;
     this.watcher.stop();
     for (const frame of this.queue.splice(0)) for (const fd of frame.fds) this.device.closeQuietly(fd);
+    // Fds of a message that never became whole (EOF or a framing error mid-message) are still
+    // in the framer: close them too, or every such disconnect leaks up to MAX_FDS fds.
+    for (const fd of this.framer.takeFds()) this.device.closeQuietly(fd);
     this.device.closeQuietly(this.fd);
     this.options.log('info', `connection ${this.options.connection} closed: ${reason}`);
     void this.device.reset().finally(() => {
@@ -160,3 +168,27 @@ export class Session {
   }
 }
 
+/**
+ * The reply that reports failure for a request that always replies, or null if its reply
+ * cannot say so (GET_FEATURES, GET_VRING_BASE, ...: their reply is a value, not a status).
+ */
+function failureReply(request: number, msg: VhostMessage | null): Body | null {
+  switch (request) {
+    case FrontendRequest.IOTLB_MSG:
+    case FrontendRequest.SET_LOG_BASE:
+    case FrontendRequest.POSTCOPY_END:
+    case FrontendRequest.SET_DEVICE_STATE_FD:
+    case FrontendRequest.CHECK_DEVICE_STATE:
+    case FrontendRequest.GET_SHARED_OBJECT:
+      return { kind: 'u64', value: 1n }; // non-zero: failed (and no fd)
+    case FrontendRequest.GET_INFLIGHT_FD: {
+      // mmap_size 0 and no fd: "no inflight area"; QEMU then carries on without one.
+      const req = msg?.body.kind === 'inflight' ? msg.body : null;
+      return { kind: 'inflight', mmapSize: 0n, mmapOffset: 0n, numQueues: req?.numQueues ?? 0, queueSize: req?.queueSize ?? 0 };
+    }
+    case FrontendRequest.GET_CONFIG:
+      return { kind: 'none' }; // an empty payload is the spec's error reply
+    default:
+      return null;
+  }
+}

@@ -6,7 +6,7 @@
  */
 import { ProtocolError } from './errors.js';
 import { HEADER_SIZE, decodeHeader } from './header.js';
-import { MAX_PAYLOAD } from './bodies.js';
+import { MAX_FDS, MAX_PAYLOAD } from './bodies.js';
 
 export interface Frame {
   bytes: Uint8Array;
@@ -41,6 +41,14 @@ export class MessageFramer {
     this.append(chunk);
     try {
       this.cut();
+      // Hardening: every batch still queued belongs to the one incomplete message. Without this
+      // bound a peer sending a message one byte (and 8 fds) at a time makes us hold thousands
+      // of fds before the message is whole and decodeMessage gets to refuse it (fd exhaustion,
+      // the CVE-2022-0669 class). No message may carry more than MAX_FDS.
+      const pending = this.fdBatches.reduce((n, b) => n + b.fds.length, 0);
+      if (pending > MAX_FDS) {
+        throw new ProtocolError('FD_COUNT', 'fds', pending, `${pending} fds arrived for one incomplete message, at most ${MAX_FDS} allowed`);
+      }
     } catch (err) {
       if (err instanceof ProtocolError) this.failure = err;
       throw err;

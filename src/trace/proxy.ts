@@ -63,6 +63,11 @@ class Endpoint {
   paused = false;
   retryTimer: NodeJS.Timeout | null = null;
   retryDelay = 1;
+  /**
+   * When the current backlog last moved: set when a send makes progress or when a backlog
+   * starts, cleared once the queue is empty. The stall timeout counts from here, so a
+   * connection that was idle for a while is not closed at its first EAGAIN.
+   */
   lastProgress = 0;
   constructor(readonly fd: number, readonly label: string) {}
 }
@@ -241,6 +246,8 @@ export class ProxyConnection {
       to.retryDelay = 1;
       if (item.offset >= item.bytes.length) to.queue.shift();
     }
+    if (to.closed) return;
+    if (to.queue.length === 0) to.lastProgress = 0; // idle: the next backlog starts its own stall clock
     if (to.retryTimer) {
       clearTimeout(to.retryTimer);
       to.retryTimer = null;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlRequest } from '../../src/control/control-client.js';
 import type { DeviceState } from '../../src/control/state.js';
-import { exitPromise, LineLog, repoRoot, sleep, terminate, type Exit } from '../peers/util.js';
+import { exitPromise, killOnExit, LineLog, repoRoot, sleep, terminate, type Exit } from '../peers/util.js';
 
 export interface ServeProcess {
   child: ChildProcess;
@@ -18,13 +18,21 @@ export interface ServeProcess {
   stop(): Promise<{ exit: Exit; lines: string[] }>;
 }
 
-export async function startServe(args: string[], opts: { socket?: string; dir?: string } = {}): Promise<ServeProcess> {
+export interface StartServeOptions {
+  socket?: string;
+  dir?: string;
+  /** argv that runs serve inside something, e.g. ['ip', 'netns', 'exec', NS] (must exec, so child.pid is serve's). */
+  prefix?: string[];
+}
+
+export async function startServe(args: string[], opts: StartServeOptions = {}): Promise<ServeProcess> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vit-serve-'));
   const socket = opts.socket ?? join(dir, 'vhost.sock');
   const control = join(dir, 'control.sock');
-  const child = spawn(process.execPath, [join(repoRoot(), 'bin', 'run.js'), 'serve', '--socket', socket, '--control', control, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const argv = [process.execPath, join(repoRoot(), 'bin', 'run.js'), 'serve', '--socket', socket, '--control', control, ...args];
+  if (opts.prefix) argv.unshift(...opts.prefix);
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  killOnExit(child);
   const log = new LineLog();
   if (process.env.VIT_PEER_ECHO) log.echoPrefix = '[serve] ';
   log.attach(child.stdout, 'stdout');

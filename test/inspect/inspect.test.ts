@@ -1,0 +1,119 @@
+// inspect against a serve that DPDK virtio-user is really using: the reported state must match
+// what the peer negotiated, counters must move with traffic, and the control socket must shrug
+// off hostile clients.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startTestpmd, type Testpmd } from '../peers/dpdk.js';
+import { repoRoot, sleep } from '../peers/util.js';
+import { startServe, total, type ServeProcess } from '../support/serve.js';
+import { controlRequest } from '../../src/control/control-client.js';
+
+const run = promisify(execFile);
+
+function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** Sends raw bytes to the control socket and collects whatever comes back until it closes or goes quiet. */
+function rawExchange(path: string, payload: string, waitMs = 500): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(path);
+    let got = '';
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(payload));
+    socket.on('data', (d: string) => (got += d));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(got));
+    setTimeout(() => socket.destroy(), waitMs);
+  });
+}
+
+describe('inspect with DPDK virtio-user as the peer', () => {
+  let serve: ServeProcess;
+  let pmd: Testpmd;
+
+  before(async () => {
+    serve = await startServe(['--net', 'sink']);
+    pmd = startTestpmd({
+      role: 'virtio-user', socket: serve.socket, forwardMode: 'txonly',
+      extraEal: ['--log-level=pmd.net.virtio.*:debug'], extraArgs: ['--txpkts=64'],
+    });
+    await pmd.waitForLinkUp();
+    await pmd.waitForStats((s) => (s[0]?.txPackets ?? 0) > 0);
+  });
+
+  after(async () => {
+    await pmd?.stop();
+    await serve?.stop();
+  });
+
+  it('reports the features the peer set, its rings and its memory', async () => {
+    const line = pmd.lines.find((l) => /set features: 0x[0-9a-f]+/.test(l));
+    assert.ok(line, 'testpmd did not log the features it set');
+    const peerFeatures = BigInt(line.match(/set features: (0x[0-9a-f]+)/)![1]);
+    const state = await serve.state();
+    assert.equal(state.connected, true);
+    // testpmd logs the virtio bits; on the wire virtio-user adds PROTOCOL_FEATURES (bit 30).
+    const ours = BigInt(state.features.bits);
+    assert.equal(ours & ~(1n << 30n), peerFeatures);
+    assert.ok(state.features.names.includes('PROTOCOL_FEATURES'));
+    assert.ok(state.features.names.includes('VERSION_1'));
+    assert.ok(state.protocolFeatures.names.includes('REPLY_ACK'));
+    assert.ok(state.memory.length >= 1, 'no memory region reported');
+    const tx = state.queues.find((q) => q.index === 1)!;
+    assert.equal(tx.running, true);
+    assert.ok(tx.size > 0 && (tx.size & (tx.size - 1)) === 0, `tx ring size ${tx.size}`);
+    assert.equal(tx.broken, null);
+  });
+
+  it('counters move with traffic, also while many clients ask at once', async () => {
+    const first = total(await serve.state(), 'tx');
+    const answers = await Promise.all(Array.from({ length: 40 }, () => serve.state({ entries: true })));
+    assert.equal(answers.length, 40);
+    await sleep(500);
+    const second = total(await serve.state(), 'tx');
+    assert.ok(second > first, `tx packets did not move: ${first} -> ${second}`);
+  });
+
+  it('the inspect command prints the same state, as JSON and for people', async () => {
+    const bin = join(repoRoot(), 'bin', 'run.js');
+    const json = await run(process.execPath, [bin, 'inspect', '--control', serve.control, '--json']);
+    const state = JSON.parse(json.stdout);
+    assert.equal(state.socket, serve.socket);
+    assert.ok(state.features.names.includes('VERSION_1'));
+    const text = await run(process.execPath, [bin, 'inspect', '--control', serve.control], { env: { ...process.env, NO_COLOR: '1' } });
+    assert.match(text.stdout, /features 0x[0-9a-f]+: .*VERSION_1/);
+    assert.match(text.stdout, /1 tx/);
+  });
+
+  it('malformed, oversized and abandoned control requests get errors and leak nothing', async () => {
+    const pid = serve.child.pid!;
+    const before = fdCount(pid);
+    const bad = await rawExchange(serve.control, 'this is not json\n');
+    assert.match(bad, /"error":/);
+    const unknown = await rawExchange(serve.control, JSON.stringify({ id: 7, method: 'reboot' }) + '\n');
+    assert.match(unknown, /unknown method/);
+    const badQueue = await rawExchange(serve.control, JSON.stringify({ id: 8, method: 'clear-iotlb', params: { queue: 99 } }) + '\n');
+    assert.match(badQueue, /queue must be an integer/);
+    const huge = await rawExchange(serve.control, 'x'.repeat(200_000), 1500);
+    assert.match(huge, /request longer than/);
+    for (let i = 0; i < 50; i++) {
+      await new Promise<void>((resolve) => {
+        const s = connect(serve.control, () => {
+          s.write('{"id": 1, "meth');
+          s.destroy();
+          resolve();
+        });
+      });
+    }
+    await sleep(300);
+    assert.equal(fdCount(pid), before, 'fd count of serve changed');
+    const state = (await controlRequest(serve.control, 'state')) as { connected: boolean };
+    assert.equal(state.connected, true, 'serve stopped serving after hostile control clients');
+  });
+});

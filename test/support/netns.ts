@@ -1,0 +1,185 @@
+// Network namespaces for real-guest tests: the host end of `serve --net tap:IFNAME` lives in a
+// namespace the test creates, so guest traffic never touches the machine's own interfaces.
+//
+//   const ns = createNetns();                       // ip netns add vit-<pid>-<n>, lo up
+//   const serve = await startServe(['--net', 'tap:vit0'], { netns: ns.name });  // tap made inside ns
+//   await ns.configure('vit0', '192.0.2.1/24');     // address + up
+//   const sink = await startTcpSink(ns, '192.0.2.1', 5201);   // node TCP server inside ns, sha256s what it gets
+//   ... ; await ns.destroy();
+//
+// Running serve itself under `ip netns exec` (rather than creating the tap in the root namespace
+// and moving it) means the tap never exists outside the namespace. `ip netns exec` execs, so the
+// child's pid is serve's own (useful for /proc/PID/fd and RSS).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { exitPromise, killOnExit, LineLog, requireBinary, sleep, terminate, type Exit } from '../peers/util.js';
+
+export function ipBinary(): string {
+  return requireBinary('ip', 'iproute2');
+}
+
+function ip(args: string[], allowFail = false): string {
+  const r = spawnSync(ipBinary(), args, { encoding: 'utf8' });
+  if (r.status !== 0 && !allowFail) throw new Error(`ip ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout ?? '';
+}
+
+const PREFIX = 'vit-t';
+
+/** Removes namespaces left by an earlier test process that died (their pid is in the name). */
+export function sweepStaleNamespaces(): void {
+  for (const name of ip(['netns', 'list'], true).split('\n').map((l) => l.split(' ')[0] ?? '')) {
+    const m = name.match(new RegExp(`^${PREFIX}(\\d+)-\\d+$`));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    let alive = true;
+    try {
+      process.kill(pid, 0);
+    } catch {
+      alive = false;
+    }
+    if (!alive) ip(['netns', 'del', name], true);
+  }
+}
+
+export interface Netns {
+  name: string;
+  /** Waits for IFNAME to appear in the namespace, adds the address and brings it (and lo) up. */
+  configure(ifname: string, cidr: string, timeoutMs?: number): Promise<void>;
+  /** argv prefix that runs a command inside the namespace. */
+  execPrefix(): string[];
+  /** `ip -n NS ARGS` (throws on failure). */
+  ip(args: string[]): string;
+  /** Deletes the namespace (processes inside must be gone first; the tap goes with it). */
+  destroy(): void;
+}
+
+let count = 0;
+const live = new Set<string>();
+let hooked = false;
+
+export function createNetns(): Netns {
+  ipBinary();
+  if (count === 0) sweepStaleNamespaces();
+  const name = `${PREFIX}${process.pid}-${++count}`;
+  ip(['netns', 'add', name]);
+  live.add(name);
+  if (!hooked) {
+    hooked = true;
+    // A crashed test must not leave namespaces behind (their processes are SIGKILLed by killOnExit).
+    process.once('exit', () => {
+      for (const n of live) spawnSync(ipBinary(), ['netns', 'del', n]);
+    });
+  }
+  ip(['-n', name, 'link', 'set', 'lo', 'up']);
+  return {
+    name,
+    execPrefix: () => [ipBinary(), 'netns', 'exec', name],
+    ip: (args) => ip(['-n', name, ...args]),
+    async configure(ifname, cidr, timeoutMs = 10_000) {
+      const end = Date.now() + timeoutMs;
+      while (spawnSync(ipBinary(), ['-n', name, 'link', 'show', ifname]).status !== 0) {
+        if (Date.now() > end) throw new Error(`${ifname} did not appear in netns ${name}`);
+        await sleep(50);
+      }
+      ip(['-n', name, 'addr', 'add', cidr, 'dev', ifname]);
+      ip(['-n', name, 'link', 'set', ifname, 'up']);
+    },
+    destroy() {
+      if (!live.delete(name)) return;
+      ip(['netns', 'del', name], true);
+    },
+  };
+}
+
+/** Names of the namespaces this process still holds (for leak assertions). */
+export function liveNamespaces(): string[] {
+  return [...live];
+}
+
+/** Is there any process whose network namespace is NS? (a leak check after cleanup) */
+export function netnsPids(name: string): number[] {
+  const out = spawnSync(ipBinary(), ['netns', 'pids', name], { encoding: 'utf8' });
+  return (out.stdout ?? '').split('\n').filter(Boolean).map(Number);
+}
+
+// A TCP server inside the namespace: for every connection it hashes what arrives until EOF and
+// prints `SINK sha256 <hex> bytes <n>`. With `send` it instead writes that many bytes of
+// pseudo-random data, prints `SOURCE sha256 <hex> bytes <n>`, and closes.
+const SINK_SCRIPT = `
+const net = require('node:net'), crypto = require('node:crypto');
+const [host, port, send] = process.argv.slice(1);
+const server = net.createServer((s) => {
+  if (Number(send) > 0) {
+    const h = crypto.createHash('sha256');
+    let left = Number(send);
+    const write = () => {
+      while (left > 0) {
+        const chunk = crypto.randomBytes(Math.min(left, 65536));
+        left -= chunk.length;
+        h.update(chunk);
+        if (!s.write(chunk)) return s.once('drain', write);
+      }
+      console.log('SOURCE sha256 ' + h.digest('hex') + ' bytes ' + send);
+      s.end();
+    };
+    write();
+    s.resume();
+    s.on('error', (e) => console.log('SOURCE error ' + e.message));
+    return;
+  }
+  const h = crypto.createHash('sha256');
+  let n = 0;
+  s.on('data', (d) => { h.update(d); n += d.length; });
+  s.on('end', () => { console.log('SINK sha256 ' + h.digest('hex') + ' bytes ' + n); s.end(); });
+  s.on('error', (e) => console.log('SINK error ' + e.message));
+});
+server.listen(Number(port), host, () => console.log('LISTENING'));
+`;
+
+export interface TcpPeer {
+  child: ChildProcess;
+  log: LineLog;
+  /** The next `SINK|SOURCE sha256 ...` line after `from` (line index), parsed. */
+  result(timeoutMs: number, from?: number): Promise<{ hex: string; bytes: number }>;
+  stop(): Promise<Exit>;
+}
+
+/** Starts the TCP server inside `ns` and waits until it listens. `send` > 0: serve that many bytes to each client. */
+export async function startTcpPeer(ns: Netns, host: string, port: number, send = 0): Promise<TcpPeer> {
+  const child = spawn(ns.execPrefix()[0]!, [...ns.execPrefix().slice(1), process.execPath, '-e', SINK_SCRIPT, host, String(port), String(send)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  killOnExit(child);
+  const log = new LineLog();
+  if (process.env.VIT_PEER_ECHO) log.echoPrefix = '[tcp] ';
+  log.attach(child.stdout, 'stdout');
+  log.attach(child.stderr, 'stderr');
+  const exited = exitPromise(child);
+  void exited.then((e) => log.close(`tcp peer exited code=${e.code} signal=${e.signal}`));
+  await log.waitFor(/^LISTENING/, 10_000, 'tcp peer in netns');
+  return {
+    child,
+    log,
+    async result(timeoutMs, from = 0) {
+      const m = await log.waitFor(/^(?:SINK|SOURCE) (?:sha256 ([0-9a-f]{64}) bytes (\d+)|error (.*))/, timeoutMs, 'tcp peer', from);
+      if (m[3] !== undefined) throw new Error(`tcp peer: ${m[3]}`);
+      return { hex: m[1]!, bytes: Number(m[2]) };
+    },
+    stop: () => terminate(child, exited, 'SIGTERM', 2000),
+  };
+}
+
+/** Open file descriptors of a process (entries of /proc/PID/fd). */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** Resident set size of a process in KiB (VmRSS from /proc/PID/status). */
+export function rssKiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = status.match(/^VmRSS:\s+(\d+) kB/m);
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]);
+}
