@@ -25,6 +25,7 @@ export interface RingConfig {
   descAddr: number;
   availAddr: number;
   usedAddr: number;
+  /** The vhost-user ring base (packed: avail index|wrap<<15, used index|wrap<<15 in the upper half). */
   lastAvailIdx: number;
   /** -1 when the front-end polls (NOFD). */
   kickFd: number;
@@ -37,6 +38,8 @@ export interface WorkerSetup {
   net: NetMode;
   iommu: boolean;
   eventIdx: boolean;
+  /** VIRTIO_F_RING_PACKED: packed virtqueues. */
+  packed: boolean;
   mergeableRx: boolean;
   /** virtio-net header length: 12 with VERSION_1 or MRG_RXBUF, else 10. */
   headerLength: number;

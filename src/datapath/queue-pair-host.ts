@@ -5,7 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { eventfdCreate, eventfdWrite, closeFd } from '../sys/index.js';
-import type { FromWorker, QueueSnapshot, RegionConfig, RingConfig, ToWorker, WorkerSetup, NetMode } from './contract.js';
+import type { FromWorker, QueueSnapshot, RegionConfig, RingConfig, ToWorker, WorkerSetup } from './contract.js';
 import { createIotlbRing, IotlbOp, IotlbRingProducer } from './iotlb-ring.js';
 import { createTranslationRing, TranslationRingConsumer } from './translation-ring.js';
 import type { TraceWriter } from '../trace/writer.js';
@@ -16,17 +16,8 @@ const COMMAND_TIMEOUT_MS = 5000;
 
 type Command = ToWorker extends infer T ? T extends { id: number } ? Omit<T, 'id'> : never : never;
 
-export interface QueuePairOptions {
-  pairIndex: number;
-  net: NetMode;
-  iommu: boolean;
-  eventIdx: boolean;
-  mergeableRx: boolean;
-  headerLength: number;
-  strategy: string;
-  backendFd: number;
-  batchMisses: boolean;
-  prefetch: number;
+/** What the device decides for a worker; the host adds the shared buffers and the wake fd. */
+export interface QueuePairOptions extends Omit<WorkerSetup, 'wakeFd' | 'iotlbRing' | 'stats' | 'translationRing' | 'traceOriginMs'> {
   /** The trace to record translations into, or null. */
   trace: { writer: TraceWriter; connection: number } | null;
   onBroken(index: number, reason: string): void;
@@ -51,13 +42,8 @@ export class QueuePairHost {
     const iotlbRing = createIotlbRing();
     this.iotlb = new IotlbRingProducer(iotlbRing);
     this.stats = createStatsBuffer();
-    const setup: WorkerSetup = {
-      pairIndex: options.pairIndex, net: options.net, iommu: options.iommu, eventIdx: options.eventIdx,
-      mergeableRx: options.mergeableRx, headerLength: options.headerLength, strategy: options.strategy,
-      backendFd: options.backendFd, wakeFd: this.wakeFd, iotlbRing, stats: this.stats,
-      batchMisses: options.batchMisses, prefetch: options.prefetch,
-      translationRing: null, traceOriginMs: 0,
-    };
+    const { trace: _trace, onBroken: _onBroken, onLog: _onLog, ...decided } = options;
+    const setup: WorkerSetup = { ...decided, wakeFd: this.wakeFd, iotlbRing, stats: this.stats, translationRing: null, traceOriginMs: 0 };
     if (options.trace) {
       const { writer, connection } = options.trace;
       setup.translationRing = createTranslationRing();

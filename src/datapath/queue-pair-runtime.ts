@@ -15,7 +15,10 @@ import { GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSp
 import { getStrategy } from '../iotlb/registry.js';
 import { PendingMisses } from '../iotlb/pending-misses.js';
 import { LOOKUP_MISS, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
-import { SplitQueue, RING_OK, RING_MISS, WALK_MISS } from '../virtqueue/split.js';
+import { SplitQueue } from '../virtqueue/split.js';
+import { PackedQueue } from '../virtqueue/packed.js';
+import { RING_OK, RING_MISS, WALK_MISS } from '../virtqueue/chain.js';
+import type { VirtQueue } from '../virtqueue/queue.js';
 import { NetQueue, transmitBurst } from '../virtqueue/net.js';
 import { ScatterList } from '../virtqueue/scatter.js';
 import type { Endpoint } from '../net/endpoint.js';
@@ -36,7 +39,8 @@ const PAGE = 4096;
 const MAX_EXTRA_MISSES = 64;
 
 class Ring {
-  readonly queue = new SplitQueue();
+  /** One kind per worker (the layout is negotiated per device), so its call sites stay monomorphic. */
+  readonly queue: VirtQueue;
   readonly net: NetQueue;
   readonly counters: Float64Array;
   cache: IotlbStrategy | null = null;
@@ -54,6 +58,7 @@ class Ring {
   constructor(readonly index: number, setup: WorkerSetup, stats: SharedArrayBuffer) {
     this.counters = ringCounters(stats, index & 1);
     const isRx = (index & 1) === 0;
+    this.queue = setup.packed ? new PackedQueue() : new SplitQueue();
     this.net = new NetQueue(this.queue, { headerLength: setup.headerLength, mergeable: isRx && setup.mergeableRx, counters: this.counters });
   }
 }
@@ -185,7 +190,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     ring.waitingForMapping = false;
     ring.kickFd = -1;
     this.updateWaitFds();
-    return ring.queue.lastAvailIdx;
+    return ring.queue.vringBase();
   }
 
   setCall(index: number, callFd: number): void {
@@ -271,7 +276,7 @@ export class QueuePairRuntime implements IotlbOpSink {
   /** Batched misses: walk the chains behind the one that missed and report their misses too. */
   private probeAhead(ring: Ring): void {
     const q = ring.queue;
-    const avail = (q.availIdx - q.lastAvailIdx) & 0xffff;
+    const avail = q.knownAvailable();
     let reported = 0;
     for (let ahead = 1; ahead < avail && reported < MAX_EXTRA_MISSES; ahead++) {
       this.probeSg.reset();

@@ -71,6 +71,11 @@ export class NetDevice {
     return this.has(VirtioFeature.ACCESS_PLATFORM);
   }
 
+  /** VIRTIO_F_RING_PACKED negotiated: packed virtqueues. */
+  get packed(): boolean {
+    return this.has(VirtioFeature.RING_PACKED);
+  }
+
   vring(index: number, request: string): VringState {
     // The whole 32-bit value is checked: DPDK once truncated it first (CVE-2020-10723).
     if (!Number.isInteger(index) || index < 0 || index >= this.vrings.length) {
@@ -92,6 +97,7 @@ export class NetDevice {
       net: this.options.net,
       iommu: this.iommu,
       eventIdx: this.has(VirtioFeature.EVENT_IDX),
+      packed: this.packed,
       mergeableRx: this.has(NetFeature.MRG_RXBUF),
       headerLength: this.has(VirtioFeature.VERSION_1) || this.has(NetFeature.MRG_RXBUF) ? 12 : 10,
       strategy: this.options.strategy,
@@ -139,7 +145,9 @@ export class NetDevice {
       vring.base = await this.pairs.get(vring.index >> 1)!.stopRing(vring.index);
     }
     for (const pair of this.pairs.values()) await pair.setMemory(this.regionConfigs());
-    for (const vring of running) await this.reconcile(vring);
+    // Every ring, not only those that ran: a ring kicked and enabled before the first
+    // SET_MEM_TABLE (a front-end may order it so) is ready but could not start without memory.
+    for (const vring of this.vrings) await this.reconcile(vring);
   }
 
   /** Workers send IOTLB misses themselves; they switch to the new socket before the old closes. */

@@ -101,8 +101,9 @@ export const handlers = {
     const { index, num } = vringState(msg);
     const vring = device.vring(index, msg.name);
     if (vring.running) throw new DeviceError(`SET_VRING_NUM: vring ${index} is running`);
-    if (num === 0 || num > 32768 || (num & (num - 1)) !== 0) {
-      throw new DeviceError(`SET_VRING_NUM: size ${num} is not a power of two in 1..32768`);
+    // Packed rings may have any size; split rings need a power of two.
+    if (num === 0 || num > 32768 || (!device.packed && (num & (num - 1)) !== 0)) {
+      throw new DeviceError(`SET_VRING_NUM: size ${num} is not ${device.packed ? 'in' : 'a power of two in'} 1..32768`);
     }
     vring.size = num;
   },
@@ -122,7 +123,16 @@ export const handlers = {
     const { index, num } = vringState(msg);
     const vring = device.vring(index, msg.name);
     if (vring.running) throw new DeviceError(`SET_VRING_BASE: vring ${index} is running`);
-    if (num > 0xffff) throw new DeviceError(`SET_VRING_BASE: base ${num} does not fit a 16-bit ring index`);
+    if (device.packed) {
+      // vhost-user.rst: bits 0-14 avail index, 15 avail wrap counter, 16-30 used index, 31 used wrap counter.
+      const avail = num & 0x7fff;
+      const used = (num >>> 16) & 0x7fff;
+      if (vring.size > 0 && (avail >= vring.size || used >= vring.size)) {
+        throw new DeviceError(`SET_VRING_BASE: packed base 0x${num.toString(16)} has an index beyond queue size ${vring.size}`);
+      }
+    } else if (num > 0xffff) {
+      throw new DeviceError(`SET_VRING_BASE: base ${num} does not fit a 16-bit ring index`);
+    }
     vring.base = num;
   },
 

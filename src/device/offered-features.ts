@@ -7,6 +7,7 @@ export const OFFERED_FEATURES = featureMask(
   VirtioFeature.ACCESS_PLATFORM,
   VirtioFeature.EVENT_IDX,
   VirtioFeature.INDIRECT_DESC,
+  VirtioFeature.RING_PACKED,
   NetFeature.MRG_RXBUF,
   NetFeature.MQ,
 );

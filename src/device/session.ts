@@ -14,6 +14,12 @@ import { DeviceError } from './errors.js';
 import { handlerFor, type HandlerContext } from './handlers.js';
 
 const RECEIVE_BUFFER = 64 * 1024;
+/**
+ * Messages read ahead of the handler. Beyond this the socket is not read until the queue
+ * drains, so a peer flooding fd-carrying messages while a handler waits for a worker makes us
+ * hold at most this many messages' fds (CVE-2022-0669 class), not whatever the kernel buffered.
+ */
+const MAX_QUEUED = 16;
 
 export interface SessionOptions {
   connection: number;
@@ -25,9 +31,11 @@ export interface SessionOptions {
 export class Session {
   private readonly framer = new MessageFramer();
   private readonly receiveBuffer = new Uint8Array(RECEIVE_BUFFER);
-  private readonly watcher: FdWatcher;
+  private watcher: FdWatcher | null = null;
   private readonly queue: Frame[] = [];
   private processing = false;
+  /** The handler in flight: the device is reset only after it settled (see close()). */
+  private inFlight: Promise<void> = Promise.resolve();
   private closed = false;
   /** Resolves when the connection has closed and the device has been reset. */
   readonly done: Promise<void>;
@@ -35,12 +43,22 @@ export class Session {
 
   constructor(private readonly fd: number, readonly device: NetDevice, private readonly options: SessionOptions) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
-    this.watcher = new FdWatcher(fd, (error) => (error ? this.close(`socket error: ${error.message}`) : this.onReadable()));
+    this.watch();
+  }
+
+  private watch(): void {
+    this.watcher = new FdWatcher(this.fd, (error) => (error ? this.close(`socket error: ${error.message}`) : this.onReadable()));
   }
 
   private onReadable(): void {
     try {
       for (;;) {
+        if (this.queue.length >= MAX_QUEUED) {
+          // Backpressure: stop watching (the poll is level-triggered) until processQueue drains.
+          this.watcher?.stop();
+          this.watcher = null;
+          break;
+        }
         const received = receiveMessage(this.fd, this.receiveBuffer);
         if (received === null) break;
         if (received.bytes === 0) {
@@ -63,9 +81,16 @@ export class Session {
     if (this.processing) return;
     this.processing = true;
     try {
-      while (!this.closed && this.queue.length > 0) await this.handle(this.queue.shift()!);
+      while (!this.closed && this.queue.length > 0) {
+        this.inFlight = this.handle(this.queue.shift()!);
+        await this.inFlight;
+      }
+    } catch (err) {
+      // handle() catches everything; should that ever change, end this connection, not the process.
+      this.close(`internal error: ${(err as Error).message}`);
     } finally {
       this.processing = false;
+      if (!this.closed && this.watcher === null) this.watch();
     }
   }
 
@@ -148,20 +173,34 @@ export class Session {
     const bytes = encodeMessage({ channel: 'frontend', request, isReply: true, body });
     this.trace(bytes, [], 'to-frontend');
     // Replies are a few dozen bytes into an idle socket; a full send buffer means a stuck peer.
-    if (sendMessage(this.fd, bytes) !== bytes.length) this.close(`could not send the ${requestName('frontend', request)} reply`);
+    // A peer that shut down its read side makes sendmsg fail with EPIPE: that ends this
+    // connection, and must not throw (out of fail(), it became an unhandled rejection that
+    // killed the whole process).
+    let sent: number;
+    try {
+      sent = sendMessage(this.fd, bytes);
+    } catch (err) {
+      this.close(`could not send the ${requestName('frontend', request)} reply: ${(err as Error).message}`);
+      return;
+    }
+    if (sent !== bytes.length) this.close(`could not send the ${requestName('frontend', request)} reply`);
   }
 
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    this.watcher.stop();
+    this.watcher?.stop();
+    this.watcher = null;
     for (const frame of this.queue.splice(0)) for (const fd of frame.fds) this.device.closeQuietly(fd);
     // Fds of a message that never became whole (EOF or a framing error mid-message) are still
     // in the framer: close them too, or every such disconnect leaks up to MAX_FDS fds.
     for (const fd of this.framer.takeFds()) this.device.closeQuietly(fd);
     this.device.closeQuietly(this.fd);
     this.options.log('info', `connection ${this.options.connection} closed: ${reason}`);
-    void this.device.reset().finally(() => {
+    // Reset only once the handler in flight has settled: resetting under it let its
+    // continuation start a queue-pair worker after the reset, which then outlived the session
+    // with the old connection's configuration.
+    void this.inFlight.catch(() => undefined).then(() => this.device.reset()).finally(() => {
       this.options.onClosed(reason);
       this.resolveDone();
     });

@@ -1,5 +1,5 @@
 /**
- * virtio-net on top of SplitQueue: TX (guest -> device) and RX (device -> guest) bursts.
+ * virtio-net on top of a VirtQueue (SplitQueue or PackedQueue, queue.ts): TX (guest -> device) and RX (device -> guest) bursts.
  *
  * Header: struct virtio_net_hdr_mrg_rxbuf, 12 bytes with VERSION_1 or MRG_RXBUF
  * (num_buffers at offset 10), 10 bytes for legacy devices without MRG_RXBUF.
@@ -17,7 +17,8 @@
  * Counters live in a Float64Array (the lead's shared-memory counter block can be passed
  * in); indices match src/datapath/stats.ts RingCounter.
  */
-import { SplitQueue, WALK_MISS, WALK_OK } from './split.js';
+import { WALK_MISS, WALK_OK } from './chain.js';
+import type { VirtQueue } from './queue.js';
 import { ScatterList, copyPiece, DEFAULT_SG_CAPACITY } from './scatter.js';
 import type { Endpoint } from '../net/endpoint.js';
 
@@ -65,7 +66,7 @@ export interface NetQueueOptions {
 }
 
 export class NetQueue {
-  readonly queue: SplitQueue;
+  readonly queue: VirtQueue;
   readonly sg: ScatterList;
   readonly hdrLen: number;
   readonly mergeable: boolean;
@@ -78,7 +79,7 @@ export class NetQueue {
   /** Scratch for a MAC swap that straddles pieces. */
   readonly mac = new Uint8Array(12);
 
-  constructor(queue: SplitQueue, opts: NetQueueOptions) {
+  constructor(queue: VirtQueue, opts: NetQueueOptions) {
     if (opts.headerLength !== VIRTIO_NET_HDR_LEN && opts.headerLength !== VIRTIO_NET_HDR_MRG_LEN) {
       throw new Error(`virtio-net header length must be 10 or 12, got ${opts.headerLength}`);
     }
@@ -196,7 +197,7 @@ export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len
   const lens = rxq.lens;
   const maxChains = rxq.mergeable ? heads.length : 1;
   sg.count = 0;
-  let avail = (q.availIdx - q.lastAvailIdx) & 0xffff;
+  let avail = q.knownAvailable();
   let chains = 0;
   let got = 0;
   while (got < need) {

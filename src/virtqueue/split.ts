@@ -30,8 +30,12 @@
  *    store, then the re-read of avail->idx.
  * Atomics work on integer arrays over plain ArrayBuffers (tests) and SharedArrayBuffers alike.
  */
-import { ACCESS_READ, ACCESS_WRITE, FAULT_DENIED, MAP_MISS, type AddressSpace } from '../memory/address-space.js';
-import { NO_WORDS, type ScatterList } from './scatter.js';
+import { ACCESS_READ, ACCESS_WRITE, type AddressSpace } from '../memory/address-space.js';
+import type { ScatterList } from './scatter.js';
+import { ChainWalker, WALK_OK, RING_OK, hex, where } from './chain.js';
+import type { VirtQueue } from './queue.js';
+
+export { WALK_OK, WALK_MISS, WALK_BROKEN, RING_OK, RING_MISS, RING_FAULT } from './chain.js';
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error('vhost-iotlb data path requires a little-endian host');
@@ -43,23 +47,7 @@ export const VRING_DESC_F_INDIRECT = 4;
 export const VRING_USED_F_NO_NOTIFY = 1;
 export const VRING_AVAIL_F_NO_INTERRUPT = 1;
 export const MAX_QUEUE_SIZE = 32768;
-/** addDescSlow(): the fast path did not call map(). */
-const NOT_MAPPED = -2;
 export const DESC_SIZE = 16;
-
-/** walkChain() results. */
-export const WALK_OK = 0;
-/** IOTLB miss: nothing consumed; missAddr/missLen/missAccess say what to ask for. */
-export const WALK_MISS = 1;
-/** The queue is now broken (brokenReason); stop using it until reset. */
-export const WALK_BROKEN = 2;
-
-/** configure() / mapRings() results. */
-export const RING_OK = 0;
-/** A ring area is not in the IOTLB yet: send a miss for missAddr, call mapRings() after the update. */
-export const RING_MISS = 1;
-/** Bad size, misaligned or unmappable ring: `error` says which; the queue stays unusable. */
-export const RING_FAULT = 2;
 
 export interface SplitQueueConfig {
   size: number;
@@ -84,29 +72,15 @@ export function checkQueueSize(size: number): string | null {
   return null;
 }
 
-function hex(n: number): string {
-  return '0x' + n.toString(16);
-}
-
-const EMPTY8 = new Uint8Array(0);
 const EMPTY16 = new Uint16Array(0);
 const EMPTY32 = new Uint32Array(0);
-const EMPTY_I32 = new Int32Array(0);
 
-export class SplitQueue {
-  size = 0;
+export class SplitQueue extends ChainWalker implements VirtQueue {
   mask = 0;
   eventIdx = false;
   descAddr = 0;
   availAddr = 0;
   usedAddr = 0;
-  ringSpace: AddressSpace | null = null;
-  dataSpace: AddressSpace | null = null;
-
-  /** Rings mapped and the queue usable. */
-  ready = false;
-  /** Set when a ring could not be mapped (RING_FAULT), for the log. */
-  error = '';
 
   /** Next avail ring position to consume (free-running u16). */
   lastAvailIdx = 0;
@@ -116,27 +90,6 @@ export class SplitQueue {
   usedIdx = 0;
   /** used->idx including entries staged by pushUsed() but not yet flushed. */
   usedShadow = 0;
-
-  /** NEEDS_RESET: the driver broke the ring contract. The caller stops using the queue. */
-  broken = false;
-  brokenReason = '';
-
-  /** Set by a MISS (walk or ring mapping); the caller sends one IOTLB miss and clears it. */
-  missPending = false;
-  missAddr = 0;
-  missLen = 0;
-  missAccess = 0;
-
-  // Chain walker results (valid after WALK_OK).
-  chainHead = 0;
-  /** Bytes in device-readable descriptors. */
-  chainReadLen = 0;
-  /** Bytes in device-writable descriptors. */
-  chainWriteLen = 0;
-  /** Descriptors visited (including an indirect table's entries). */
-  chainDescs = 0;
-  /** Scatter-list index of the chain's first piece. */
-  chainFirst = 0;
 
   // Ring views, each exactly the ring's size.
   private desc32: Uint32Array = EMPTY32;
@@ -148,16 +101,6 @@ export class SplitQueue {
   private usedFlags = 0;
   private signalledUsed = 0;
   private signalledValid = false;
-  // Walk state.
-  private wk = 0;
-  private wRead = 0;
-  private wWrite = 0;
-  /** Indirect tables that are not contiguous in host memory are copied here. */
-  private indScratch: Uint8Array = EMPTY8;
-  private indWords: Int32Array = EMPTY_I32;
-  // Ring area mapping result.
-  private areaBytes: Uint8Array = EMPTY8;
-  private areaOffset = 0;
 
   /** Sets up the queue and maps its rings. Never throws; returns RING_OK, RING_MISS or RING_FAULT. */
   configure(cfg: SplitQueueConfig): number {
@@ -242,60 +185,11 @@ export class SplitQueue {
       (addr < this.usedAddr + 6 + 8 * s && this.usedAddr < end);
   }
 
-  private mapArea(space: AddressSpace, addr: number, len: number, access: number, name: string): number {
-    let n = space.map(addr, len, access);
-    if (n <= 0) return this.areaFail(space, n, addr, len, access, name, addr);
-    const bytes = space.bytes;
-    const off = space.offset;
-    let got = n;
-    while (got < len) {
-      n = space.map(addr + got, len - got, access);
-      if (n <= 0) return this.areaFail(space, n, addr, len - got, access, name, addr + got);
-      if (space.bytes !== bytes || space.offset !== off + got) {
-        return this.ringFault(`${name} ring at ${hex(addr)} (${len} bytes) is not contiguous in host memory at +${got}`);
-      }
-      got += n;
-    }
-    this.areaBytes = bytes;
-    this.areaOffset = off;
-    return RING_OK;
-  }
 
-  private areaFail(space: AddressSpace, n: number, addr: number, len: number, access: number, name: string, at: number): number {
-    if (n === MAP_MISS) {
-      this.setMiss(space.missAddr, len, access);
-      return RING_MISS;
-    }
-    const why = space.faultKind === FAULT_DENIED ? 'access denied by the IOTLB' : 'outside guest memory';
-    return this.ringFault(`${name} ring at ${hex(addr)}: address ${hex(at)} ${why}`);
-  }
 
-  private ringFault(msg: string): number {
-    this.error = msg;
-    this.ready = false;
-    return RING_FAULT;
-  }
 
-  private setMiss(addr: number, len: number, access: number): void {
-    this.missPending = true;
-    this.missAddr = addr;
-    this.missLen = len;
-    this.missAccess = access;
-  }
 
-  clearMiss(): void {
-    this.missPending = false;
-  }
 
-  /** Puts the queue in the broken (NEEDS_RESET) state; returns WALK_BROKEN. */
-  fail(reason: string): number {
-    if (!this.broken) {
-      this.broken = true;
-      this.brokenReason = reason;
-    }
-    this.ready = false;
-    return WALK_BROKEN;
-  }
 
   /**
    * Reads avail->idx (acquire) and returns how many chains are available beyond
@@ -312,6 +206,16 @@ export class SplitQueue {
     }
     this.availIdx = a;
     return n;
+  }
+
+  /** Chains known to be available (as of the last availableCount()) beyond lastAvailIdx, without reading the ring. */
+  knownAvailable(): number {
+    return (this.availIdx - this.lastAvailIdx) & 0xffff;
+  }
+
+  /** What GET_VRING_BASE reports: the next avail index to process. */
+  vringBase(): number {
+    return this.lastAvailIdx;
   }
 
   /**
@@ -375,82 +279,7 @@ export class SplitQueue {
     return WALK_OK;
   }
 
-  /**
-   * Maps one descriptor buffer into pieces. `table` is -1 for the descriptor table, else
-   * the index of the descriptor holding the indirect table (for messages only). The
-   * common case — in range, in order, mapped in one piece — stays small enough to inline.
-   */
-  private addDesc(lo: number, hi: number, len: number, writable: number, sg: ScatterList, idx: number, table: number): number {
-    const k = this.wk;
-    let n = NOT_MAPPED;
-    if (hi < 0x200000 && k < sg.capacity && (writable !== 0 || this.wWrite === 0)) {
-      const addr = hi * 4294967296 + lo;
-      const space = this.dataSpace!;
-      n = space.map(addr, len, writable !== 0 ? ACCESS_WRITE : ACCESS_READ);
-      if (n === len) {
-        if (writable !== 0) this.wWrite += len;
-        else this.wRead += len;
-        if (this.wRead + this.wWrite > 0xffffffff) return this.failTotal(idx, table, len);
-        sg.bytes[k] = space.bytes;
-        sg.words[k] = space.words ?? NO_WORDS;
-        sg.offset[k] = space.offset;
-        sg.len[k] = len;
-        sg.addr[k] = addr;
-        sg.writable[k] = writable !== 0 ? 1 : 0;
-        this.wk = k + 1;
-        return WALK_OK;
-      }
-    }
-    return this.addDescSlow(lo, hi, len, writable, sg, idx, table, n);
-  }
 
-  /**
-   * The general path: split mappings, misses, faults, and every check. `first` is the
-   * result of the fast path's map() of the whole buffer (its bytes/offset/miss fields are
-   * still in the space), so a lookup is never repeated; NOT_MAPPED if it did not map.
-   */
-  private addDescSlow(lo: number, hi: number, len: number, writable: number, sg: ScatterList, idx: number, table: number, first: number): number {
-    if (hi >= 0x200000) return this.failBig(idx, table, hi, lo);
-    const addr = hi * 4294967296 + lo;
-    let access: number;
-    if (writable !== 0) {
-      access = ACCESS_WRITE;
-      this.wWrite += len;
-    } else {
-      if (this.wWrite !== 0) return this.failOrder(idx, table);
-      access = ACCESS_READ;
-      this.wRead += len;
-    }
-    if (this.wRead + this.wWrite > 0xffffffff) return this.failTotal(idx, table, len);
-    const space = this.dataSpace!;
-    let k = this.wk;
-    let a = addr;
-    let rem = len;
-    let n = first;
-    while (rem > 0) {
-      if (n === NOT_MAPPED) n = space.map(a, rem, access);
-      if (n <= 0) {
-        if (n === MAP_MISS) {
-          this.setMiss(space.missAddr, rem, access);
-          return WALK_MISS;
-        }
-        return this.fail(this.faultText(space, idx, table, addr, len, a, access));
-      }
-      if (k >= sg.capacity) return this.failPieces(sg.capacity);
-      sg.bytes[k] = space.bytes;
-      sg.words[k] = space.words ?? NO_WORDS;
-      sg.offset[k] = space.offset;
-      sg.len[k] = n;
-      sg.addr[k] = a;
-      sg.writable[k] = writable !== 0 ? 1 : 0;
-      k++;
-      a += n;
-      rem -= n;
-      n = NOT_MAPPED;
-    }
-    this.wk = k;
-    return WALK_OK;
-  }
 
   // Cold paths: message building kept out of the hot functions so they stay small.
   private failHead(pos: number, head: number): number {
@@ -462,27 +291,7 @@ export class SplitQueue {
   private failNext(idx: number, next: number): number {
     return this.fail(`desc[${idx}].next=${next} is not below queue size ${this.size}`);
   }
-  private failBig(idx: number, table: number, hi: number, lo: number): number {
-    return this.fail(`${where(idx, table)}.addr=${hex(hi)}${lo.toString(16).padStart(8, '0')} is beyond 2^53`);
-  }
-  private failOrder(idx: number, table: number): number {
-    return this.fail(`${where(idx, table)} is device-readable but follows a device-writable descriptor`);
-  }
-  private failTotal(idx: number, table: number, len: number): number {
-    return this.fail(`${where(idx, table)}.len=${len} makes the chain longer than 2^32-1 bytes`);
-  }
-  private failPieces(cap: number): number {
-    return this.fail(`descriptor chain from head ${this.chainHead} needs more than ${cap} pieces (chain too long)`);
-  }
 
-  private faultText(space: AddressSpace, idx: number, table: number, addr: number, len: number, at: number, access: number): string {
-    const w = where(idx, table);
-    if (space.faultKind === FAULT_DENIED) {
-      return `${w} (addr=${hex(addr)} len=${len}): IOTLB denies ${access === ACCESS_WRITE ? 'write' : 'read'} access at ${hex(at)}`;
-    }
-    if (at === addr) return `${w}.addr=${hex(addr)} (len=${len}) is outside guest memory`;
-    return `${w}.len=${len} overflows guest memory: addr=${hex(addr)} + len runs past ${hex(at)}`;
-  }
 
   private walkIndirect(idx: number, lo: number, hi: number, len: number, sg: ScatterList): number {
     this.chainDescs = 0;
@@ -539,35 +348,7 @@ export class SplitQueue {
     return WALK_OK;
   }
 
-  /**
-   * Copies an indirect table that is split across mappings (or misaligned) into the
-   * scratch table. `n` is the result of mapping its start. Grows the scratch once.
-   */
-  private snapshotTable(space: AddressSpace, n: number, idx: number, addr: number, len: number): number {
-    if (n <= 0) return this.tableFail(space, n, idx, addr, len, addr);
-    if (this.indScratch.length < len) {
-      this.indScratch = new Uint8Array(Math.max(len, 256));
-      this.indWords = new Int32Array(this.indScratch.buffer);
-    }
-    const scratch = this.indScratch;
-    let got = 0;
-    for (;;) {
-      const b = space.bytes;
-      const o = space.offset;
-      for (let i = 0; i < n; i++) scratch[got + i] = b[o + i];
-      got += n;
-      if (got >= len) return WALK_OK;
-      n = space.map(addr + got, len - got, ACCESS_READ);
-      if (n <= 0) return this.tableFail(space, n, idx, addr, len - got, addr + got);
-    }
-  }
 
-  private failIndLen(idx: number, len: number): number {
-    return this.fail(`desc[${idx}] is INDIRECT with len=${len}, not a non-zero multiple of 16`);
-  }
-  private failIndSize(idx: number, nr: number): number {
-    return this.fail(`desc[${idx}] INDIRECT table has ${nr} descriptors, more than queue size ${this.size}`);
-  }
   private failIndLoop(idx: number, nr: number): number {
     return this.fail(`INDIRECT table of desc[${idx}] has a loop (more than ${nr} descriptors)`);
   }
@@ -578,15 +359,6 @@ export class SplitQueue {
     return this.fail(`indirect desc[${j}].next=${next} of desc[${idx}] is not below table length ${nr}`);
   }
 
-  private tableFail(space: AddressSpace, n: number, idx: number, addr: number, len: number, at: number): number {
-    if (n === MAP_MISS) {
-      this.setMiss(space.missAddr, len, ACCESS_READ);
-      return WALK_MISS;
-    }
-    if (space.faultKind === FAULT_DENIED) return this.fail(`desc[${idx}] INDIRECT table at ${hex(addr)}: IOTLB denies read access at ${hex(at)}`);
-    if (at === addr) return this.fail(`desc[${idx}].addr=${hex(addr)} (INDIRECT table) is outside guest memory`);
-    return this.fail(`desc[${idx}].len=${len} (INDIRECT table at ${hex(addr)}) runs past guest memory at ${hex(at)}`);
-  }
 
   /** Marks n chains as taken (lastAvailIdx += n). */
   consume(n: number): void {
@@ -666,6 +438,3 @@ export class SplitQueue {
   }
 }
 
-function where(idx: number, table: number): string {
-  return table < 0 ? `desc[${idx}]` : `indirect desc[${idx}] of desc[${table}]`;
-}

@@ -373,3 +373,44 @@ export async function loopbackFrames(rig: LoopbackRig, count: number, frameLen =
 }
 
 export { HEADER_SIZE };
+
+/** Waits until serve's fd count is back to at most `base` (closes happen asynchronously). */
+export async function expectFdsBack(pid: number, base: number, what: string, timeoutMs = 3000): Promise<void> {
+  let now = fdCountOf(pid);
+  const end = Date.now() + timeoutMs;
+  while (now > base && Date.now() < end) {
+    await sleep(10);
+    now = fdCountOf(pid);
+  }
+  if (now > base) throw new Error(`${what}: serve holds ${now} fds, ${now - base} more than the ${base} before`);
+}
+
+/** A well-behaved front-end still gets frames through: the proof that serve kept serving. */
+export async function expectServing(socket: string, frames = 4): Promise<void> {
+  const rig = await setupLoopback(socket);
+  try {
+    await loopbackFrames(rig, frames);
+  } finally {
+    rig.dispose();
+  }
+}
+
+/** n eventfds (cheap fds to pass around); close them with closeFds. */
+export function makeFds(n: number): number[] {
+  return Array.from({ length: n }, () => eventfdCreate(0));
+}
+
+export function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) closeFd(fd);
+}
+
+/** Raw header bytes (for sizes and flags the encoder refuses to produce). */
+export function rawMessage(request: number, flags: number, size: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const out = new Uint8Array(12 + payload.length);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, request, true);
+  v.setUint32(4, flags, true);
+  v.setUint32(8, size, true);
+  out.set(payload, 12);
+  return out;
+}

@@ -412,3 +412,89 @@ test('CLI: trace record relays, and SIGTERM flushes and closes the trace', async
   for (const c of back.conns) c.close();
   back.close();
 });
+
+test('merged reads: fds are recorded and forwarded with the message that carried them (the last of the read)', async () => {
+  const { eventfdCreate } = await import('../../src/sys/index.js');
+  const listen = join(dir, 'proxy-merge.sock');
+  const back = new FakeBackend(join(dir, 'backend-merge.sock'));
+  back.autoReply = false;
+  const writer = TraceWriter.inMemory();
+  const proxy = new RecordingProxy({ listen, connect: back.path, writer });
+  proxy.start();
+  const front = new Peer(connectUnix(listen), 'frontend');
+  await waitFor('back-end accepted', () => back.conns.length === 1);
+  const vringState = (request: number, index: number, num: number): Uint8Array =>
+    encodeMessage({ channel: 'frontend', request, body: { kind: 'vringState', index, num } });
+  const call = (index: number): Uint8Array =>
+    encodeMessage({ channel: 'frontend', request: FrontendRequest.SET_VRING_CALL, body: { kind: 'u64', value: BigInt(index) } });
+  // Same tick: the proxy (same event loop) cannot read in between, so the kernel merges the
+  // fd-less sends with the next one that carries an fd into a single recvmsg, as QEMU's
+  // back-to-back SET_VRING_NUM / SET_VRING_BASE / SET_VRING_CALL do.
+  const efds = [eventfdCreate(), eventfdCreate()];
+  const sent = [vringState(FrontendRequest.SET_VRING_NUM, 0, 256), vringState(FrontendRequest.SET_VRING_BASE, 0, 0), call(0),
+    vringState(FrontendRequest.SET_VRING_NUM, 1, 256), call(1)];
+  front.sendNow(sent[0]!);
+  front.sendNow(sent[1]!);
+  front.sendNow(sent[2]!, [efds[0]!]);
+  front.sendNow(sent[3]!);
+  front.sendNow(sent[4]!, [efds[1]!]);
+  for (const fd of efds) closeFd(fd);
+  await waitFor('all relayed', () => back.conns[0]!.received.length === sent.length);
+  assert.deepEqual(back.conns[0]!.fdCounts, [0, 0, 1, 0, 1], 'the back-end gets each fd with its own message');
+  assert.deepEqual(concat(back.conns[0]!.received.map((f) => f.bytes)), concat(sent));
+  const recorded = [...parseTrace(writer.bytes())] as MessageRecord[];
+  assert.deepEqual(summary(recorded), [
+    'frontend to-backend SET_VRING_NUM', 'frontend to-backend SET_VRING_BASE', 'frontend to-backend SET_VRING_CALL [eventfd:0]',
+    'frontend to-backend SET_VRING_NUM', 'frontend to-backend SET_VRING_CALL [eventfd:0]',
+  ]);
+  front.close();
+  await waitFor('closed', () => proxy.connections.size === 0);
+  proxy.close();
+  back.close();
+  writer.close();
+});
+
+test('a backlog that starts after a long idle time is not mistaken for a stall', async () => {
+  const listen = join(dir, 'proxy-idle.sock');
+  const back = new FakeBackend(join(dir, 'backend-idle.sock'));
+  back.autoReply = false;
+  const writer = TraceWriter.inMemory();
+  const stall = 200;
+  const proxy = new RecordingProxy({ listen, connect: back.path, writer, stallTimeoutMs: stall });
+  proxy.start();
+  const closes: string[] = [];
+  proxy.on('close', (_id, reason) => closes.push(reason));
+  const front = new Peer(connectUnix(listen), 'frontend');
+  await waitFor('back-end accepted', () => back.conns.length === 1);
+  const msg = (i: number): Uint8Array => encodeMessage({ channel: 'frontend', request: FrontendRequest.IOTLB_MSG, body: { kind: 'iotlb',
+    iova: BigInt(i) * 4096n, size: 4096n, userAddr: 0x7f0000000000n + BigInt(i) * 4096n, perm: 3, iotlbType: IotlbType.UPDATE } });
+  // How many such messages an unread unix stream socket takes before EAGAIN (small sends all
+  // succeed until the sender's buffer is over its limit, so the last one fills it exactly).
+  const [a, b] = socketPair();
+  let capacity = 0;
+  while (sendMessage(a, msg(0)) > 0) capacity++;
+  closeFd(a);
+  closeFd(b);
+
+  back.conns[0]!.pause();
+  for (let i = 0; i < capacity; i++) await front.send(msg(i));
+  const conn = [...proxy.connections.values()][0]!;
+  await waitFor('all forwarded', () => proxy.recorded === capacity);
+  assert.equal(conn.back.queue.length, 0, 'the proxy sent every message (the back-end socket is now full)');
+  assert.equal(conn.front.paused, false);
+  await new Promise((r) => setTimeout(r, 2 * stall)); // idle for longer than the stall timeout
+  // One more: the proxy's first send since the idle time hits EAGAIN and starts a backlog.
+  await front.send(msg(capacity));
+  await waitFor('backlog', () => conn.back.queue.length === 1 || closes.length > 0);
+  await new Promise((r) => setTimeout(r, stall / 4)); // the back-end is slow for a moment, well under the stall timeout
+  assert.deepEqual(closes, [], 'the connection survives a short backlog');
+  back.conns[0]!.resume();
+  await waitFor('all delivered', () => back.conns[0]!.received.length === capacity + 1 || closes.length > 0, 10_000);
+  assert.deepEqual(closes, []);
+  assert.equal(back.conns[0]!.received.length, capacity + 1);
+  front.close();
+  await waitFor('closed', () => proxy.connections.size === 0);
+  proxy.close();
+  back.close();
+  writer.close();
+});

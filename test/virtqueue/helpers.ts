@@ -4,6 +4,9 @@ import { GuestPhysicalSpace, UserAddressSpace, type AddressSpace } from '../../s
 import { SplitQueue, RING_OK } from '../../src/virtqueue/split.js';
 import { SplitDriver, layoutRings } from '../../src/frontend/split-driver.js';
 import { NetQueue } from '../../src/virtqueue/net.js';
+import { PackedQueue } from '../../src/virtqueue/packed.js';
+import { PackedDriver, layoutPacked, type PackedLayout } from '../../src/frontend/packed-driver.js';
+import type { VirtQueue } from '../../src/virtqueue/queue.js';
 import {
   LOOKUP_DENIED, LOOKUP_MISS, emptyStats,
   type IotlbEntry, type IotlbStrategy, type LookupOut,
@@ -49,7 +52,7 @@ export function makeRig(opts: { size?: number; eventIdx?: boolean; ringOffset?: 
   return { memory, region, bytes: region.bytes, driver, queue, bufBase: Math.ceil(lay.end / 4096) * 4096 };
 }
 
-export function netq(queue: SplitQueue, headerLength = 12, mergeable = false): NetQueue {
+export function netq(queue: VirtQueue, headerLength = 12, mergeable = false): NetQueue {
   return new NetQueue(queue, { headerLength, mergeable });
 }
 
@@ -123,3 +126,34 @@ export class StubIotlb implements IotlbStrategy {
 }
 
 export type { AddressSpace };
+
+export interface PackedRig {
+  memory: GuestMemory;
+  region: GuestRegion;
+  bytes: Uint8Array;
+  driver: PackedDriver;
+  queue: PackedQueue;
+  bufBase: number;
+  layout: PackedLayout;
+}
+
+/** One packed queue of `size` (any size) at GPA+ringOffset; areas addressed by front-end VA. */
+export function makePackedRig(opts: { size?: number; eventIdx?: boolean; ringOffset?: number; startPos?: number; startWrap?: number; memory?: { memory: GuestMemory; region: GuestRegion } } = {}): PackedRig {
+  const size = opts.size ?? 16;
+  const { memory, region } = opts.memory ?? makeMemory();
+  const layout = layoutPacked(size, GPA + (opts.ringOffset ?? 0));
+  const driver = new PackedDriver({
+    memory: region.bytes, base: GPA, size, eventIdx: opts.eventIdx ?? false,
+    descAddr: layout.descAddr, driverAddr: layout.driverAddr, deviceAddr: layout.deviceAddr,
+    startPos: opts.startPos, startWrap: opts.startWrap,
+  });
+  const queue = new PackedQueue();
+  const toUva = (g: number): number => g - GPA + UVA;
+  const st = queue.configure({
+    size, descAddr: toUva(layout.descAddr), availAddr: toUva(layout.driverAddr), usedAddr: toUva(layout.deviceAddr),
+    ringSpace: new UserAddressSpace(memory), dataSpace: new GuestPhysicalSpace(memory),
+    eventIdx: opts.eventIdx ?? false, lastAvailIdx: driver.vringBase(),
+  });
+  if (st !== RING_OK) throw new Error(`configure failed: ${queue.error}`);
+  return { memory, region, bytes: region.bytes, driver, queue, bufBase: Math.ceil(layout.end / 4096) * 4096, layout };
+}

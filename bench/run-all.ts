@@ -1,0 +1,84 @@
+/**
+ * `npm run bench`: the offline IOTLB strategy benchmark on the bundled fixture traces,
+ * written to bench/report.md (+ one benny chart per trace under bench/charts/).
+ *
+ *   BENCH_TIME=seconds   sampling per strategy and trace (default 1)
+ *
+ * The report is a list of sections (`sections` below): each builder gets the results of
+ * this run and returns one Markdown section. To add one (e.g. the data path against DPDK),
+ * write a SectionBuilder in bench/report.ts or here and add it to the array.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { strategies } from '../src/iotlb/registry.js';
+import { EmptyTraceError, loadOps } from '../src/bench/ops.js';
+import { fixtureTraces, packageRoot, traceName } from '../src/bench/fixtures.js';
+import { benchStrategies } from '../src/bench/run.js';
+import { oneEntry } from '../src/bench/trivial.js';
+import { TraceFormatError } from '../src/trace/format.js';
+import {
+  engineSection, environmentSection, errorsSection, renderReport, strategiesSection, targetsSection,
+  type ReportContext, type ReportSection, type SectionBuilder,
+} from './report.js';
+
+/** The report, in order. Add sections here. */
+const sections: SectionBuilder[] = [
+  targetsSection,
+  strategiesSection,
+  engineSection,
+  // (the data-path-vs-DPDK section goes here)
+  errorsSection,
+  environmentSection,
+];
+
+async function main(): Promise<void> {
+  const root = packageRoot();
+  const time = Number(process.env.BENCH_TIME ?? 1);
+  if (!(time > 0)) throw new Error(`BENCH_TIME must be a positive number of seconds, got "${process.env.BENCH_TIME}"`);
+  const benchDir = join(root, 'bench');
+  const chartDir = join(benchDir, 'charts');
+  mkdirSync(chartDir, { recursive: true });
+  const progress = (line: string): void => {
+    process.stderr.write(`${line}\n`);
+  };
+
+  const ctx: ReportContext = { time, rows: [], engineRows: [], errors: [], charts: new Map(), reportDir: benchDir };
+  const traces = fixtureTraces(root);
+  if (traces.length === 0) throw new Error(`no fixture traces in ${join(root, 'fixtures', 'traces')}`);
+  for (const [i, file] of traces.entries()) {
+    const trace = traceName(file);
+    progress(`[${i + 1}/${traces.length}] ${trace}`);
+    let ops;
+    try {
+      ops = await loadOps(file, relative(root, file));
+    } catch (err) {
+      if (!(err instanceof TraceFormatError || err instanceof EmptyTraceError)) throw err;
+      ctx.errors.push({ trace, message: err.message });
+      progress(`error: ${err.message}`);
+      continue;
+    }
+    const chart = join(chartDir, `${trace}.html`);
+    const result = await benchStrategies(trace, ops, strategies, { time, chart, progress: (l) => progress(`  ${l}`) });
+    ctx.rows.push(...result.rows);
+    ctx.errors.push(...result.errors);
+    ctx.charts.set(trace, relative(benchDir, chart));
+    const engine = await benchStrategies(trace, ops, [oneEntry], { time, progress: (l) => progress(`  ${l}`) });
+    ctx.engineRows.push(...engine.rows);
+    ctx.errors.push(...engine.errors);
+  }
+
+  const built: ReportSection[] = [];
+  for (const build of sections) {
+    const section = await build(ctx);
+    if (section !== null) built.push(section);
+  }
+  const report = join(benchDir, 'report.md');
+  writeFileSync(report, renderReport(built));
+  process.stdout.write(`${built.find((s) => s.title === 'Targets')?.body ?? ''}\n\nwrote ${relative(process.cwd(), report)}\n`);
+  if (ctx.errors.length > 0) {
+    process.stderr.write(`${ctx.errors.length} error(s):\n${ctx.errors.map((e) => `  ${e.message}`).join('\n')}\n`);
+    process.exitCode = 1;
+  }
+}
+
+await main();

@@ -1,0 +1,282 @@
+/**
+ * What split and packed virtqueues share on the device side: the queue's broken / miss /
+ * ring-fault state, contiguous ring-area mapping, and the mapping of one descriptor's
+ * buffer into scatter-list pieces (the per-descriptor hot path, `addDesc`).
+ *
+ * SplitQueue and PackedQueue extend ChainWalker. A data-path worker only ever builds one
+ * of them (the ring layout is negotiated per device), so every call site in it stays
+ * monomorphic; the methods here are inlined into each subclass's walker exactly as if
+ * they were its own.
+ */
+import { ACCESS_READ, ACCESS_WRITE, FAULT_DENIED, MAP_MISS, type AddressSpace } from '../memory/address-space.js';
+import { NO_WORDS, type ScatterList } from './scatter.js';
+
+/** walkChain() results. */
+export const WALK_OK = 0;
+/** IOTLB miss: nothing consumed; missAddr/missLen/missAccess say what to ask for. */
+export const WALK_MISS = 1;
+/** The queue is now broken (brokenReason); stop using it until reset. */
+export const WALK_BROKEN = 2;
+
+/** configure() / mapRings() results. */
+export const RING_OK = 0;
+/** A ring area is not in the IOTLB yet: send a miss for missAddr, call mapRings() after the update. */
+export const RING_MISS = 1;
+/** Bad size, misaligned or unmappable ring: `error` says which; the queue stays unusable. */
+export const RING_FAULT = 2;
+
+/** addDescSlow(): the fast path did not call map(). */
+const NOT_MAPPED = -2;
+
+export function hex(n: number): string {
+  return '0x' + n.toString(16);
+}
+
+/** "desc[3]" or "indirect desc[1] of desc[3]", for broken-queue reasons. */
+export function where(idx: number, table: number): string {
+  return table < 0 ? `desc[${idx}]` : `indirect desc[${idx}] of desc[${table}]`;
+}
+
+const EMPTY8 = new Uint8Array(0);
+const EMPTY_I32 = new Int32Array(0);
+
+export abstract class ChainWalker {
+  size = 0;
+  ringSpace: AddressSpace | null = null;
+  dataSpace: AddressSpace | null = null;
+
+  /** Rings mapped and the queue usable. */
+  ready = false;
+  /** Set when a ring could not be mapped (RING_FAULT), for the log. */
+  error = '';
+
+  /** NEEDS_RESET: the driver broke the ring contract. The caller stops using the queue. */
+  broken = false;
+  brokenReason = '';
+
+  /** Set by a MISS (walk or ring mapping); the caller sends one IOTLB miss and clears it. */
+  missPending = false;
+  missAddr = 0;
+  missLen = 0;
+  missAccess = 0;
+
+  // Chain walker results (valid after WALK_OK).
+  /** The chain's id: head descriptor index (split) or buffer id (packed). */
+  chainHead = 0;
+  /** Bytes in device-readable descriptors. */
+  chainReadLen = 0;
+  /** Bytes in device-writable descriptors. */
+  chainWriteLen = 0;
+  /** Descriptors visited (including an indirect table's entries). */
+  chainDescs = 0;
+  /** Scatter-list index of the chain's first piece. */
+  chainFirst = 0;
+
+  // Walk state.
+  protected wk = 0;
+  protected wRead = 0;
+  protected wWrite = 0;
+  /** Indirect tables that are not contiguous in host memory are copied here. */
+  protected indScratch: Uint8Array = EMPTY8;
+  protected indWords: Int32Array = EMPTY_I32;
+  // Ring area mapping result.
+  protected areaBytes: Uint8Array = EMPTY8;
+  protected areaOffset = 0;
+
+  protected mapArea(space: AddressSpace, addr: number, len: number, access: number, name: string): number {
+    let n = space.map(addr, len, access);
+    if (n <= 0) return this.areaFail(space, n, addr, len, access, name, addr);
+    const bytes = space.bytes;
+    const off = space.offset;
+    let got = n;
+    while (got < len) {
+      n = space.map(addr + got, len - got, access);
+      if (n <= 0) return this.areaFail(space, n, addr, len - got, access, name, addr + got);
+      if (space.bytes !== bytes || space.offset !== off + got) {
+        return this.ringFault(`${name} ring at ${hex(addr)} (${len} bytes) is not contiguous in host memory at +${got}`);
+      }
+      got += n;
+    }
+    this.areaBytes = bytes;
+    this.areaOffset = off;
+    return RING_OK;
+  }
+
+  protected areaFail(space: AddressSpace, n: number, addr: number, len: number, access: number, name: string, at: number): number {
+    if (n === MAP_MISS) {
+      this.setMiss(space.missAddr, len, access);
+      return RING_MISS;
+    }
+    const why = space.faultKind === FAULT_DENIED ? 'access denied by the IOTLB' : 'outside guest memory';
+    return this.ringFault(`${name} ring at ${hex(addr)}: address ${hex(at)} ${why}`);
+  }
+
+  protected ringFault(msg: string): number {
+    this.error = msg;
+    this.ready = false;
+    return RING_FAULT;
+  }
+
+  protected setMiss(addr: number, len: number, access: number): void {
+    this.missPending = true;
+    this.missAddr = addr;
+    this.missLen = len;
+    this.missAccess = access;
+  }
+
+  clearMiss(): void {
+    this.missPending = false;
+  }
+
+  /** Puts the queue in the broken (NEEDS_RESET) state; returns WALK_BROKEN. */
+  fail(reason: string): number {
+    if (!this.broken) {
+      this.broken = true;
+      this.brokenReason = reason;
+    }
+    this.ready = false;
+    return WALK_BROKEN;
+  }
+
+  /**
+   * Maps one descriptor buffer into pieces. `table` is -1 for the descriptor table, else
+   * the index of the descriptor holding the indirect table (for messages only). The
+   * common case — in range, in order, mapped in one piece — stays small enough to inline.
+   */
+  protected addDesc(lo: number, hi: number, len: number, writable: number, sg: ScatterList, idx: number, table: number): number {
+    const k = this.wk;
+    let n = NOT_MAPPED;
+    if (hi < 0x200000 && k < sg.capacity && (writable !== 0 || this.wWrite === 0)) {
+      const addr = hi * 4294967296 + lo;
+      const space = this.dataSpace!;
+      n = space.map(addr, len, writable !== 0 ? ACCESS_WRITE : ACCESS_READ);
+      if (n === len) {
+        if (writable !== 0) this.wWrite += len;
+        else this.wRead += len;
+        if (this.wRead + this.wWrite > 0xffffffff) return this.failTotal(idx, table, len);
+        sg.bytes[k] = space.bytes;
+        sg.words[k] = space.words ?? NO_WORDS;
+        sg.offset[k] = space.offset;
+        sg.len[k] = len;
+        sg.addr[k] = addr;
+        sg.writable[k] = writable !== 0 ? 1 : 0;
+        this.wk = k + 1;
+        return WALK_OK;
+      }
+    }
+    return this.addDescSlow(lo, hi, len, writable, sg, idx, table, n);
+  }
+
+  /**
+   * The general path: split mappings, misses, faults, and every check. `first` is the
+   * result of the fast path's map() of the whole buffer (its bytes/offset/miss fields are
+   * still in the space), so a lookup is never repeated; NOT_MAPPED if it did not map.
+   */
+  protected addDescSlow(lo: number, hi: number, len: number, writable: number, sg: ScatterList, idx: number, table: number, first: number): number {
+    if (hi >= 0x200000) return this.failBig(idx, table, hi, lo);
+    const addr = hi * 4294967296 + lo;
+    let access: number;
+    if (writable !== 0) {
+      access = ACCESS_WRITE;
+      this.wWrite += len;
+    } else {
+      if (this.wWrite !== 0) return this.failOrder(idx, table);
+      access = ACCESS_READ;
+      this.wRead += len;
+    }
+    if (this.wRead + this.wWrite > 0xffffffff) return this.failTotal(idx, table, len);
+    const space = this.dataSpace!;
+    let k = this.wk;
+    let a = addr;
+    let rem = len;
+    let n = first;
+    while (rem > 0) {
+      if (n === NOT_MAPPED) n = space.map(a, rem, access);
+      if (n <= 0) {
+        if (n === MAP_MISS) {
+          this.setMiss(space.missAddr, rem, access);
+          return WALK_MISS;
+        }
+        return this.fail(this.faultText(space, idx, table, addr, len, a, access));
+      }
+      if (k >= sg.capacity) return this.failPieces(sg.capacity);
+      sg.bytes[k] = space.bytes;
+      sg.words[k] = space.words ?? NO_WORDS;
+      sg.offset[k] = space.offset;
+      sg.len[k] = n;
+      sg.addr[k] = a;
+      sg.writable[k] = writable !== 0 ? 1 : 0;
+      k++;
+      a += n;
+      rem -= n;
+      n = NOT_MAPPED;
+    }
+    this.wk = k;
+    return WALK_OK;
+  }
+
+  protected failBig(idx: number, table: number, hi: number, lo: number): number {
+    return this.fail(`${where(idx, table)}.addr=${hex(hi)}${lo.toString(16).padStart(8, '0')} is beyond 2^53`);
+  }
+
+  protected failOrder(idx: number, table: number): number {
+    return this.fail(`${where(idx, table)} is device-readable but follows a device-writable descriptor`);
+  }
+
+  protected failTotal(idx: number, table: number, len: number): number {
+    return this.fail(`${where(idx, table)}.len=${len} makes the chain longer than 2^32-1 bytes`);
+  }
+
+  protected failPieces(cap: number): number {
+    return this.fail(`descriptor chain from head ${this.chainHead} needs more than ${cap} pieces (chain too long)`);
+  }
+
+  protected faultText(space: AddressSpace, idx: number, table: number, addr: number, len: number, at: number, access: number): string {
+    const w = where(idx, table);
+    if (space.faultKind === FAULT_DENIED) {
+      return `${w} (addr=${hex(addr)} len=${len}): IOTLB denies ${access === ACCESS_WRITE ? 'write' : 'read'} access at ${hex(at)}`;
+    }
+    if (at === addr) return `${w}.addr=${hex(addr)} (len=${len}) is outside guest memory`;
+    return `${w}.len=${len} overflows guest memory: addr=${hex(addr)} + len runs past ${hex(at)}`;
+  }
+
+  /**
+   * Copies an indirect table that is split across mappings (or misaligned) into the
+   * scratch table. `n` is the result of mapping its start. Grows the scratch once.
+   */
+  protected snapshotTable(space: AddressSpace, n: number, idx: number, addr: number, len: number): number {
+    if (n <= 0) return this.tableFail(space, n, idx, addr, len, addr);
+    if (this.indScratch.length < len) {
+      this.indScratch = new Uint8Array(Math.max(len, 256));
+      this.indWords = new Int32Array(this.indScratch.buffer);
+    }
+    const scratch = this.indScratch;
+    let got = 0;
+    for (;;) {
+      const b = space.bytes;
+      const o = space.offset;
+      for (let i = 0; i < n; i++) scratch[got + i] = b[o + i];
+      got += n;
+      if (got >= len) return WALK_OK;
+      n = space.map(addr + got, len - got, ACCESS_READ);
+      if (n <= 0) return this.tableFail(space, n, idx, addr, len - got, addr + got);
+    }
+  }
+
+  protected failIndLen(idx: number, len: number): number {
+    return this.fail(`desc[${idx}] is INDIRECT with len=${len}, not a non-zero multiple of 16`);
+  }
+
+  protected failIndSize(idx: number, nr: number): number {
+    return this.fail(`desc[${idx}] INDIRECT table has ${nr} descriptors, more than queue size ${this.size}`);
+  }
+
+  protected tableFail(space: AddressSpace, n: number, idx: number, addr: number, len: number, at: number): number {
+    if (n === MAP_MISS) {
+      this.setMiss(space.missAddr, len, ACCESS_READ);
+      return WALK_MISS;
+    }
+    if (space.faultKind === FAULT_DENIED) return this.fail(`desc[${idx}] INDIRECT table at ${hex(addr)}: IOTLB denies read access at ${hex(at)}`);
+    if (at === addr) return this.fail(`desc[${idx}].addr=${hex(addr)} (INDIRECT table) is outside guest memory`);
+    return this.fail(`desc[${idx}].len=${len} (INDIRECT table at ${hex(addr)}) runs past guest memory at ${hex(at)}`);
+  }}

@@ -1,0 +1,554 @@
+/**
+ * The device side of a virtio 1.2 packed virtqueue (spec 2.8), over guest memory reached
+ * through an AddressSpace. Same contract as SplitQueue (split.ts) — availableCount /
+ * walkChain(ahead) / consume / pushUsed / flushUsed / needsInterrupt, the same miss and
+ * broken semantics — so the virtio-net layer (net.ts) drives either kind unchanged.
+ *
+ * Layout (little-endian):
+ *   desc    16 * size  { u64 addr; u32 len; u16 id; u16 flags }               align 16
+ *   driver  4          { u16 off_wrap; u16 flags }  driver event suppression  align 4
+ *   device  4          { u16 off_wrap; u16 flags }  device event suppression  align 4
+ * vhost-user SET_VRING_ADDR carries them as desc / avail / used addresses. The desc ring
+ * is written by the device too (used descriptors), so it is mapped read-write.
+ *
+ * Available and used: descriptor flags bit 7 (AVAIL) and 15 (USED). A descriptor at the
+ * device's avail position is available when AVAIL == avail wrap counter != USED; the
+ * device marks a buffer used by writing one descriptor with AVAIL == USED == its used
+ * wrap counter. Both counters start at 1 and flip each time their position passes the
+ * end of the ring. A chain is consecutive descriptors linked by NEXT; its buffer id is in
+ * the last one. An INDIRECT descriptor points at a table of len/16 descriptors, read in
+ * order (only WRITE counts there: NEXT, ids and the rest are ignored, spec 2.8.19).
+ *
+ * Chains are found by a scan (availableCount) that records where each available chain
+ * starts and how many ring descriptors it has, incrementally from a frontier, so
+ * walkChain(ahead) is O(chain) and each ring descriptor's flags are loaded once by the
+ * scan. walkChain re-checks the NEXT flags it reads against the scan (a driver that
+ * rewrites available descriptors breaks the queue rather than desynchronising it).
+ *
+ * Completion is in order (net.ts pushes used entries in the order it consumed chains),
+ * so the used descriptor of chain k lands exactly at chain k's first position, and the
+ * used position advances by the chain's descriptor count. pushUsed() writes id and len
+ * at once (the driver does not look at them before the flags change); flushUsed() then
+ * writes the flags of every staged entry but the first with plain stores and the first
+ * one last with Atomics.store (seq_cst: a release), as DPDK does for its shadow used
+ * batch. A driver reads used descriptors in order, so it cannot see the second entry of
+ * a batch before the first one's flags, which were stored after everything else.
+ *
+ * Memory ordering on the avail side: the head descriptor's id|flags word is read with
+ * Atomics.load (acquire); the driver writes the head's flags last (after the rest of the
+ * chain, with a release), so everything read after it is at least as new.
+ */
+import { ACCESS_READ, ACCESS_WRITE, type AddressSpace } from '../memory/address-space.js';
+import type { ScatterList } from './scatter.js';
+import { ChainWalker, WALK_OK, RING_OK, hex } from './chain.js';
+import type { VirtQueue } from './queue.js';
+import { MAX_QUEUE_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './split.js';
+
+export { WALK_OK, WALK_MISS, WALK_BROKEN, RING_OK, RING_MISS, RING_FAULT } from './chain.js';
+
+export const VRING_PACKED_DESC_F_AVAIL = 1 << 7;
+export const VRING_PACKED_DESC_F_USED = 1 << 15;
+/** Event suppression flags (driver and device areas). */
+export const VRING_PACKED_EVENT_FLAG_ENABLE = 0;
+export const VRING_PACKED_EVENT_FLAG_DISABLE = 1;
+/** Only with VIRTIO_F_EVENT_IDX: notify when the position in off_wrap is reached. */
+export const VRING_PACKED_EVENT_FLAG_DESC = 2;
+/** Bit 15 of an off_wrap or a vhost-user ring base: the wrap counter. */
+export const PACKED_WRAP_BIT = 15;
+export const PACKED_DESC_SIZE = 16;
+export const PACKED_EVENT_SIZE = 4;
+
+// Flag bits as they sit in the upper half of descriptor word 3 (id | flags << 16).
+const W_NEXT = VRING_DESC_F_NEXT << 16;
+const W_INDIRECT = VRING_DESC_F_INDIRECT << 16;
+const W_AVAIL = VRING_PACKED_DESC_F_AVAIL << 16;
+const W_USED = (VRING_PACKED_DESC_F_USED << 16) | 0; // bit 31: compare as int32
+
+export interface PackedQueueConfig {
+  size: number;
+  descAddr: number;
+  /** Driver event suppression area (vhost-user's avail address). */
+  availAddr: number;
+  /** Device event suppression area (vhost-user's used address). */
+  usedAddr: number;
+  ringSpace: AddressSpace;
+  dataSpace: AddressSpace;
+  eventIdx: boolean;
+  /**
+   * The vhost-user ring base: bits 0-14 next avail position, bit 15 avail wrap counter,
+   * bits 16-30 next used position, bit 31 used wrap counter. Upper half 0 (DPDK
+   * virtio-user sends 0x8000 for a fresh ring) means "used = avail".
+   */
+  lastAvailIdx: number;
+}
+
+/** null if `size` is a valid packed queue size (any size in 1..32768), else why not. */
+export function checkPackedQueueSize(size: number): string | null {
+  if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE) return `queue size ${size} is not in 1..${MAX_QUEUE_SIZE}`;
+  return null;
+}
+
+/** Packs a position and wrap counter the way off_wrap and ring bases do. */
+export function offWrap(pos: number, wrap: number): number {
+  return (pos | (wrap << PACKED_WRAP_BIT)) & 0xffff;
+}
+
+/** vring_need_event(): should crossing from old to new (u16 arithmetic) notify for event? */
+function needEvent(event: number, nw: number, old: number): boolean {
+  return ((nw - event - 1) & 0xffff) < ((nw - old) & 0xffff);
+}
+
+const EMPTY16 = new Uint16Array(0);
+const EMPTY32 = new Uint32Array(0);
+
+export class PackedQueue extends ChainWalker implements VirtQueue {
+  eventIdx = false;
+  descAddr = 0;
+  /** Driver event suppression area. */
+  availAddr = 0;
+  /** Device event suppression area. */
+  usedAddr = 0;
+
+  // For inspect: positions with the wrap counter in bit 15.
+  /** Next chain to consume. */
+  lastAvailIdx = 0;
+  /** Scan frontier: first descriptor not (yet) seen available. */
+  availIdx = 0;
+  /** Next used descriptor position after the last flush. */
+  usedIdx = 0;
+
+  // Avail side.
+  private availPos = 0;
+  private availWrap = 1;
+  /** Chains consumed (free-running); chain seq numbers index chainPos/chainCnt. */
+  private headSeq = 0;
+  private scanSeq = 0;
+  private scanPos = 0;
+  private scanWrap = 1;
+  /** Ring descriptors between availPos and the scan frontier. */
+  private scanDescs = 0;
+  private chainPos: Uint16Array = EMPTY16;
+  private chainCnt: Uint16Array = EMPTY16;
+  private cmask = 0;
+
+  // Used side: published position and the staging position after pending pushUsed()s.
+  private usedPos = 0;
+  private usedWrap = 1;
+  private shadowPos = 0;
+  private shadowWrap = 1;
+  private usedSeq = 0;
+  private pendN = 0;
+  private pendPos: Uint16Array = EMPTY16;
+  private pendFlags: Uint16Array = EMPTY16;
+
+  // Interrupt decision (EVENT_IDX): used position at the last decision.
+  private signalledPos = 0;
+  private signalledValid = false;
+  private publishedSince = 0;
+
+  // Ring views.
+  private desc32: Uint32Array = EMPTY32;
+  private desc16: Uint16Array = EMPTY16;
+  private driver16: Uint16Array = EMPTY16;
+  private device16: Uint16Array = EMPTY16;
+
+  /** Sets up the queue and maps its rings. Never throws; returns RING_OK, RING_MISS or RING_FAULT. */
+  configure(cfg: PackedQueueConfig): number {
+    this.ready = false;
+    this.broken = false;
+    this.brokenReason = '';
+    this.error = '';
+    this.missPending = false;
+    const bad = checkPackedQueueSize(cfg.size);
+    if (bad !== null) return this.ringFault(bad);
+    const size = cfg.size;
+    this.size = size;
+    this.descAddr = cfg.descAddr;
+    this.availAddr = cfg.availAddr;
+    this.usedAddr = cfg.usedAddr;
+    this.ringSpace = cfg.ringSpace;
+    this.dataSpace = cfg.dataSpace;
+    this.eventIdx = cfg.eventIdx;
+    const base = cfg.lastAvailIdx >>> 0;
+    const avail = base & 0xffff;
+    const used = (base >>> 16) === 0 ? avail : base >>> 16;
+    if ((avail & 0x7fff) >= size) return this.ringFault(`ring base: avail index ${avail & 0x7fff} is not below queue size ${size}`);
+    if ((used & 0x7fff) >= size) return this.ringFault(`ring base: used index ${used & 0x7fff} is not below queue size ${size}`);
+    let cap = 1;
+    while (cap < size) cap <<= 1;
+    if (this.chainPos.length !== cap) {
+      this.chainPos = new Uint16Array(cap);
+      this.chainCnt = new Uint16Array(cap);
+      this.pendPos = new Uint16Array(cap);
+      this.pendFlags = new Uint16Array(cap);
+    }
+    this.cmask = cap - 1;
+    this.availPos = avail & 0x7fff;
+    this.availWrap = avail >>> PACKED_WRAP_BIT;
+    this.headSeq = 0;
+    this.scanSeq = 0;
+    this.scanPos = this.availPos;
+    this.scanWrap = this.availWrap;
+    this.scanDescs = 0;
+    this.usedPos = used & 0x7fff;
+    this.usedWrap = used >>> PACKED_WRAP_BIT;
+    this.shadowPos = this.usedPos;
+    this.shadowWrap = this.usedWrap;
+    this.usedSeq = 0;
+    this.pendN = 0;
+    this.signalledValid = false;
+    this.publishedSince = 0;
+    this.syncIndices();
+    return this.mapRings();
+  }
+
+  private syncIndices(): void {
+    this.lastAvailIdx = offWrap(this.availPos, this.availWrap);
+    this.availIdx = offWrap(this.scanPos, this.scanWrap);
+    this.usedIdx = offWrap(this.usedPos, this.usedWrap);
+  }
+
+  /** (Re)translates the three ring areas (after a ring miss is answered, or an invalidation). */
+  mapRings(): number {
+    this.ready = false;
+    this.missPending = false;
+    const space = this.ringSpace;
+    if (space === null) return this.ringFault('queue not configured');
+    const size = this.size;
+    if ((this.descAddr % 16) !== 0) return this.ringFault(`desc ring address ${hex(this.descAddr)} is not 16-byte aligned`);
+    if ((this.availAddr % 4) !== 0) return this.ringFault(`driver event area address ${hex(this.availAddr)} is not 4-byte aligned`);
+    if ((this.usedAddr % 4) !== 0) return this.ringFault(`device event area address ${hex(this.usedAddr)} is not 4-byte aligned`);
+    let st = this.mapArea(space, this.descAddr, PACKED_DESC_SIZE * size, ACCESS_READ | ACCESS_WRITE, 'desc');
+    if (st !== RING_OK) return st;
+    const dBytes = this.areaBytes;
+    const dOff = dBytes.byteOffset + this.areaOffset;
+    st = this.mapArea(space, this.availAddr, PACKED_EVENT_SIZE, ACCESS_READ, 'driver event');
+    if (st !== RING_OK) return st;
+    const aBytes = this.areaBytes;
+    const aOff = aBytes.byteOffset + this.areaOffset;
+    st = this.mapArea(space, this.usedAddr, PACKED_EVENT_SIZE, ACCESS_READ | ACCESS_WRITE, 'device event');
+    if (st !== RING_OK) return st;
+    const uBytes = this.areaBytes;
+    const uOff = uBytes.byteOffset + this.areaOffset;
+    if ((dOff & 3) !== 0 || (aOff & 1) !== 0 || (uOff & 1) !== 0) {
+      return this.ringFault('ring host mapping is not aligned (region bytes misaligned)');
+    }
+    this.desc32 = new Uint32Array(dBytes.buffer, dOff, 4 * size);
+    this.desc16 = new Uint16Array(dBytes.buffer, dOff, 8 * size);
+    this.driver16 = new Uint16Array(aBytes.buffer, aOff, 2);
+    this.device16 = new Uint16Array(uBytes.buffer, uOff, 2);
+    this.ready = true;
+    return RING_OK;
+  }
+
+  /** Drops the ring views (an IOTLB invalidation covered a ring). mapRings() restores them. */
+  unmapRings(): void {
+    this.ready = false;
+    this.desc32 = EMPTY32;
+    this.desc16 = EMPTY16;
+    this.driver16 = EMPTY16;
+    this.device16 = EMPTY16;
+  }
+
+  /** Is [addr, addr+len) overlapping one of this queue's ring areas? (for invalidations). */
+  ringsOverlap(addr: number, len: number): boolean {
+    const end = addr + len;
+    return (addr < this.descAddr + PACKED_DESC_SIZE * this.size && this.descAddr < end) ||
+      (addr < this.availAddr + PACKED_EVENT_SIZE && this.availAddr < end) ||
+      (addr < this.usedAddr + PACKED_EVENT_SIZE && this.usedAddr < end);
+  }
+
+  /**
+   * Scans for newly available chains from the frontier (acquire load of each head's
+   * flags) and returns how many chains are available beyond the consumed ones. 0 when not
+   * ready or broken. A chain running past `size` descriptors breaks the queue.
+   */
+  availableCount(): number {
+    if (!this.ready) return 0;
+    const size = this.size;
+    const d = this.desc32;
+    let pos = this.scanPos;
+    let wrap = this.scanWrap;
+    let descs = this.scanDescs;
+    let seq = this.scanSeq;
+    const availBit = wrap !== 0 ? W_AVAIL : 0;
+    const usedBit = wrap !== 0 ? W_USED : 0;
+    let aBit = availBit;
+    let uBit = usedBit;
+    while (descs < size) {
+      const w = Atomics.load(d, (pos << 2) + 3);
+      if ((w & W_AVAIL) !== aBit || (w & W_USED) === uBit) break;
+      const start = pos;
+      let c = 1;
+      let f = w;
+      if (++pos === size) {
+        pos = 0;
+        wrap ^= 1;
+        aBit ^= W_AVAIL;
+        uBit ^= W_USED;
+      }
+      while ((f & W_NEXT) !== 0) {
+        if (descs + c >= size) {
+          this.failChainLen(start, c, descs);
+          return 0;
+        }
+        f = d[(pos << 2) + 3];
+        c++;
+        if (++pos === size) {
+          pos = 0;
+          wrap ^= 1;
+          aBit ^= W_AVAIL;
+          uBit ^= W_USED;
+        }
+      }
+      const slot = seq & this.cmask;
+      this.chainPos[slot] = start;
+      this.chainCnt[slot] = c;
+      seq = (seq + 1) >>> 0;
+      descs += c;
+    }
+    if (seq !== this.scanSeq) {
+      this.scanPos = pos;
+      this.scanWrap = wrap;
+      this.scanDescs = descs;
+      this.scanSeq = seq;
+      this.availIdx = offWrap(pos, wrap);
+    }
+    return (seq - this.headSeq) >>> 0;
+  }
+
+  /** Chains found by the last availableCount() and not consumed yet. */
+  knownAvailable(): number {
+    return (this.scanSeq - this.headSeq) >>> 0;
+  }
+
+  /** What GET_VRING_BASE reports: avail position|wrap<<15, used position|wrap<<31 (vhost-user.rst). */
+  vringBase(): number {
+    return (offWrap(this.availPos, this.availWrap) | (offWrap(this.usedPos, this.usedWrap) << 16)) >>> 0;
+  }
+
+  /**
+   * Walks the chain `ahead` chains past the next one to consume (ahead < availableCount())
+   * and appends its host pieces to sg from sg.count. chainHead is its buffer id. Consumes
+   * nothing. On WALK_MISS / WALK_BROKEN sg.count is left as it was.
+   */
+  walkChain(ahead: number, sg: ScatterList): number {
+    const start = sg.count;
+    this.chainFirst = start;
+    if (ahead >= ((this.scanSeq - this.headSeq) >>> 0)) return this.failAhead(ahead);
+    const slot = (this.headSeq + ahead) & this.cmask;
+    let pos = this.chainPos[slot];
+    const cnt = this.chainCnt[slot];
+    const size = this.size;
+    const d = this.desc32;
+    this.wk = start;
+    this.wRead = 0;
+    this.wWrite = 0;
+    let st = WALK_OK;
+    let descs = 0;
+    let w3 = 0;
+    for (let i = 1; i <= cnt; i++) {
+      const w = pos << 2;
+      const lo = d[w];
+      const hi = d[w + 1];
+      const len = d[w + 2];
+      w3 = d[w + 3];
+      if (((w3 & W_NEXT) !== 0) !== (i < cnt)) {
+        st = this.failChanged(pos);
+        break;
+      }
+      if ((w3 & W_INDIRECT) !== 0) {
+        // An indirect descriptor ends its chain (spec: INDIRECT and NEXT never both).
+        if (i < cnt) {
+          st = this.failIndNext(pos);
+          break;
+        }
+        st = this.walkIndirect(pos, lo, hi, len, sg);
+        descs += this.chainDescs;
+        break;
+      }
+      descs++;
+      if (len !== 0) {
+        st = this.addDesc(lo, hi, len, (w3 >>> 16) & VRING_DESC_F_WRITE, sg, pos, -1);
+        if (st !== WALK_OK) break;
+      }
+      if (++pos === size) pos = 0;
+    }
+    this.chainHead = w3 & 0xffff;
+    if (st !== WALK_OK) {
+      sg.count = start;
+      return st;
+    }
+    sg.count = this.wk;
+    this.chainReadLen = this.wRead;
+    this.chainWriteLen = this.wWrite;
+    this.chainDescs = descs;
+    return WALK_OK;
+  }
+
+  /** An indirect table: len/16 descriptors in order, only WRITE significant. */
+  private walkIndirect(idx: number, lo: number, hi: number, len: number, sg: ScatterList): number {
+    this.chainDescs = 0;
+    if (len === 0 || (len & 15) !== 0) return this.failIndLen(idx, len);
+    const nr = len >>> 4;
+    if (nr > this.size) return this.failIndSize(idx, nr);
+    if (hi >= 0x200000) return this.failBig(idx, -1, hi, lo);
+    const addr = hi * 4294967296 + lo;
+    const space = this.dataSpace!;
+    const n = space.map(addr, len, ACCESS_READ);
+    let tw: Int32Array;
+    let tb: number;
+    const words = space.words;
+    if (n === len && words !== undefined && words.length !== 0 && (space.offset & 3) === 0) {
+      tw = words;
+      tb = space.offset >>> 2;
+    } else {
+      const st = this.snapshotTable(space, n, idx, addr, len);
+      if (st !== WALK_OK) return st;
+      tw = this.indWords;
+      tb = 0;
+    }
+    for (let j = 0; j < nr; j++) {
+      const w = tb + (j << 2);
+      const dlen = tw[w + 2] >>> 0;
+      if (dlen !== 0) {
+        const st = this.addDesc(tw[w] >>> 0, tw[w + 1] >>> 0, dlen, (tw[w + 3] >>> 16) & VRING_DESC_F_WRITE, sg, j, idx);
+        if (st !== WALK_OK) {
+          this.chainDescs = j + 1;
+          return st;
+        }
+      }
+    }
+    this.chainDescs = nr;
+    return WALK_OK;
+  }
+
+  private failAhead(ahead: number): number {
+    return this.fail(`walk of chain ${ahead} ahead, but only ${(this.scanSeq - this.headSeq) >>> 0} are available`);
+  }
+  private failChainLen(start: number, c: number, before: number): number {
+    return this.fail(`descriptor chain at desc[${start}] has NEXT set on ${c} descriptors, more than the ${this.size - before} the ring has left (loop)`);
+  }
+  private failIndNext(pos: number): number {
+    return this.fail(`desc[${pos}] has both INDIRECT and NEXT set`);
+  }
+  private failChanged(pos: number): number {
+    return this.fail(`desc[${pos}].flags NEXT changed while the descriptor was available (driver rewrote an available chain)`);
+  }
+
+  /** Marks n chains as taken. */
+  consume(n: number): void {
+    const size = this.size;
+    let pos = this.availPos;
+    let wrap = this.availWrap;
+    let descs = 0;
+    for (let k = 0; k < n; k++) {
+      const c = this.chainCnt[(this.headSeq + k) & this.cmask];
+      descs += c;
+      pos += c;
+      if (pos >= size) {
+        pos -= size;
+        wrap ^= 1;
+      }
+    }
+    this.availPos = pos;
+    this.availWrap = wrap;
+    this.scanDescs -= descs;
+    this.headSeq = (this.headSeq + n) >>> 0;
+    this.lastAvailIdx = offWrap(pos, wrap);
+  }
+
+  /**
+   * Stages the used descriptor of the next chain in consumption order (in-order
+   * completion): id and len are written now, the flags by flushUsed().
+   */
+  pushUsed(id: number, len: number): void {
+    if (this.pendN > this.cmask) this.flushUsed();
+    const p = this.shadowPos;
+    const wrap = this.shadowWrap;
+    this.desc32[(p << 2) + 2] = len;
+    this.desc16[(p << 3) + 6] = id;
+    const k = this.pendN++;
+    this.pendPos[k] = p;
+    this.pendFlags[k] = (wrap !== 0 ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0) | (len !== 0 ? VRING_DESC_F_WRITE : 0);
+    let np = p + this.chainCnt[this.usedSeq & this.cmask];
+    this.usedSeq = (this.usedSeq + 1) >>> 0;
+    if (np >= this.size) {
+      np -= this.size;
+      this.shadowWrap = wrap ^ 1;
+    }
+    this.shadowPos = np;
+  }
+
+  /** Publishes staged used descriptors: flags of all but the first, then the first (release). */
+  flushUsed(): number {
+    const n = this.pendN;
+    if (n === 0) return 0;
+    this.pendN = 0;
+    const d16 = this.desc16;
+    // Not after unmapRings() (the views are empty then and the entries are lost with the mapping).
+    if (d16.length !== 0) {
+      const pp = this.pendPos;
+      const pf = this.pendFlags;
+      for (let k = 1; k < n; k++) d16[(pp[k] << 3) + 7] = pf[k];
+      Atomics.store(d16, (pp[0] << 3) + 7, pf[0]);
+    }
+    this.usedPos = this.shadowPos;
+    this.usedWrap = this.shadowWrap;
+    this.usedIdx = offWrap(this.usedPos, this.usedWrap);
+    this.publishedSince += n;
+    return n;
+  }
+
+  /**
+   * After flushUsed(): must the driver be interrupted? Driver event flags DISABLE: no;
+   * ENABLE: yes; DESC (EVENT_IDX): when the used position crossed off_wrap since the
+   * last decision. False when nothing was published since the last call.
+   */
+  needsInterrupt(): boolean {
+    if (this.driver16.length === 0 || this.publishedSince === 0) return false;
+    const since = this.publishedSince;
+    this.publishedSince = 0;
+    const nw = this.usedPos;
+    let old = this.signalledPos;
+    const valid = this.signalledValid;
+    this.signalledPos = nw;
+    this.signalledValid = true;
+    const flags = Atomics.load(this.driver16, 1);
+    if (!this.eventIdx || flags !== VRING_PACKED_EVENT_FLAG_DESC) return flags !== VRING_PACKED_EVENT_FLAG_DISABLE;
+    if (!valid || since >= this.size) return true;
+    const ow = Atomics.load(this.driver16, 0);
+    let off = ow & 0x7fff;
+    if (nw <= old) old -= this.size;
+    if ((ow >>> PACKED_WRAP_BIT) !== this.usedWrap) off -= this.size;
+    return needEvent(off, nw, old);
+  }
+
+  /** Ask the driver not to kick (polling). */
+  disableNotifications(): void {
+    if (!this.ready) return;
+    Atomics.store(this.device16, 1, VRING_PACKED_EVENT_FLAG_DISABLE);
+  }
+
+  /**
+   * Ask the driver to kick for new buffers (before sleeping): ENABLE, or with EVENT_IDX
+   * DESC at the scan frontier; then rescan to close the race with a driver that added
+   * buffers meanwhile. Returns how many chains are available (non-zero: do not sleep).
+   */
+  enableNotifications(): number {
+    if (!this.ready) return 0;
+    this.availableCount();
+    if (this.eventIdx) {
+      this.device16[0] = offWrap(this.scanPos, this.scanWrap);
+      Atomics.store(this.device16, 1, VRING_PACKED_EVENT_FLAG_DESC);
+    } else {
+      Atomics.store(this.device16, 1, VRING_PACKED_EVENT_FLAG_ENABLE);
+    }
+    return this.availableCount();
+  }
+
+  /** For inspect: the driver's event suppression word (off_wrap | flags << 16). */
+  readUsedEvent(): number {
+    return this.ready ? this.driver16[0] | (this.driver16[1] << 16) : 0;
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * The device-side virtqueue contract the virtio-net layer (net.ts) and the queue-pair
+ * runtime use, implemented by SplitQueue (split.ts) and PackedQueue (packed.ts).
+ *
+ * A data-path worker builds only one kind (the layout is negotiated per device, and a
+ * worker is created after SET_FEATURES), so every call through this interface in a
+ * worker sees one class: V8 keeps those sites monomorphic and inlines them, and the
+ * split hot path costs what it did when net.ts named SplitQueue directly.
+ */
+import type { AddressSpace } from '../memory/address-space.js';
+import type { ScatterList } from './scatter.js';
+
+export interface VirtQueueConfig {
+  size: number;
+  descAddr: number;
+  /** Split: avail ring. Packed: driver event suppression area. */
+  availAddr: number;
+  /** Split: used ring. Packed: device event suppression area. */
+  usedAddr: number;
+  ringSpace: AddressSpace;
+  dataSpace: AddressSpace;
+  eventIdx: boolean;
+  /** The vhost-user ring base (SET_VRING_BASE num). */
+  lastAvailIdx: number;
+}
+
+export interface VirtQueue {
+  readonly size: number;
+  descAddr: number;
+  availAddr: number;
+  usedAddr: number;
+  ready: boolean;
+  error: string;
+  broken: boolean;
+  brokenReason: string;
+  missPending: boolean;
+  missAddr: number;
+  missLen: number;
+  missAccess: number;
+  chainHead: number;
+  chainReadLen: number;
+  chainWriteLen: number;
+  chainDescs: number;
+  chainFirst: number;
+  /** For inspect (packed: position | wrap << 15). */
+  lastAvailIdx: number;
+  availIdx: number;
+  usedIdx: number;
+
+  configure(cfg: VirtQueueConfig): number;
+  mapRings(): number;
+  unmapRings(): void;
+  ringsOverlap(addr: number, len: number): boolean;
+  clearMiss(): void;
+  fail(reason: string): number;
+  availableCount(): number;
+  knownAvailable(): number;
+  walkChain(ahead: number, sg: ScatterList): number;
+  consume(n: number): void;
+  pushUsed(id: number, len: number): void;
+  flushUsed(): number;
+  needsInterrupt(): boolean;
+  disableNotifications(): void;
+  enableNotifications(): number;
+  readUsedEvent(): number;
+  /** The value GET_VRING_BASE returns once the ring is stopped. */
+  vringBase(): number;
+}
