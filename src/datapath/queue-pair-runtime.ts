@@ -34,6 +34,8 @@ import { RingCounter, ringCounters } from './stats.js';
 import { TranslationRingProducer } from './translation-ring.js';
 
 export const BURST = 32;
+/** How long a ring waits for the answer to a miss before asking again. */
+export const MISS_RETRY_MS = 100;
 const PAGE = 4096;
 /** Most extra misses one prefetch or batch sends, so a hostile ring cannot make us flood. */
 const MAX_EXTRA_MISSES = 64;
@@ -54,6 +56,13 @@ class Ring {
   waitingForMapping = false;
   /** Available count when notifications were last enabled, to tell new work from blocked work. */
   lastSeenAvail = 0;
+  /**
+   * A miss is outstanding: the ring is not retried (each retry is a cache walk) until an
+   * UPDATE arrives or MISS_RETRY_MS pass, when the miss is sent again — a real QEMU sends no
+   * UPDATE for an IOVA the guest has not mapped yet, and does not announce later mappings.
+   */
+  missStalled = false;
+  stalledAt = 0;
 
   constructor(readonly index: number, setup: WorkerSetup, stats: SharedArrayBuffer) {
     this.counters = ringCounters(stats, index & 1);
@@ -220,6 +229,7 @@ export class QueuePairRuntime implements IotlbOpSink {
       if (!ring.cache) continue;
       ring.cache.insert({ iova, size, uaddr, perm });
       ring.pending!.clearCovered(iova, size, perm);
+      ring.missStalled = false;
       if (ring.running && ring.waitingForMapping) this.afterRingMap(ring, ring.queue.mapRings());
     }
   }
@@ -228,6 +238,8 @@ export class QueuePairRuntime implements IotlbOpSink {
     for (const ring of this.rings) {
       if (!ring.cache) continue;
       ring.cache.invalidate(iova, size);
+      // A miss for this range sent earlier is stale now; the next miss must be sent afresh.
+      ring.pending!.clearCovered(iova, size, 3);
       if (ring.running && !ring.waitingForMapping && ring.queue.ringsOverlap(iova, size)) {
         // The ring's own memory was unmapped: stop using it until it is mapped again.
         ring.queue.unmapRings();
@@ -294,6 +306,8 @@ export class QueuePairRuntime implements IotlbOpSink {
     if (q.missPending) {
       this.reportMiss(ring, q.missAddr, q.missAccess);
       q.clearMiss();
+      ring.missStalled = true;
+      ring.stalledAt = performance.now();
       if (this.setup.batchMisses) this.probeAhead(ring);
     }
     if (q.broken) this.breakRing(ring, q.brokenReason);
@@ -308,14 +322,16 @@ export class QueuePairRuntime implements IotlbOpSink {
     const rx = this.rx;
     const tx = this.tx;
     let work = 0;
-    const rxActive = rx.running && !rx.waitingForMapping;
-    if (tx.running && !tx.waitingForMapping) {
+    const rxUsable = rx.running && !rx.waitingForMapping && this.missAnswered(rx);
+    if (tx.running && !tx.waitingForMapping && this.missAnswered(tx)) {
       // Loopback delivers into RX from inside the TX burst; without a usable RX it must wait.
-      if (this.setup.net.kind !== 'loopback' || rxActive) work += transmitBurst(tx.net, this.endpoint, BURST);
+      if (this.setup.net.kind !== 'loopback' || rxUsable) work += transmitBurst(tx.net, this.endpoint, BURST);
       this.afterBurst(tx);
+      // Loopback's RX misses happen inside the TX burst.
+      if (rxUsable && this.setup.net.kind === 'loopback') this.afterBurst(rx);
     }
-    if (rxActive) {
-      if (this.pollsEndpoint && this.sourceLeft > 0) {
+    if (rxUsable && this.pollsEndpoint) {
+      if (this.sourceLeft > 0) {
         const moved = this.endpoint.poll(this.sourceLeft < BURST ? this.sourceLeft : BURST);
         if (this.setup.net.kind === 'source') this.sourceLeft -= moved;
         work += moved;
@@ -323,6 +339,20 @@ export class QueuePairRuntime implements IotlbOpSink {
       this.afterBurst(rx);
     }
     return work;
+  }
+
+  /** False while the ring waits for the answer to a miss; re-arms the miss after MISS_RETRY_MS. */
+  private missAnswered(ring: Ring): boolean {
+    if (!ring.missStalled) return true;
+    if (performance.now() - ring.stalledAt < MISS_RETRY_MS) return false;
+    ring.missStalled = false;
+    ring.pending!.clear();
+    return true;
+  }
+
+  /** True while some ring waits for a miss to be answered (the worker then sleeps briefly, not long). */
+  get stalled(): boolean {
+    return this.rx.missStalled || this.tx.missStalled;
   }
 
   /**

@@ -4,8 +4,8 @@
  * Whatever goes wrong with this connection ends at most this connection.
  */
 import {
-  decodeHeader, decodeMessage, encodeMessage, MessageFramer, ProtocolError, requestInfo, requestName,
-  FrontendRequest, ProtocolFeature, type Body, type Frame, type VhostMessage,
+  decodeHeader, decodeMessage, encodeMessage, FrontendRequest, MessageFramer, ProtocolError, requestInfo, requestName,
+  ProtocolFeature, type Body, type Frame, type VhostMessage,
 } from '../protocol/index.js';
 import { closeFd, fdKind, FdWatcher, receiveMessage, sendMessage } from '../sys/index.js';
 import type { TraceWriter } from '../trace/writer.js';
@@ -124,7 +124,7 @@ export class Session {
       };
       const replyBody = await handler(this.device, msg, ctx);
       if (replyBody) this.reply(msg.request, replyBody);
-      else if (msg.needsReply && this.replyAck) this.reply(msg.request, { kind: 'u64', value: 0n });
+      else if (this.wantsAck(msg.request, msg.needsReply)) this.reply(msg.request, { kind: 'u64', value: 0n });
     } catch (err) {
       this.fail(err as Error, msg, header);
     } finally {
@@ -137,6 +137,15 @@ export class Session {
 
   private get replyAck(): boolean {
     return this.device.hasProtocol(ProtocolFeature.REPLY_ACK);
+  }
+
+  /**
+   * NEED_REPLY asks for a u64 ack once REPLY_ACK is negotiated. IOTLB_MSG is acked whenever
+   * asked (the spec: "the back-end has to acknowledge the request"; QEMU always sets
+   * NEED_REPLY on it and waits, as DPDK answers it), so its ack does not depend on REPLY_ACK.
+   */
+  private wantsAck(request: number, needsReply: boolean): boolean {
+    return needsReply && (this.replyAck || request === FrontendRequest.IOTLB_MSG);
   }
 
   /** The spec's answer to a failed request: a non-zero REPLY_ACK if one was asked for. */
@@ -155,7 +164,9 @@ export class Session {
     if (request === undefined) return;
     const needsReply = msg?.needsReply ?? ((header!.flags & 0x8) !== 0);
     const info = requestInfo('frontend', request);
-    if (info?.alwaysReplies) {
+    if (this.wantsAck(request, needsReply)) {
+      this.reply(request, { kind: 'u64', value: 1n });
+    } else if (info?.alwaysReplies) {
       // Some always-replying requests have a reply that says "failed" (an ack u64, an empty
       // inflight area, an empty config): send it and keep the session — a hostile or confused
       // GET_INFLIGHT_FD / IOTLB_MSG / SET_LOG_BASE must not cost the connection. A GET_* that
@@ -163,8 +174,6 @@ export class Session {
       const failure = failureReply(request, msg);
       if (failure === null) this.close(`cannot answer ${what}: ${detail}`);
       else this.reply(request, failure);
-    } else if (needsReply && this.replyAck) {
-      this.reply(request, { kind: 'u64', value: 1n });
     }
   }
 
