@@ -133,17 +133,21 @@ export class QueuePairHost {
     return readCounters(this.stats, ringInPair);
   }
 
-  /** Queues an IOTLB operation; resolves when the worker has applied it. */
-  async iotlbOp(op: (typeof IotlbOp)[keyof typeof IotlbOp], iova: number, size: number, uaddr: number, perm: number): Promise<void> {
+  /**
+   * Queues an IOTLB operation. With `waitApplied` it resolves once the worker has applied it
+   * (an INVALIDATE must be, before it is acknowledged); without, as soon as it is queued.
+   */
+  async iotlbOp(op: (typeof IotlbOp)[keyof typeof IotlbOp], iova: number, size: number, uaddr: number, perm: number, waitApplied = true): Promise<void> {
     let seq = this.iotlb.push(op, iova, size, uaddr, perm);
     while (seq < 0) {
-      // Ring full: the worker is behind. Wake it and give it a moment; never drop an invalidate.
+      // Ring full: the worker is behind. Wake it and give it a moment; never drop an operation.
       this.wake();
       await new Promise((r) => setTimeout(r, 1));
       if (this.exited) return;
       seq = this.iotlb.push(op, iova, size, uaddr, perm);
     }
     this.wake();
+    if (!waitApplied) return;
     if (!(await this.iotlb.waitApplied(seq, COMMAND_TIMEOUT_MS)) && !this.exited) {
       throw new Error(`queue pair ${this.pairIndex}: IOTLB operation not applied within ${COMMAND_TIMEOUT_MS} ms`);
     }

@@ -194,9 +194,15 @@ export class NetDevice {
     if (old >= 0) this.closeQuietly(old);
   }
 
+  /**
+   * An UPDATE is acknowledged as soon as every worker has it queued: a lookup that runs before
+   * the worker applies it only misses again (and the pending-miss list keeps that miss from
+   * being re-sent), so waiting would only add a worker round trip to every answered miss —
+   * the latency that makes dynamic mappings slow. INVALIDATE, below, must wait.
+   */
   async iotlbUpdate(iova: number, size: number, uaddr: number, perm: number): Promise<void> {
     this.iotlbShadow.insert({ iova, size, uaddr, perm });
-    await Promise.all([...this.pairs.values()].map((p) => p.iotlbOp(IotlbOp.Update, iova, size, uaddr, perm)));
+    await Promise.all([...this.pairs.values()].map((p) => p.iotlbOp(IotlbOp.Update, iova, size, uaddr, perm, false)));
   }
 
   /** Resolves only when every worker has dropped the range: the caller acks after this. */
