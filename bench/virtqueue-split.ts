@@ -3,7 +3,9 @@
  * memory buffer (no syscalls, no interrupts): what the pure-TS hot path costs.
  *
  *   node dist/bench/virtqueue-split.js [seconds-per-case] [--iotlb strategy|none]
- *        [--case name-prefix] [--inline]
+ *        [--case name-prefix] [--inline] [--packed]
+ *
+ * --packed runs the same cases over packed virtqueues (PackedQueue / PackedDriver).
  *
  * Each case runs in its own process (a worker runs one configuration, so its call sites
  * are monomorphic); --inline runs them all in this one.
@@ -22,6 +24,9 @@ import { GuestMemory, type GuestRegion } from '../src/memory/guest-memory.js';
 import { GuestPhysicalSpace, UserAddressSpace, IotlbAddressSpace, type AddressSpace } from '../src/memory/address-space.js';
 import { SplitQueue, RING_OK } from '../src/virtqueue/split.js';
 import { SplitDriver, layoutRings } from '../src/frontend/split-driver.js';
+import { PackedQueue } from '../src/virtqueue/packed.js';
+import { PackedDriver, layoutPacked } from '../src/frontend/packed-driver.js';
+import type { VirtQueue } from '../src/virtqueue/queue.js';
 import { NetQueue, transmitBurst } from '../src/virtqueue/net.js';
 import { SinkEndpoint } from '../src/net/sink.js';
 import { SourceEndpoint } from '../src/net/source.js';
@@ -37,17 +42,24 @@ const BURST = 32;
 const FRAME = 64;
 const HDR = 12;
 
+/** --packed: packed virtqueues instead of split ones. */
+const packed = process.argv.includes('--packed');
+
 interface Ring {
-  driver: SplitDriver;
-  queue: SplitQueue;
+  driver: SplitDriver | PackedDriver;
+  queue: VirtQueue;
   bufBase: number; // device-visible (GPA or IOVA) address of the buffer area
   bufOff: number; // its offset in region bytes
 }
 
 function makeRing(region: GuestRegion, memory: GuestMemory, at: number, iotlb: IotlbStrategy | null): Ring {
-  const lay = layoutRings(QSIZE, GPA + at);
-  const driver = new SplitDriver({ memory: region.bytes, base: GPA, size: QSIZE, descAddr: lay.descAddr, availAddr: lay.availAddr, usedAddr: lay.usedAddr });
-  const queue = new SplitQueue();
+  const split = layoutRings(QSIZE, GPA + at);
+  const pl = layoutPacked(QSIZE, GPA + at);
+  const lay = packed ? { descAddr: pl.descAddr, availAddr: pl.driverAddr, usedAddr: pl.deviceAddr, end: pl.end } : split;
+  const driver = packed
+    ? new PackedDriver({ memory: region.bytes, base: GPA, size: QSIZE, descAddr: pl.descAddr, driverAddr: pl.driverAddr, deviceAddr: pl.deviceAddr })
+    : new SplitDriver({ memory: region.bytes, base: GPA, size: QSIZE, descAddr: lay.descAddr, availAddr: lay.availAddr, usedAddr: lay.usedAddr });
+  const queue: VirtQueue = packed ? new PackedQueue() : new SplitQueue();
   let ringSpace: AddressSpace;
   let dataSpace: AddressSpace;
   let toRing: (g: number) => number;
@@ -61,7 +73,7 @@ function makeRing(region: GuestRegion, memory: GuestMemory, at: number, iotlb: I
     toRing = (g) => g - GPA + UVA;
     toData = (g) => g;
   }
-  const st = queue.configure({ size: QSIZE, descAddr: toRing(lay.descAddr), availAddr: toRing(lay.availAddr), usedAddr: toRing(lay.usedAddr), ringSpace, dataSpace, eventIdx: true, lastAvailIdx: 0 });
+  const st = queue.configure({ size: QSIZE, descAddr: toRing(lay.descAddr), availAddr: toRing(lay.availAddr), usedAddr: toRing(lay.usedAddr), ringSpace, dataSpace, eventIdx: true, lastAvailIdx: packed ? 0x8000 : 0 });
   if (st !== RING_OK) throw new Error(queue.error);
   const bufGpa = Math.ceil(lay.end / 4096) * 4096;
   return { driver, queue, bufBase: toData(bufGpa), bufOff: bufGpa - GPA };
@@ -101,7 +113,7 @@ function fillTx(r: Ring, kind: Kind, slot: { n: number }): void {
   d.publish();
 }
 
-function reclaim(d: SplitDriver): number {
+function reclaim(d: SplitDriver | PackedDriver): number {
   let n = d.usedCount();
   const got = n;
   while (n-- > 0) d.takeUsed();
@@ -213,7 +225,7 @@ async function main(): Promise<void> {
   const modes: { label: string; tlb: () => IotlbStrategy | null }[] = [{ label: '', tlb: () => null }];
   for (const s of strategies) modes.push({ label: `-iotlb(${s.name})`, tlb: s.create });
   if (!exact) {
-    console.log(`split ring, queue ${QSIZE}, burst ${BURST}, ${FRAME}-byte frames, ${seconds}s per case, node ${process.version}`);
+    console.log(`${packed ? 'packed' : 'split'} ring, queue ${QSIZE}, burst ${BURST}, ${FRAME}-byte frames, ${seconds}s per case, node ${process.version}`);
     if (!args.includes('--no-baseline')) baseline(seconds);
   }
   if (ci < 0 && !args.includes('--inline')) {
@@ -227,7 +239,7 @@ async function main(): Promise<void> {
     }
     for (const name of names) {
       const strat = /iotlb\((.*)\)/.exec(name)?.[1] ?? 'none';
-      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), String(seconds), '--case', name, '--exact', '--iotlb', strat, ...(shared ? ['--shared'] : [])], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), String(seconds), '--case', name, '--exact', '--iotlb', strat, ...(shared ? ['--shared'] : []), ...(packed ? ['--packed'] : [])], { encoding: 'utf8' });
       process.stdout.write(r.stdout + r.stderr);
     }
     return;

@@ -247,7 +247,7 @@ export class ProxyConnection {
       if (item.offset >= item.bytes.length) to.queue.shift();
     }
     if (to.closed) return;
-
+    if (to.queue.length === 0) to.lastProgress = 0; // idle: the next backlog starts its own stall clock
     if (to.retryTimer) {
       clearTimeout(to.retryTimer);
       to.retryTimer = null;

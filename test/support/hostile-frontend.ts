@@ -276,32 +276,66 @@ export interface LoopbackRig {
   dispose(): void;
 }
 
+/** One region of a custom guest layout: guest/user address, size and offset in the memfd. */
+export interface RigRegion {
+  gpa: number;
+  uva: number;
+  size: number;
+  offset: number;
+}
+
+export interface RigLayout {
+  /** memfd size; bytes of it outside every region are never shared with serve as guest memory. */
+  memSize: number;
+  /** Rings (and bufBase) live in the first region. */
+  regions: RigRegion[];
+}
+
+export const DEFAULT_LAYOUT: RigLayout = { memSize: GUEST.SIZE, regions: [{ gpa: GUEST.GPA, uva: GUEST.UVA, size: GUEST.SIZE, offset: 0 }] };
+
 /**
- * A complete, well-behaved set-up: negotiate, one memfd region, RX ring 0 and TX ring 1 of
+ * A complete, well-behaved set-up: negotiate, the memory table, RX ring 0 and TX ring 1 of
  * `size` descriptors started. The caller posts buffers with rig.rx / rig.tx.
+ * With `iommu`, ACCESS_PLATFORM is negotiated and ring addresses are IOVAs equal to the GPAs
+ * (the caller sends the IOTLB updates; `beforeRings` runs before the rings are set up).
  */
-export async function setupLoopback(socket: string, opts: { size?: number; fe?: HostileFrontend } = {}): Promise<LoopbackRig> {
+export async function setupLoopback(socket: string, opts: {
+  size?: number; fe?: HostileFrontend; layout?: RigLayout; iommu?: boolean;
+  beforeRings?: (fe: HostileFrontend) => Promise<void>;
+} = {}): Promise<LoopbackRig> {
   const size = opts.size ?? 64;
+  const layout = opts.layout ?? DEFAULT_LAYOUT;
+  const first = layout.regions[0]!;
   const fe = opts.fe ?? (await HostileFrontend.connect(socket));
-  const mem = new SharedGuestMemory(GUEST.SIZE);
+  const mem = new SharedGuestMemory(layout.memSize);
   let rxFds: { kick: number; call: number } | null = null;
   let txFds: { kick: number; call: number } | null = null;
   try {
-    await fe.negotiate();
-    const v = await fe.setMemTable([{ guestAddr: BigInt(GUEST.GPA), userAddr: BigInt(GUEST.UVA), size: BigInt(GUEST.SIZE), mmapOffset: 0n }], [mem.fd]);
+    await fe.negotiate({ features: testFeatures({ iommu: opts.iommu }) });
+    const v = await fe.setMemTable(
+      layout.regions.map((r) => ({ guestAddr: BigInt(r.gpa), userAddr: BigInt(r.uva), size: BigInt(r.size), mmapOffset: BigInt(r.offset) })),
+      layout.regions.map(() => mem.fd),
+    );
     if (v !== 0n) throw new Error(`SET_MEM_TABLE refused (${v})`);
-    const rxLay = layoutRings(size, GUEST.GPA);
+    await opts.beforeRings?.(fe);
+    const rxLay = layoutRings(size, first.gpa);
     const txLay = layoutRings(size, Math.ceil(rxLay.end / 4096) * 4096);
-    const uva = (gpa: number): number => gpa - GUEST.GPA + GUEST.UVA;
-    const rx = new SplitDriver({ memory: mem.bytes, base: GUEST.GPA, size, descAddr: rxLay.descAddr, availAddr: rxLay.availAddr, usedAddr: rxLay.usedAddr });
-    const tx = new SplitDriver({ memory: mem.bytes, base: GUEST.GPA, size, descAddr: txLay.descAddr, availAddr: txLay.availAddr, usedAddr: txLay.usedAddr });
-    rxFds = await fe.startRing(0, { size, desc: uva(rxLay.descAddr), avail: uva(rxLay.availAddr), used: uva(rxLay.usedAddr) });
-    txFds = await fe.startRing(1, { size, desc: uva(txLay.descAddr), avail: uva(txLay.availAddr), used: uva(txLay.usedAddr) });
+    // Ring addresses: front-end VAs without an IOMMU, IOVAs (= GPAs here) with one.
+    const ringAddr = (gpa: number): number => (opts.iommu ? gpa : gpa - first.gpa + first.uva);
+    const view = mem.bytes.subarray(first.offset, first.offset + first.size);
+    const rx = new SplitDriver({ memory: view, base: first.gpa, size, descAddr: rxLay.descAddr, availAddr: rxLay.availAddr, usedAddr: rxLay.usedAddr });
+    const tx = new SplitDriver({ memory: view, base: first.gpa, size, descAddr: txLay.descAddr, availAddr: txLay.availAddr, usedAddr: txLay.usedAddr });
+    rxFds = await fe.startRing(0, { size, desc: ringAddr(rxLay.descAddr), avail: ringAddr(rxLay.availAddr), used: ringAddr(rxLay.usedAddr) });
+    txFds = await fe.startRing(1, { size, desc: ringAddr(txLay.descAddr), avail: ringAddr(txLay.availAddr), used: ringAddr(txLay.usedAddr) });
     const ringFds = { rx: rxFds, tx: txFds };
     return {
       fe, mem, rx, tx, rxFds: ringFds.rx, txFds: ringFds.tx,
       bufBase: Math.ceil(txLay.end / 4096) * 4096,
-      off: (gpa) => gpa - GUEST.GPA,
+      off: (gpa) => {
+        const r = layout.regions.find((x) => gpa >= x.gpa && gpa < x.gpa + x.size);
+        if (!r) throw new Error(`guest address 0x${gpa.toString(16)} is in no region`);
+        return gpa - r.gpa + r.offset;
+      },
       dispose() {
         fe.close();
         for (const fd of [ringFds.rx.kick, ringFds.rx.call, ringFds.tx.kick, ringFds.tx.call]) closeFd(fd);

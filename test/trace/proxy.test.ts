@@ -454,7 +454,7 @@ test('merged reads: fds are recorded and forwarded with the message that carried
   writer.close();
 });
 
-test('a backlog that starts after a long idle time is not mistaken for a stall', async () => {
+test('a backlog that starts after a long idle time is not mistaken for a stall', { timeout: 20_000 }, async () => {
   const listen = join(dir, 'proxy-idle.sock');
   const back = new FakeBackend(join(dir, 'backend-idle.sock'));
   back.autoReply = false;
@@ -476,25 +476,28 @@ test('a backlog that starts after a long idle time is not mistaken for a stall',
   closeFd(a);
   closeFd(b);
 
-  back.conns[0]!.pause();
-  for (let i = 0; i < capacity; i++) await front.send(msg(i));
-  const conn = [...proxy.connections.values()][0]!;
-  await waitFor('all forwarded', () => proxy.recorded === capacity);
-  assert.equal(conn.back.queue.length, 0, 'the proxy sent every message (the back-end socket is now full)');
-  assert.equal(conn.front.paused, false);
-  await new Promise((r) => setTimeout(r, 2 * stall)); // idle for longer than the stall timeout
-  // One more: the proxy's first send since the idle time hits EAGAIN and starts a backlog.
-  await front.send(msg(capacity));
-  await waitFor('backlog', () => conn.back.queue.length === 1 || closes.length > 0);
-  await new Promise((r) => setTimeout(r, stall / 4)); // the back-end is slow for a moment, well under the stall timeout
-  assert.deepEqual(closes, [], 'the connection survives a short backlog');
-  back.conns[0]!.resume();
-  await waitFor('all delivered', () => back.conns[0]!.received.length === capacity + 1 || closes.length > 0, 10_000);
-  assert.deepEqual(closes, []);
-  assert.equal(back.conns[0]!.received.length, capacity + 1);
-  front.close();
-  await waitFor('closed', () => proxy.connections.size === 0);
-  proxy.close();
-  back.close();
-  writer.close();
+  try {
+    back.conns[0]!.pause();
+    for (let i = 0; i < capacity; i++) await front.send(msg(i));
+    const conn = [...proxy.connections.values()][0]!;
+    await waitFor('all forwarded', () => proxy.recorded === capacity);
+    assert.equal(conn.back.queue.length, 0, 'the proxy sent every message (the back-end socket is now full)');
+    assert.equal(conn.front.paused, false);
+    await new Promise((r) => setTimeout(r, 2 * stall)); // idle for longer than the stall timeout
+    // One more: the proxy's first send since the idle time hits EAGAIN and starts a backlog.
+    await front.send(msg(capacity));
+    await waitFor('backlog', () => conn.back.queue.length === 1 || closes.length > 0);
+    await new Promise((r) => setTimeout(r, stall / 4)); // the back-end is slow for a moment, well under the stall timeout
+    assert.deepEqual(closes, [], 'the connection survives a short backlog');
+    back.conns[0]!.resume();
+    await waitFor('all delivered', () => back.conns[0]!.received.length === capacity + 1 || closes.length > 0, 10_000);
+    assert.deepEqual(closes, []);
+    assert.equal(back.conns[0]!.received.length, capacity + 1);
+  } finally {
+    front.close();
+    await waitFor('closed', () => proxy.connections.size === 0).catch(() => undefined);
+    proxy.close();
+    back.close();
+    writer.close();
+  }
 });

@@ -123,6 +123,18 @@ export function assertRealNegotiation(msgs: DecodedMessage[], exp: NegotiationEx
     for (const r of regions) assert.ok(BigInt(r.mmapOffset) + BigInt(r.size) <= BigInt(GUEST_MEM_BYTES), `region inside its memfd: ${JSON.stringify(r)}`);
   }
 
+  // fds sit exactly on the messages that carry them (the proxy attributes each recvmsg's fds to
+  // the message holding its last byte; a wrong rule shifts them onto a neighbour).
+  const fdRequests = new Set(['SET_MEM_TABLE', 'ADD_MEM_REG', 'SET_LOG_BASE', 'SET_LOG_FD', 'SET_VRING_KICK', 'SET_VRING_CALL', 'SET_VRING_ERR',
+    'SET_BACKEND_REQ_FD', 'SET_INFLIGHT_FD', 'GET_INFLIGHT_FD', 'VRING_HOST_NOTIFIER_MSG', 'SHARED_OBJECT_ADD', 'SHARED_OBJECT_LOOKUP']);
+  for (const m of msgs) {
+    if (m.fds.length > 0) assert.ok(fdRequests.has(m.name ?? ''), `${m.channel} ${m.name}${m.isReply ? ' reply' : ''} carries no fds, got ${JSON.stringify(m.fds)}${ctx}`);
+    if (!m.isReply && m.channel === 'frontend' && ['SET_VRING_KICK', 'SET_VRING_CALL', 'SET_VRING_ERR'].includes(m.name ?? '')) {
+      const nofd = m.body?.kind === 'u64' && (BigInt(m.body.value as string) & 0x100n) !== 0n;
+      assert.equal(m.fds.length, nofd ? 0 : 1, `${m.name} ${JSON.stringify(m.body)} has ${nofd ? 'no fd' : 'one fd'}: ${JSON.stringify(m.fds)}`);
+    }
+  }
+
   // Rings: both queues of the pair are configured, kick and call come with eventfds.
   for (const name of ['SET_VRING_NUM', 'SET_VRING_ADDR', 'SET_VRING_BASE', 'SET_VRING_KICK', 'SET_VRING_CALL']) {
     for (const q of [0, 1]) {

@@ -8,7 +8,7 @@
 // channel and DPDK's IOTLB misses on the back-end channel the proxy splices.
 // A missing peer binary FAILS these tests (naming the Debian package).
 //
-// VIT_KEEP_TRACES=DIR copies each recorded trace there (how fixtures/traces/qemu-dpdk*.vhtrace
+// VIT_KEEP_TRACES=DIR copies each recorded trace there (how fixtures/traces/recorded/qemu-dpdk*.vhtrace
 // were made, see fixtures/traces/README.md).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';

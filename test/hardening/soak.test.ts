@@ -1,0 +1,73 @@
+// Reconnect soak: many cycles of connect / negotiate / traffic / disconnect against ONE serve
+// process. Every cycle starts a queue-pair worker, maps guest memory and passes 4 frames
+// through the loopback; at the end serve must hold exactly the fds it held at the start, no
+// extra threads, and about the same memory.
+//
+// CI runs 50 cycles; VIT_SOAK=1 runs 1000 (VIT_SOAK_CYCLES=N for any other count).
+// RSS tolerance: after 5 warm-up cycles (JIT, first worker start) RSS may grow by at most
+// max(32 MiB, 25%) — a leak of one 1 MiB guest mapping, one worker isolate (~10 MiB) or
+// one receive buffer per cycle exceeds that well before 50 cycles.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServe, type ServeProcess } from '../support/serve.js';
+import { fdCountOf, loopbackFrames, rssOf, setupLoopback, threadCountOf, waitFor } from '../support/hostile-frontend.js';
+
+const CYCLES = Number(process.env.VIT_SOAK_CYCLES ?? (process.env.VIT_SOAK ? 1000 : 50));
+const WARMUP = 5;
+const MiB = 1024 * 1024;
+
+describe(`reconnect soak (${CYCLES} cycles)`, () => {
+  let serve: ServeProcess;
+  let pid: number;
+
+  before(async () => {
+    serve = await startServe(['--net', 'loopback', '--quiet']);
+    pid = serve.child.pid!;
+  });
+
+  after(async () => {
+    const { exit, lines } = await serve.stop();
+    assert.equal(exit.code, 0, `serve exited with ${exit.code} / ${exit.signal}:\n${lines.slice(-20).join('\n')}`);
+  });
+
+  async function cycle(): Promise<void> {
+    const rig = await setupLoopback(serve.socket, { size: 64 });
+    try {
+      await loopbackFrames(rig, 4);
+    } finally {
+      rig.dispose();
+    }
+    await waitFor('serve to see the disconnect', async () => !(await serve.state()).connected, 10_000);
+  }
+
+  /** Waits for the worker of the last cycle to finish exiting (threads and fds). */
+  async function settled(fds: number, threads: number): Promise<{ fds: number; threads: number }> {
+    const end = Date.now() + 3000;
+    for (;;) {
+      const now = { fds: fdCountOf(pid), threads: threadCountOf(pid) };
+      if ((now.fds <= fds && now.threads <= threads) || Date.now() > end) return now;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  it('fd count, threads and RSS at the end match the start', { timeout: Math.max(120_000, CYCLES * 500) }, async () => {
+    for (let i = 0; i < WARMUP; i++) await cycle();
+    const start = { fds: fdCountOf(pid), threads: threadCountOf(pid), rss: rssOf(pid) };
+    const t0 = Date.now();
+    for (let i = 0; i < CYCLES; i++) await cycle();
+    const ms = Date.now() - t0;
+    const end = { ...(await settled(start.fds, start.threads)), rss: rssOf(pid) };
+    const state = await serve.state();
+    const rx = state.queues[0]!.counters?.packets ?? 0;
+    console.log(`soak: ${CYCLES} cycles in ${ms} ms (${(ms / CYCLES).toFixed(1)} ms/cycle); fds ${start.fds} -> ${end.fds}; ` +
+      `threads ${start.threads} -> ${end.threads}; RSS ${(start.rss / MiB).toFixed(1)} -> ${(end.rss / MiB).toFixed(1)} MiB`);
+    assert.equal(end.fds, start.fds, 'serve holds the same fds as before the cycles');
+    assert.equal(end.threads, start.threads, 'every queue-pair worker exited');
+    const tolerance = Math.max(32 * MiB, start.rss * 0.25);
+    assert.ok(end.rss - start.rss <= tolerance,
+      `RSS grew by ${((end.rss - start.rss) / MiB).toFixed(1)} MiB over ${CYCLES} cycles (tolerance ${(tolerance / MiB).toFixed(1)} MiB)`);
+    assert.equal(state.connections, WARMUP + CYCLES, 'every cycle was a connection');
+    assert.equal(rx, 4 * (WARMUP + CYCLES), 'every frame came back');
+    assert.ok(state.queues.every((q) => q.broken === null));
+  });
+});
