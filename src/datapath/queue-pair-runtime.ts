@@ -310,7 +310,12 @@ export class QueuePairRuntime implements IotlbOpSink {
       ring.stalledAt = performance.now();
       if (this.setup.batchMisses) this.probeAhead(ring);
     }
-    if (q.broken) this.breakRing(ring, q.brokenReason);
+    if (q.broken && ring.running) {
+      // The driver handed us a buffer its IOMMU mapping forbids: tell the front-end (the
+      // spec's ACCESS_FAIL) besides marking the ring broken; the access is never performed.
+      if (q.deniedAddr >= 0) this.misses.accessFail(q.deniedAddr, q.deniedAccess);
+      this.breakRing(ring, q.brokenReason);
+    }
     if (ring.net.takeInterrupt() && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);
   }
 

@@ -53,6 +53,9 @@ export abstract class ChainWalker {
   /** NEEDS_RESET: the driver broke the ring contract. The caller stops using the queue. */
   broken = false;
   brokenReason = '';
+  /** When the IOTLB refused an access (ACCESS_FAIL to report): the IOVA and access, else -1. */
+  deniedAddr = -1;
+  deniedAccess = 0;
 
   /** Set by a MISS (walk or ring mapping); the caller sends one IOTLB miss and clears it. */
   missPending = false;
@@ -128,6 +131,12 @@ export abstract class ChainWalker {
     this.missPending = false;
   }
 
+  private setDenied(addr: number, access: number): void {
+    if (this.broken) return;
+    this.deniedAddr = addr;
+    this.deniedAccess = access;
+  }
+
   /** Puts the queue in the broken (NEEDS_RESET) state; returns WALK_BROKEN. */
   fail(reason: string): number {
     if (!this.broken) {
@@ -197,6 +206,7 @@ export abstract class ChainWalker {
           this.setMiss(space.missAddr, rem, access);
           return WALK_MISS;
         }
+        if (space.faultKind === FAULT_DENIED) this.setDenied(a, access);
         return this.fail(this.faultText(space, idx, table, addr, len, a, access));
       }
       if (k >= sg.capacity) return this.failPieces(sg.capacity);
@@ -276,7 +286,10 @@ export abstract class ChainWalker {
       this.setMiss(space.missAddr, len, ACCESS_READ);
       return WALK_MISS;
     }
-    if (space.faultKind === FAULT_DENIED) return this.fail(`desc[${idx}] INDIRECT table at ${hex(addr)}: IOTLB denies read access at ${hex(at)}`);
+    if (space.faultKind === FAULT_DENIED) {
+      this.setDenied(at, ACCESS_READ);
+      return this.fail(`desc[${idx}] INDIRECT table at ${hex(addr)}: IOTLB denies read access at ${hex(at)}`);
+    }
     if (at === addr) return this.fail(`desc[${idx}].addr=${hex(addr)} (INDIRECT table) is outside guest memory`);
     return this.fail(`desc[${idx}].len=${len} (INDIRECT table at ${hex(addr)}) runs past guest memory at ${hex(at)}`);
   }}

@@ -157,6 +157,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.ready = false;
     this.broken = false;
     this.brokenReason = '';
+    this.deniedAddr = -1;
     this.error = '';
     this.missPending = false;
     const bad = checkPackedQueueSize(cfg.size);

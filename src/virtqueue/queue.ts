@@ -33,6 +33,9 @@ export interface VirtQueue {
   error: string;
   broken: boolean;
   brokenReason: string;
+  /** IOVA and access the IOTLB refused (the queue then broke), or -1. */
+  deniedAddr: number;
+  deniedAccess: number;
   missPending: boolean;
   missAddr: number;
   missLen: number;

@@ -107,6 +107,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     this.ready = false;
     this.broken = false;
     this.brokenReason = '';
+    this.deniedAddr = -1;
     this.error = '';
     this.missPending = false;
     const bad = checkQueueSize(cfg.size);
