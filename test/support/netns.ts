@@ -183,3 +183,8 @@ export function rssKiB(pid: number): number {
   if (!m) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(m[1]);
 }
+
+/** Mappings of memfd files (guest memory) in a process (from /proc/PID/maps). */
+export function memfdMappings(pid: number): number {
+  return readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').filter((l) => l.includes('/memfd:')).length;
+}
