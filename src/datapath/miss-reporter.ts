@@ -8,23 +8,35 @@
 import { BackendRequest, encodeMessage, IotlbType } from '../protocol/index.js';
 import { sendMessage } from '../sys/index.js';
 
+/** The backend-channel IOTLB request (MISS or ACCESS_FAIL) for `iova`. */
+export function encodeIotlbRequest(iotlbType: number, iova: number, perm: number): Uint8Array {
+  return encodeMessage({
+    channel: 'backend', request: BackendRequest.IOTLB_MSG,
+    body: { kind: 'iotlb', iova: BigInt(iova), size: 0n, userAddr: 0n, perm, iotlbType },
+  });
+}
+
+/** Told about every request actually sent (for `serve --trace`). */
+export type SentListener = (queue: number, iotlbType: number, iova: number, perm: number) => void;
+
 export class MissReporter {
   /** Misses that could not be sent (no backend channel, or its buffer full). */
   unsent = 0;
+  onSent: SentListener | null = null;
 
   constructor(public backendFd: number) {}
 
-  private send(iotlbType: number, iova: number, perm: number): boolean {
+  private send(queue: number, iotlbType: number, iova: number, perm: number): boolean {
     if (this.backendFd < 0) {
       this.unsent++;
       return false;
     }
-    const bytes = encodeMessage({
-      channel: 'backend', request: BackendRequest.IOTLB_MSG,
-      body: { kind: 'iotlb', iova: BigInt(iova), size: 0n, userAddr: 0n, perm, iotlbType },
-    });
+    const bytes = encodeIotlbRequest(iotlbType, iova, perm);
     try {
-      if (sendMessage(this.backendFd, bytes) === bytes.length) return true;
+      if (sendMessage(this.backendFd, bytes) === bytes.length) {
+        this.onSent?.(queue, iotlbType, iova, perm);
+        return true;
+      }
     } catch {
       // The channel is gone (front-end closed it); the main thread will notice the disconnect.
     }
@@ -32,11 +44,11 @@ export class MissReporter {
     return false;
   }
 
-  miss(iova: number, perm: number): boolean {
-    return this.send(IotlbType.MISS, iova, perm);
+  miss(queue: number, iova: number, perm: number): boolean {
+    return this.send(queue, IotlbType.MISS, iova, perm);
   }
 
-  accessFail(iova: number, perm: number): boolean {
-    return this.send(IotlbType.ACCESS_FAIL, iova, perm);
+  accessFail(queue: number, iova: number, perm: number): boolean {
+    return this.send(queue, IotlbType.ACCESS_FAIL, iova, perm);
   }
 }

@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { eventfdCreate, eventfdWrite, closeFd } from '../sys/index.js';
 import type { FromWorker, QueueSnapshot, RegionConfig, RingConfig, ToWorker, WorkerSetup } from './contract.js';
 import { createIotlbRing, IotlbOp, IotlbRingProducer } from './iotlb-ring.js';
-import { createTranslationRing, TranslationRingConsumer } from './translation-ring.js';
+import { createTranslationRing, SENT_REQUEST, TranslationRingConsumer } from './translation-ring.js';
+import { encodeIotlbRequest } from './miss-reporter.js';
 import type { TraceWriter } from '../trace/writer.js';
 import { createStatsBuffer, readCounters, type RingCounterName } from './stats.js';
 
@@ -50,7 +51,13 @@ export class QueuePairHost {
       setup.traceOriginMs = performance.timeOrigin + performance.now() - writer.elapsedNsNumber() / 1e6;
       const consumer = new TranslationRingConsumer(setup.translationRing);
       const sink = { translation: (t: number, q: number, iova: number, len: number, access: number, result: number) => {
-        if (!writer.isClosed) writer.translation(t, connection, q, iova, len, access, result);
+        if (writer.isClosed) return;
+        if (result < SENT_REQUEST) {
+          writer.translation(t, connection, q, iova, len, access, result);
+          return;
+        }
+        const bytes = encodeIotlbRequest(result - SENT_REQUEST, iova, access);
+        writer.writeMessage({ timeNs: BigInt(t), connection, channel: 'backend', direction: 'to-frontend', bytes, fds: [] });
       } };
       this.drainTranslations = () => consumer.drain(sink);
       this.drainTimer = setInterval(this.drainTranslations, 20);

@@ -31,7 +31,7 @@ import { IotlbRingConsumer, type IotlbOpSink } from './iotlb-ring.js';
 import { MissReporter } from './miss-reporter.js';
 import { RecordingAddressSpace } from './recording-space.js';
 import { RingCounter, ringCounters } from './stats.js';
-import { TranslationRingProducer } from './translation-ring.js';
+import { sentRequestCode, TranslationRingProducer } from './translation-ring.js';
 
 export const BURST = 32;
 /** How long a ring waits for the answer to a miss before asking again. */
@@ -100,6 +100,11 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.iotlbRing = new IotlbRingConsumer(setup.iotlbRing);
     this.misses = new MissReporter(setup.backendFd);
     this.traceRing = setup.translationRing ? new TranslationRingProducer(setup.translationRing, setup.traceOriginMs) : null;
+    const traceRing = this.traceRing;
+    if (traceRing) {
+      // Backend-channel requests go into the trace too, through the same ring (translation-ring.ts).
+      this.misses.onSent = (queue, iotlbType, iova, perm) => traceRing.record(queue, iova, 0, perm, sentRequestCode(iotlbType));
+    }
     const net = setup.net;
     this.pollsEndpoint = net.kind === 'source' || net.kind === 'tap';
     if (net.kind === 'source' && net.count > 0) this.sourceLeft = net.count;
@@ -269,7 +274,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     const pending = ring.pending;
     if (pending === null) return;
     if (pending.add(iova, access)) {
-      if (this.misses.miss(iova, access)) ring.counters[RingCounter.missesSent]++;
+      if (this.misses.miss(ring.index, iova, access)) ring.counters[RingCounter.missesSent]++;
     }
     const prefetch = this.setup.prefetch;
     if (prefetch > PAGE) {
@@ -277,7 +282,7 @@ export class QueuePairRuntime implements IotlbOpSink {
       let sent = 0;
       for (let page = start; page < start + prefetch && sent < MAX_EXTRA_MISSES; page += PAGE) {
         if (ring.cache!.lookup(page, 1, access, this.probeOut) !== LOOKUP_MISS) continue;
-        if (pending.add(page, access) && this.misses.miss(page, access)) {
+        if (pending.add(page, access) && this.misses.miss(ring.index, page, access)) {
           ring.counters[RingCounter.missesSent]++;
           sent++;
         }
@@ -313,7 +318,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     if (q.broken && ring.running) {
       // The driver handed us a buffer its IOMMU mapping forbids: tell the front-end (the
       // spec's ACCESS_FAIL) besides marking the ring broken; the access is never performed.
-      if (q.deniedAddr >= 0) this.misses.accessFail(q.deniedAddr, q.deniedAccess);
+      if (q.deniedAddr >= 0) this.misses.accessFail(ring.index, q.deniedAddr, q.deniedAccess);
       this.breakRing(ring, q.brokenReason);
     }
     if (ring.net.takeInterrupt() && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);

@@ -16,6 +16,17 @@ export function createTranslationRing(): SharedArrayBuffer {
 /** Result codes stored in the ring are the trace format's. */
 export { TranslationResultCode as TranslationCode } from '../trace/format.js';
 
+/**
+ * Records with a result at or above SENT_REQUEST stand for an IOTLB request the worker sent on
+ * the backend channel (code = SENT_REQUEST + IOTLB type); the main thread turns them into
+ * message records, so a trace shows the misses beside the UPDATEs that answer them.
+ */
+export const SENT_REQUEST = 16;
+
+export function sentRequestCode(iotlbType: number): number {
+  return SENT_REQUEST + iotlbType;
+}
+
 export class TranslationRingProducer {
   private readonly counters: Int32Array;
   private readonly slots: Float64Array;

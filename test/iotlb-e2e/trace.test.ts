@@ -30,6 +30,7 @@ describe('serve --trace with a dynamic-mapping front-end', () => {
     let hits = 0;
     let updates = 0;
     let invalidates = 0;
+    let missRequests = 0;
     const queues = new Set<number>();
     for await (const record of readTrace(file)) {
       if (record.type === 'translation') {
@@ -37,6 +38,9 @@ describe('serve --trace with a dynamic-mapping front-end', () => {
         queues.add(record.queue);
         if (record.result === 'miss') misses++;
         if (record.result === 'hit') hits++;
+      } else if (record.channel === 'backend' && record.direction === 'to-frontend') {
+        const msg = decodeMessage('backend', record.bytes);
+        if (msg.body.kind === 'iotlb' && msg.body.iotlbType === IotlbType.MISS) missRequests++;
       } else if (record.channel === 'frontend' && record.direction === 'to-backend') {
         const msg = decodeMessage('frontend', record.bytes, record.fds.map(() => -1));
         if (msg.request === FrontendRequest.IOTLB_MSG && msg.body.kind === 'iotlb') {
@@ -46,6 +50,8 @@ describe('serve --trace with a dynamic-mapping front-end', () => {
       }
     }
     assert.ok(misses > 0 && hits > 0, `translations: ${hits} hits, ${misses} misses`);
+    const sent = state.queues.reduce((sum, q) => sum + (q.counters?.missesSent ?? 0), 0);
+    assert.equal(missRequests, sent, 'every IOTLB MISS sent on the backend channel is in the trace');
     assert.deepEqual([...queues].sort(), [0, 1]);
     // One recorded translation per address-space lookup the device made (rings and buffers).
     assert.ok(translations >= lookups, `${translations} translations recorded, the caches saw ${lookups} lookups`);
