@@ -3,6 +3,7 @@
  * written to bench/report.md (+ one benny chart per trace under bench/charts/).
  *
  *   BENCH_TIME=seconds   sampling per strategy and trace (default 1)
+ *   BENCH_LIVE=0         skip the sections measured against live peers (bench/live-sections.ts)
  *
  * The report is a list of sections (`sections` below): each builder gets the results of
  * this run and returns one Markdown section. To add one (e.g. the data path against DPDK),
@@ -20,13 +21,15 @@ import {
   engineSection, environmentSection, errorsSection, renderReport, strategiesSection, targetsSection,
   type ReportContext, type ReportSection, type SectionBuilder,
 } from './report.js';
+import { datapathSection, iommuTableSection } from './live-sections.js';
 
 /** The report, in order. Add sections here. */
 const sections: SectionBuilder[] = [
   targetsSection,
   strategiesSection,
   engineSection,
-  // (the data-path-vs-DPDK section goes here)
+  datapathSection,
+  iommuTableSection,
   errorsSection,
   environmentSection,
 ];

@@ -1,0 +1,43 @@
+/**
+ * Report sections measured against live peers (DPDK's testpmd, serve itself), for
+ * `npm run bench`. Each runs side by side with DPDK's own vhost backend in the same run, and
+ * says loudly when a peer is missing instead of leaving the section out.
+ *   BENCH_LIVE=0   skip these sections (offline strategies only)
+ */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { datapathMarkdown, runDatapathBench } from './datapath-vs-dpdk.js';
+import type { ReportSection, SectionBuilder } from './report.js';
+
+const live = process.env.BENCH_LIVE !== '0';
+
+export const datapathSection: SectionBuilder = async (): Promise<ReportSection | null> => {
+  if (!live) return null;
+  const title = 'Data path: serve vs DPDK vhost (same virtio-user front-end, same run)';
+  try {
+    const split = await runDatapathBench({ seconds: 4, queues: 1, packed: false });
+    const packed = await runDatapathBench({ seconds: 4, queues: 1, packed: true });
+    return {
+      title,
+      body: '64-byte frames; rates seen by the dpdk-testpmd virtio-user front-end over a steady window.\n\n'
+        + datapathMarkdown([...split, ...packed]),
+    };
+  } catch (err) {
+    return { title, body: `**not measured**: ${(err as Error).message}` };
+  }
+};
+
+/** The seed's table (IOMMU off / 4K / 2M / 1G / dynamic), from bench/iommu-table.ts in a child process. */
+export const iommuTableSection: SectionBuilder = (): ReportSection | null => {
+  if (!live) return null;
+  const script = join(fileURLToPath(new URL('.', import.meta.url)), 'iommu-table.js');
+  const run = spawnSync(process.execPath, [script, '--seconds', '2', '--repeat', '2'], { encoding: 'utf8', timeout: 30 * 60_000 });
+  const out = run.stdout ?? '';
+  const table = out.slice(out.indexOf('| mapping'));
+  const title = 'IOMMU off vs on: the seed\'s table, with our test front-end (serve strategies beside DPDK vhost)';
+  if (run.status !== 0 || !out.includes('| mapping')) {
+    return { title, body: `**not measured** (exit ${run.status}): ${(run.stderr ?? '').slice(-2000)}` };
+  }
+  return { title, body: '64-byte frames, loopback; best of 2 interleaved rounds.\n\n' + table.trim() };
+};
