@@ -597,26 +597,29 @@ export class VhostUserFrontend {
 
   /** Writes header + frame into a free TX slot and posts it (not yet published: call flush()). False if full. */
   txSend(frame: Uint8Array, offset = 0, len = frame.length - offset): boolean {
-    const r = this.tx;
-    if (r.freeCount === 0 || r.driver.freeCount === 0) return false;
-    const slot = r.takeSlot();
-    const gpa = this.slotGpa(r, slot);
-    const m = this.memory;
-    for (let i = 0; i < HDR; i++) m[gpa + i] = 0;
-    m.set(frame.subarray(offset, offset + len), gpa + HDR);
+    const slot = this.takeTxSlot();
+    if (slot < 0) return false;
+    this.memory.set(frame.subarray(offset, offset + len), this.slotGpa(this.tx, slot) + HDR);
     return this.postTxSlot(slot, HDR + len);
   }
 
   /** Lets `write(memory, offset)` fill a frame of `len` bytes in place, then posts it. */
   txSendWith(len: number, write: (memory: Uint8Array, offset: number) => void): boolean {
+    const slot = this.takeTxSlot();
+    if (slot < 0) return false;
+    write(this.memory, this.slotGpa(this.tx, slot) + HDR);
+    return this.postTxSlot(slot, HDR + len);
+  }
+
+  /** Takes a free TX slot and zeroes its virtio-net header; -1 if the pool or the ring is full. */
+  private takeTxSlot(): number {
     const r = this.tx;
-    if (r.freeCount === 0 || r.driver.freeCount === 0) return false;
+    if (r.freeCount === 0 || r.driver.freeCount === 0) return -1;
     const slot = r.takeSlot();
     const gpa = this.slotGpa(r, slot);
     const m = this.memory;
     for (let i = 0; i < HDR; i++) m[gpa + i] = 0;
-    write(m, gpa + HDR);
-    return this.postTxSlot(slot, HDR + len);
+    return slot;
   }
 
   /** Benchmarks: posts the next TX slot as is (prefillTx() wrote every slot once). */

@@ -16,18 +16,13 @@ import {
   PACKED_WRAP_BIT, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED, VRING_PACKED_EVENT_FLAG_DESC,
   VRING_PACKED_EVENT_FLAG_DISABLE, VRING_PACKED_EVENT_FLAG_ENABLE, checkPackedQueueSize, offWrap,
 } from '../virtqueue/packed.js';
+import { RingDriver, type RingDriverOptions } from './ring-driver.js';
 
-export interface PackedDriverOptions {
-  memory: Uint8Array;
-  /** Guest address of memory[0]. */
-  base: number;
-  size: number;
-  descAddr: number;
+export interface PackedDriverOptions extends RingDriverOptions {
   /** Driver event suppression area (written by the driver). */
   driverAddr: number;
   /** Device event suppression area (written by the device). */
   deviceAddr: number;
-  eventIdx?: boolean;
   /** Start position (both avail and used) and wrap counter; default 0 and 1. */
   startPos?: number;
   startWrap?: number;
@@ -48,29 +43,19 @@ export function layoutPacked(size: number, start: number): PackedLayout {
   return { descAddr, driverAddr, deviceAddr, end: deviceAddr + 4 };
 }
 
-export class PackedDriver {
-  readonly size: number;
-  readonly eventIdx: boolean;
-  readonly memory: Uint8Array;
-  readonly base: number;
-  /** Free descriptor slots in the ring. */
-  freeCount: number;
+/** freeCount counts free descriptor slots in the ring. */
+export class PackedDriver extends RingDriver {
   /** Next descriptor position to fill, and the avail wrap counter there. */
   nextAvail: number;
   availWrap: number;
   /** Next used descriptor position to read, and the used wrap counter there. */
   lastUsed: number;
   usedWrap: number;
-  /** Length of the entry returned by the last popUsed(). */
-  lastLen = 0;
   /** Flags of the entry returned by the last popUsed(). */
   lastFlags = 0;
   /** Descriptors made available since the last needsKick(). */
   private added = 0;
 
-  private readonly m16: Uint16Array;
-  private readonly m32: Uint32Array;
-  private readonly d: number; // desc base, in u32 units
   private readonly drv: number; // driver area, u16 units
   private readonly dev: number; // device area, u16 units
   private readonly freeIds: Uint16Array;
@@ -82,32 +67,15 @@ export class PackedDriver {
   private pendN = 0;
 
   constructor(opts: PackedDriverOptions) {
-    const bad = checkPackedQueueSize(opts.size);
-    if (bad !== null) throw new Error(bad);
-    this.size = opts.size;
-    this.eventIdx = opts.eventIdx ?? false;
-    this.memory = opts.memory;
-    this.base = opts.base;
-    const mem = opts.memory;
-    if ((mem.byteOffset & 3) !== 0) throw new Error('driver memory must be 4-byte aligned');
-    this.m16 = new Uint16Array(mem.buffer, mem.byteOffset, mem.length >> 1);
-    this.m32 = new Uint32Array(mem.buffer, mem.byteOffset, mem.length >> 2);
-    const check = (name: string, addr: number, len: number, align: number): number => {
-      const off = addr - opts.base;
-      if (off < 0 || off + len > mem.length) throw new Error(`${name} 0x${addr.toString(16)} outside driver memory`);
-      if (off % align !== 0) throw new Error(`${name} 0x${addr.toString(16)} misaligned`);
-      return off;
-    };
-    this.d = check('desc ring', opts.descAddr, 16 * opts.size, 16) >> 2;
-    this.drv = check('driver event area', opts.driverAddr, 4, 4) >> 1;
-    this.dev = check('device event area', opts.deviceAddr, 4, 4) >> 1;
+    super(opts, checkPackedQueueSize(opts.size));
+    this.drv = this.areaOffset('driver event area', opts.driverAddr, 4, 4) >> 1;
+    this.dev = this.areaOffset('device event area', opts.deviceAddr, 4, 4) >> 1;
     this.freeIds = new Uint16Array(opts.size);
     for (let i = 0; i < opts.size; i++) this.freeIds[i] = opts.size - 1 - i;
     this.freeIdCount = opts.size;
     this.idCount = new Uint16Array(opts.size);
     this.pendPos = new Uint16Array(opts.size);
     this.pendFlags = new Uint16Array(opts.size);
-    this.freeCount = opts.size;
     const pos = opts.startPos ?? 0;
     const wrap = opts.startWrap ?? 1;
     this.nextAvail = pos;
@@ -134,18 +102,12 @@ export class PackedDriver {
 
   /** Writes descriptor slot `pos` raw (tests build malformed rings with it). */
   writeDesc(pos: number, addr: number, len: number, id: number, flags: number): void {
-    const w = this.d + (pos << 2);
-    this.m32[w] = addr >>> 0;
-    this.m32[w + 1] = Math.floor(addr / 4294967296) >>> 0;
-    this.m32[w + 2] = len >>> 0;
-    this.m32[w + 3] = ((id & 0xffff) | ((flags & 0xffff) << 16)) >>> 0;
+    this.putDesc(this.d + (pos << 2), addr, len, ((id & 0xffff) | ((flags & 0xffff) << 16)) >>> 0);
   }
 
-  /** Raw 64-bit address (hi, lo) into slot `pos` (for addresses >= 2^53). */
-  writeDescAddrRaw(pos: number, hi: number, lo: number): void {
-    const w = this.d + (pos << 2);
-    this.m32[w] = lo >>> 0;
-    this.m32[w + 1] = hi >>> 0;
+  /** Packed table entries are read in order: flags << 16, id 0 (NEXT set between entries, as DPDK does; the device ignores it). */
+  protected tableWord3(flags: number): number {
+    return (flags << 16) >>> 0;
   }
 
   /** Reads back slot `pos`: [addr, len, id, flags]. */
@@ -219,23 +181,6 @@ export class PackedDriver {
     ONE_ADDR[0] = tableDeviceAddr;
     ONE_LEN[0] = 16 * count;
     return this.place(1, ONE_ADDR, ONE_LEN, INDIRECT);
-  }
-
-  /** Writes an indirect table at tableAddr (NEXT set between entries, as DPDK does; the device ignores it). */
-  writeTable(tableAddr: number, addrs: ArrayLike<number>, lens: ArrayLike<number>, readable: number, count = addrs.length): void {
-    const off = tableAddr - this.base;
-    if (off < 0 || off + 16 * count > this.memory.length || (off & 3) !== 0) {
-      throw new Error(`indirect table 0x${tableAddr.toString(16)} outside driver memory or misaligned`);
-    }
-    const t = off >> 2;
-    for (let k = 0; k < count; k++) {
-      const w = t + 4 * k;
-      const flags = (k >= readable ? VRING_DESC_F_WRITE : 0) | (k + 1 < count ? VRING_DESC_F_NEXT : 0);
-      this.m32[w] = addrs[k] >>> 0;
-      this.m32[w + 1] = Math.floor(addrs[k] / 4294967296) >>> 0;
-      this.m32[w + 2] = lens[k] >>> 0;
-      this.m32[w + 3] = (flags << 16) >>> 0;
-    }
   }
 
   /** Makes every added buffer visible: each head's flags, release-stored, in order. Returns how many. */

@@ -9,16 +9,11 @@
  * Hot operations (addBuffer, publish, popUsed) allocate nothing.
  */
 import { VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, checkQueueSize } from '../virtqueue/split.js';
+import { RingDriver, type RingDriverOptions } from './ring-driver.js';
 
-export interface SplitDriverOptions {
-  memory: Uint8Array;
-  /** Guest address of memory[0]. */
-  base: number;
-  size: number;
-  descAddr: number;
+export interface SplitDriverOptions extends RingDriverOptions {
   availAddr: number;
   usedAddr: number;
-  eventIdx?: boolean;
   /** Initial avail/used index (default 0). */
   startIdx?: number;
 }
@@ -39,58 +34,30 @@ export function layoutRings(size: number, start: number, usedAlign = 4096): Ring
   return { descAddr, availAddr, usedAddr, end: usedAddr + 6 + 8 * size };
 }
 
-export class SplitDriver {
-  readonly size: number;
+export class SplitDriver extends RingDriver {
   readonly mask: number;
-  readonly eventIdx: boolean;
-  readonly memory: Uint8Array;
-  readonly base: number;
-  /** Free descriptor count. */
-  freeCount: number;
   /** Next avail ring slot to fill (free-running u16), published or not. */
   availShadow: number;
   /** avail->idx as last published. */
   availIdx: number;
   /** Next used entry to read. */
   lastUsedIdx: number;
-  /** Length of the entry returned by the last popUsed(). */
-  lastLen = 0;
   /** Chains published since the last needsKick(). */
   private kickOld: number;
 
-  private readonly m16: Uint16Array;
-  private readonly m32: Uint32Array;
-  private readonly d: number; // desc base, in u32 units
   private readonly a: number; // avail base, in u16 units
   private readonly u: number; // used base, in u16 units
   private readonly free: Uint16Array;
   private readonly chainCount: Uint16Array;
 
   constructor(opts: SplitDriverOptions) {
-    const bad = checkQueueSize(opts.size);
-    if (bad !== null) throw new Error(bad);
-    this.size = opts.size;
+    super(opts, checkQueueSize(opts.size));
     this.mask = opts.size - 1;
-    this.eventIdx = opts.eventIdx ?? false;
-    this.memory = opts.memory;
-    this.base = opts.base;
-    const mem = opts.memory;
-    if ((mem.byteOffset & 3) !== 0) throw new Error('driver memory must be 4-byte aligned');
-    this.m16 = new Uint16Array(mem.buffer, mem.byteOffset, mem.length >> 1);
-    this.m32 = new Uint32Array(mem.buffer, mem.byteOffset, mem.length >> 2);
-    const check = (name: string, addr: number, len: number, align: number): number => {
-      const off = addr - opts.base;
-      if (off < 0 || off + len > mem.length) throw new Error(`${name} ring 0x${addr.toString(16)} outside driver memory`);
-      if (off % align !== 0) throw new Error(`${name} ring 0x${addr.toString(16)} misaligned`);
-      return off;
-    };
-    this.d = check('desc', opts.descAddr, 16 * opts.size, 16) >> 2;
-    this.a = check('avail', opts.availAddr, 6 + 2 * opts.size, 2) >> 1;
-    this.u = check('used', opts.usedAddr, 6 + 8 * opts.size, 4) >> 1;
+    this.a = this.areaOffset('avail ring', opts.availAddr, 6 + 2 * opts.size, 2) >> 1;
+    this.u = this.areaOffset('used ring', opts.usedAddr, 6 + 8 * opts.size, 4) >> 1;
     this.free = new Uint16Array(opts.size);
     this.chainCount = new Uint16Array(opts.size);
     for (let i = 0; i < opts.size; i++) this.free[i] = opts.size - 1 - i;
-    this.freeCount = opts.size;
     const start = (opts.startIdx ?? 0) & 0xffff;
     this.availShadow = start;
     this.availIdx = start;
@@ -104,18 +71,12 @@ export class SplitDriver {
 
   /** Writes descriptor i (raw: tests use it to build malformed chains). */
   writeDesc(i: number, addr: number, len: number, flags: number, next: number): void {
-    const w = this.d + (i << 2);
-    this.m32[w] = addr >>> 0;
-    this.m32[w + 1] = Math.floor(addr / 4294967296) >>> 0;
-    this.m32[w + 2] = len >>> 0;
-    this.m32[w + 3] = (flags & 0xffff) | ((next & 0xffff) << 16);
+    this.putDesc(this.d + (i << 2), addr, len, (flags & 0xffff) | ((next & 0xffff) << 16));
   }
 
-  /** Writes a raw 64-bit address (hi, lo) into descriptor i (for addresses >= 2^53). */
-  writeDescAddrRaw(i: number, hi: number, lo: number): void {
-    const w = this.d + (i << 2);
-    this.m32[w] = lo >>> 0;
-    this.m32[w + 1] = hi >>> 0;
+  /** Split table entries link by index: flags | next << 16. */
+  protected tableWord3(flags: number, next: number): number {
+    return flags | (next << 16);
   }
 
   /** Puts `head` in the next avail ring slot (not yet published). */
@@ -184,24 +145,6 @@ export class SplitDriver {
     this.chainCount[i] = 1;
     this.pushAvail(i);
     return i;
-  }
-
-  /** Writes an indirect table (linked 0 -> 1 -> ...) at tableAddr. */
-  writeTable(tableAddr: number, addrs: ArrayLike<number>, lens: ArrayLike<number>, readable: number, count = addrs.length): void {
-    const off = tableAddr - this.base;
-    if (off < 0 || off + 16 * count > this.memory.length || (off & 3) !== 0) {
-      throw new Error(`indirect table 0x${tableAddr.toString(16)} outside driver memory or misaligned`);
-    }
-    const t = off >> 2;
-    for (let k = 0; k < count; k++) {
-      const w = t + 4 * k;
-      let flags = k >= readable ? VRING_DESC_F_WRITE : 0;
-      if (k + 1 < count) flags |= VRING_DESC_F_NEXT;
-      this.m32[w] = addrs[k] >>> 0;
-      this.m32[w + 1] = Math.floor(addrs[k] / 4294967296) >>> 0;
-      this.m32[w + 2] = lens[k] >>> 0;
-      this.m32[w + 3] = flags | ((k + 1 < count ? k + 1 : 0) << 16);
-    }
   }
 
   /** Makes every added buffer visible: one avail->idx store (release). Returns how many. */

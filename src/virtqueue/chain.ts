@@ -1,7 +1,9 @@
 /**
- * What split and packed virtqueues share on the device side: the queue's broken / miss /
- * ring-fault state, contiguous ring-area mapping, and the mapping of one descriptor's
- * buffer into scatter-list pieces (the per-descriptor hot path, `addDesc`).
+ * What split and packed virtqueues share on the device side: the queue's configuration,
+ * broken / miss / ring-fault state, the mapping of its three ring areas (described per
+ * kind by a RingAreas table), the start and end of a chain walk, the mapping of an
+ * indirect table, and the mapping of one descriptor's buffer into scatter-list pieces
+ * (the per-descriptor hot path, `addDesc`).
  *
  * SplitQueue and PackedQueue extend ChainWalker. A data-path worker only ever builds one
  * of them (the ring layout is negotiated per device), so every call site in it stays
@@ -10,6 +12,7 @@
  */
 import { ACCESS_READ, ACCESS_WRITE, FAULT_DENIED, MAP_MISS, type AddressSpace } from '../memory/address-space.js';
 import { NO_WORDS, type ScatterList } from './scatter.js';
+import type { VirtQueueConfig } from './queue.js';
 
 /** walkChain() results. */
 export const WALK_OK = 0;
@@ -37,13 +40,54 @@ export function where(idx: number, table: number): string {
   return table < 0 ? `desc[${idx}]` : `indirect desc[${idx}] of desc[${table}]`;
 }
 
+/** One ring area of a queue kind: `fixed + perEntry * size` bytes at a guest address. */
+export interface RingArea {
+  /** As in "avail ring at 0x...: ..." (mapping failures). */
+  name: string;
+  /** As in "avail ring address 0x... is not 2-byte aligned". */
+  label: string;
+  fixed: number;
+  perEntry: number;
+  /** Alignment of the guest address (spec), and of its host mapping (the typed views over it). */
+  align: number;
+  hostAlign: number;
+  access: number;
+}
+
+/** A queue kind's three ring areas, at descAddr / availAddr / usedAddr. */
+export interface RingAreas {
+  desc: RingArea;
+  avail: RingArea;
+  used: RingArea;
+}
+
+function areaLen(a: RingArea, size: number): number {
+  return a.fixed + a.perEntry * size;
+}
+
 const EMPTY8 = new Uint8Array(0);
 const EMPTY_I32 = new Int32Array(0);
+export const EMPTY16 = new Uint16Array(0);
+export const EMPTY32 = new Uint32Array(0);
 
 export abstract class ChainWalker {
   size = 0;
+  eventIdx = false;
+  descAddr = 0;
+  /** Split: avail ring. Packed: driver event suppression area. */
+  availAddr = 0;
+  /** Split: used ring. Packed: device event suppression area. */
+  usedAddr = 0;
   ringSpace: AddressSpace | null = null;
   dataSpace: AddressSpace | null = null;
+
+  // For inspect (packed: positions with the wrap counter in bit 15).
+  /** Next chain to consume. */
+  lastAvailIdx = 0;
+  /** Split: avail->idx as last read. Packed: scan frontier, the first descriptor not (yet) seen available. */
+  availIdx = 0;
+  /** Split: used->idx as last published. Packed: next used descriptor position after the last flush. */
+  usedIdx = 0;
 
   /** Rings mapped and the queue usable. */
   ready = false;
@@ -82,9 +126,139 @@ export abstract class ChainWalker {
   /** Indirect tables that are not contiguous in host memory are copied here. */
   protected indScratch: Uint8Array = EMPTY8;
   protected indWords: Int32Array = EMPTY_I32;
+  /** The indirect table mapTable() found: its words, and its first word's index in them. */
+  protected tblWords: Int32Array = EMPTY_I32;
+  protected tblBase = 0;
   // Ring area mapping result.
   protected areaBytes: Uint8Array = EMPTY8;
   protected areaOffset = 0;
+
+  /** @param areas the kind's ring layout (mapRings, ringsOverlap). */
+  constructor(private readonly areas: RingAreas) {}
+
+  /**
+   * configure()'s common part: clears the broken / miss / error state, then (size valid:
+   * `sizeError` null) takes the addresses, spaces and EVENT_IDX. RING_OK or RING_FAULT.
+   */
+  protected configureCommon(cfg: VirtQueueConfig, sizeError: string | null): number {
+    this.ready = false;
+    this.broken = false;
+    this.brokenReason = '';
+    this.deniedAddr = -1;
+    this.error = '';
+    this.missPending = false;
+    if (sizeError !== null) return this.ringFault(sizeError);
+    this.size = cfg.size;
+    this.descAddr = cfg.descAddr;
+    this.availAddr = cfg.availAddr;
+    this.usedAddr = cfg.usedAddr;
+    this.ringSpace = cfg.ringSpace;
+    this.dataSpace = cfg.dataSpace;
+    this.eventIdx = cfg.eventIdx;
+    return RING_OK;
+  }
+
+  /**
+   * (Re)translates the three ring areas, e.g. after the IOTLB update answering a ring
+   * miss, or after an invalidation hit a ring (call unmapRings() first). Each must map
+   * contiguously; setViews() then gets each area's bytes and byte offset in their buffer.
+   */
+  mapRings(): number {
+    this.ready = false;
+    this.missPending = false;
+    const space = this.ringSpace;
+    if (space === null) return this.ringFault('queue not configured');
+    const size = this.size;
+    const { desc, avail, used } = this.areas;
+    if (this.descAddr % desc.align !== 0) return this.alignFault(desc, this.descAddr);
+    if (this.availAddr % avail.align !== 0) return this.alignFault(avail, this.availAddr);
+    if (this.usedAddr % used.align !== 0) return this.alignFault(used, this.usedAddr);
+    let st = this.mapArea(space, this.descAddr, areaLen(desc, size), desc.access, desc.name);
+    if (st !== RING_OK) return st;
+    const dBytes = this.areaBytes;
+    const dOff = dBytes.byteOffset + this.areaOffset;
+    st = this.mapArea(space, this.availAddr, areaLen(avail, size), avail.access, avail.name);
+    if (st !== RING_OK) return st;
+    const aBytes = this.areaBytes;
+    const aOff = aBytes.byteOffset + this.areaOffset;
+    st = this.mapArea(space, this.usedAddr, areaLen(used, size), used.access, used.name);
+    if (st !== RING_OK) return st;
+    const uBytes = this.areaBytes;
+    const uOff = uBytes.byteOffset + this.areaOffset;
+    if (dOff % desc.hostAlign !== 0 || aOff % avail.hostAlign !== 0 || uOff % used.hostAlign !== 0) {
+      return this.ringFault('ring host mapping is not aligned (region bytes misaligned)');
+    }
+    this.setViews(dBytes.buffer, dOff, aBytes.buffer, aOff, uBytes.buffer, uOff);
+    this.ready = true;
+    return RING_OK;
+  }
+
+  /** Builds the kind's typed views over the mapped ring areas (byte offsets into each buffer). */
+  protected abstract setViews(dBuf: ArrayBufferLike, dOff: number, aBuf: ArrayBufferLike, aOff: number, uBuf: ArrayBufferLike, uOff: number): void;
+
+  /** Is [addr, addr+len) overlapping one of this queue's ring areas? (for invalidations). */
+  ringsOverlap(addr: number, len: number): boolean {
+    const end = addr + len;
+    const s = this.size;
+    const { desc, avail, used } = this.areas;
+    return (addr < this.descAddr + areaLen(desc, s) && this.descAddr < end) ||
+      (addr < this.availAddr + areaLen(avail, s) && this.availAddr < end) ||
+      (addr < this.usedAddr + areaLen(used, s) && this.usedAddr < end);
+  }
+
+  private alignFault(area: RingArea, addr: number): number {
+    return this.ringFault(`${area.label} address ${hex(addr)} is not ${area.align}-byte aligned`);
+  }
+
+  /** A walk's start: chain pieces go to sg from `start`, totals from 0. */
+  protected beginWalk(start: number): void {
+    this.wk = start;
+    this.wRead = 0;
+    this.wWrite = 0;
+  }
+
+  /**
+   * A walk's end: on WALK_OK commits the pieces to sg and sets the chain totals (`descs`
+   * descriptors visited); otherwise leaves sg.count at `start` and returns `st`.
+   */
+  protected endWalk(st: number, sg: ScatterList, start: number, descs: number): number {
+    if (st !== WALK_OK) {
+      sg.count = start;
+      return st;
+    }
+    sg.count = this.wk;
+    this.chainReadLen = this.wRead;
+    this.chainWriteLen = this.wWrite;
+    this.chainDescs = descs;
+    return WALK_OK;
+  }
+
+  /**
+   * Checks and maps the indirect table of len bytes at (hi, lo) held by desc[idx]; on
+   * WALK_OK its entries are at tblWords[tblBase...] (len/16 of them, 4 words each): the
+   * space's own words when contiguous and word-aligned (the normal case: the spec asks
+   * for 16-byte alignment), else the scratch copy. Sets chainDescs to 0.
+   */
+  protected mapTable(idx: number, lo: number, hi: number, len: number): number {
+    this.chainDescs = 0;
+    if (len === 0 || (len & 15) !== 0) return this.failIndLen(idx, len);
+    const nr = len >>> 4;
+    if (nr > this.size) return this.failIndSize(idx, nr);
+    if (hi >= 0x200000) return this.failBig(idx, -1, hi, lo);
+    const addr = hi * 4294967296 + lo;
+    const space = this.dataSpace!;
+    const n = space.map(addr, len, ACCESS_READ);
+    const words = space.words;
+    if (n === len && words !== undefined && words.length !== 0 && (space.offset & 3) === 0) {
+      this.tblWords = words;
+      this.tblBase = space.offset >>> 2;
+      return WALK_OK;
+    }
+    const st = this.snapshotTable(space, n, idx, addr, len);
+    this.tblWords = this.indWords;
+    this.tblBase = 0;
+    return st;
+  }
 
   protected mapArea(space: AddressSpace, addr: number, len: number, access: number, name: string): number {
     let n = space.map(addr, len, access);
@@ -292,4 +466,5 @@ export abstract class ChainWalker {
     }
     if (at === addr) return this.fail(`desc[${idx}].addr=${hex(addr)} (INDIRECT table) is outside guest memory`);
     return this.fail(`desc[${idx}].len=${len} (INDIRECT table at ${hex(addr)}) runs past guest memory at ${hex(at)}`);
-  }}
+  }
+}

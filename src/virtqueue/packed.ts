@@ -38,10 +38,10 @@
  * Atomics.load (acquire); the driver writes the head's flags last (after the rest of the
  * chain, with a release), so everything read after it is at least as new.
  */
-import { ACCESS_READ, ACCESS_WRITE, type AddressSpace } from '../memory/address-space.js';
+import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
-import { ChainWalker, WALK_OK, RING_OK, hex } from './chain.js';
-import type { VirtQueue } from './queue.js';
+import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, type RingAreas } from './chain.js';
+import type { VirtQueue, VirtQueueConfig } from './queue.js';
 import { MAX_QUEUE_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './split.js';
 
 export { WALK_OK, WALK_MISS, WALK_BROKEN, RING_OK, RING_MISS, RING_FAULT } from './chain.js';
@@ -64,23 +64,13 @@ const W_INDIRECT = VRING_DESC_F_INDIRECT << 16;
 const W_AVAIL = VRING_PACKED_DESC_F_AVAIL << 16;
 const W_USED = (VRING_PACKED_DESC_F_USED << 16) | 0; // bit 31: compare as int32
 
-export interface PackedQueueConfig {
-  size: number;
-  descAddr: number;
-  /** Driver event suppression area (vhost-user's avail address). */
-  availAddr: number;
-  /** Device event suppression area (vhost-user's used address). */
-  usedAddr: number;
-  ringSpace: AddressSpace;
-  dataSpace: AddressSpace;
-  eventIdx: boolean;
-  /**
-   * The vhost-user ring base: bits 0-14 next avail position, bit 15 avail wrap counter,
-   * bits 16-30 next used position, bit 31 used wrap counter. Upper half 0 (DPDK
-   * virtio-user sends 0x8000 for a fresh ring) means "used = avail".
-   */
-  lastAvailIdx: number;
-}
+/**
+ * availAddr / usedAddr are the driver / device event suppression areas (vhost-user's
+ * avail / used addresses). lastAvailIdx is the vhost-user ring base: bits 0-14 next avail
+ * position, bit 15 avail wrap counter, bits 16-30 next used position, bit 31 used wrap
+ * counter. Upper half 0 (DPDK virtio-user sends 0x8000 for a fresh ring) means "used = avail".
+ */
+export type PackedQueueConfig = VirtQueueConfig;
 
 /** null if `size` is a valid packed queue size (any size in 1..32768), else why not. */
 export function checkPackedQueueSize(size: number): string | null {
@@ -98,25 +88,17 @@ function needEvent(event: number, nw: number, old: number): boolean {
   return ((nw - event - 1) & 0xffff) < ((nw - old) & 0xffff);
 }
 
-const EMPTY16 = new Uint16Array(0);
-const EMPTY32 = new Uint32Array(0);
+/**
+ * desc 16 * size (align 16; read-write: used descriptors are written back), driver and
+ * device event areas 4 bytes each (align 4).
+ */
+const PACKED_AREAS: RingAreas = {
+  desc: { name: 'desc', label: 'desc ring', fixed: 0, perEntry: PACKED_DESC_SIZE, align: 16, hostAlign: 4, access: ACCESS_READ | ACCESS_WRITE },
+  avail: { name: 'driver event', label: 'driver event area', fixed: PACKED_EVENT_SIZE, perEntry: 0, align: 4, hostAlign: 2, access: ACCESS_READ },
+  used: { name: 'device event', label: 'device event area', fixed: PACKED_EVENT_SIZE, perEntry: 0, align: 4, hostAlign: 2, access: ACCESS_READ | ACCESS_WRITE },
+};
 
 export class PackedQueue extends ChainWalker implements VirtQueue {
-  eventIdx = false;
-  descAddr = 0;
-  /** Driver event suppression area. */
-  availAddr = 0;
-  /** Device event suppression area. */
-  usedAddr = 0;
-
-  // For inspect: positions with the wrap counter in bit 15.
-  /** Next chain to consume. */
-  lastAvailIdx = 0;
-  /** Scan frontier: first descriptor not (yet) seen available. */
-  availIdx = 0;
-  /** Next used descriptor position after the last flush. */
-  usedIdx = 0;
-
   // Avail side.
   private availPos = 0;
   private availWrap = 1;
@@ -152,24 +134,15 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   private driver16: Uint16Array = EMPTY16;
   private device16: Uint16Array = EMPTY16;
 
+  constructor() {
+    super(PACKED_AREAS);
+  }
+
   /** Sets up the queue and maps its rings. Never throws; returns RING_OK, RING_MISS or RING_FAULT. */
   configure(cfg: PackedQueueConfig): number {
-    this.ready = false;
-    this.broken = false;
-    this.brokenReason = '';
-    this.deniedAddr = -1;
-    this.error = '';
-    this.missPending = false;
-    const bad = checkPackedQueueSize(cfg.size);
-    if (bad !== null) return this.ringFault(bad);
+    const st = this.configureCommon(cfg, checkPackedQueueSize(cfg.size));
+    if (st !== RING_OK) return st;
     const size = cfg.size;
-    this.size = size;
-    this.descAddr = cfg.descAddr;
-    this.availAddr = cfg.availAddr;
-    this.usedAddr = cfg.usedAddr;
-    this.ringSpace = cfg.ringSpace;
-    this.dataSpace = cfg.dataSpace;
-    this.eventIdx = cfg.eventIdx;
     const base = cfg.lastAvailIdx >>> 0;
     const avail = base & 0xffff;
     const used = (base >>> 16) === 0 ? avail : base >>> 16;
@@ -209,37 +182,11 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.usedIdx = offWrap(this.usedPos, this.usedWrap);
   }
 
-  /** (Re)translates the three ring areas (after a ring miss is answered, or an invalidation). */
-  mapRings(): number {
-    this.ready = false;
-    this.missPending = false;
-    const space = this.ringSpace;
-    if (space === null) return this.ringFault('queue not configured');
-    const size = this.size;
-    if ((this.descAddr % 16) !== 0) return this.ringFault(`desc ring address ${hex(this.descAddr)} is not 16-byte aligned`);
-    if ((this.availAddr % 4) !== 0) return this.ringFault(`driver event area address ${hex(this.availAddr)} is not 4-byte aligned`);
-    if ((this.usedAddr % 4) !== 0) return this.ringFault(`device event area address ${hex(this.usedAddr)} is not 4-byte aligned`);
-    let st = this.mapArea(space, this.descAddr, PACKED_DESC_SIZE * size, ACCESS_READ | ACCESS_WRITE, 'desc');
-    if (st !== RING_OK) return st;
-    const dBytes = this.areaBytes;
-    const dOff = dBytes.byteOffset + this.areaOffset;
-    st = this.mapArea(space, this.availAddr, PACKED_EVENT_SIZE, ACCESS_READ, 'driver event');
-    if (st !== RING_OK) return st;
-    const aBytes = this.areaBytes;
-    const aOff = aBytes.byteOffset + this.areaOffset;
-    st = this.mapArea(space, this.usedAddr, PACKED_EVENT_SIZE, ACCESS_READ | ACCESS_WRITE, 'device event');
-    if (st !== RING_OK) return st;
-    const uBytes = this.areaBytes;
-    const uOff = uBytes.byteOffset + this.areaOffset;
-    if ((dOff & 3) !== 0 || (aOff & 1) !== 0 || (uOff & 1) !== 0) {
-      return this.ringFault('ring host mapping is not aligned (region bytes misaligned)');
-    }
-    this.desc32 = new Uint32Array(dBytes.buffer, dOff, 4 * size);
-    this.desc16 = new Uint16Array(dBytes.buffer, dOff, 8 * size);
-    this.driver16 = new Uint16Array(aBytes.buffer, aOff, 2);
-    this.device16 = new Uint16Array(uBytes.buffer, uOff, 2);
-    this.ready = true;
-    return RING_OK;
+  protected setViews(dBuf: ArrayBufferLike, dOff: number, aBuf: ArrayBufferLike, aOff: number, uBuf: ArrayBufferLike, uOff: number): void {
+    this.desc32 = new Uint32Array(dBuf, dOff, 4 * this.size);
+    this.desc16 = new Uint16Array(dBuf, dOff, 8 * this.size);
+    this.driver16 = new Uint16Array(aBuf, aOff, 2);
+    this.device16 = new Uint16Array(uBuf, uOff, 2);
   }
 
   /** Drops the ring views (an IOTLB invalidation covered a ring). mapRings() restores them. */
@@ -249,14 +196,6 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.desc16 = EMPTY16;
     this.driver16 = EMPTY16;
     this.device16 = EMPTY16;
-  }
-
-  /** Is [addr, addr+len) overlapping one of this queue's ring areas? (for invalidations). */
-  ringsOverlap(addr: number, len: number): boolean {
-    const end = addr + len;
-    return (addr < this.descAddr + PACKED_DESC_SIZE * this.size && this.descAddr < end) ||
-      (addr < this.availAddr + PACKED_EVENT_SIZE && this.availAddr < end) ||
-      (addr < this.usedAddr + PACKED_EVENT_SIZE && this.usedAddr < end);
   }
 
   /**
@@ -342,9 +281,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     const cnt = this.chainCnt[slot];
     const size = this.size;
     const d = this.desc32;
-    this.wk = start;
-    this.wRead = 0;
-    this.wWrite = 0;
+    this.beginWalk(start);
     let st = WALK_OK;
     let descs = 0;
     let w3 = 0;
@@ -376,39 +313,16 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
       if (++pos === size) pos = 0;
     }
     this.chainHead = w3 & 0xffff;
-    if (st !== WALK_OK) {
-      sg.count = start;
-      return st;
-    }
-    sg.count = this.wk;
-    this.chainReadLen = this.wRead;
-    this.chainWriteLen = this.wWrite;
-    this.chainDescs = descs;
-    return WALK_OK;
+    return this.endWalk(st, sg, start, descs);
   }
 
   /** An indirect table: len/16 descriptors in order, only WRITE significant. */
   private walkIndirect(idx: number, lo: number, hi: number, len: number, sg: ScatterList): number {
-    this.chainDescs = 0;
-    if (len === 0 || (len & 15) !== 0) return this.failIndLen(idx, len);
+    const mt = this.mapTable(idx, lo, hi, len);
+    if (mt !== WALK_OK) return mt;
+    const tw = this.tblWords;
+    const tb = this.tblBase;
     const nr = len >>> 4;
-    if (nr > this.size) return this.failIndSize(idx, nr);
-    if (hi >= 0x200000) return this.failBig(idx, -1, hi, lo);
-    const addr = hi * 4294967296 + lo;
-    const space = this.dataSpace!;
-    const n = space.map(addr, len, ACCESS_READ);
-    let tw: Int32Array;
-    let tb: number;
-    const words = space.words;
-    if (n === len && words !== undefined && words.length !== 0 && (space.offset & 3) === 0) {
-      tw = words;
-      tb = space.offset >>> 2;
-    } else {
-      const st = this.snapshotTable(space, n, idx, addr, len);
-      if (st !== WALK_OK) return st;
-      tw = this.indWords;
-      tb = 0;
-    }
     for (let j = 0; j < nr; j++) {
       const w = tb + (j << 2);
       const dlen = tw[w + 2] >>> 0;

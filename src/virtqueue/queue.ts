@@ -17,10 +17,12 @@ export interface VirtQueueConfig {
   availAddr: number;
   /** Split: used ring. Packed: device event suppression area. */
   usedAddr: number;
+  /** Translates the three ring addresses (front-end VAs without IOMMU, IOVAs with). */
   ringSpace: AddressSpace;
+  /** Translates descriptor addresses (GPAs without IOMMU, IOVAs with). */
   dataSpace: AddressSpace;
   eventIdx: boolean;
-  /** The vhost-user ring base (SET_VRING_BASE num). */
+  /** The vhost-user ring base (SET_VRING_BASE num; packed: see PackedQueueConfig). */
   lastAvailIdx: number;
 }
 

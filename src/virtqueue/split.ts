@@ -30,10 +30,10 @@
  *    store, then the re-read of avail->idx.
  * Atomics work on integer arrays over plain ArrayBuffers (tests) and SharedArrayBuffers alike.
  */
-import { ACCESS_READ, ACCESS_WRITE, type AddressSpace } from '../memory/address-space.js';
+import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
-import { ChainWalker, WALK_OK, RING_OK, hex, where } from './chain.js';
-import type { VirtQueue } from './queue.js';
+import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, type RingAreas } from './chain.js';
+import type { VirtQueue, VirtQueueConfig } from './queue.js';
 
 export { WALK_OK, WALK_MISS, WALK_BROKEN, RING_OK, RING_MISS, RING_FAULT } from './chain.js';
 
@@ -49,20 +49,17 @@ export const VRING_AVAIL_F_NO_INTERRUPT = 1;
 export const MAX_QUEUE_SIZE = 32768;
 export const DESC_SIZE = 16;
 
-export interface SplitQueueConfig {
-  size: number;
-  descAddr: number;
-  availAddr: number;
-  usedAddr: number;
-  /** Translates the three ring addresses (front-end VAs without IOMMU, IOVAs with). */
-  ringSpace: AddressSpace;
-  /** Translates descriptor addresses (GPAs without IOMMU, IOVAs with). */
-  dataSpace: AddressSpace;
-  eventIdx: boolean;
-  lastAvailIdx: number;
+export interface SplitQueueConfig extends VirtQueueConfig {
   /** Defaults to lastAvailIdx (what SET_VRING_BASE means for a split ring). */
   lastUsedIdx?: number;
 }
+
+/** desc 16 * size (align 16), avail 6 + 2 * size (align 2), used 6 + 8 * size (align 4). */
+const SPLIT_AREAS: RingAreas = {
+  desc: { name: 'desc', label: 'desc ring', fixed: 0, perEntry: DESC_SIZE, align: 16, hostAlign: 4, access: ACCESS_READ },
+  avail: { name: 'avail', label: 'avail ring', fixed: 6, perEntry: 2, align: 2, hostAlign: 2, access: ACCESS_READ },
+  used: { name: 'used', label: 'used ring', fixed: 6, perEntry: 8, align: 4, hostAlign: 4, access: ACCESS_READ | ACCESS_WRITE },
+};
 
 /** null if `size` is a valid split queue size, else why not. */
 export function checkQueueSize(size: number): string | null {
@@ -72,22 +69,10 @@ export function checkQueueSize(size: number): string | null {
   return null;
 }
 
-const EMPTY16 = new Uint16Array(0);
-const EMPTY32 = new Uint32Array(0);
-
 export class SplitQueue extends ChainWalker implements VirtQueue {
+  // lastAvailIdx (next avail ring position to consume), availIdx (avail->idx as last read
+  // by availableCount()) and usedIdx (used->idx as last published) are free-running u16s.
   mask = 0;
-  eventIdx = false;
-  descAddr = 0;
-  availAddr = 0;
-  usedAddr = 0;
-
-  /** Next avail ring position to consume (free-running u16). */
-  lastAvailIdx = 0;
-  /** avail->idx as last read by availableCount(). */
-  availIdx = 0;
-  /** used->idx as last published. */
-  usedIdx = 0;
   /** used->idx including entries staged by pushUsed() but not yet flushed. */
   usedShadow = 0;
 
@@ -102,24 +87,15 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
   private signalledUsed = 0;
   private signalledValid = false;
 
+  constructor() {
+    super(SPLIT_AREAS);
+  }
+
   /** Sets up the queue and maps its rings. Never throws; returns RING_OK, RING_MISS or RING_FAULT. */
   configure(cfg: SplitQueueConfig): number {
-    this.ready = false;
-    this.broken = false;
-    this.brokenReason = '';
-    this.deniedAddr = -1;
-    this.error = '';
-    this.missPending = false;
-    const bad = checkQueueSize(cfg.size);
-    if (bad !== null) return this.ringFault(bad);
-    this.size = cfg.size;
+    const st = this.configureCommon(cfg, checkQueueSize(cfg.size));
+    if (st !== RING_OK) return st;
     this.mask = cfg.size - 1;
-    this.descAddr = cfg.descAddr;
-    this.availAddr = cfg.availAddr;
-    this.usedAddr = cfg.usedAddr;
-    this.ringSpace = cfg.ringSpace;
-    this.dataSpace = cfg.dataSpace;
-    this.eventIdx = cfg.eventIdx;
     this.lastAvailIdx = cfg.lastAvailIdx & 0xffff;
     this.availIdx = this.lastAvailIdx;
     this.usedIdx = (cfg.lastUsedIdx ?? cfg.lastAvailIdx) & 0xffff;
@@ -129,43 +105,14 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     return this.mapRings();
   }
 
-  /**
-   * (Re)translates the three ring areas, e.g. after the IOTLB update answering a ring
-   * miss, or after an invalidation hit a ring (call unmapRings() first).
-   */
-  mapRings(): number {
-    this.ready = false;
-    this.missPending = false;
-    const space = this.ringSpace;
-    if (space === null) return this.ringFault('queue not configured');
+  protected setViews(dBuf: ArrayBufferLike, dOff: number, aBuf: ArrayBufferLike, aOff: number, uBuf: ArrayBufferLike, uOff: number): void {
     const size = this.size;
-    if ((this.descAddr % 16) !== 0) return this.ringFault(`desc ring address ${hex(this.descAddr)} is not 16-byte aligned`);
-    if ((this.availAddr % 2) !== 0) return this.ringFault(`avail ring address ${hex(this.availAddr)} is not 2-byte aligned`);
-    if ((this.usedAddr % 4) !== 0) return this.ringFault(`used ring address ${hex(this.usedAddr)} is not 4-byte aligned`);
-
-    let st = this.mapArea(space, this.descAddr, DESC_SIZE * size, ACCESS_READ, 'desc');
-    if (st !== RING_OK) return st;
-    const dBytes = this.areaBytes;
-    const dOff = dBytes.byteOffset + this.areaOffset;
-    st = this.mapArea(space, this.availAddr, 6 + 2 * size, ACCESS_READ, 'avail');
-    if (st !== RING_OK) return st;
-    const aBytes = this.areaBytes;
-    const aOff = aBytes.byteOffset + this.areaOffset;
-    st = this.mapArea(space, this.usedAddr, 6 + 8 * size, ACCESS_READ | ACCESS_WRITE, 'used');
-    if (st !== RING_OK) return st;
-    const uBytes = this.areaBytes;
-    const uOff = uBytes.byteOffset + this.areaOffset;
-    if ((dOff & 3) !== 0 || (aOff & 1) !== 0 || (uOff & 3) !== 0) {
-      return this.ringFault('ring host mapping is not aligned (region bytes misaligned)');
-    }
-    this.desc32 = new Uint32Array(dBytes.buffer, dOff, 4 * size);
-    this.avail16 = new Uint16Array(aBytes.buffer, aOff, 3 + size);
-    this.used16 = new Uint16Array(uBytes.buffer, uOff, 3 + 4 * size);
-    this.used32 = new Uint32Array(uBytes.buffer, uOff + 4, 2 * size);
+    this.desc32 = new Uint32Array(dBuf, dOff, 4 * size);
+    this.avail16 = new Uint16Array(aBuf, aOff, 3 + size);
+    this.used16 = new Uint16Array(uBuf, uOff, 3 + 4 * size);
+    this.used32 = new Uint32Array(uBuf, uOff + 4, 2 * size);
     this.usedEventIdx = 2 + size;
     this.availEventIdx = 2 + 4 * size;
-    this.ready = true;
-    return RING_OK;
   }
 
   /** Drops the ring views (an IOTLB invalidation covered a ring). mapRings() restores them. */
@@ -176,21 +123,6 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     this.used16 = EMPTY16;
     this.used32 = EMPTY32;
   }
-
-  /** Is [addr, addr+len) overlapping one of this queue's ring areas? (for invalidations). */
-  ringsOverlap(addr: number, len: number): boolean {
-    const end = addr + len;
-    const s = this.size;
-    return (addr < this.descAddr + DESC_SIZE * s && this.descAddr < end) ||
-      (addr < this.availAddr + 6 + 2 * s && this.availAddr < end) ||
-      (addr < this.usedAddr + 6 + 8 * s && this.usedAddr < end);
-  }
-
-
-
-
-
-
 
   /**
    * Reads avail->idx (acquire) and returns how many chains are available beyond
@@ -234,11 +166,8 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     this.chainFirst = start;
     this.chainHead = head;
     if (head >= size) return this.failHead(pos, head);
-    this.wk = start;
-    this.wRead = 0;
-    this.wWrite = 0;
+    this.beginWalk(start);
     const d = this.desc32;
-    const space = this.dataSpace!;
     let idx = head;
     let count = 0;
     let st = WALK_OK;
@@ -269,18 +198,8 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
       }
       idx = next;
     }
-    if (st !== WALK_OK) {
-      sg.count = start;
-      return st;
-    }
-    sg.count = this.wk;
-    this.chainReadLen = this.wRead;
-    this.chainWriteLen = this.wWrite;
-    this.chainDescs = count;
-    return WALK_OK;
+    return this.endWalk(st, sg, start, count);
   }
-
-
 
   // Cold paths: message building kept out of the hot functions so they stay small.
   private failHead(pos: number, head: number): number {
@@ -293,29 +212,13 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     return this.fail(`desc[${idx}].next=${next} is not below queue size ${this.size}`);
   }
 
-
+  /** An indirect table: a chain linked by NEXT / next from entry 0. */
   private walkIndirect(idx: number, lo: number, hi: number, len: number, sg: ScatterList): number {
-    this.chainDescs = 0;
-    if (len === 0 || (len & 15) !== 0) return this.failIndLen(idx, len);
+    const mt = this.mapTable(idx, lo, hi, len);
+    if (mt !== WALK_OK) return mt;
+    const tw = this.tblWords;
+    const tb = this.tblBase;
     const nr = len >>> 4;
-    if (nr > this.size) return this.failIndSize(idx, nr);
-    if (hi >= 0x200000) return this.failBig(idx, -1, hi, lo);
-    const addr = hi * 4294967296 + lo;
-    const space = this.dataSpace!;
-    const n = space.map(addr, len, ACCESS_READ);
-    let tw: Int32Array;
-    let tb: number;
-    const words = space.words;
-    if (n === len && words !== undefined && words.length !== 0 && (space.offset & 3) === 0) {
-      // Contiguous and word-aligned (the normal case: the spec asks for 16-byte alignment).
-      tw = words;
-      tb = space.offset >>> 2;
-    } else {
-      const st = this.snapshotTable(space, n, idx, addr, len);
-      if (st !== WALK_OK) return st;
-      tw = this.indWords;
-      tb = 0;
-    }
     let j = 0;
     let count = 0;
     for (;;) {
@@ -359,7 +262,6 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
   private failIndNext(j: number, next: number, idx: number, nr: number): number {
     return this.fail(`indirect desc[${j}].next=${next} of desc[${idx}] is not below table length ${nr}`);
   }
-
 
   /** Marks n chains as taken (lastAvailIdx += n). */
   consume(n: number): void {

@@ -34,11 +34,16 @@ describe(`reconnect soak (${CYCLES} cycles)`, () => {
   });
 
   async function cycle(): Promise<void> {
-    const rig = await setupLoopback(serve.socket, { size: 64 });
     try {
-      await loopbackFrames(rig, 4);
-    } finally {
-      rig.dispose();
+      const rig = await setupLoopback(serve.socket, { size: 64 });
+      try {
+        await loopbackFrames(rig, 4);
+      } finally {
+        rig.dispose();
+      }
+    } catch (err) {
+      // serve's own words are what explains a failed cycle.
+      throw new Error(`${(err as Error).message}\nserve log:\n${serve.log.lines.filter((l) => !/ info: /.test(l)).slice(-15).join('\n')}`);
     }
     await waitFor('serve to see the disconnect', async () => !(await serve.state()).connected, 10_000);
   }

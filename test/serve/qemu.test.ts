@@ -19,6 +19,8 @@
 // has already unmapped and reused: frames went out as zeros (seen with every strategy; DPDK's
 // vhost would do the same). In strict mode every unmap is invalidated synchronously.
 //
+// The rig (namespace, serve on the tap, TCP server, guest boot, ping/transfer checks) is in
+// test/support/qemu-rig.ts, shared with qemu-packed.test.ts and bench/miss-policy-qemu.ts.
 // A missing qemu-system-x86_64 / ip / busybox / kernel fails loudly (MissingPeerError).
 // VIT_LONG=1 adds longer variants (bigger IOMMU transfers, more reconnect rounds).
 import { after, describe, it } from 'node:test';
@@ -27,152 +29,24 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startGuest, waitForGuestSocket, type Guest, type GuestOptions, type GuestResult } from '../peers/qemu.js';
+import { startGuest, waitForGuestSocket } from '../peers/qemu.js';
 import { repoRoot, sleep } from '../peers/util.js';
-import { createNetns, fdCount, memfdMappings, netnsPids, rssKiB, startTcpPeer, type Netns, type TcpPeer } from '../support/netns.js';
-import { startServe, total, type ServeProcess } from '../support/serve.js';
+import { fdCount, memfdMappings, rssKiB } from '../support/netns.js';
+import {
+  assertDone, boot, closeAllRigs, GUEST_CIDR, HOST_IP, onCleanup, pingOk, sampleState, startRig, tail, transferOk, waitDisconnected,
+} from '../support/qemu-rig.js';
+import { total } from '../support/serve.js';
 import type { DeviceState } from '../../src/control/state.js';
 
 const LONG = process.env.VIT_LONG === '1';
-const TAP = 'vit0';
-const HOST_IP = '192.0.2.1';
-const GUEST_CIDR = '192.0.2.2/24';
-const PORT = 5201;
-const STRICT_IOMMU = 'iommu.strict=1';
 const STRATEGIES = ['dpdk', 'lru', 'interval', 'coalescing'] as const;
 
 const dir = mkdtempSync(join(tmpdir(), 'vit-qemu-'));
-const cleanups: Array<() => Promise<void>> = [];
-/** Processes still inside a namespace after everything we started there was stopped. */
-const leaks: string[] = [];
 after(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  const leaks = await closeAllRigs();
   rmSync(dir, { recursive: true, force: true });
   assert.deepEqual(leaks, [], 'processes left behind in test namespaces');
 });
-
-/** One namespace + serve (inside it, on a tap) + optional TCP peer; torn down by the caller or after(). */
-interface Rig {
-  ns: Netns;
-  serve: ServeProcess;
-  tcp: TcpPeer | null;
-  guests: Guest[];
-  close(): Promise<void>;
-}
-
-async function startRig(serveArgs: string[], opts: { socket?: string; tcp?: boolean } = {}): Promise<Rig> {
-  const ns = createNetns();
-  const guests: Guest[] = [];
-  let serve: ServeProcess | null = null;
-  let tcp: TcpPeer | null = null;
-  let closed = false;
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    for (const g of guests) await g.kill().catch(() => undefined);
-    await tcp?.stop().catch(() => undefined);
-    await serve?.stop().catch(() => undefined);
-    const pids = netnsPids(ns.name);
-    if (pids.length > 0) leaks.push(`${ns.name}: ${pids.join(' ')}`);
-    ns.destroy();
-  };
-  cleanups.push(close);
-  try {
-    serve = await startServe(['--net', `tap:${TAP}`, '--quiet', ...serveArgs], {
-      prefix: ns.execPrefix(), ...(opts.socket ? { socket: opts.socket } : {}),
-    });
-    await ns.configure(TAP, `${HOST_IP}/24`);
-    if (opts.tcp) tcp = await startTcpPeer(ns, HOST_IP, PORT);
-  } catch (err) {
-    await close();
-    throw err;
-  }
-  return { ns, serve, tcp, guests, close };
-}
-
-function boot(rig: Rig, opts: Omit<GuestOptions, 'socketPath'> & { socketPath?: string }): Guest {
-  const iommuArgs = opts.iommu ? [STRICT_IOMMU] : [];
-  const g = startGuest({
-    socketPath: rig.serve.socket,
-    timeoutMs: 120_000,
-    ...opts,
-    args: { ip: GUEST_CIDR, peer: HOST_IP, port: PORT, ...(opts.args ?? {}) },
-    extraKernelArgs: [...iommuArgs, opts.extraKernelArgs ?? ''].join(' ').trim(),
-  });
-  rig.guests.push(g);
-  return g;
-}
-
-function tail(lines: string[], n = 40): string {
-  return lines.slice(-n).map((l) => '  | ' + l).join('\n');
-}
-
-function assertDone(r: GuestResult, what: string, serve: ServeProcess): void {
-  assert.ok(r.done && !r.timedOut, `${what}: the guest did not finish (timedOut=${r.timedOut}):\n${tail(r.lines)}\nserve:\n${tail(serve.log.lines, 20)}`);
-  assert.equal(r.error, undefined, `${what}: guest error ${r.error}`);
-}
-
-async function pingOk(rig: Rig, opts: Partial<GuestOptions> = {}, count = 5): Promise<GuestResult> {
-  const g = boot(rig, { mode: 'ping', ...opts, args: { count, ...(opts.args ?? {}) } });
-  const r = await g.result();
-  assertDone(r, 'ping', rig.serve);
-  assert.deepEqual(r.ping, { ok: true, received: count, sent: count }, `ping:\n${tail(r.lines)}`);
-  return r;
-}
-
-/** tcp-send: the guest sends `mib` MiB; the namespace's server must hash the same bytes. */
-async function transferOk(rig: Rig, mib: number, opts: Partial<GuestOptions> = {}): Promise<GuestResult> {
-  assert.ok(rig.tcp, 'rig without a TCP peer');
-  const from = rig.tcp.log.lines.length;
-  const g = boot(rig, { mode: 'tcp-send', ...opts, args: { mib, ...(opts.args ?? {}) } });
-  const r = await g.result();
-  assertDone(r, `tcp-send ${mib} MiB`, rig.serve);
-  assert.ok(r.sha256, `guest printed no sha256:\n${tail(r.lines)}`);
-  assert.equal(r.sha256.bytes, mib * 1024 * 1024);
-  assert.deepEqual(r.tcp, { ok: true, rc: 0 }, `nc in the guest failed:\n${tail(r.lines)}`);
-  const host = await rig.tcp.result(15_000, from);
-  assert.equal(host.bytes, r.sha256.bytes, 'bytes the namespace received');
-  assert.equal(host.hex, r.sha256.hex, 'sha256 of what the namespace received vs what the guest sent');
-  return r;
-}
-
-/**
- * Polls `state` while a guest runs and keeps the last snapshot taken while connected: queue
- * details (IOTLB statistics) exist only while the workers do, i.e. until the guest disconnects.
- */
-function sampleState(serve: ServeProcess, everyMs = 300): { last(): DeviceState | null; stop(): Promise<DeviceState | null> } {
-  let last: DeviceState | null = null;
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      try {
-        const s = await serve.state();
-        if (s.connected && s.queues.some((q) => q.iotlb)) last = s;
-      } catch {
-        /* serve busy or gone: keep the previous sample */
-      }
-      await sleep(everyMs);
-    }
-  })();
-  return {
-    last: () => last,
-    async stop() {
-      running = false;
-      await loop;
-      return last;
-    },
-  };
-}
-
-async function waitDisconnected(serve: ServeProcess, timeoutMs = 10_000): Promise<DeviceState> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await serve.state();
-    if (!s.connected) return s;
-    if (Date.now() > end) throw new Error('serve still reports a connection after QEMU exited');
-    await sleep(50);
-  }
-}
 
 describe('serve --net tap with a QEMU guest, no IOMMU', () => {
   it('guest pings the namespace 5/5 and sends 64 MiB over TCP intact', { timeout: 120_000 }, async () => {
@@ -297,7 +171,7 @@ describe('serve survives QEMU going away and coming back', () => {
     const socket = join(dir, 'qemu-server.sock');
     // QEMU listens first; serve --client connects (and retries with backoff) whenever QEMU is there.
     const first = startGuest({ socketPath: socket, server: true, mode: 'ping', args: { ip: GUEST_CIDR, peer: HOST_IP, count: 5 }, timeoutMs: 90_000 });
-    cleanups.push(async () => void (await first.kill()));
+    onCleanup(async () => void (await first.kill()));
     await waitForGuestSocket(socket);
     const rig = await startRig(['--client'], { socket });
     try {

@@ -105,7 +105,7 @@ export function netnsPids(name: string): number[] {
 }
 
 // A TCP server inside the namespace: for every connection it hashes what arrives until EOF and
-// prints `SINK sha256 <hex> bytes <n>`. With `send` it instead writes that many bytes of
+// prints `SINK sha256 <hex> bytes <n> ms <first byte to EOF>`. With `send` it instead writes that many bytes of
 // pseudo-random data, prints `SOURCE sha256 <hex> bytes <n>`, and closes.
 const SINK_SCRIPT = `
 const net = require('node:net'), crypto = require('node:crypto');
@@ -131,8 +131,13 @@ const server = net.createServer((s) => {
   }
   const h = crypto.createHash('sha256');
   let n = 0;
-  s.on('data', (d) => { h.update(d); n += d.length; });
-  s.on('end', () => { console.log('SINK sha256 ' + h.digest('hex') + ' bytes ' + n); s.end(); });
+  let first = 0n;
+  s.on('data', (d) => { if (n === 0) first = process.hrtime.bigint(); h.update(d); n += d.length; });
+  s.on('end', () => {
+    const ms = n === 0 ? 0 : Number(process.hrtime.bigint() - first) / 1e6;
+    console.log('SINK sha256 ' + h.digest('hex') + ' bytes ' + n + ' ms ' + ms.toFixed(1));
+    s.end();
+  });
   s.on('error', (e) => console.log('SINK error ' + e.message));
 });
 server.listen(Number(port), host, () => console.log('LISTENING'));
@@ -141,8 +146,8 @@ server.listen(Number(port), host, () => console.log('LISTENING'));
 export interface TcpPeer {
   child: ChildProcess;
   log: LineLog;
-  /** The next `SINK|SOURCE sha256 ...` line after `from` (line index), parsed. */
-  result(timeoutMs: number, from?: number): Promise<{ hex: string; bytes: number }>;
+  /** The next `SINK|SOURCE sha256 ...` line after `from` (line index), parsed (ms: SINK only, first byte to EOF). */
+  result(timeoutMs: number, from?: number): Promise<{ hex: string; bytes: number; ms?: number }>;
   stop(): Promise<Exit>;
 }
 
@@ -163,9 +168,9 @@ export async function startTcpPeer(ns: Netns, host: string, port: number, send =
     child,
     log,
     async result(timeoutMs, from = 0) {
-      const m = await log.waitFor(/^(?:SINK|SOURCE) (?:sha256 ([0-9a-f]{64}) bytes (\d+)|error (.*))/, timeoutMs, 'tcp peer', from);
-      if (m[3] !== undefined) throw new Error(`tcp peer: ${m[3]}`);
-      return { hex: m[1]!, bytes: Number(m[2]) };
+      const m = await log.waitFor(/^(?:SINK|SOURCE) (?:sha256 ([0-9a-f]{64}) bytes (\d+)(?: ms ([\d.]+))?|error (.*))/, timeoutMs, 'tcp peer', from);
+      if (m[4] !== undefined) throw new Error(`tcp peer: ${m[4]}`);
+      return { hex: m[1]!, bytes: Number(m[2]), ...(m[3] !== undefined ? { ms: Number(m[3]) } : {}) };
     },
     stop: () => terminate(child, exited, 'SIGTERM', 2000),
   };

@@ -8,69 +8,15 @@ import { transmitBurst, receiveFrame, RX_BROKEN, RX_MISS, RX_DONE, NetCounter, t
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import type { IotlbStrategy } from '../../src/iotlb/strategy.js';
 
-const IOVA = 0x1_0000_0000;
-/** IOVA of guest-physical address g under the identity-offset mapping used here. */
-const iovaOf = (g: number): number => IOVA + (g - GPA);
-const HDR = new Uint8Array(12).fill(0xee);
-
-class Capture implements Endpoint {
-  frames: Uint8Array[] = [];
-  pieces: number[] = [];
-  transmit(sg: ScatterList, first: number): boolean {
-    this.frames.push(sg.gather(first));
-    this.pieces.push(sg.count - first);
-    return true;
-  }
-  flush(): void {}
-  poll(): number {
-    return 0;
-  }
-}
-
-/** Rings at GPA..; IOTLB maps the ring pages (RW) unless told not to. */
-function iommuRig(tlb: IotlbStrategy, opts: { mapRings?: boolean; size?: number } = {}) {
-  const { memory, region } = makeMemory();
-  const size = opts.size ?? 16;
-  const lay = layoutRings(size, GPA);
-  if (opts.mapRings ?? true) {
-    tlb.insert({ iova: IOVA, size: 0x10000, uaddr: UVA, perm: ACCESS_READ | ACCESS_WRITE });
-  }
-  const driver = new SplitDriver({ memory: region.bytes, base: GPA, size, descAddr: lay.descAddr, availAddr: lay.availAddr, usedAddr: lay.usedAddr });
-  const space = new IotlbAddressSpace(tlb, memory);
-  const queue = new SplitQueue();
-  const st = queue.configure({
-    size, descAddr: iovaOf(lay.descAddr), availAddr: iovaOf(lay.availAddr), usedAddr: iovaOf(lay.usedAddr),
-    ringSpace: space, dataSpace: space, eventIdx: false, lastAvailIdx: 0,
-  });
-  return { memory, region, bytes: region.bytes, driver, queue, st, lay };
-}
-
 test('IOTLB: a buffer spanning two entries contiguous in IOVA but not in uaddr is read in two pieces', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb);
-  assert.equal(rig.st, RING_OK);
-  const bufIova = IOVA + 0x100000 + 0xfc0; // 64 bytes before the entry boundary
-  tlb.insert({ iova: IOVA + 0x100000, size: 0x1000, uaddr: UVA + 0x50000, perm: ACCESS_READ });
-  tlb.insert({ iova: IOVA + 0x101000, size: 0x1000, uaddr: UVA + 0x20000, perm: ACCESS_READ });
-  const f = frame(100);
-  const whole = new Uint8Array(112);
-  whole.set(HDR);
-  whole.set(f, 12);
-  poke(rig, GPA + 0x50fc0, whole.subarray(0, 64));
-  poke(rig, GPA + 0x20000, whole.subarray(64));
-  // Decoys where a wrong (GPA-contiguous) translation would read.
-  poke(rig, GPA + 0x51000, new Uint8Array(64).fill(0x99));
-  rig.driver.addBuffer(bufIova, 112, false);
-  rig.driver.publish();
-  const cap = new Capture();
-  assert.equal(transmitBurst(netq(rig.queue), cap, 32), 1);
-  assert.deepEqual(cap.frames[0], f);
-  assert.equal(cap.pieces[0], 2);
+  const rig = makeRig({ iotlb: tlb });
+  txStraddlingBuffer(rig, tlb);
 });
 
 test('IOTLB: an indirect table split across two entries (discontiguous uaddr) is read correctly; misaligned table too', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb);
+  const rig = makeRig({ iotlb: tlb });
   // Table of 3 entries at IOVA T: the first 32 bytes in one page, the last 16 in another.
   const T = IOVA + 0x300000 - 32;
   tlb.insert({ iova: IOVA + 0x2ff000, size: 0x1000, uaddr: UVA + 0x80000, perm: ACCESS_READ });
@@ -102,7 +48,7 @@ test('IOTLB: an indirect table split across two entries (discontiguous uaddr) is
 
 test('IOTLB: a miss mid-burst stops without consuming, resumes after the insert', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb);
+  const rig = makeRig({ iotlb: tlb });
   const txq = netq(rig.queue);
   const cap = new Capture();
   const bufs = [IOVA + 0x200000, IOVA + 0x300000, IOVA + 0x400000];
@@ -146,7 +92,7 @@ test('IOTLB: a miss mid-burst stops without consuming, resumes after the insert'
 
 test('IOTLB: a write into a read-only mapping is refused and no byte changes', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb);
+  const rig = makeRig({ iotlb: tlb });
   const rxq = netq(rig.queue, 12, true);
   tlb.insert({ iova: IOVA + 0x200000, size: 0x1000, uaddr: UVA + 0x60000, perm: ACCESS_READ | ACCESS_WRITE });
   tlb.insert({ iova: IOVA + 0x201000, size: 0x1000, uaddr: UVA + 0x61000, perm: ACCESS_READ });
@@ -166,7 +112,7 @@ test('IOTLB: a write into a read-only mapping is refused and no byte changes', (
 
 test('IOTLB: RX miss leaves buffers untouched and unconsumed, then delivers', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb);
+  const rig = makeRig({ iotlb: tlb });
   const rxq = netq(rig.queue, 12, false);
   rig.driver.addBuffer(IOVA + 0x200000, 2048, true);
   rig.driver.publish();
@@ -185,11 +131,11 @@ test('IOTLB: RX miss leaves buffers untouched and unconsumed, then delivers', ()
 
 test('IOTLB: ring mapping misses one area at a time, then maps; non-contiguous or read-only used ring faults', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb, { mapRings: false });
+  const rig = makeRig({ iotlb: tlb, mapRings: false });
   const q = rig.queue;
   assert.equal(rig.st, RING_MISS);
   assert.equal(q.ready, false);
-  assert.equal(q.missAddr, iovaOf(rig.lay.descAddr));
+  assert.equal(q.missAddr, iovaOf(rig.layout.descAddr));
   let rounds = 0;
   let st = RING_MISS;
   while (st === RING_MISS && rounds++ < 5) {
@@ -202,16 +148,16 @@ test('IOTLB: ring mapping misses one area at a time, then maps; non-contiguous o
 
   // Used ring page remapped to a non-adjacent uaddr for its second half: not contiguous.
   const t2 = new StubIotlb();
-  const r2 = iommuRig(t2, { size: 512 });
+  const r2 = makeRig({ iotlb: t2, size: 512 });
   assert.equal(r2.st, RING_OK);
-  const usedIova = iovaOf(r2.lay.usedAddr);
+  const usedIova = iovaOf(r2.layout.usedAddr);
   t2.insert({ iova: usedIova + 0x1000, size: 0x1000, uaddr: UVA + 0x90000, perm: 3 });
   assert.equal(r2.queue.mapRings(), RING_FAULT);
   assert.match(r2.queue.error, /used ring at 0x[0-9a-f]+ \(4102 bytes\) is not contiguous in host memory/);
 
   const t3 = new StubIotlb();
-  const r3 = iommuRig(t3);
-  t3.insert({ iova: iovaOf(r3.lay.usedAddr), size: 0x1000, uaddr: UVA + (r3.lay.usedAddr - GPA), perm: ACCESS_READ });
+  const r3 = makeRig({ iotlb: t3 });
+  t3.insert({ iova: iovaOf(r3.layout.usedAddr), size: 0x1000, uaddr: UVA + (r3.layout.usedAddr - GPA), perm: ACCESS_READ });
   assert.equal(r3.queue.mapRings(), RING_FAULT);
   assert.match(r3.queue.error, /used ring .* access denied by the IOTLB/);
 });
@@ -227,7 +173,7 @@ try {
 test('IOTLB: every registered strategy serves the data path (split buffer, miss, resume)', { skip: registry === null ? 'src/iotlb/registry.js not loadable' : false }, () => {
   for (const def of registry!.strategies) {
     const tlb = def.create({ capacity: 64, seed: 1 });
-    const rig = iommuRig(tlb);
+    const rig = makeRig({ iotlb: tlb });
     assert.equal(rig.st, RING_OK, def.name);
     const txq = netq(rig.queue);
     const cap = new Capture();

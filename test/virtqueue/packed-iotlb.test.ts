@@ -9,65 +9,16 @@ import { PackedDriver, layoutPacked } from '../../src/frontend/packed-driver.js'
 import { transmitBurst, receiveFrame, RX_MISS, RX_DONE, NetCounter, type Endpoint } from '../../src/virtqueue/net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 
-const IOVA = 0x1_0000_0000;
-const iovaOf = (g: number): number => IOVA + (g - GPA);
-const HDR = new Uint8Array(12).fill(0xee);
-
-class Capture implements Endpoint {
-  frames: Uint8Array[] = [];
-  pieces: number[] = [];
-  transmit(sg: ScatterList, first: number): boolean {
-    this.frames.push(sg.gather(first));
-    this.pieces.push(sg.count - first);
-    return true;
-  }
-  flush(): void {}
-  poll(): number {
-    return 0;
-  }
-}
-
-function iommuRig(tlb: StubIotlb, opts: { mapRings?: boolean; size?: number } = {}) {
-  const { memory, region } = makeMemory();
-  const size = opts.size ?? 16;
-  const lay = layoutPacked(size, GPA);
-  if (opts.mapRings ?? true) tlb.insert({ iova: IOVA, size: 0x10000, uaddr: UVA, perm: ACCESS_READ | ACCESS_WRITE });
-  const driver = new PackedDriver({ memory: region.bytes, base: GPA, size, descAddr: lay.descAddr, driverAddr: lay.driverAddr, deviceAddr: lay.deviceAddr });
-  const space = new IotlbAddressSpace(tlb, memory);
-  const queue = new PackedQueue();
-  const st = queue.configure({
-    size, descAddr: iovaOf(lay.descAddr), availAddr: iovaOf(lay.driverAddr), usedAddr: iovaOf(lay.deviceAddr),
-    ringSpace: space, dataSpace: space, eventIdx: false, lastAvailIdx: 0x8000,
-  });
-  return { memory, region, bytes: region.bytes, driver, queue, st, lay };
-}
-
 test('packed IOTLB: a buffer spanning two entries contiguous in IOVA but not in uaddr is read in two pieces', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb);
-  assert.equal(rig.st, RING_OK);
-  const bufIova = IOVA + 0x100000 + 0xfc0;
-  tlb.insert({ iova: IOVA + 0x100000, size: 0x1000, uaddr: UVA + 0x50000, perm: ACCESS_READ });
-  tlb.insert({ iova: IOVA + 0x101000, size: 0x1000, uaddr: UVA + 0x20000, perm: ACCESS_READ });
-  const f = frame(100);
-  const whole = new Uint8Array(112);
-  whole.set(HDR);
-  whole.set(f, 12);
-  poke(rig, GPA + 0x50fc0, whole.subarray(0, 64));
-  poke(rig, GPA + 0x20000, whole.subarray(64));
-  poke(rig, GPA + 0x51000, new Uint8Array(64).fill(0x99)); // decoy: where a GPA-contiguous read would land
-  rig.driver.addBuffer(bufIova, 112, false);
-  rig.driver.publish();
-  const cap = new Capture();
-  assert.equal(transmitBurst(netq(rig.queue), cap, 32), 1);
-  assert.deepEqual(cap.frames[0], f);
-  assert.equal(cap.pieces[0], 2);
+  const rig = makePackedRig({ iotlb: tlb });
+  txStraddlingBuffer(rig, tlb);
   assert.ok(rig.driver.popUsed() >= 0);
 });
 
 test('packed IOTLB: a miss mid-burst stops without consuming; the burst resumes after the insert', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb, { size: 8 });
+  const rig = makePackedRig({ iotlb: tlb, size: 8 });
   const mapped = IOVA + 0x100000;
   const unmapped = IOVA + 0x200000;
   tlb.insert({ iova: mapped, size: 0x1000, uaddr: UVA + 0x30000, perm: ACCESS_READ });
@@ -101,7 +52,7 @@ test('packed IOTLB: a miss mid-burst stops without consuming; the burst resumes 
 
 test('packed IOTLB: RX miss leaves buffers untouched and unconsumed, then delivers', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb, { size: 4 });
+  const rig = makePackedRig({ iotlb: tlb, size: 4 });
   const buf = IOVA + 0x300000;
   rig.driver.addBuffer(buf, 2048, true);
   rig.driver.publish();
@@ -124,14 +75,14 @@ test('packed IOTLB: RX miss leaves buffers untouched and unconsumed, then delive
 
 test('packed IOTLB: ring areas miss one at a time, then map; read-only desc ring faults; invalidating the ring unmaps it', () => {
   const tlb = new StubIotlb();
-  const rig = iommuRig(tlb, { mapRings: false, size: 8 });
+  const rig = makePackedRig({ iotlb: tlb, mapRings: false, size: 8 });
   assert.equal(rig.st, RING_MISS);
-  assert.equal(rig.queue.missAddr, iovaOf(rig.lay.descAddr));
+  assert.equal(rig.queue.missAddr, iovaOf(rig.layout.descAddr));
   assert.equal(rig.queue.missAccess, ACCESS_READ | ACCESS_WRITE, 'the desc ring is written too (used descriptors)');
-  tlb.insert({ iova: iovaOf(rig.lay.descAddr), size: 128, uaddr: UVA, perm: ACCESS_READ | ACCESS_WRITE });
+  tlb.insert({ iova: iovaOf(rig.layout.descAddr), size: 128, uaddr: UVA, perm: ACCESS_READ | ACCESS_WRITE });
   assert.equal(rig.queue.mapRings(), RING_MISS);
-  assert.equal(rig.queue.missAddr, iovaOf(rig.lay.driverAddr));
-  tlb.insert({ iova: iovaOf(rig.lay.driverAddr), size: 8, uaddr: UVA + 128, perm: ACCESS_READ | ACCESS_WRITE });
+  assert.equal(rig.queue.missAddr, iovaOf(rig.layout.driverAddr));
+  tlb.insert({ iova: iovaOf(rig.layout.driverAddr), size: 8, uaddr: UVA + 128, perm: ACCESS_READ | ACCESS_WRITE });
   assert.equal(rig.queue.mapRings(), RING_OK);
   // Traffic works now.
   poke(rig, GPA + 0x1000, HDR);
@@ -140,14 +91,14 @@ test('packed IOTLB: ring areas miss one at a time, then map; read-only desc ring
   rig.driver.publish();
   assert.equal(transmitBurst(netq(rig.queue), new Capture(), 32), 1);
   // Invalidation covering the desc ring: the runtime unmaps and remaps -> miss.
-  assert.equal(rig.queue.ringsOverlap(iovaOf(rig.lay.descAddr) + 64, 1), true);
+  assert.equal(rig.queue.ringsOverlap(iovaOf(rig.layout.descAddr) + 64, 1), true);
   assert.equal(rig.queue.ringsOverlap(IOVA + 0x1000, 0x1000), false);
-  tlb.invalidate(iovaOf(rig.lay.descAddr), 128);
+  tlb.invalidate(iovaOf(rig.layout.descAddr), 128);
   rig.queue.unmapRings();
   assert.equal(rig.queue.availableCount(), 0);
   assert.equal(rig.queue.mapRings(), RING_MISS);
   // Read-only desc ring: fault naming it.
-  tlb.insert({ iova: iovaOf(rig.lay.descAddr), size: 128, uaddr: UVA, perm: ACCESS_READ });
+  tlb.insert({ iova: iovaOf(rig.layout.descAddr), size: 128, uaddr: UVA, perm: ACCESS_READ });
   assert.equal(rig.queue.mapRings(), RING_FAULT);
   assert.match(rig.queue.error, /desc ring at .*: address .* access denied by the IOTLB/);
 });

@@ -1,0 +1,178 @@
+// A real QEMU guest behind `serve --net tap:vit0`, the tap inside a network namespace, for
+// tests (test/serve/qemu*.test.ts) and live benchmarks (bench/miss-policy-qemu.ts).
+//
+//   const rig = await startRig(['--iotlb-strategy', 'coalescing'], { tcp: true });
+//   await pingOk(rig, { iommu: true, packed: true });          // ping 5/5
+//   await transferOk(rig, 8, { iommu: true });                 // 8 MiB tcp-send, sha256 equal both ends
+//   const s = await waitDisconnected(rig.serve);               // serve's state() once QEMU is gone
+//   await rig.close();                                         // or closeAllRigs() in after()
+//
+// The host end is serve itself, run under `ip netns exec` so the tap is born inside the
+// namespace; the namespace holds 192.0.2.1/24 on the tap and (with `tcp`) a Node TCP server
+// that hashes what it receives; the guest is 192.0.2.2/24. Nothing leaves the namespace.
+//
+// IOMMU guests boot with iommu.strict=1 (see docs/peers.md): in Linux's default lazy mode the
+// guest defers IOTLB flushes and QEMU 7.2 forwards none of them to a vhost-user back-end.
+import assert from 'node:assert/strict';
+import { startGuest, type Guest, type GuestOptions, type GuestResult } from '../peers/qemu.js';
+import { sleep } from '../peers/util.js';
+import { createNetns, netnsPids, startTcpPeer, type Netns, type TcpPeer } from './netns.js';
+import { startServe, type ServeProcess } from './serve.js';
+import type { DeviceState } from '../../src/control/state.js';
+
+export const TAP = 'vit0';
+export const HOST_IP = '192.0.2.1';
+export const GUEST_CIDR = '192.0.2.2/24';
+export const PORT = 5201;
+export const STRICT_IOMMU = 'iommu.strict=1';
+
+const cleanups: Array<() => Promise<void>> = [];
+/** Processes still inside a namespace after everything we started there was stopped. */
+const leaks: string[] = [];
+
+/** Registers something for closeAllRigs() to tear down (last registered, first closed). */
+export function onCleanup(fn: () => Promise<void>): void {
+  cleanups.push(fn);
+}
+
+/** Closes every rig (and registered cleanup) still open; returns the namespace leaks seen so far. */
+export async function closeAllRigs(): Promise<string[]> {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  return [...leaks];
+}
+
+/** One namespace + serve (inside it, on a tap) + optional TCP peer; torn down by the caller or closeAllRigs(). */
+export interface Rig {
+  ns: Netns;
+  serve: ServeProcess;
+  tcp: TcpPeer | null;
+  guests: Guest[];
+  close(): Promise<void>;
+}
+
+export async function startRig(serveArgs: string[], opts: { socket?: string; tcp?: boolean } = {}): Promise<Rig> {
+  const ns = createNetns();
+  const guests: Guest[] = [];
+  let serve: ServeProcess | null = null;
+  let tcp: TcpPeer | null = null;
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    for (const g of guests) await g.kill().catch(() => undefined);
+    await tcp?.stop().catch(() => undefined);
+    await serve?.stop().catch(() => undefined);
+    const pids = netnsPids(ns.name);
+    if (pids.length > 0) leaks.push(`${ns.name}: ${pids.join(' ')}`);
+    ns.destroy();
+  };
+  cleanups.push(close);
+  try {
+    serve = await startServe(['--net', `tap:${TAP}`, '--quiet', ...serveArgs], {
+      prefix: ns.execPrefix(), ...(opts.socket ? { socket: opts.socket } : {}),
+    });
+    await ns.configure(TAP, `${HOST_IP}/24`);
+    if (opts.tcp) tcp = await startTcpPeer(ns, HOST_IP, PORT);
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { ns, serve, tcp, guests, close };
+}
+
+export type BootOptions = Omit<GuestOptions, 'socketPath'> & { socketPath?: string };
+
+/** Starts a guest on the rig's serve (guest and peer addresses filled in; iommu.strict=1 with an IOMMU). */
+export function boot(rig: Rig, opts: BootOptions): Guest {
+  const iommuArgs = opts.iommu ? [STRICT_IOMMU] : [];
+  const g = startGuest({
+    socketPath: rig.serve.socket,
+    timeoutMs: 120_000,
+    ...opts,
+    args: { ip: GUEST_CIDR, peer: HOST_IP, port: PORT, ...(opts.args ?? {}) },
+    extraKernelArgs: [...iommuArgs, opts.extraKernelArgs ?? ''].join(' ').trim(),
+  });
+  rig.guests.push(g);
+  return g;
+}
+
+export function tail(lines: string[], n = 40): string {
+  return lines.slice(-n).map((l) => '  | ' + l).join('\n');
+}
+
+export function assertDone(r: GuestResult, what: string, serve: ServeProcess): void {
+  assert.ok(r.done && !r.timedOut, `${what}: the guest did not finish (timedOut=${r.timedOut}):\n${tail(r.lines)}\nserve:\n${tail(serve.log.lines, 20)}`);
+  assert.equal(r.error, undefined, `${what}: guest error ${r.error}`);
+}
+
+export async function pingOk(rig: Rig, opts: Partial<GuestOptions> = {}, count = 5): Promise<GuestResult> {
+  const g = boot(rig, { mode: 'ping', ...opts, args: { count, ...(opts.args ?? {}) } });
+  const r = await g.result();
+  assertDone(r, 'ping', rig.serve);
+  assert.deepEqual(r.ping, { ok: true, received: count, sent: count }, `ping:\n${tail(r.lines)}`);
+  return r;
+}
+
+export interface TransferResult extends GuestResult {
+  /** What the namespace's TCP server received (ms: first byte to EOF, as it timed it). */
+  host: { hex: string; bytes: number; ms?: number };
+}
+
+/** tcp-send: the guest sends `mib` MiB; the namespace's server must hash the same bytes. */
+export async function transferOk(rig: Rig, mib: number, opts: Partial<GuestOptions> = {}): Promise<TransferResult> {
+  assert.ok(rig.tcp, 'rig without a TCP peer');
+  const from = rig.tcp.log.lines.length;
+  const g = boot(rig, { mode: 'tcp-send', ...opts, args: { mib, ...(opts.args ?? {}) } });
+  const r = await g.result();
+  assertDone(r, `tcp-send ${mib} MiB`, rig.serve);
+  assert.ok(r.sha256, `guest printed no sha256:\n${tail(r.lines)}`);
+  assert.equal(r.sha256.bytes, mib * 1024 * 1024);
+  assert.deepEqual(r.tcp, { ok: true, rc: 0 }, `nc in the guest failed:\n${tail(r.lines)}`);
+  const host = await rig.tcp.result(15_000, from);
+  assert.equal(host.bytes, r.sha256.bytes, 'bytes the namespace received');
+  assert.equal(host.hex, r.sha256.hex, 'sha256 of what the namespace received vs what the guest sent');
+  return { ...r, host };
+}
+
+/**
+ * Polls `state` while a guest runs and keeps the last snapshot taken while connected: queue
+ * details (IOTLB statistics) exist only while the workers do, i.e. until the guest disconnects.
+ * `accept` decides which snapshots count (default: connected with IOTLB state on some queue).
+ */
+export function sampleState(
+  serve: ServeProcess,
+  everyMs = 300,
+  accept: (s: DeviceState) => boolean = (s) => s.connected && s.queues.some((q) => q.iotlb),
+): { last(): DeviceState | null; stop(): Promise<DeviceState | null> } {
+  let last: DeviceState | null = null;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const s = await serve.state();
+        if (accept(s)) last = s;
+      } catch {
+        /* serve busy or gone: keep the previous sample */
+      }
+      await sleep(everyMs);
+    }
+  })();
+  return {
+    last: () => last,
+    async stop() {
+      running = false;
+      await loop;
+      return last;
+    },
+  };
+}
+
+export async function waitDisconnected(serve: ServeProcess, timeoutMs = 10_000): Promise<DeviceState> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await serve.state();
+    if (!s.connected) return s;
+    if (Date.now() > end) throw new Error('serve still reports a connection after QEMU exited');
+    await sleep(50);
+  }
+}
