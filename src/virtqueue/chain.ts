@@ -1,9 +1,9 @@
 /**
  * What split and packed virtqueues share on the device side: the queue's configuration,
  * broken / miss / ring-fault state, the mapping of its three ring areas (described per
- * kind by a RingAreas table), the start and end of a chain walk, the mapping of an
- * indirect table, and the mapping of one descriptor's buffer into scatter-list pieces
- * (the per-descriptor hot path, `addDesc`).
+ * kind by a RingAreas table), the start and end of a chain walk, the checks and mapping
+ * of an indirect table (mapTable), and the mapping of one descriptor's buffer into
+ * scatter-list pieces (the per-descriptor hot path, `addDesc`).
  *
  * SplitQueue and PackedQueue extend ChainWalker. A data-path worker only ever builds one
  * of them (the ring layout is negotiated per device), so every call site in it stays
@@ -63,6 +63,16 @@ export interface RingAreas {
 
 function areaLen(a: RingArea, size: number): number {
   return a.fixed + a.perEntry * size;
+}
+
+/** Piece k of sg: len bytes at guest address addr, as the space's last map() placed them. */
+function putPiece(sg: ScatterList, k: number, space: AddressSpace, len: number, addr: number, writable: number): void {
+  sg.bytes[k] = space.bytes;
+  sg.words[k] = space.words ?? NO_WORDS;
+  sg.offset[k] = space.offset;
+  sg.len[k] = len;
+  sg.addr[k] = addr;
+  sg.writable[k] = writable !== 0 ? 1 : 0;
 }
 
 const EMPTY8 = new Uint8Array(0);
@@ -126,7 +136,7 @@ export abstract class ChainWalker {
   /** Indirect tables that are not contiguous in host memory are copied here. */
   protected indScratch: Uint8Array = EMPTY8;
   protected indWords: Int32Array = EMPTY_I32;
-  /** The indirect table mapTable() found: its words, and its first word's index in them. */
+  /** The indirect table mapTable() found: its words, and its first entry's index in them. */
   protected tblWords: Int32Array = EMPTY_I32;
   protected tblBase = 0;
   // Ring area mapping result.
@@ -193,6 +203,15 @@ export abstract class ChainWalker {
     return RING_OK;
   }
 
+  /** Drops the ring views (an IOTLB invalidation covered a ring). mapRings() restores them. */
+  unmapRings(): void {
+    this.ready = false;
+    this.dropViews();
+  }
+
+  /** Points every ring view at an empty array. */
+  protected abstract dropViews(): void;
+
   /** Builds the kind's typed views over the mapped ring areas (byte offsets into each buffer). */
   protected abstract setViews(dBuf: ArrayBufferLike, dOff: number, aBuf: ArrayBufferLike, aOff: number, uBuf: ArrayBufferLike, uOff: number): void;
 
@@ -234,10 +253,15 @@ export abstract class ChainWalker {
   }
 
   /**
-   * Checks and maps the indirect table of len bytes at (hi, lo) held by desc[idx]; on
-   * WALK_OK its entries are at tblWords[tblBase...] (len/16 of them, 4 words each): the
+   * desc[idx] is INDIRECT with a table of len bytes at (hi, lo): checks and maps the
+   * table. On WALK_OK its len/16 entries (4 words each) are at tblWords[tblBase...]: the
    * space's own words when contiguous and word-aligned (the normal case: the spec asks
    * for 16-byte alignment), else the scratch copy. Sets chainDescs to 0.
+   *
+   * Each kind's walkIndirect() calls this and walks the entries itself: the table loop
+   * then stays one function with addDesc inlined, called once per indirect chain (a
+   * shared walkIndirect calling back into the kind's loop was inlined into walkChain and
+   * blew V8's inlining budget, leaving addDesc a call per table entry: 5% slower).
    */
   protected mapTable(idx: number, lo: number, hi: number, len: number): number {
     this.chainDescs = 0;
@@ -337,12 +361,7 @@ export abstract class ChainWalker {
         if (writable !== 0) this.wWrite += len;
         else this.wRead += len;
         if (this.wRead + this.wWrite > 0xffffffff) return this.failTotal(idx, table, len);
-        sg.bytes[k] = space.bytes;
-        sg.words[k] = space.words ?? NO_WORDS;
-        sg.offset[k] = space.offset;
-        sg.len[k] = len;
-        sg.addr[k] = addr;
-        sg.writable[k] = writable !== 0 ? 1 : 0;
+        putPiece(sg, k, space, len, addr, writable);
         this.wk = k + 1;
         return WALK_OK;
       }
@@ -384,12 +403,7 @@ export abstract class ChainWalker {
         return this.fail(this.faultText(space, idx, table, addr, len, a, access));
       }
       if (k >= sg.capacity) return this.failPieces(sg.capacity);
-      sg.bytes[k] = space.bytes;
-      sg.words[k] = space.words ?? NO_WORDS;
-      sg.offset[k] = space.offset;
-      sg.len[k] = n;
-      sg.addr[k] = a;
-      sg.writable[k] = writable !== 0 ? 1 : 0;
+      putPiece(sg, k, space, n, a, writable);
       k++;
       a += n;
       rem -= n;

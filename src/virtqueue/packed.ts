@@ -189,9 +189,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.device16 = new Uint16Array(uBuf, uOff, 2);
   }
 
-  /** Drops the ring views (an IOTLB invalidation covered a ring). mapRings() restores them. */
-  unmapRings(): void {
-    this.ready = false;
+  protected dropViews(): void {
     this.desc32 = EMPTY32;
     this.desc16 = EMPTY16;
     this.driver16 = EMPTY16;
@@ -316,7 +314,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     return this.endWalk(st, sg, start, descs);
   }
 
-  /** An indirect table: len/16 descriptors in order, only WRITE significant. */
+  /** A packed indirect table: its len/16 descriptors in order, only WRITE significant. */
   private walkIndirect(idx: number, lo: number, hi: number, len: number, sg: ScatterList): number {
     const mt = this.mapTable(idx, lo, hi, len);
     if (mt !== WALK_OK) return mt;

@@ -115,9 +115,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     this.availEventIdx = 2 + 4 * size;
   }
 
-  /** Drops the ring views (an IOTLB invalidation covered a ring). mapRings() restores them. */
-  unmapRings(): void {
-    this.ready = false;
+  protected dropViews(): void {
     this.desc32 = EMPTY32;
     this.avail16 = EMPTY16;
     this.used16 = EMPTY16;
@@ -212,7 +210,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     return this.fail(`desc[${idx}].next=${next} is not below queue size ${this.size}`);
   }
 
-  /** An indirect table: a chain linked by NEXT / next from entry 0. */
+  /** A split indirect table: a chain linked by NEXT / next from entry 0. */
   private walkIndirect(idx: number, lo: number, hi: number, len: number, sg: ScatterList): number {
     const mt = this.mapTable(idx, lo, hi, len);
     if (mt !== WALK_OK) return mt;
@@ -251,7 +249,6 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     this.chainDescs = count;
     return WALK_OK;
   }
-
 
   private failIndLoop(idx: number, nr: number): number {
     return this.fail(`INDIRECT table of desc[${idx}] has a loop (more than ${nr} descriptors)`);

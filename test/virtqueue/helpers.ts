@@ -228,6 +228,16 @@ export class Capture implements Endpoint {
 
 type AnyRig = Rig | PackedRig;
 
+/** frame(100) as a chain at bufBase of header | 30 | 70 bytes, added (not published). */
+export function addChainedFrame(rig: AnyRig): { f: Uint8Array; head: number } {
+  const f = frame(100);
+  const b = rig.bufBase;
+  poke(rig, b, HDR);
+  poke(rig, b + 0x100, f.subarray(0, 30));
+  poke(rig, b + 0x200, f.subarray(30));
+  return { f, head: rig.driver.addChain([b, b + 0x100, b + 0x200], [12, 30, 70], 3) };
+}
+
 /**
  * TX of frame(200, 3) through an indirect table of 4 descriptors at bufBase (header,
  * then 1 + 149 + 50 bytes): delivered exactly. Returns the chain's head / buffer id.

@@ -1,12 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GPA, UVA, StubIotlb, makeMemory, netq, poke, frame } from './helpers.js';
-import { IotlbAddressSpace, ACCESS_READ, ACCESS_WRITE } from '../../src/memory/address-space.js';
-import { SplitQueue, RING_OK, RING_MISS, RING_FAULT } from '../../src/virtqueue/split.js';
-import { SplitDriver, layoutRings } from '../../src/frontend/split-driver.js';
-import { transmitBurst, receiveFrame, RX_BROKEN, RX_MISS, RX_DONE, NetCounter, type Endpoint } from '../../src/virtqueue/net.js';
+import { GPA, UVA, IOVA, HDR, Capture, StubIotlb, iovaOf, makeRig, netq, poke, frame, txStraddlingBuffer } from './helpers.js';
+import { ACCESS_READ, ACCESS_WRITE } from '../../src/memory/address-space.js';
+import { RING_OK, RING_MISS, RING_FAULT } from '../../src/virtqueue/split.js';
+import { transmitBurst, receiveFrame, RX_BROKEN, RX_MISS, RX_DONE, NetCounter } from '../../src/virtqueue/net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
-import type { IotlbStrategy } from '../../src/iotlb/strategy.js';
 
 test('IOTLB: a buffer spanning two entries contiguous in IOVA but not in uaddr is read in two pieces', () => {
   const tlb = new StubIotlb();

@@ -1,43 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeRig, netq, poke, peek, frame, GPA } from './helpers.js';
-import { transmitBurst, receiveBurst, receiveFrame, NetCounter, RX_DONE, RX_DROPPED, RX_NO_ROOM, type Endpoint } from '../../src/virtqueue/net.js';
+import { Capture, HDR, addChainedFrame, makeRig, netq, poke, peek, frame, txIndirectFrame, GPA } from './helpers.js';
+import { transmitBurst, receiveBurst, receiveFrame, NetCounter, RX_DONE, RX_DROPPED, RX_NO_ROOM } from '../../src/virtqueue/net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { LoopbackEndpoint } from '../../src/net/loopback.js';
 import { SinkEndpoint } from '../../src/net/sink.js';
 import { SourceEndpoint, SOURCE_SEQ_OFFSET } from '../../src/net/source.js';
 
-class Capture implements Endpoint {
-  frames: Uint8Array[] = [];
-  pieces: number[] = [];
-  refuse = false;
-  flushes = 0;
-  transmit(sg: ScatterList, first: number, len: number): boolean {
-    if (this.refuse) return false;
-    const f = sg.gather(first);
-    assert.equal(f.length, len);
-    this.frames.push(f);
-    this.pieces.push(sg.count - first);
-    return true;
-  }
-  flush(): void {
-    this.flushes++;
-  }
-  poll(): number {
-    return 0;
-  }
-}
-
-const HDR = new Uint8Array(12).fill(0xee);
-
 test('TX: chained frame (header in its own descriptor, frame in two) delivers exact bytes', () => {
   const rig = makeRig();
-  const f = frame(100);
-  const b = rig.bufBase;
-  poke(rig, b, HDR);
-  poke(rig, b + 0x100, f.subarray(0, 30));
-  poke(rig, b + 0x200, f.subarray(30));
-  const head = rig.driver.addChain([b, b + 0x100, b + 0x200], [12, 30, 70], 3);
+  const { f, head } = addChainedFrame(rig);
   rig.driver.publish();
   const txq = netq(rig.queue);
   const cap = new Capture();
@@ -72,17 +44,7 @@ test('TX: header spanning descriptors (4 + 8+frame) and a 10-byte legacy header'
 
 test('TX: indirect table delivers exact bytes', () => {
   const rig = makeRig();
-  const f = frame(200, 3);
-  const b = rig.bufBase;
-  poke(rig, b + 0x1000, HDR);
-  poke(rig, b + 0x1100, f.subarray(0, 1));
-  poke(rig, b + 0x1200, f.subarray(1, 150));
-  poke(rig, b + 0x1400, f.subarray(150));
-  const head = rig.driver.addIndirect(b, [b + 0x1000, b + 0x1100, b + 0x1200, b + 0x1400], [12, 1, 149, 50], 4);
-  rig.driver.publish();
-  const cap = new Capture();
-  assert.equal(transmitBurst(netq(rig.queue), cap, 32), 1);
-  assert.deepEqual(cap.frames[0], f);
+  const head = txIndirectFrame(rig);
   assert.equal(rig.queue.chainDescs, 5);
   assert.equal(rig.driver.popUsed(), head);
 });

@@ -2,8 +2,8 @@
 // indirect tables, wrap counters over many laps, event suppression, ring base, errors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makePackedRig, makeMemory, netq, poke, peek, frame, GPA, UVA } from './helpers.js';
-import { transmitBurst, receiveFrame, NetCounter, RX_DONE, RX_NO_ROOM, type Endpoint } from '../../src/virtqueue/net.js';
+import { Capture, HDR, addChainedFrame, makePackedRig, makeMemory, netq, poke, peek, frame, txIndirectFrame, GPA, UVA } from './helpers.js';
+import { transmitBurst, receiveFrame, NetCounter, RX_DONE, RX_NO_ROOM } from '../../src/virtqueue/net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { LoopbackEndpoint } from '../../src/net/loopback.js';
 import {
@@ -14,35 +14,11 @@ import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '..
 import { GuestPhysicalSpace, UserAddressSpace } from '../../src/memory/address-space.js';
 import { layoutPacked } from '../../src/frontend/packed-driver.js';
 
-class Capture implements Endpoint {
-  frames: Uint8Array[] = [];
-  pieces: number[] = [];
-  refuse = false;
-  transmit(sg: ScatterList, first: number, len: number): boolean {
-    if (this.refuse) return false;
-    const f = sg.gather(first);
-    assert.equal(f.length, len);
-    this.frames.push(f);
-    this.pieces.push(sg.count - first);
-    return true;
-  }
-  flush(): void {}
-  poll(): number {
-    return 0;
-  }
-}
-
-const HDR = new Uint8Array(12).fill(0xee);
 const USED_BITS = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED;
 
 test('packed TX: chained frame delivers exact bytes; one used descriptor at the head, position moves by the chain length', () => {
   const rig = makePackedRig({ size: 8 });
-  const f = frame(100);
-  const b = rig.bufBase;
-  poke(rig, b, HDR);
-  poke(rig, b + 0x100, f.subarray(0, 30));
-  poke(rig, b + 0x200, f.subarray(30));
-  const id = rig.driver.addChain([b, b + 0x100, b + 0x200], [12, 30, 70], 3);
+  const { f, head: id } = addChainedFrame(rig);
   const txq = netq(rig.queue);
   const cap = new Capture();
   assert.equal(transmitBurst(txq, cap, 32), 0, 'nothing visible before publish');
@@ -66,17 +42,7 @@ test('packed TX: chained frame delivers exact bytes; one used descriptor at the 
 
 test('packed TX: indirect table (NEXT bits inside it ignored) delivers exact bytes', () => {
   const rig = makePackedRig();
-  const f = frame(200, 3);
-  const b = rig.bufBase;
-  poke(rig, b + 0x1000, HDR);
-  poke(rig, b + 0x1100, f.subarray(0, 1));
-  poke(rig, b + 0x1200, f.subarray(1, 150));
-  poke(rig, b + 0x1400, f.subarray(150));
-  const id = rig.driver.addIndirect(b, [b + 0x1000, b + 0x1100, b + 0x1200, b + 0x1400], [12, 1, 149, 50], 4);
-  rig.driver.publish();
-  const cap = new Capture();
-  assert.equal(transmitBurst(netq(rig.queue), cap, 32), 1);
-  assert.deepEqual(cap.frames[0], f);
+  const id = txIndirectFrame(rig);
   assert.equal(rig.queue.chainDescs, 4);
   assert.equal(rig.driver.popUsed(), id);
   assert.equal(rig.driver.lastUsed, 1);
