@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { datapathMarkdown, runDatapathBench } from './datapath-vs-dpdk.js';
+import { missPolicyMarkdown, runMissPolicyBench } from './miss-policy-qemu.js';
 import type { ReportSection, SectionBuilder } from './report.js';
 
 const live = process.env.BENCH_LIVE !== '0';
@@ -40,4 +41,16 @@ export const iommuTableSection: SectionBuilder = (): ReportSection | null => {
     return { title, body: `**not measured** (exit ${run.status}): ${(run.stderr ?? '').slice(-2000)}` };
   }
   return { title, body: '64-byte frames, loopback; best of 2 interleaved rounds.\n\n' + table.trim() };
+};
+
+/** IOTLB miss policies with a real QEMU intel-iommu guest (bench/miss-policy-qemu.ts), one short round. */
+export const missPolicySection: SectionBuilder = async (): Promise<ReportSection | null> => {
+  if (!live) return null;
+  const title = 'IOTLB miss policies with a real QEMU guest (intel-iommu, iommu.strict=1, TCP transfer)';
+  try {
+    const rows = await runMissPolicyBench({ mib: 8, rounds: 1, progress: (l) => process.stderr.write(`  ${l}\n`) });
+    return { title, body: 'One round of an 8 MiB guest TCP transfer per policy (`node dist/bench/miss-policy-qemu.js --rounds 3` for more).\n\n' + missPolicyMarkdown(rows) };
+  } catch (err) {
+    return { title, body: `**not measured**: ${(err as Error).message}` };
+  }
 };

@@ -21,7 +21,7 @@ import {
   engineSection, environmentSection, errorsSection, renderReport, strategiesSection, targetsSection,
   type ReportContext, type ReportSection, type SectionBuilder,
 } from './report.js';
-import { datapathSection, iommuTableSection } from './live-sections.js';
+import { datapathSection, iommuTableSection, missPolicySection } from './live-sections.js';
 
 /** The report, in order. Add sections here. */
 const sections: SectionBuilder[] = [
@@ -30,6 +30,7 @@ const sections: SectionBuilder[] = [
   engineSection,
   datapathSection,
   iommuTableSection,
+  missPolicySection,
   errorsSection,
   environmentSection,
 ];

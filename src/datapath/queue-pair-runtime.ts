@@ -281,8 +281,11 @@ export class QueuePairRuntime implements IotlbOpSink {
       const start = iova - (iova % prefetch);
       let sent = 0;
       for (let page = start; page < start + prefetch && sent < MAX_EXTRA_MISSES; page += PAGE) {
+        if (page === iova - (iova % PAGE)) continue;
         if (ring.cache!.lookup(page, 1, access, this.probeOut) !== LOOKUP_MISS) continue;
-        if (pending.add(page, access) && this.misses.miss(ring.index, page, access)) {
+        // Speculative: not recorded as pending. QEMU sends nothing for a page the guest has
+        // not mapped, and a pending entry would then swallow the real miss when it comes.
+        if (!pending.has(page, access) && this.misses.miss(ring.index, page, access)) {
           ring.counters[RingCounter.missesSent]++;
           sent++;
         }
