@@ -1,6 +1,6 @@
 // Shared plumbing for the real-peer helpers (qemu.ts, dpdk.ts): binary checks, line capture
 // from child processes, and "wait until a line matches" with timeouts.
-import { type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -243,4 +243,18 @@ export function killOnExit(child: ChildProcess): void {
       }
     }
   });
+}
+
+/**
+ * Spawns a peer process the way every helper here does: killed if the test process exits,
+ * its stdout and stderr collected line by line (echoed with `[name] ` when VIT_PEER_ECHO is set).
+ */
+export function spawnLogged(argv: readonly string[], name: string, options: SpawnOptions = {}): { child: ChildProcess; log: LineLog; exited: Promise<Exit> } {
+  const child = spawn(argv[0]!, argv.slice(1), { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+  killOnExit(child);
+  const log = new LineLog();
+  if (process.env.VIT_PEER_ECHO) log.echoPrefix = `[${name}] `;
+  log.attach(child.stdout, 'stdout');
+  log.attach(child.stderr, 'stderr');
+  return { child, log, exited: exitPromise(child) };
 }

@@ -10,9 +10,9 @@
 // Running serve itself under `ip netns exec` (rather than creating the tap in the root namespace
 // and moving it) means the tap never exists outside the namespace. `ip netns exec` execs, so the
 // child's pid is serve's own (useful for /proc/PID/fd and RSS).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { exitPromise, killOnExit, LineLog, requireBinary, sleep, terminate, type Exit } from '../peers/util.js';
+import { LineLog, requireBinary, sleep, spawnLogged, terminate, type Exit } from '../peers/util.js';
 
 export function ipBinary(): string {
   return requireBinary('ip', 'iproute2');
@@ -153,15 +153,7 @@ export interface TcpPeer {
 
 /** Starts the TCP server inside `ns` and waits until it listens. `send` > 0: serve that many bytes to each client. */
 export async function startTcpPeer(ns: Netns, host: string, port: number, send = 0): Promise<TcpPeer> {
-  const child = spawn(ns.execPrefix()[0]!, [...ns.execPrefix().slice(1), process.execPath, '-e', SINK_SCRIPT, host, String(port), String(send)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  killOnExit(child);
-  const log = new LineLog();
-  if (process.env.VIT_PEER_ECHO) log.echoPrefix = '[tcp] ';
-  log.attach(child.stdout, 'stdout');
-  log.attach(child.stderr, 'stderr');
-  const exited = exitPromise(child);
+  const { child, log, exited } = spawnLogged([...ns.execPrefix(), process.execPath, '-e', SINK_SCRIPT, host, String(port), String(send)], 'tcp');
   void exited.then((e) => log.close(`tcp peer exited code=${e.code} signal=${e.signal}`));
   await log.waitFor(/^LISTENING/, 10_000, 'tcp peer in netns');
   return {

@@ -1,12 +1,12 @@
 // Runs the real `vhost-iotlb serve` CLI as a child process for tests, and reads its state
 // through the control socket, exactly as a user's `inspect --json` would.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlRequest } from '../../src/control/control-client.js';
 import type { DeviceState } from '../../src/control/state.js';
-import { exitPromise, killOnExit, LineLog, repoRoot, sleep, terminate, type Exit } from '../peers/util.js';
+import { LineLog, repoRoot, sleep, spawnLogged, terminate, type Exit } from '../peers/util.js';
 
 export interface ServeProcess {
   child: ChildProcess;
@@ -31,13 +31,7 @@ export async function startServe(args: string[], opts: StartServeOptions = {}): 
   const control = join(dir, 'control.sock');
   const argv = [process.execPath, join(repoRoot(), 'bin', 'run.js'), 'serve', '--socket', socket, '--control', control, ...args];
   if (opts.prefix) argv.unshift(...opts.prefix);
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-  killOnExit(child);
-  const log = new LineLog();
-  if (process.env.VIT_PEER_ECHO) log.echoPrefix = '[serve] ';
-  log.attach(child.stdout, 'stdout');
-  log.attach(child.stderr, 'stderr');
-  const exited = exitPromise(child);
+  const { child, log, exited } = spawnLogged(argv, 'serve');
   const deadline = Date.now() + 15_000;
   while (!existsSync(control)) {
     if (Date.now() > deadline || child.exitCode !== null) {

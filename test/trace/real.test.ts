@@ -12,13 +12,13 @@
 // were made, see fixtures/traces/README.md).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestpmd, testpmdBinary, type Testpmd } from '../peers/dpdk.js';
 import { qemuBinary, startGuest, type Guest } from '../peers/qemu.js';
-import { LineLog, exitPromise, killOnExit, repoRoot, terminate, waitForPath, type Exit } from '../peers/util.js';
+import { LineLog, repoRoot, spawnLogged, terminate, waitForPath, type Exit } from '../peers/util.js';
 import { assertRealNegotiation, assertStats, decodeJson } from './real-trace.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vit-trace-real-'));
@@ -38,16 +38,10 @@ interface Recorder {
 
 /** Runs `node bin/run.js trace record` as its own process, as a user would. */
 function startRecorder(listen: string, connect: string, output: string): Recorder {
-  const child = spawn(process.execPath, [join(repoRoot(), 'bin', 'run.js'), 'trace', 'record', '--listen', listen, '--connect', connect, '-o', output], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1' },
-  });
-  killOnExit(child);
-  const log = new LineLog();
-  if (process.env.VIT_PEER_ECHO) log.echoPrefix = '[record] ';
-  log.attach(child.stdout, 'stdout');
-  log.attach(child.stderr, 'stderr');
-  const exited = exitPromise(child);
+  const { child, log, exited } = spawnLogged(
+    [process.execPath, join(repoRoot(), 'bin', 'run.js'), 'trace', 'record', '--listen', listen, '--connect', connect, '-o', output],
+    'record', { env: { ...process.env, NO_COLOR: '1' } },
+  );
   void exited.then((e) => log.close(`trace record exited (code ${e.code}, signal ${e.signal})`));
   return { process: child, log, exited, stop: () => terminate(child, exited, 'SIGINT', 5000) };
 }
