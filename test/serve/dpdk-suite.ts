@@ -83,14 +83,19 @@ export function dpdkServeSuite(ring: RingKind): void {
         await pmd.waitForLinkUp();
         await assertRing(serve, ring);
         await sleep(RUN_MS);
-        const capacity = ringCapacity(await serve.state(), 'rx');
+        const during = await serve.state();
+        const capacity = ringCapacity(during, 'rx');
+        const txCapacity = ringCapacity(during, 'tx');
         const final = await pmd.stop();
         await waitDisconnected(serve);
         const state = await serve.state();
         const acc = final.accumulated!;
         assert.ok(acc.rxPackets > 10_000, `only ${acc.rxPackets} frames came back`);
         assert.equal(acc.txDropped, 0, 'testpmd dropped frames on TX');
-        assert.equal(total(state, 'tx'), acc.txPackets, 'frames serve took from the guest vs testpmd sent');
+        // Loopback applies backpressure: once testpmd stops reading RX, what it queued last stays
+        // in its TX ring, unconsumed but not lost. Nothing else may be missing.
+        const unconsumed = acc.txPackets - total(state, 'tx');
+        assert.ok(unconsumed >= 0 && unconsumed <= txCapacity, `serve took ${total(state, 'tx')} frames, testpmd sent ${acc.txPackets} (TX rings hold ${txCapacity})`);
         // What serve looped back but testpmd had not read yet when it stopped.
         const inFlight = total(state, 'rx') - acc.rxPackets;
         assert.ok(capacity > 0 && inFlight >= 0 && inFlight <= capacity, `serve looped ${total(state, 'rx')}, testpmd got ${acc.rxPackets}`);
