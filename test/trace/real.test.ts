@@ -12,6 +12,7 @@
 // were made, see fixtures/traces/README.md).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { assertGuestTestpmdFlow } from '../peers/assert-flow.js';
 import { type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -96,13 +97,7 @@ for (const c of cases) {
 
     const ctx = `\nguest tail:\n${r.lines.slice(-20).join('\n')}\ntestpmd: ${JSON.stringify(fin.nic)} ${JSON.stringify(fin.accumulated)}` +
       `\nrecorder:\n${rec.log.tail(20)}`;
-    assert.ok(r.done, `guest ran to VIT-DONE${ctx}`);
-    assert.equal(r.error, undefined, ctx);
-    assert.ok(r.link, `guest link came up${ctx}`);
-    assert.ok(r.stats && r.stats.txPackets > 0, `guest sent frames${ctx}`);
-    assert.ok(r.stats && r.stats.rxPackets > 0, `guest received the swapped frames back${ctx}`);
-    assert.ok((fin.accumulated?.rxPackets ?? 0) > 0, `testpmd received guest frames${ctx}`);
-    assert.ok((fin.accumulated?.txPackets ?? 0) > 0, `testpmd sent frames to the guest${ctx}`);
+    assertGuestTestpmdFlow(r, fin, ctx);
     if (c.iommu) {
       assert.ok(fin.lines.some((l) => /read message VHOST_USER_IOTLB_MSG/.test(l)), `DPDK handled IOTLB messages${ctx}`);
     }
