@@ -260,14 +260,21 @@ test('relays exact bytes and fds both ways, splices the back-end channel, record
   writer.close();
 });
 
-test('garbage from a peer closes that connection; the proxy keeps accepting', async () => {
-  const listen = join(dir, 'proxy2.sock');
-  const back = new FakeBackend(join(dir, 'backend2.sock'));
+/** A started proxy in front of a fake back-end, recording into memory; `closes` collects close reasons. */
+function startRig(name: string, opts: { autoReply?: boolean; stallTimeoutMs?: number } = {}) {
+  const listen = join(dir, `proxy-${name}.sock`);
+  const back = new FakeBackend(join(dir, `backend-${name}.sock`));
+  back.autoReply = opts.autoReply ?? true;
   const writer = TraceWriter.inMemory();
-  const proxy = new RecordingProxy({ listen, connect: back.path, writer });
+  const proxy = new RecordingProxy({ listen, connect: back.path, writer, ...(opts.stallTimeoutMs ? { stallTimeoutMs: opts.stallTimeoutMs } : {}) });
   proxy.start();
   const closes: string[] = [];
   proxy.on('close', (_id, reason) => closes.push(reason));
+  return { listen, back, writer, proxy, closes };
+}
+
+test('garbage from a peer closes that connection; the proxy keeps accepting', async () => {
+  const { listen, back, writer, proxy, closes } = startRig('garbage');
   const baseline = openFdCount();
 
   const bad = new Peer(connectUnix(listen), 'bad');
@@ -316,12 +323,7 @@ test('garbage from a peer closes that connection; the proxy keeps accepting', as
 });
 
 test('a back-end that stops reading: queued with backpressure, delivered in order, no busy loop', async () => {
-  const listen = join(dir, 'proxy3.sock');
-  const back = new FakeBackend(join(dir, 'backend3.sock'));
-  back.autoReply = false;
-  const writer = TraceWriter.inMemory();
-  const proxy = new RecordingProxy({ listen, connect: back.path, writer });
-  proxy.start();
+  const { listen, back, writer, proxy } = startRig('backlog', { autoReply: false });
   const front = new Peer(connectUnix(listen), 'frontend');
   await waitFor('back-end accepted', () => back.conns.length === 1);
   back.conns[0]!.pause();
@@ -351,14 +353,7 @@ test('a back-end that stops reading: queued with backpressure, delivered in orde
 });
 
 test('a peer that accepts nothing for the stall timeout is disconnected', async () => {
-  const listen = join(dir, 'proxy4.sock');
-  const back = new FakeBackend(join(dir, 'backend4.sock'));
-  back.autoReply = false;
-  const writer = TraceWriter.inMemory();
-  const proxy = new RecordingProxy({ listen, connect: back.path, writer, stallTimeoutMs: 200 });
-  proxy.start();
-  const closes: string[] = [];
-  proxy.on('close', (_id, reason) => closes.push(reason));
+  const { listen, back, writer, proxy, closes } = startRig('stall', { autoReply: false, stallTimeoutMs: 200 });
   const front = new Peer(connectUnix(listen), 'frontend');
   await waitFor('back-end accepted', () => back.conns.length === 1);
   back.conns[0]!.pause();
@@ -415,12 +410,7 @@ test('CLI: trace record relays, and SIGTERM flushes and closes the trace', async
 
 test('merged reads: fds are recorded and forwarded with the message that carried them (the last of the read)', async () => {
   const { eventfdCreate } = await import('../../src/sys/index.js');
-  const listen = join(dir, 'proxy-merge.sock');
-  const back = new FakeBackend(join(dir, 'backend-merge.sock'));
-  back.autoReply = false;
-  const writer = TraceWriter.inMemory();
-  const proxy = new RecordingProxy({ listen, connect: back.path, writer });
-  proxy.start();
+  const { listen, back, writer, proxy } = startRig('merge', { autoReply: false });
   const front = new Peer(connectUnix(listen), 'frontend');
   await waitFor('back-end accepted', () => back.conns.length === 1);
   const vringState = (request: number, index: number, num: number): Uint8Array =>
@@ -455,15 +445,8 @@ test('merged reads: fds are recorded and forwarded with the message that carried
 });
 
 test('a backlog that starts after a long idle time is not mistaken for a stall', { timeout: 20_000 }, async () => {
-  const listen = join(dir, 'proxy-idle.sock');
-  const back = new FakeBackend(join(dir, 'backend-idle.sock'));
-  back.autoReply = false;
-  const writer = TraceWriter.inMemory();
   const stall = 200;
-  const proxy = new RecordingProxy({ listen, connect: back.path, writer, stallTimeoutMs: stall });
-  proxy.start();
-  const closes: string[] = [];
-  proxy.on('close', (_id, reason) => closes.push(reason));
+  const { listen, back, writer, proxy, closes } = startRig('idle', { autoReply: false, stallTimeoutMs: stall });
   const front = new Peer(connectUnix(listen), 'frontend');
   await waitFor('back-end accepted', () => back.conns.length === 1);
   const msg = (i: number): Uint8Array => encodeMessage({ channel: 'frontend', request: FrontendRequest.IOTLB_MSG, body: { kind: 'iotlb',
