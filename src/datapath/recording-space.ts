@@ -3,25 +3,26 @@
  * when tracing, so the untraced data path pays nothing for it.
  */
 import { MAP_MISS, FAULT_DENIED, type AddressSpace } from '../memory/address-space.js';
+import type { WideView } from '../memory/wide-view.js';
 import { TranslationCode, type TranslationRingProducer } from './translation-ring.js';
 
 export class RecordingAddressSpace implements AddressSpace {
   bytes: Uint8Array;
-  words?: Int32Array;
+  wide?: WideView;
   offset = 0;
   missAddr = 0;
   faultKind = 0;
 
   constructor(private readonly inner: AddressSpace, private readonly ring: TranslationRingProducer, private readonly queue: number) {
     this.bytes = inner.bytes;
-    this.words = inner.words;
+    this.wide = inner.wide;
   }
 
   map(addr: number, len: number, access: number): number {
     const inner = this.inner;
     const n = inner.map(addr, len, access);
     this.bytes = inner.bytes;
-    this.words = inner.words;
+    this.wide = inner.wide;
     this.offset = inner.offset;
     this.missAddr = inner.missAddr;
     this.faultKind = inner.faultKind;

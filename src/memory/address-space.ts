@@ -11,6 +11,7 @@
  */
 import { LOOKUP_MISS, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
 import type { GuestMemory, GuestRegion } from './guest-memory.js';
+import { NO_WIDE, type WideView } from './wide-view.js';
 
 /** Outside guest memory, or the mapping lacks the requested access. */
 export const MAP_FAULT = -1;
@@ -37,12 +38,12 @@ export interface AddressSpace {
   bytes: Uint8Array;
   offset: number;
   /**
-   * Word view of `bytes` (GuestRegion.words, same start): lets copies and indirect-table
-   * reads move 4 bytes at a time. May be empty (unaligned region): callers then go
+   * Wide views of `bytes` (GuestRegion.wide, same start): let copies and indirect-table
+   * reads move 4 or 8 bytes at a time. May be NO_WIDE (unaligned region): callers then go
    * byte-wise. Optional so a decorator that does not forward it still works (its pieces
    * are then copied byte-wise); decorators should forward it with bytes/offset.
    */
-  words?: Int32Array;
+  wide?: WideView;
   /** The IOVA that missed, for the miss report (valid after MAP_MISS). */
   missAddr: number;
   /** FAULT_UNMAPPED or FAULT_DENIED after MAP_FAULT. */
@@ -50,20 +51,19 @@ export interface AddressSpace {
 }
 
 const EMPTY = new Uint8Array(0);
-const NO_WORDS = new Int32Array(0);
 
 /** Shared last-hit cache logic: [lo, hi) in the space's address kind -> bytes at base. */
 abstract class RegionSpace implements AddressSpace {
   bytes: Uint8Array = EMPTY;
   offset = 0;
-  words: Int32Array = NO_WORDS;
+  wide: WideView = NO_WIDE;
   missAddr = 0;
   faultKind = FAULT_NONE;
   // Last region hit, as plain numbers so the fast path is three compares.
   protected lo = 0;
   protected hi = 0;
   protected hitBytes: Uint8Array = EMPTY;
-  protected hitWords: Int32Array = NO_WORDS;
+  protected hitWide: WideView = NO_WIDE;
   protected gen = -1;
 
   constructor(readonly memory: GuestMemory) {}
@@ -71,7 +71,7 @@ abstract class RegionSpace implements AddressSpace {
   map(addr: number, len: number, _access: number): number {
     if (addr >= this.lo && addr < this.hi && this.gen === this.memory.generation) {
       this.bytes = this.hitBytes;
-      this.words = this.hitWords;
+      this.wide = this.hitWide;
       this.offset = addr - this.lo;
       const room = this.hi - addr;
       return len <= room ? len : room;
@@ -91,10 +91,10 @@ abstract class RegionSpace implements AddressSpace {
     this.lo = this.startOf(r);
     this.hi = this.lo + r.size;
     this.hitBytes = r.bytes;
-    this.hitWords = r.words;
+    this.hitWide = r.wide;
     this.gen = this.memory.generation;
     this.bytes = r.bytes;
-    this.words = r.words;
+    this.wide = r.wide;
     this.offset = addr - this.lo;
     const room = this.hi - addr;
     return len <= room ? len : room;
@@ -128,7 +128,7 @@ export class UserAddressSpace extends RegionSpace {
 export class IotlbAddressSpace implements AddressSpace {
   bytes: Uint8Array = EMPTY;
   offset = 0;
-  words: Int32Array = NO_WORDS;
+  wide: WideView = NO_WIDE;
   missAddr = 0;
   faultKind = FAULT_NONE;
   private readonly out: LookupOut = { uaddr: 0 };
@@ -136,7 +136,7 @@ export class IotlbAddressSpace implements AddressSpace {
   private lo = 0;
   private hi = 0;
   private hitBytes: Uint8Array = EMPTY;
-  private hitWords: Int32Array = NO_WORDS;
+  private hitWide: WideView = NO_WIDE;
   private gen = -1;
 
   constructor(readonly strategy: IotlbStrategy, readonly memory: GuestMemory) {}
@@ -161,11 +161,11 @@ export class IotlbAddressSpace implements AddressSpace {
       this.lo = r.userAddr;
       this.hi = r.userEnd;
       this.hitBytes = r.bytes;
-      this.hitWords = r.words;
+      this.hitWide = r.wide;
       this.gen = this.memory.generation;
     }
     this.bytes = this.hitBytes;
-    this.words = this.hitWords;
+    this.wide = this.hitWide;
     this.offset = uaddr - this.lo;
     const room = this.hi - uaddr;
     const m = n < len ? n : len;

@@ -8,6 +8,7 @@
  * 2^53, and addRegion() re-checks it. Lookups are pure number compares; nothing here
  * allocates after addRegion().
  */
+import { wideOf, type WideView } from './wide-view.js';
 
 /** SET_MEM_TABLE carries at most 8 regions; ADD_MEM_REG may add up to this many. */
 export const MAX_MEM_REGIONS = 512;
@@ -35,11 +36,8 @@ export class GuestRegion {
   readonly guestEnd: number;
   /** userAddr + size (exclusive). */
   readonly userEnd: number;
-  /**
-   * The same bytes as 32-bit words (words[i] is bytes[4i..4i+3]) for word-at-a-time
-   * copies; empty when the bytes are not 4-byte aligned in their buffer.
-   */
-  readonly words: Int32Array;
+  /** The same bytes as 4- and 8-byte units, for wide copies (wide-view.ts). */
+  readonly wide: WideView;
 
   constructor(init: GuestRegionInit) {
     this.guestAddr = init.guestAddr;
@@ -49,7 +47,7 @@ export class GuestRegion {
     this.bytes = init.bytes.length === init.size ? init.bytes : init.bytes.subarray(0, init.size);
     this.guestEnd = init.guestAddr + init.size;
     this.userEnd = init.userAddr + init.size;
-    this.words = wordsOf(this.bytes);
+    this.wide = wideOf(this.bytes);
   }
 
   /** For descriptions and logs only. */
@@ -57,13 +55,6 @@ export class GuestRegion {
     return `gpa 0x${this.guestAddr.toString(16)}..0x${this.guestEnd.toString(16)} ` +
       `uva 0x${this.userAddr.toString(16)} size 0x${this.size.toString(16)}`;
   }
-}
-
-const NO_WORDS = new Int32Array(0);
-
-/** A word view over `bytes` (same start), or an empty one when it is not 4-byte aligned. */
-export function wordsOf(bytes: Uint8Array): Int32Array {
-  return (bytes.byteOffset & 3) === 0 ? new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2) : NO_WORDS;
 }
 
 function checkAddress(field: string, value: unknown): asserts value is number {

@@ -5,7 +5,7 @@
  */
 import type { Endpoint } from './endpoint.js';
 import { ScatterList } from '../virtqueue/scatter.js';
-import { wordsOf } from '../memory/guest-memory.js';
+import { wideOf } from '../memory/wide-view.js';
 import { receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from '../virtqueue/net.js';
 
 export const SOURCE_MIN_FRAME = 46; // 14 Ethernet + 20 IPv4 + 8 UDP + 4 sequence
@@ -25,6 +25,7 @@ export class SourceEndpoint implements Endpoint {
   /** Sequence number of the next frame. */
   seq = 0;
   private readonly frames = new ScatterList(1);
+  private readonly seqView: DataView;
 
   constructor(readonly rxq: NetQueue, opts: SourceOptions) {
     const size = opts.frameSize;
@@ -33,7 +34,8 @@ export class SourceEndpoint implements Endpoint {
     }
     this.frameSize = size;
     this.template = buildFrame(size, opts.dstMac ?? [0x52, 0x54, 0x00, 0x12, 0x34, 0x56], opts.srcMac ?? [0x02, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    this.frames.push(this.template, 0, size, wordsOf(this.template));
+    this.frames.push(this.template, 0, size, wideOf(this.template));
+    this.seqView = new DataView(this.template.buffer, this.template.byteOffset, size);
   }
 
   transmit(): boolean {
@@ -43,14 +45,11 @@ export class SourceEndpoint implements Endpoint {
   flush(): void {}
 
   poll(max: number): number {
-    const t = this.template;
+    const seqView = this.seqView;
     let n = 0;
     while (n < max) {
       const s = this.seq;
-      t[SOURCE_SEQ_OFFSET] = s >>> 24;
-      t[SOURCE_SEQ_OFFSET + 1] = (s >>> 16) & 0xff;
-      t[SOURCE_SEQ_OFFSET + 2] = (s >>> 8) & 0xff;
-      t[SOURCE_SEQ_OFFSET + 3] = s & 0xff;
+      seqView.setUint32(SOURCE_SEQ_OFFSET, s); // big-endian, one store
       const r = receiveFrame(this.rxq, this.frames, 0, this.frameSize, false);
       if (r !== RX_DONE && r !== RX_DROPPED) break;
       this.seq = (s + 1) >>> 0;

@@ -6,7 +6,7 @@
 import { readFd, writeFd } from '../sys/index.js';
 import type { Endpoint } from './endpoint.js';
 import { ScatterList, copyBytes } from '../virtqueue/scatter.js';
-import { wordsOf } from '../memory/guest-memory.js';
+import { wideOf } from '../memory/wide-view.js';
 import { receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from '../virtqueue/net.js';
 
 const MAX_FRAME = 65536;
@@ -14,8 +14,8 @@ const MAX_FRAME = 65536;
 export class TapEndpoint implements Endpoint {
   private readonly txFrame = new Uint8Array(MAX_FRAME);
   private readonly rxFrame = new Uint8Array(MAX_FRAME);
-  /** Word view of rxFrame, so frames are copied into the guest 4 bytes at a time. */
-  private readonly rxWords = wordsOf(this.rxFrame);
+  /** Wide views of rxFrame, so frames are copied into the guest 8 bytes at a time. */
+  private readonly rxWide = wideOf(this.rxFrame);
   private readonly rxPieces = new ScatterList(1);
   /** Length of a frame read from the tap but not yet delivered (0 = none). */
   private heldLength = 0;
@@ -50,7 +50,7 @@ export class TapEndpoint implements Endpoint {
         this.heldLength = n;
       }
       this.rxPieces.reset();
-      this.rxPieces.push(this.rxFrame, 0, this.heldLength, this.rxWords);
+      this.rxPieces.push(this.rxFrame, 0, this.heldLength, this.rxWide);
       const r = receiveFrame(this.rxq, this.rxPieces, 0, this.heldLength, false);
       if (r !== RX_DONE && r !== RX_DROPPED) break; // no room / miss: the frame waits
       this.heldLength = 0;

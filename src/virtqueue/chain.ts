@@ -11,7 +11,8 @@
  * they were its own.
  */
 import { ACCESS_READ, ACCESS_WRITE, FAULT_DENIED, MAP_MISS, type AddressSpace } from '../memory/address-space.js';
-import { NO_WORDS, type ScatterList } from './scatter.js';
+import type { ScatterList } from './scatter.js';
+import { NO_WIDE } from '../memory/wide-view.js';
 import type { VirtQueueConfig } from './queue.js';
 
 /** walkChain() results. */
@@ -30,6 +31,11 @@ export const RING_FAULT = 2;
 
 /** addDescSlow(): the fast path did not call map(). */
 const NOT_MAPPED = -2;
+
+/** mapSingle(): not one direct descriptor of the wanted access and size; nothing mapped (use walkChain). */
+export const SINGLE_NO = 0;
+/** mapSingle(): the buffer mapped only in part, missed or faulted; walkSingle() finishes the walk. */
+export const SINGLE_REST = -1;
 
 export function hex(n: number): string {
   return '0x' + n.toString(16);
@@ -65,14 +71,12 @@ function areaLen(a: RingArea, size: number): number {
   return a.fixed + a.perEntry * size;
 }
 
-/** Piece k of sg: len bytes at guest address addr, as the space's last map() placed them. */
-function putPiece(sg: ScatterList, k: number, space: AddressSpace, len: number, addr: number, writable: number): void {
+/** Piece k of sg: len bytes where the space's last map() placed them. */
+function putPiece(sg: ScatterList, k: number, space: AddressSpace, len: number): void {
   sg.bytes[k] = space.bytes;
-  sg.words[k] = space.words ?? NO_WORDS;
+  sg.wide[k] = space.wide ?? NO_WIDE;
   sg.offset[k] = space.offset;
   sg.len[k] = len;
-  sg.addr[k] = addr;
-  sg.writable[k] = writable !== 0 ? 1 : 0;
 }
 
 const EMPTY8 = new Uint8Array(0);
@@ -139,6 +143,13 @@ export abstract class ChainWalker {
   /** The indirect table mapTable() found: its words, and its first entry's index in them. */
   protected tblWords: Int32Array = EMPTY_I32;
   protected tblBase = 0;
+  // mapSingle() -> walkSingle(): the descriptor whose map() fell short, and that result.
+  private sLo = 0;
+  private sHi = 0;
+  private sLen = 0;
+  private sWrite = 0;
+  private sIdx = 0;
+  private sFirst = 0;
   // Ring area mapping result.
   protected areaBytes: Uint8Array = EMPTY8;
   protected areaOffset = 0;
@@ -272,8 +283,8 @@ export abstract class ChainWalker {
     const addr = hi * 4294967296 + lo;
     const space = this.dataSpace!;
     const n = space.map(addr, len, ACCESS_READ);
-    const words = space.words;
-    if (n === len && words !== undefined && words.length !== 0 && (space.offset & 3) === 0) {
+    const words = (space.wide ?? NO_WIDE).i32;
+    if (n === len && words.length !== 0 && (space.offset & 3) === 0) {
       this.tblWords = words;
       this.tblBase = space.offset >>> 2;
       return WALK_OK;
@@ -346,6 +357,37 @@ export abstract class ChainWalker {
   }
 
   /**
+   * mapSingle()'s common part, for a direct descriptor without NEXT whose WRITE flag
+   * matches the access: maps the whole buffer if it is at least minLen bytes. Only the
+   * fall-short case stores anything (for walkSingle), so the common case costs a map().
+   */
+  protected mapDirect(idx: number, lo: number, hi: number, len: number, writable: number, minLen: number): number {
+    if (len < minLen || len === 0 || hi >= 0x200000) return SINGLE_NO;
+    const n = this.dataSpace!.map(hi * 4294967296 + lo, len, writable !== 0 ? ACCESS_WRITE : ACCESS_READ);
+    if (n === len) return len;
+    this.sLo = lo;
+    this.sHi = hi;
+    this.sLen = len;
+    this.sWrite = writable;
+    this.sIdx = idx;
+    this.sFirst = n;
+    return SINGLE_REST;
+  }
+
+  /**
+   * After mapSingle() returned SINGLE_REST: what walkChain() would have returned for that
+   * chain (pieces appended to sg, or the miss / broken state), without a second lookup of
+   * its start, so IOTLB statistics and traces see each translation once.
+   */
+  walkSingle(sg: ScatterList): number {
+    const start = sg.count;
+    this.chainFirst = start;
+    this.beginWalk(start);
+    const st = this.addDescSlow(this.sLo, this.sHi, this.sLen, this.sWrite, sg, this.sIdx, -1, this.sFirst);
+    return this.endWalk(st, sg, start, 1);
+  }
+
+  /**
    * Maps one descriptor buffer into pieces. `table` is -1 for the descriptor table, else
    * the index of the descriptor holding the indirect table (for messages only). The
    * common case — in range, in order, mapped in one piece — stays small enough to inline.
@@ -361,7 +403,7 @@ export abstract class ChainWalker {
         if (writable !== 0) this.wWrite += len;
         else this.wRead += len;
         if (this.wRead + this.wWrite > 0xffffffff) return this.failTotal(idx, table, len);
-        putPiece(sg, k, space, len, addr, writable);
+        putPiece(sg, k, space, len);
         this.wk = k + 1;
         return WALK_OK;
       }
@@ -403,7 +445,7 @@ export abstract class ChainWalker {
         return this.fail(this.faultText(space, idx, table, addr, len, a, access));
       }
       if (k >= sg.capacity) return this.failPieces(sg.capacity);
-      putPiece(sg, k, space, n, a, writable);
+      putPiece(sg, k, space, n);
       k++;
       a += n;
       rem -= n;

@@ -10,14 +10,16 @@
  * the loopback copies each byte exactly once, TX buffer -> RX buffer, as a bounce buffer
  * would double it. An endpoint that needs the frame after returning (tap) copies it.
  *
- * RX reserves every chain a frame needs (walking, i.e. translating, all of them) before
- * writing a byte, so a MISS or a fault never leaves a half-written frame, and nothing is
- * consumed unless the frame is delivered.
+ * RX maps (translates) every buffer a frame needs before writing a byte, so a MISS or a
+ * fault never leaves a half-written frame, and nothing is consumed unless the frame is
+ * delivered.
  *
  * Counters live in a Float64Array (the lead's shared-memory counter block can be passed
  * in); indices match src/datapath/stats.ts RingCounter.
  */
-import { WALK_MISS, WALK_OK } from './chain.js';
+import { WALK_MISS, WALK_OK, SINGLE_REST } from './chain.js';
+import { ACCESS_WRITE } from '../memory/address-space.js';
+import { NO_WIDE, type WideView } from '../memory/wide-view.js';
 import type { VirtQueue } from './queue.js';
 import { ScatterList, copyPiece, DEFAULT_SG_CAPACITY } from './scatter.js';
 import type { Endpoint } from '../net/endpoint.js';
@@ -186,10 +188,126 @@ function skipHeader(sg: ScatterList, hdrLen: number): number {
  * Device -> guest: one frame, pieces src[first..] totalling `len` bytes, into rxq
  * (header + frame). Used entries are staged; call rxq.finish() at the end of the burst.
  * swapMacs exchanges the destination and source MAC addresses on the way (loopback).
+ *
+ * The common case (the next chain is one buffer big enough for header and frame) goes
+ * through mapSingle() and writes straight into the mapped buffer: no scatter list, no
+ * per-chain bookkeeping, and as few stores as the bytes allow (wide-view.ts says why
+ * stores are what counts here). Everything else takes receiveChains().
  */
 export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len: number, swapMacs: boolean): number {
   const q = rxq.queue;
-  if (!q.ready) return q.broken ? RX_BROKEN : RX_NO_ROOM;
+  if (q.knownAvailable() === 0 && q.availableCount() === 0) return q.broken ? RX_BROKEN : RX_NO_ROOM;
+  const hdrLen = rxq.hdrLen;
+  const need = hdrLen + len;
+  const single = q.mapSingle(0, ACCESS_WRITE, need);
+  if (single <= 0) return receiveChains(rxq, src, first, len, swapMacs, single);
+  const space = q.dataSpace!;
+  const b = space.bytes;
+  const wide = space.wide ?? NO_WIDE;
+  const o = space.offset;
+  writeHeader(b, wide, o, hdrLen, 1);
+  const d = o + hdrLen;
+  if (src.len[first] >= len) {
+    const sb = src.bytes[first];
+    const sw = src.wide[first];
+    const s0 = src.offset[first];
+    if (swapMacs && len >= 12) {
+      swapMacsInto(b, wide, d, sb, sw, s0);
+      copyPiece(b, wide, d + 12, sb, sw, s0 + 12, len - 12);
+    } else {
+      copyPiece(b, wide, d, sb, sw, s0, len);
+    }
+  } else {
+    let at = d;
+    let rest = len;
+    for (let p = first; rest > 0; p++) {
+      const n = src.len[p] < rest ? src.len[p] : rest;
+      copyPiece(b, wide, at, src.bytes[p], src.wide[p], src.offset[p], n);
+      at += n;
+      rest -= n;
+    }
+    if (swapMacs && len >= 12) swapMacsInPlace(b, d, rxq.mac);
+  }
+  q.pushUsed(q.chainHead, need);
+  q.consume(1);
+  const c = rxq.counters;
+  c[NetCounter.packets]++;
+  c[NetCounter.bytes] += len;
+  return RX_DONE;
+}
+
+/** bits 0x0001_0000_0000_0000: bytes 4..11 of a header whose num_buffers is 1 (bytes 10-11), as one 8-byte store. */
+const ONE_BUFFER_HIGH = new Float64Array(new Uint32Array([0, 0x10000]).buffer)[0]!;
+
+/** The virtio-net header: all zero (no offloads), num_buffers (12-byte form only) = numBuffers. */
+function writeHeader(b: Uint8Array, wide: WideView, o: number, hdrLen: number, numBuffers: number): void {
+  const w = wide.i32;
+  if (hdrLen === VIRTIO_NET_HDR_MRG_LEN && (o & 3) === 0 && w.length !== 0) {
+    const f = wide.f64;
+    if (f.length !== 0) {
+      if ((o & 7) === 0) {
+        f[o >>> 3] = 0;
+        w[(o >>> 2) + 2] = numBuffers << 16;
+        return;
+      }
+      if (numBuffers === 1) {
+        w[o >>> 2] = 0;
+        f[(o + 4) >>> 3] = ONE_BUFFER_HIGH;
+        return;
+      }
+    }
+    const k = o >>> 2;
+    w[k] = 0;
+    w[k + 1] = 0;
+    w[k + 2] = numBuffers << 16; // little-endian: num_buffers is bytes 10-11
+    return;
+  }
+  for (let i = 0; i < 10; i++) b[o + i] = 0;
+  if (hdrLen === VIRTIO_NET_HDR_MRG_LEN) {
+    b[o + 10] = numBuffers & 0xff;
+    b[o + 11] = numBuffers >>> 8;
+  }
+}
+
+/** The 12 MAC bytes of src[s..] into b[d..] with destination and source swapped: 3 word stores when aligned. */
+function swapMacsInto(b: Uint8Array, wide: WideView, d: number, sb: Uint8Array, sw: WideView, s: number): void {
+  const dw = wide.i32;
+  const si = sw.i32;
+  if (((d | s) & 3) === 0 && dw.length !== 0 && si.length !== 0) {
+    // Little-endian words: [d0 d1 d2 d3] [d4 d5 s0 s1] [s2 s3 s4 s5] -> [s0 s1 s2 s3] [s4 s5 d0 d1] [d2 d3 d4 d5].
+    const k = s >>> 2;
+    const w0 = si[k];
+    const w1 = si[k + 1];
+    const w2 = si[k + 2];
+    const j = d >>> 2;
+    dw[j] = (w1 >>> 16) | (w2 << 16);
+    dw[j + 1] = (w2 >>> 16) | (w0 << 16);
+    dw[j + 2] = (w0 >>> 16) | (w1 << 16);
+    return;
+  }
+  for (let i = 0; i < 6; i++) {
+    b[d + i] = sb[s + 6 + i];
+    b[d + 6 + i] = sb[s + i];
+  }
+}
+
+/** Swaps the two MAC addresses at b[d..d+12) in place. */
+function swapMacsInPlace(b: Uint8Array, d: number, scratch: Uint8Array): void {
+  for (let i = 0; i < 12; i++) scratch[i] = b[d + i];
+  for (let i = 0; i < 6; i++) {
+    b[d + i] = scratch[6 + i];
+    b[d + 6 + i] = scratch[i];
+  }
+}
+
+/**
+ * receiveFrame()'s general path: reserves every chain the frame needs (walking, i.e.
+ * translating, all of them) before writing a byte, so a MISS or a fault never leaves a
+ * half-written frame, and nothing is consumed unless the frame is delivered. `single` is
+ * mapSingle()'s answer for chain 0 (SINGLE_REST: walkSingle() continues from its map()).
+ */
+function receiveChains(rxq: NetQueue, src: ScatterList, first: number, len: number, swapMacs: boolean, single: number): number {
+  const q = rxq.queue;
   const hdrLen = rxq.hdrLen;
   const need = hdrLen + len;
   const sg = rxq.sg;
@@ -209,7 +327,7 @@ export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len
       rxq.counters[NetCounter.drops]++;
       return RX_DROPPED;
     }
-    const st = q.walkChain(chains, sg);
+    const st = chains === 0 && single === SINGLE_REST ? q.walkSingle(sg) : q.walkChain(chains, sg);
     if (st !== WALK_OK) {
       if (st === WALK_MISS) {
         rxq.counters[NetCounter.misses]++;
@@ -234,17 +352,11 @@ export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len
     got += take;
   }
 
-  // Header: all zero (no offloads), num_buffers = chains when 12 bytes long.
+  // Header, which may span pieces (pieces are never empty).
   let dp = 0;
   let doff = 0;
   if (sg.len[0] >= hdrLen) {
-    const b = sg.bytes[0];
-    const o = sg.offset[0];
-    for (let i = 0; i < 10; i++) b[o + i] = 0;
-    if (hdrLen === VIRTIO_NET_HDR_MRG_LEN) {
-      b[o + 10] = chains & 0xff;
-      b[o + 11] = chains >>> 8;
-    }
+    writeHeader(sg.bytes[0], sg.wide[0], sg.offset[0], hdrLen, chains);
     doff = hdrLen;
   } else {
     for (let i = 0; i < hdrLen; i++) {
@@ -260,28 +372,8 @@ export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len
     dp++;
     doff = 0;
   }
-
-  // Frame.
-  const s0 = src.offset[first];
-  if (swapMacs && len >= 12 && src.len[first] >= 12 && dp < sg.count && sg.len[dp] - doff >= 12) {
-    // Common case: both MAC pairs contiguous; copy them swapped, then the rest.
-    const sb = src.bytes[first];
-    const db = sg.bytes[dp];
-    const d = sg.offset[dp] + doff;
-    for (let i = 0; i < 6; i++) {
-      db[d + i] = sb[s0 + 6 + i];
-      db[d + 6 + i] = sb[s0 + i];
-    }
-    doff += 12;
-    if (doff === sg.len[dp]) {
-      dp++;
-      doff = 0;
-    }
-    sgCopy(sg, dp, doff, src, first, 12, len - 12);
-  } else {
-    sgCopy(sg, dp, doff, src, first, 0, len);
-    if (swapMacs && len >= 12) swapMacsSlow(rxq, hdrLen);
-  }
+  sgCopy(sg, dp, doff, src, first, 0, len);
+  if (swapMacs && len >= 12) swapMacsSlow(rxq, hdrLen);
 
   for (let i = 0; i < chains; i++) q.pushUsed(heads[i], lens[i]);
   q.consume(chains);
@@ -320,7 +412,7 @@ export function sgCopy(dst: ScatterList, dp: number, doff: number, src: ScatterL
     const sl = src.len[sp] - soff;
     let n = dl < sl ? dl : sl;
     if (n > len) n = len;
-    copyPiece(dst.bytes[dp], dst.words[dp], dst.offset[dp] + doff, src.bytes[sp], src.words[sp], src.offset[sp] + soff, n);
+    copyPiece(dst.bytes[dp], dst.wide[dp], dst.offset[dp] + doff, src.bytes[sp], src.wide[sp], src.offset[sp] + soff, n);
     len -= n;
     doff += n;
     soff += n;

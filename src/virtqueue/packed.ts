@@ -40,7 +40,7 @@
  */
 import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
-import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, type RingAreas } from './chain.js';
+import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, type RingAreas } from './chain.js';
 import type { VirtQueue, VirtQueueConfig } from './queue.js';
 import { MAX_QUEUE_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './split.js';
 
@@ -312,6 +312,21 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     }
     this.chainHead = w3 & 0xffff;
     return this.endWalk(st, sg, start, descs);
+  }
+
+  /** As SplitQueue.mapSingle(): one direct descriptor of the given access and size, mapped whole, without a scatter list. */
+  mapSingle(ahead: number, access: number, minLen: number): number {
+    if (ahead >= ((this.scanSeq - this.headSeq) >>> 0)) return SINGLE_NO;
+    const slot = (this.headSeq + ahead) & this.cmask;
+    if (this.chainCnt[slot] !== 1) return SINGLE_NO;
+    const pos = this.chainPos[slot];
+    const w = pos << 2;
+    const d = this.desc32;
+    const w3 = d[w + 3];
+    const write = (w3 >>> 16) & VRING_DESC_F_WRITE;
+    if ((w3 & (W_NEXT | W_INDIRECT)) !== 0 || (write !== 0) !== (access === ACCESS_WRITE)) return SINGLE_NO;
+    this.chainHead = w3 & 0xffff;
+    return this.mapDirect(pos, d[w], d[w + 1], d[w + 2], write, minLen);
   }
 
   /** A packed indirect table: its len/16 descriptors in order, only WRITE significant. */

@@ -61,6 +61,12 @@ export interface VirtQueue {
   availableCount(): number;
   knownAvailable(): number;
   walkChain(ahead: number, sg: ScatterList): number;
+  /** The common one-descriptor chain without a scatter list (SplitQueue.mapSingle says how). */
+  mapSingle(ahead: number, access: number, minLen: number): number;
+  /** After mapSingle() returned SINGLE_REST: walkChain()'s result for that chain. */
+  walkSingle(sg: ScatterList): number;
+  /** Where mapSingle() leaves the buffer (bytes / wide / offset of its last map()). */
+  readonly dataSpace: AddressSpace | null;
   consume(n: number): void;
   pushUsed(id: number, len: number): void;
   flushUsed(): number;

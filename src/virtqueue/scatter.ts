@@ -2,14 +2,15 @@
  * A preallocated scatter list: the host pieces of one (or, for mergeable RX, several)
  * descriptor chains, as parallel arrays so that walking a chain allocates nothing.
  *
- * Piece i is bytes[i][offset[i] .. offset[i] + len[i]), the host view of guest address
- * addr[i]. `bytes` holds references to region byte arrays (assigning a reference is not
+ * Piece i is bytes[i][offset[i] .. offset[i] + len[i]]. Nothing else is kept per piece: each
+ * store here is on the per-descriptor path (the walker knows guest addresses for its
+ * messages). `bytes` holds references to region byte arrays (assigning a reference is not
  * an allocation, and every element is a Uint8Array, so reads stay monomorphic).
  * Offsets are < 2^32 (a Uint8Array is at most 4 GiB), so Uint32Array is exact.
  */
+import { NO_WIDE, type WideView } from '../memory/wide-view.js';
+
 const EMPTY = new Uint8Array(0);
-/** "No word view": copies touching such a piece go byte-wise or through a builtin. */
-export const NO_WORDS = new Int32Array(0);
 
 /** Default capacity: DPDK uses BUF_VECTOR_MAX = 256; mergeable RX of a 64 KiB frame into 4 KiB buffers needs 17. */
 export const DEFAULT_SG_CAPACITY = 1024;
@@ -17,22 +18,16 @@ export const DEFAULT_SG_CAPACITY = 1024;
 export class ScatterList {
   count = 0;
   readonly bytes: Uint8Array[];
-  /** Word view of each piece's bytes (same start), or NO_WORDS. */
-  readonly words: Int32Array[];
+  /** Wide views of each piece's bytes (same start), or NO_WIDE. */
+  readonly wide: WideView[];
   readonly offset: Uint32Array;
   readonly len: Uint32Array;
-  /** Guest address (GPA or IOVA) of each piece, for diagnostics and traces. */
-  readonly addr: Float64Array;
-  /** 1 if the piece came from a device-writable descriptor. */
-  readonly writable: Uint8Array;
 
   constructor(readonly capacity: number = DEFAULT_SG_CAPACITY) {
     this.bytes = new Array<Uint8Array>(capacity).fill(EMPTY);
-    this.words = new Array<Int32Array>(capacity).fill(NO_WORDS);
+    this.wide = new Array<WideView>(capacity).fill(NO_WIDE);
     this.offset = new Uint32Array(capacity);
     this.len = new Uint32Array(capacity);
-    this.addr = new Float64Array(capacity);
-    this.writable = new Uint8Array(capacity);
   }
 
   reset(): void {
@@ -41,17 +36,15 @@ export class ScatterList {
 
   /**
    * Appends one piece (frames outside guest memory, e.g. a source's template). Pass
-   * `words` (wordsOf(bytes), made once) to enable word copies. Returns false when full.
+   * `wide` (wideOf(bytes), made once) to enable wide copies. Returns false when full.
    */
-  push(bytes: Uint8Array, offset: number, len: number, words: Int32Array = NO_WORDS): boolean {
+  push(bytes: Uint8Array, offset: number, len: number, wide: WideView = NO_WIDE): boolean {
     const k = this.count;
     if (k >= this.capacity) return false;
     this.bytes[k] = bytes;
-    this.words[k] = words;
+    this.wide[k] = wide;
     this.offset[k] = offset;
     this.len[k] = len;
-    this.addr[k] = 0;
-    this.writable[k] = 0;
     this.count = k + 1;
     return true;
   }
@@ -77,41 +70,64 @@ export class ScatterList {
 }
 
 /**
- * Above this many bytes a builtin (memcpy) wins; below it a word loop does (measured on
- * Node 20 / x86-64: set(subarray) costs ~50 ns flat, the word loop ~0.3 ns/byte).
+ * Above this many bytes a builtin (memcpy) wins; below it a loop does (measured on Node 20 /
+ * x86-64: set(subarray) costs ~50 ns flat, the 4-byte word loop ~0.3 ns/byte).
  */
 export const BUILTIN_COPY_MIN = 160;
 
 /**
- * Copies n bytes from src[s..] to dst[d..]; dw/sw are the word views of dst/src (or
- * NO_WORDS). Small copies with equal alignment run 4 bytes at a time; large ones use
- * copyWithin when source and destination are the same array (no allocation), otherwise
- * set(subarray): one short-lived view object per copy of >= BUILTIN_COPY_MIN bytes.
+ * Copies n bytes from src[s..] to dst[d..]; dv / sv are the wide views of dst / src (or
+ * NO_WIDE). Small copies whose two sides share their alignment modulo 4 run 4 bytes at a
+ * time, and 8 at a time where they share it modulo 8 (wide-view.ts says why the width
+ * matters); large ones use copyWithin when source and destination are the same array (no
+ * allocation), otherwise set(subarray): one short-lived view per copy of >= BUILTIN_COPY_MIN bytes.
  */
-export function copyPiece(dst: Uint8Array, dw: Int32Array, d: number, src: Uint8Array, sw: Int32Array, s: number, n: number): void {
+export function copyPiece(dst: Uint8Array, dv: WideView, d: number, src: Uint8Array, sv: WideView, s: number, n: number): void {
   if (n >= BUILTIN_COPY_MIN) {
     if (dst === src) dst.copyWithin(d, s, s + n);
     else dst.set(src.subarray(s, s + n), d);
     return;
   }
-  if (((d ^ s) & 3) === 0 && n >= 8 && dw.length !== 0 && sw.length !== 0) {
-    while ((d & 3) !== 0) {
-      dst[d++] = src[s++];
-      n--;
+  if (((d ^ s) & 3) === 0 && n >= 8) {
+    const dw = dv.i32;
+    const sw = sv.i32;
+    if (dw.length !== 0 && sw.length !== 0) {
+      while ((d & 3) !== 0) {
+        dst[d++] = src[s++];
+        n--;
+      }
+      const df = dv.f64;
+      const sf = sv.f64;
+      if (((d ^ s) & 7) === 0 && n >= 16 && df.length !== 0 && sf.length !== 0) {
+        if ((d & 4) !== 0) {
+          dw[d >>> 2] = sw[s >>> 2];
+          d += 4;
+          s += 4;
+          n -= 4;
+        }
+        const fd = d >>> 3;
+        const fs = s >>> 3;
+        const nf = n >>> 3;
+        for (let i = 0; i < nf; i++) df[fd + i] = sf[fs + i];
+        const done = nf << 3;
+        d += done;
+        s += done;
+        n -= done;
+      }
+      const wd = d >>> 2;
+      const ws = s >>> 2;
+      const nw = n >>> 2;
+      for (let i = 0; i < nw; i++) dw[wd + i] = sw[ws + i];
+      const done = nw << 2;
+      d += done;
+      s += done;
+      n -= done;
     }
-    const wd = d >>> 2;
-    const ws = s >>> 2;
-    const nw = n >>> 2;
-    for (let i = 0; i < nw; i++) dw[wd + i] = sw[ws + i];
-    const done = nw << 2;
-    d += done;
-    s += done;
-    n -= done;
   }
   for (let i = 0; i < n; i++) dst[d + i] = src[s + i];
 }
 
-/** copyPiece without word views (byte loop below BUILTIN_COPY_MIN, builtin above). */
+/** copyPiece without wide views (byte loop below BUILTIN_COPY_MIN, builtin above). */
 export function copyBytes(dst: Uint8Array, d: number, src: Uint8Array, s: number, n: number): void {
-  copyPiece(dst, NO_WORDS, d, src, NO_WORDS, s, n);
+  copyPiece(dst, NO_WIDE, d, src, NO_WIDE, s, n);
 }

@@ -32,10 +32,10 @@
  */
 import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
-import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, type RingAreas } from './chain.js';
+import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, type RingAreas } from './chain.js';
 import type { VirtQueue, VirtQueueConfig } from './queue.js';
 
-export { WALK_OK, WALK_MISS, WALK_BROKEN, RING_OK, RING_MISS, RING_FAULT } from './chain.js';
+export { WALK_OK, WALK_MISS, WALK_BROKEN, RING_OK, RING_MISS, RING_FAULT, SINGLE_NO, SINGLE_REST } from './chain.js';
 
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error('vhost-iotlb data path requires a little-endian host');
@@ -197,6 +197,26 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
       idx = next;
     }
     return this.endWalk(st, sg, start, count);
+  }
+
+  /**
+   * The common chain without a scatter list: if the chain at lastAvailIdx + ahead is one
+   * direct descriptor (no NEXT, no INDIRECT) with the given access and at least minLen
+   * bytes, maps it whole and returns its length: chainHead is set and the buffer is at
+   * dataSpace.bytes / wide / offset. SINGLE_NO: anything else, nothing mapped (walkChain
+   * handles and reports it). SINGLE_REST: the buffer mapped only in part, missed or
+   * faulted: walkSingle() finishes as walkChain would. Consumes nothing.
+   */
+  mapSingle(ahead: number, access: number, minLen: number): number {
+    const head = this.avail16[2 + ((this.lastAvailIdx + ahead) & this.mask)];
+    if (head >= this.size) return SINGLE_NO;
+    const w = head << 2;
+    const d = this.desc32;
+    const fn = d[w + 3];
+    const write = fn & VRING_DESC_F_WRITE;
+    if ((fn & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT)) !== 0 || (write !== 0) !== (access === ACCESS_WRITE)) return SINGLE_NO;
+    this.chainHead = head;
+    return this.mapDirect(head, d[w], d[w + 1], d[w + 2], write, minLen);
   }
 
   // Cold paths: message building kept out of the hot functions so they stay small.

@@ -61,6 +61,12 @@ export interface NicStats {
   txPackets: number;
   txErrors: number;
   txBytes: number;
+  /**
+   * "Throughput (since last show)": packets/s over the last stats period, timed by testpmd
+   * itself (TSC), so it is exact whenever the block reaches us (stdout is a pipe).
+   */
+  rxPps: number;
+  txPps: number;
 }
 
 /** A "Forward statistics for port N" / "Accumulated forward statistics" block (printed on stop). */
@@ -150,7 +156,7 @@ export function testpmdArgs(opts: TestpmdOptions, filePrefix: string): string[] 
 }
 
 function emptyNic(): NicStats {
-  return { rxPackets: 0, rxMissed: 0, rxBytes: 0, rxErrors: 0, rxNombuf: 0, txPackets: 0, txErrors: 0, txBytes: 0 };
+  return { rxPackets: 0, rxMissed: 0, rxBytes: 0, rxErrors: 0, rxNombuf: 0, txPackets: 0, txErrors: 0, txBytes: 0, rxPps: 0, txPps: 0 };
 }
 function emptyFwd(): FwdStats {
   return { rxPackets: 0, rxDropped: 0, rxTotal: 0, txPackets: 0, txDropped: 0, txTotal: 0 };
@@ -158,6 +164,7 @@ function emptyFwd(): FwdStats {
 const NIC_KEYS: Record<string, keyof NicStats> = {
   'RX-packets': 'rxPackets', 'RX-missed': 'rxMissed', 'RX-bytes': 'rxBytes', 'RX-errors': 'rxErrors',
   'RX-nombuf': 'rxNombuf', 'TX-packets': 'txPackets', 'TX-errors': 'txErrors', 'TX-bytes': 'txBytes',
+  'Rx-pps': 'rxPps', 'Tx-pps': 'txPps',
 };
 const FWD_KEYS: Record<string, keyof FwdStats> = {
   'RX-packets': 'rxPackets', 'RX-dropped': 'rxDropped', 'RX-total': 'rxTotal',
@@ -194,7 +201,9 @@ export class TestpmdStatsParser {
     }
     if (!this.cur) return;
     const t = line.trim();
-    if (t === '' || /^[#+-]{8,}$/.test(t) || /Throughput/.test(t)) {
+    // A NIC block runs to its closing ### line: a blank line and "Throughput" come before its pps lines.
+    if (this.cur.kind === 'nic' && (t === '' || /Throughput/.test(t))) return;
+    if (t === '' || /^[#+-]{8,}$/.test(t)) {
       this.end();
       return;
     }
@@ -223,7 +232,10 @@ export function startTestpmd(opts: TestpmdOptions): Testpmd {
   const bin = testpmdBinary();
   const filePrefix = opts.filePrefix ?? uniqueName('vit');
   const argv = testpmdArgs(opts, filePrefix);
-  const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // stdbuf -oL: testpmd's stdout is a pipe, which glibc would buffer in 4 KiB chunks, so
+  // periodic stats blocks would reach us seconds late and in bursts. stdbuf execs testpmd
+  // (same pid, signals reach it directly).
+  const child = spawn('stdbuf', ['-oL', bin, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
   killOnExit(child);
   const log = new LineLog();
   if (opts.echo !== undefined) log.echoPrefix = opts.echo;
