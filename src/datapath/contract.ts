@@ -48,6 +48,12 @@ export interface WorkerSetup {
   backendFd: number;
   /** Eventfd the main thread writes to wake a sleeping worker. */
   wakeFd: number;
+  /**
+   * Int32 [0]: commands the main thread has posted. The worker visits its event loop (where
+   * postMessage deliveries arrive) when this is ahead of what it received, not on every
+   * few rounds: each visit costs a trip through libuv, which at full rate is time lost.
+   */
+  doorbell: SharedArrayBuffer;
   iotlbRing: SharedArrayBuffer;
   stats: SharedArrayBuffer;
   /** Batch misses: walk the rest of a burst and send every distinct miss at once. */

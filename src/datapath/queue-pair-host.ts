@@ -18,7 +18,7 @@ const COMMAND_TIMEOUT_MS = 5000;
 type Command = ToWorker extends infer T ? T extends { id: number } ? Omit<T, 'id'> : never : never;
 
 /** What the device decides for a worker; the host adds the shared buffers and the wake fd. */
-export interface QueuePairOptions extends Omit<WorkerSetup, 'wakeFd' | 'iotlbRing' | 'stats' | 'translationRing' | 'traceOriginMs'> {
+export interface QueuePairOptions extends Omit<WorkerSetup, 'wakeFd' | 'doorbell' | 'iotlbRing' | 'stats' | 'translationRing' | 'traceOriginMs'> {
   /** The trace to record translations into, or null. */
   trace: { writer: TraceWriter; connection: number } | null;
   onBroken(index: number, reason: string): void;
@@ -29,6 +29,8 @@ export class QueuePairHost {
   readonly pairIndex: number;
   private readonly worker: Worker;
   private readonly wakeFd: number;
+  /** Commands posted, as the worker's doorbell (contract.ts). */
+  private readonly posted = new Int32Array(new SharedArrayBuffer(4));
   private readonly iotlb: IotlbRingProducer;
   readonly stats: SharedArrayBuffer;
   private nextId = 1;
@@ -44,7 +46,7 @@ export class QueuePairHost {
     this.iotlb = new IotlbRingProducer(iotlbRing);
     this.stats = createStatsBuffer();
     const { trace: _trace, onBroken: _onBroken, onLog: _onLog, ...decided } = options;
-    const setup: WorkerSetup = { ...decided, wakeFd: this.wakeFd, iotlbRing, stats: this.stats, translationRing: null, traceOriginMs: 0 };
+    const setup: WorkerSetup = { ...decided, wakeFd: this.wakeFd, doorbell: this.posted.buffer as SharedArrayBuffer, iotlbRing, stats: this.stats, translationRing: null, traceOriginMs: 0 };
     if (options.trace) {
       const { writer, connection } = options.trace;
       setup.translationRing = createTranslationRing();
@@ -98,6 +100,7 @@ export class QueuePairHost {
       }, COMMAND_TIMEOUT_MS);
       this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
       this.worker.postMessage({ ...command, id } as ToWorker);
+      Atomics.add(this.posted, 0, 1);
       this.wake();
     });
   }

@@ -16,14 +16,23 @@ runtime.onBroken = (index, reason) => post({ type: 'broken', index, reason });
 
 /** Empty rounds before arming notifications and sleeping. */
 const SPIN_ROUNDS = 512;
-/** Busy rounds between visits to the event loop (for commands). */
-const ROUNDS_PER_YIELD = 256;
+/**
+ * Busy rounds between visits to the event loop when no command is waiting (commands ring
+ * the doorbell and are read at the next round): a safety net for anything else queued there.
+ */
+const ROUNDS_PER_YIELD = 16384;
 /** A sleeper wakes at least this often, in case a kick was lost. */
 const SLEEP_MS = 50;
 
 let stopping = false;
 const inbox: ToWorker[] = [];
-port.on('message', (msg: ToWorker) => inbox.push(msg));
+/** Commands posted by the main thread (contract.ts WorkerSetup.doorbell) and received here. */
+const posted = new Int32Array(setup.doorbell);
+let received = 0;
+port.on('message', (msg: ToWorker) => {
+  inbox.push(msg);
+  received++;
+});
 
 function handle(msg: ToWorker): void {
   let value: unknown;
@@ -65,7 +74,7 @@ async function run(): Promise<void> {
       await yieldToLoop();
       continue;
     }
-    if (++rounds >= ROUNDS_PER_YIELD) {
+    if (Atomics.load(posted, 0) !== received || ++rounds >= ROUNDS_PER_YIELD) {
       rounds = 0;
       await yieldToLoop();
     }
