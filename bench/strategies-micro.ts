@@ -94,7 +94,7 @@ async function runWorkload(w: Workload, maxTime: number): Promise<Row[]> {
   const rows: Row[] = [];
   const cases = strategies.map((def) => b.add(def.name, () => {
     const s = warm(def, w);
-    const out: LookupOut = { uaddr: 0 };
+    const out: LookupOut = { uaddr: 0, spanStart: 0, spanEnd: 0 };
     return () => {
       sink += batch(s, w, out);
     };
@@ -110,7 +110,7 @@ async function runWorkload(w: Workload, maxTime: number): Promise<Row[]> {
     const result = summary.results.find((r) => r.name === def.name);
     if (result === undefined) continue;
     const s = warm(def, w);
-    batch(s, w, { uaddr: 0 });
+    batch(s, w, { uaddr: 0, spanStart: 0, spanEnd: 0 });
     rows.push({
       workload: w.name,
       strategy: def.name,

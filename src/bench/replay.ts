@@ -149,7 +149,7 @@ export function replay(
 }
 
 const scratchEntry: IotlbEntry = { iova: 0, size: 0, uaddr: 0, perm: 0 };
-const scratchOut: LookupOut = { uaddr: 0 };
+const scratchOut: LookupOut = { uaddr: 0, spanStart: 0, spanEnd: 0 };
 
 export type ReplayFn = typeof replay;
 

@@ -12,6 +12,7 @@ import type { AccessBits, IotlbEntry, IotlbStrategy, LookupOut, StrategyDefiniti
 export class OneEntryStrategy implements IotlbStrategy {
   readonly name = 'one-entry';
   readonly stats = emptyStats();
+  version = 0;
   private start = 0;
   private end = 0;
   private uaddr = 0;
@@ -21,6 +22,7 @@ export class OneEntryStrategy implements IotlbStrategy {
     this.stats.inserts++;
     const e = rangeEnd(entry.iova, entry.size);
     if (!(e > entry.iova)) return;
+    this.version++;
     if (this.end > this.start) this.stats.evictions++;
     this.start = entry.iova;
     this.end = e;
@@ -32,6 +34,7 @@ export class OneEntryStrategy implements IotlbStrategy {
 
   invalidate(iova: number, size: number): number {
     this.stats.invalidations++;
+    this.version++;
     if (this.end > this.start && iova < this.end && rangeEnd(iova, size) > this.start) {
       this.start = this.end = 0;
       this.stats.entries = 0;
@@ -55,6 +58,7 @@ export class OneEntryStrategy implements IotlbStrategy {
   }
 
   clear(): void {
+    this.version++;
     this.start = this.end = 0;
     this.stats.entries = 0;
   }

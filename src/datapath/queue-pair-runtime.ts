@@ -86,7 +86,7 @@ export class QueuePairRuntime implements IotlbOpSink {
   readonly misses: MissReporter;
   private readonly traceRing: TranslationRingProducer | null;
   private readonly probeSg = new ScatterList(1024);
-  private readonly probeOut: LookupOut = { uaddr: 0 };
+  private readonly probeOut: LookupOut = { uaddr: 0, spanStart: 0, spanEnd: 0 };
   /** Fds to sleep on: kick fds of running rings, the tap, and the wake eventfd. */
   readonly waitFds = new Int32Array(4);
   waitCount = 0;

@@ -42,6 +42,20 @@ export interface IotlbStats {
 /** Written by lookup() on a hit; one object reused per caller so the hot path allocates nothing. */
 export interface LookupOut {
   uaddr: number;
+  /**
+   * Optional, on a hit: an IOVA range [spanStart, spanEnd) around the looked-up address that
+   * the same entry maps linearly (uaddr moves with the IOVA) with the same permission. A
+   * caller may answer later lookups inside it itself, counting them as hits, for as long as
+   * the strategy's `version` is unchanged. Strategies whose hits have side effects (LRU
+   * recency, the dpdk model's list walk) leave it empty (spanEnd <= spanStart).
+   */
+  spanStart: number;
+  spanEnd: number;
+}
+
+/** A fresh LookupOut (one per caller, reused). */
+export function lookupOut(): LookupOut {
+  return { uaddr: 0, spanStart: 0, spanEnd: 0 };
 }
 
 /** lookup() result codes (a positive result is a mapped length). */
@@ -61,6 +75,8 @@ export interface IotlbStrategy {
    * LOOKUP_DENIED if it is mapped without the requested access.
    */
   lookup(iova: number, len: number, access: AccessBits, out: LookupOut): number;
+  /** Bumped by every change to the entries (insert, invalidate, eviction, clear): a span from lookup() is valid while this is unchanged. */
+  readonly version: number;
   /** A snapshot of the entries, sorted by IOVA (for inspect and tests; not for the hot path). */
   entries(): IotlbEntry[];
   clear(): void;

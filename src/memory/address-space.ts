@@ -9,7 +9,7 @@
  * come back through the reused `bytes` / `offset` fields. A successful result is always
  * inside one region's bytes: offset + result <= bytes.length.
  */
-import { LOOKUP_MISS, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
+import { LOOKUP_MISS, lookupOut, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
 import type { GuestMemory, GuestRegion } from './guest-memory.js';
 import { NO_WIDE, type WideView } from './wide-view.js';
 
@@ -124,6 +124,13 @@ export class UserAddressSpace extends RegionSpace {
 /**
  * IOVAs translated through an IOTLB cache (one per queue, as DPDK does, so lookups take
  * no lock), then from front-end virtual address to host bytes via the regions.
+ *
+ * When the strategy offers a span (LookupOut: a range its entry maps linearly), the
+ * space keeps it, clipped to the region it lands in, and answers the next addresses
+ * inside it with the same three compares as a guest-physical lookup, counting them as
+ * lookups and hits in the strategy's stats. The span is dropped the moment the
+ * strategy's `version` moves (any UPDATE, INVALIDATE or eviction, applied on this same
+ * thread) or the memory table changes, so it can never outlive its entry.
  */
 export class IotlbAddressSpace implements AddressSpace {
   bytes: Uint8Array = EMPTY;
@@ -131,18 +138,41 @@ export class IotlbAddressSpace implements AddressSpace {
   wide: WideView = NO_WIDE;
   missAddr = 0;
   faultKind = FAULT_NONE;
-  private readonly out: LookupOut = { uaddr: 0 };
+  private readonly out: LookupOut = lookupOut();
   // Last region hit by user address.
   private lo = 0;
   private hi = 0;
   private hitBytes: Uint8Array = EMPTY;
   private hitWide: WideView = NO_WIDE;
   private gen = -1;
+  // The kept span: IOVAs [spanLo, spanHi) with `spanPerm`, at region offset iova + spanDelta.
+  private spanLo = 0;
+  private spanHi = 0;
+  private spanPerm = 0;
+  private spanDelta = 0;
+  private spanVersion = -1;
 
   constructor(readonly strategy: IotlbStrategy, readonly memory: GuestMemory) {}
 
   map(addr: number, len: number, access: number): number {
-    const n = this.strategy.lookup(addr, len, access, this.out);
+    if (addr >= this.spanLo && addr < this.spanHi && (this.spanPerm & access) === access &&
+        this.spanVersion === this.strategy.version && this.gen === this.memory.generation) {
+      const stats = this.strategy.stats;
+      stats.lookups++;
+      stats.hits++;
+      this.bytes = this.hitBytes;
+      this.wide = this.hitWide;
+      this.offset = addr + this.spanDelta;
+      const room = this.spanHi - addr;
+      return len <= room ? len : room;
+    }
+    return this.lookup(addr, len, access);
+  }
+
+  private lookup(addr: number, len: number, access: number): number {
+    const out = this.out;
+    out.spanEnd = out.spanStart = 0;
+    const n = this.strategy.lookup(addr, len, access, out);
     if (n <= 0) {
       if (n === LOOKUP_MISS) {
         this.missAddr = addr;
@@ -151,7 +181,7 @@ export class IotlbAddressSpace implements AddressSpace {
       this.faultKind = FAULT_DENIED;
       return MAP_FAULT;
     }
-    const uaddr = this.out.uaddr;
+    const uaddr = out.uaddr;
     if (!(uaddr >= this.lo && uaddr < this.hi && this.gen === this.memory.generation)) {
       const r = this.memory.findUser(uaddr);
       if (r === null) {
@@ -164,11 +194,37 @@ export class IotlbAddressSpace implements AddressSpace {
       this.hitWide = r.wide;
       this.gen = this.memory.generation;
     }
+    this.keepSpan(addr, uaddr, access);
     this.bytes = this.hitBytes;
     this.wide = this.hitWide;
     this.offset = uaddr - this.lo;
     const room = this.hi - uaddr;
     const m = n < len ? n : len;
     return m <= room ? m : room;
+  }
+
+  /** Keeps the strategy's span around addr (if it gave one), clipped to the current region. */
+  private keepSpan(addr: number, uaddr: number, access: number): void {
+    const out = this.out;
+    const version = this.strategy.version;
+    if (!(out.spanEnd > out.spanStart && out.spanStart <= addr && addr < out.spanEnd)) {
+      this.spanHi = 0;
+      return;
+    }
+    const delta = uaddr - addr; // user address = iova + delta inside the span
+    const lo = Math.max(out.spanStart, this.lo - delta);
+    const hi = Math.min(out.spanEnd, this.hi - delta);
+    if (!(hi > lo)) {
+      this.spanHi = 0;
+      return;
+    }
+    // The lookup granted `access` for the span; a second access granted on the same span
+    // in the same version is added (the entry grants both), otherwise the span restarts.
+    const same = lo === this.spanLo && hi === this.spanHi && delta - this.lo === this.spanDelta && version === this.spanVersion;
+    this.spanPerm = same ? this.spanPerm | access : access;
+    this.spanLo = lo;
+    this.spanHi = hi;
+    this.spanDelta = delta - this.lo;
+    this.spanVersion = version;
   }
 }

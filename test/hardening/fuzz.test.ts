@@ -580,8 +580,8 @@ describe('fuzz: IOTLB strategies with huge and wrapping values', () => {
       fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 40 }), (ops) => {
         const cache: IotlbStrategy = def.create({ capacity: 1 << 16, seed: 1 });
         const model = new Model();
-        const out: LookupOut = { uaddr: 0 };
-        const want: LookupOut = { uaddr: 0 };
+        const out: LookupOut = { uaddr: 0, spanStart: 0, spanEnd: 0 };
+        const want: LookupOut = { uaddr: 0, spanStart: 0, spanEnd: 0 };
         const t0 = Date.now();
         for (const op of ops) {
           if (op.kind === 'insert') {

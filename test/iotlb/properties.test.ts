@@ -68,7 +68,7 @@ interface Subject {
   evicts: boolean;
 }
 
-const out: LookupOut = { uaddr: 0 };
+const out: LookupOut = { uaddr: 0, spanStart: 0, spanEnd: 0 };
 
 function checkLookup(sub: Subject, ref: ReferenceIotlb, iova: number, len: number, access: number): void {
   const want = ref.lookup(iova, len, access);

@@ -14,7 +14,7 @@ const U = 0x7f00_0000_0000;
 const { Read: R, Write: W, ReadWrite: RW } = Access;
 
 function look(s: IotlbStrategy, iova: number, len: number, access: number = R): [number, number] {
-  const out: LookupOut = { uaddr: -1 };
+  const out: LookupOut = { uaddr: -1, spanStart: 0, spanEnd: 0 };
   const r = s.lookup(iova, len, access, out);
   return [r, r > 0 ? out.uaddr : -1];
 }

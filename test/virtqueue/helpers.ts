@@ -124,8 +124,10 @@ export function frame(len: number, seed = 1): Uint8Array {
 export class StubIotlb implements IotlbStrategy {
   readonly name = 'stub';
   readonly stats = emptyStats();
+  version = 0;
   list: IotlbEntry[] = [];
   insert(e: IotlbEntry): void {
+    this.version++;
     // Replace older entries where they overlap (trim / split them).
     const kept: IotlbEntry[] = [];
     const end = e.iova + e.size;
@@ -145,6 +147,7 @@ export class StubIotlb implements IotlbStrategy {
     this.stats.entries = this.list.length;
   }
   invalidate(iova: number, size: number): number {
+    this.version++;
     const before = this.list.length;
     this.list = this.list.filter((e) => e.iova + e.size <= iova || iova + size <= e.iova);
     this.stats.entries = this.list.length;
@@ -170,6 +173,7 @@ export class StubIotlb implements IotlbStrategy {
     return this.list.map((e) => ({ ...e }));
   }
   clear(): void {
+    this.version++;
     this.list = [];
   }
 }

@@ -57,6 +57,8 @@ export class DpdkStrategy implements IotlbStrategy {
   readonly name = 'dpdk';
   readonly capacity: number;
   readonly stats: IotlbStats = emptyStats();
+  /** IotlbStrategy.version (this model never offers spans: every lookup walks the list, as DPDK's does). */
+  version = 0;
   private head: DpdkNode | null = null;
   private count = 0;
   private readonly pool: DpdkNode[] = [];
@@ -72,6 +74,7 @@ export class DpdkStrategy implements IotlbStrategy {
     const s = entry.iova;
     const e = rangeEnd(s, entry.size);
     if (!(e > s)) return;
+    this.version++;
     if (this.count >= this.capacity) this.randomEvict();
     this.carve(s, e);
     const node = this.alloc();
@@ -95,6 +98,7 @@ export class DpdkStrategy implements IotlbStrategy {
   }
 
   invalidate(iova: number, size: number): number {
+    this.version++;
     this.stats.invalidations++;
     const e = rangeEnd(iova, size);
     if (!(e > iova)) return 0;
@@ -148,6 +152,7 @@ export class DpdkStrategy implements IotlbStrategy {
   }
 
   clear(): void {
+    this.version++;
     let n = this.head;
     while (n !== null) {
       const next: DpdkNode | null = n.next;

@@ -16,6 +16,8 @@ export class IntervalStrategy implements IotlbStrategy {
   readonly capacity: number;
   readonly stats: IotlbStats;
   protected readonly table: RangeTable;
+  /** IotlbStrategy.version: bumped by insert, invalidate and clear (evictions happen inside those). */
+  version = 0;
   /** Monotonic counter for stamps (insertion order here, recency in `lru`). */
   protected clock = 0;
 
@@ -30,6 +32,7 @@ export class IntervalStrategy implements IotlbStrategy {
     const e = rangeEnd(s, entry.size);
     this.stats.inserts++;
     if (!(e > s)) return;
+    this.version++;
     const t = this.table;
     const at = t.carve(s, e);
     t.insertAt(at, s, e, entry.uaddr, entry.perm, ++this.clock);
@@ -44,6 +47,7 @@ export class IntervalStrategy implements IotlbStrategy {
     this.stats.invalidations++;
     const e = rangeEnd(iova, size);
     if (!(e > iova)) return 0;
+    this.version++;
     const t = this.table;
     t.carve(iova, e);
     this.enforceCapacity(); // a split can add one entry
@@ -59,6 +63,7 @@ export class IntervalStrategy implements IotlbStrategy {
   }
 
   clear(): void {
+    this.version++;
     this.table.clear();
   }
 

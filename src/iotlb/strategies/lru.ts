@@ -26,6 +26,7 @@ export class LruStrategy extends IntervalStrategy {
 
   constructor(options: StrategyOptions & { maxPages?: number } = {}) {
     super(options);
+    this.table.spans = false; // every hit must restamp its entry
     this.maxPages = Math.max(1, options.maxPages ?? DEFAULT_MAX_PAGES);
   }
 

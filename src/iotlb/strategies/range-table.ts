@@ -28,6 +28,8 @@ export class RangeTable {
   stamp: Float64Array;
   /** Index of the entry that satisfied the last successful lookup (may be stale; always re-checked). */
   last = 0;
+  /** translate() reports the hit entry's range as LookupOut's span (off for tables whose hits have side effects, e.g. LRU stamps). */
+  spans = true;
   /** How many entries the last carve() removed or trimmed. */
   affected = 0;
   readonly stats: IotlbStats = emptyStats();
@@ -83,6 +85,10 @@ export class RangeTable {
     }
     stats.hits++;
     out.uaddr = this.uaddr[i] + (x - this.iova[i]);
+    if (this.spans) {
+      out.spanStart = this.iova[i];
+      out.spanEnd = this.end[i];
+    }
     if (!(len > 0)) len = 1;
     const mapped = this.end[i] - x;
     return mapped >= len ? len : this.stitch(i, x, len, access);
