@@ -196,7 +196,8 @@ function skipHeader(sg: ScatterList, hdrLen: number): number {
  */
 export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len: number, swapMacs: boolean): number {
   const q = rxq.queue;
-  if (q.knownAvailable() === 0 && q.availableCount() === 0) return q.broken ? RX_BROKEN : RX_NO_ROOM;
+  // Not ready (rings unmapped by an invalidate, or broken): the ring views are empty.
+  if (!q.ready || (q.knownAvailable() === 0 && q.availableCount() === 0)) return q.broken ? RX_BROKEN : RX_NO_ROOM;
   const hdrLen = rxq.hdrLen;
   const need = hdrLen + len;
   const single = q.mapSingle(0, ACCESS_WRITE, need);
