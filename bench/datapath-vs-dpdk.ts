@@ -8,6 +8,7 @@
 import { startTestpmd, type NicStats, type Testpmd } from '../test/peers/dpdk.js';
 import { sleep } from '../test/peers/util.js';
 import { startServe } from '../test/support/serve.js';
+import { median } from './median.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,12 +39,6 @@ function arg(name: string, fallback: number): number {
  */
 const BACKEND_CORE = 0;
 const FRONTEND_LCORES: [number, number] = [BACKEND_CORE, 1 - BACKEND_CORE]; // main, forwarding
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 /**
  * Mpps seen by the front-end's port 0: the mean of testpmd's own per-period rate ("Rx-pps" /

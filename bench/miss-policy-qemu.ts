@@ -28,6 +28,7 @@
  * address_space_get_iotlb_entry fails and vhost_device_iotlb_miss sends nothing) but costs the
  * guest a fault. Not a test: figures depend on the machine (TCG guest, 2 CPUs, shared).
  */
+import { median } from './median.js';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -120,13 +121,6 @@ function countTrace(file: string): { dmarFaults: number; qemuMisses: number } {
   }
   return { dmarFaults, qemuMisses };
 }
-
-const median = (xs: number[]): number => {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 async function oneRound(rig: Rig, c: MissPolicyCase, mib: number): Promise<MissPolicyRound> {
   const tcp = rig.tcp!;
