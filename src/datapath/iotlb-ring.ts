@@ -5,8 +5,23 @@
  * Why not postMessage: a busy worker only reaches its event loop now and then, while this
  * ring is checked at the start of every burst with one Atomics.load. The worker publishes
  * how far it has applied (`consumed`); the main thread acknowledges an INVALIDATE to the
- * front-end only after `consumed` has passed it, so no lookup after the ack can use a
- * stale entry — and the hot path takes no lock.
+ * front-end only once no lookup can use the stale entry any more — and the hot path takes
+ * no lock.
+ *
+ * "No lookup can use it" is either of:
+ *  - the worker has applied it (`consumed` passed it), or
+ *  - the worker is quiescent: it holds no translation (no burst, no ring view in use) and
+ *    drains this ring before it uses one again. The worker bumps `epoch` to odd when it
+ *    resumes (then drains) and to even when it goes quiescent (before it sleeps in poll or
+ *    visits its event loop). The producer stores `produced` and then loads `epoch`, the
+ *    worker stores `epoch` and then loads `produced`: all sequentially consistent atomics,
+ *    so if the producer still sees the worker quiescent, the worker's next resume comes
+ *    later in that order and its drain sees the operation (the store-load pairing of
+ *    Dekker's algorithm). An epoch that changed since the push means the same.
+ * This is the lock-free counterpart of DPDK's per-virtqueue rwlock: the seed's INVALIDATE
+ * takes the write lock, i.e. waits only for a burst in flight. A sleeping worker therefore
+ * costs an INVALIDATE nothing, where waiting for it to wake and drain cost two thread
+ * wake-ups per INVALIDATE — the dominant cost of dynamic mappings.
  */
 
 export const IotlbOp = { Update: 1, Invalidate: 2, Clear: 3 } as const;
@@ -15,7 +30,15 @@ const CAPACITY = 1024; // power of two
 const SLOT_DOUBLES = 5; // op, iova, size, uaddr, perm
 const PRODUCED = 0;
 const CONSUMED = 1;
-const HEADER_INTS = 2;
+/** Odd while the worker may hold translations, even while it is quiescent (see above). */
+const EPOCH = 2;
+const HEADER_INTS = 3;
+/**
+ * How long the producer spins for a busy worker to drain before it waits on the event loop:
+ * a worker drains at the start of every burst (a few microseconds apart), and an
+ * Atomics.waitAsync wake-up costs tens of microseconds on these machines.
+ */
+const SPIN_MS = 0.05;
 
 export function createIotlbRing(): SharedArrayBuffer {
   return new SharedArrayBuffer(HEADER_INTS * 4 + 8 /* align */ + CAPACITY * SLOT_DOUBLES * 8);
@@ -52,17 +75,32 @@ export class IotlbRingProducer {
     return next;
   }
 
-  /** Resolves once the worker has applied every operation up to `sequence`. */
+  /**
+   * True once no lookup can use what operations up to `sequence` removed: the worker applied
+   * them, or it is (or since the push has been) quiescent, so it drains them before its next
+   * lookup. Call after push(); false on timeout.
+   */
   async waitApplied(sequence: number, timeoutMs: number): Promise<boolean> {
+    const epoch = Atomics.load(this.counters, EPOCH);
+    if (this.settled(sequence, epoch)) return true;
+    const spinUntil = performance.now() + SPIN_MS;
+    while (performance.now() < spinUntil) if (this.settled(sequence, epoch)) return true;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const consumed = Atomics.load(this.counters, CONSUMED);
-      if (((consumed - sequence) | 0) >= 0) return true;
+      if (this.settled(sequence, epoch)) return true;
       const left = deadline - Date.now();
       if (left <= 0) return false;
       const waited = Atomics.waitAsync(this.counters, CONSUMED, consumed, left);
       if (waited.async) await waited.value;
     }
+  }
+
+  /** `epochAfterPush` was loaded after the push (see the header comment). */
+  private settled(sequence: number, epochAfterPush: number): boolean {
+    if (((Atomics.load(this.counters, CONSUMED) - sequence) | 0) >= 0) return true;
+    const epoch = Atomics.load(this.counters, EPOCH);
+    return (epoch & 1) === 0 || epoch !== epochAfterPush;
   }
 
   get backlog(): number {
@@ -82,6 +120,19 @@ export class IotlbRingConsumer {
 
   constructor(buffer: SharedArrayBuffer) {
     ({ counters: this.counters, slots: this.slots } = views(buffer));
+  }
+
+  /** The worker is about to sleep or leave its loop holding no translation (see the header). */
+  quiesce(): void {
+    if ((this.counters[EPOCH] & 1) === 0) return;
+    Atomics.add(this.counters, EPOCH, 1);
+    Atomics.notify(this.counters, CONSUMED); // a waiting producer re-checks: quiescent now
+  }
+
+  /** The worker is back: from here it may translate, so it drains first (see the header). */
+  resume(sink: IotlbOpSink): void {
+    if ((this.counters[EPOCH] & 1) === 0) Atomics.add(this.counters, EPOCH, 1);
+    this.drain(sink);
   }
 
   /** True when operations are waiting: one atomic load, cheap enough for every burst. */

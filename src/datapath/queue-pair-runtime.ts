@@ -6,8 +6,10 @@
  * IOTLB consistency without locks: the main thread pushes UPDATE/INVALIDATE into a shared
  * ring; `step()` drains it before touching any ring, so every burst runs against a cache
  * that includes every operation published before the burst began. The main thread acks an
- * INVALIDATE only after this worker has reported it applied (iotlb-ring.ts), so no burst
- * after the ack can use the removed entry.
+ * INVALIDATE only after this worker has applied it, or while the worker is quiescent
+ * (`quiesce()` .. `resume()`: asleep or in its event loop, holding no translation, and
+ * draining the ring before it uses one again; iotlb-ring.ts), so no burst after the ack can
+ * use the removed entry.
  */
 import { eventfdRead, eventfdWrite, mapFd, unmap } from '../sys/index.js';
 import { GuestMemory } from '../memory/guest-memory.js';
@@ -328,6 +330,19 @@ export class QueuePairRuntime implements IotlbOpSink {
   }
 
   // --- the poll step ---
+
+  /**
+   * From here until resume() this worker touches no ring and translates nothing (it sleeps
+   * or runs its event loop), so the main thread may acknowledge an INVALIDATE without waiting.
+   */
+  quiesce(): void {
+    this.iotlbRing.quiesce();
+  }
+
+  /** Back from quiesce(): applies every IOTLB operation queued meanwhile before anything else. */
+  resume(): void {
+    this.iotlbRing.resume(this);
+  }
 
   /** One round over both rings; returns how many chains moved. */
   step(): number {

@@ -55,9 +55,17 @@ function handle(msg: ToWorker): void {
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/** Sleeps or visits the event loop quiescent (queue-pair-runtime.ts): an INVALIDATE need not wait for us. */
+async function yieldQuiescent(): Promise<void> {
+  runtime.quiesce();
+  await yieldToLoop();
+  runtime.resume();
+}
+
 async function run(): Promise<void> {
   let idle = 0;
   let rounds = 0;
+  runtime.resume();
   while (!stopping) {
     while (inbox.length > 0 && !stopping) handle(inbox.shift()!);
     if (stopping) break;
@@ -68,17 +76,21 @@ async function run(): Promise<void> {
       idle = 0;
       if (!runtime.armNotifications()) {
         const ready = runtime.readyFlags;
-        if (pollReadable(runtime.waitFds, runtime.waitCount, SLEEP_MS, ready) > 0) runtime.consumeWakeups(ready);
+        runtime.quiesce();
+        const woke = pollReadable(runtime.waitFds, runtime.waitCount, SLEEP_MS, ready);
+        runtime.resume();
+        if (woke > 0) runtime.consumeWakeups(ready);
       }
       runtime.disarmNotifications();
-      await yieldToLoop();
+      await yieldQuiescent();
       continue;
     }
     if (Atomics.load(posted, 0) !== received || ++rounds >= ROUNDS_PER_YIELD) {
       rounds = 0;
-      await yieldToLoop();
+      await yieldQuiescent();
     }
   }
+  runtime.quiesce();
   eventfdRead(setup.wakeFd);
 }
 

@@ -1,0 +1,118 @@
+/**
+ * The IOTLB ring's acknowledgement rule (src/datapath/iotlb-ring.ts): an INVALIDATE may be
+ * acknowledged once the worker applied it or while the worker is quiescent — and never while
+ * a worker that has not applied it may still translate.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Worker } from 'node:worker_threads';
+import { createIotlbRing, IotlbOp, IotlbRingConsumer, IotlbRingProducer, type IotlbOpSink } from '../../src/datapath/iotlb-ring.js';
+
+class RecordingSink implements IotlbOpSink {
+  readonly ops: string[] = [];
+  update(iova: number, size: number): void {
+    this.ops.push(`update ${iova.toString(16)}+${size.toString(16)}`);
+  }
+  invalidate(iova: number, size: number): void {
+    this.ops.push(`invalidate ${iova.toString(16)}+${size.toString(16)}`);
+  }
+  clear(): void {
+    this.ops.push('clear');
+  }
+}
+
+function pair(): { producer: IotlbRingProducer; consumer: IotlbRingConsumer; sink: RecordingSink } {
+  const buffer = createIotlbRing();
+  return { producer: new IotlbRingProducer(buffer), consumer: new IotlbRingConsumer(buffer), sink: new RecordingSink() };
+}
+
+describe('IOTLB ring acknowledgement', () => {
+  // Atomics.waitAsync does not keep the event loop alive (in serve, the sockets do).
+  let keepAlive: NodeJS.Timeout;
+  before(() => void (keepAlive = setInterval(() => undefined, 1000)));
+  after(() => clearInterval(keepAlive));
+
+  it('waits for a worker that may be translating until it drains', async () => {
+    const { producer, consumer, sink } = pair();
+    consumer.resume(sink); // busy from here
+    const seq = producer.push(IotlbOp.Invalidate, 0x1000, 0x1000, 0, 0);
+    assert.equal(await producer.waitApplied(seq, 30), false, 'acknowledged while the worker had not applied it');
+    consumer.drain(sink);
+    assert.equal(await producer.waitApplied(seq, 30), true);
+    assert.deepEqual(sink.ops, ['invalidate 1000+1000']);
+  });
+
+  it('acknowledges at once while the worker is quiescent, which applies it first thing on resume', async () => {
+    const { producer, consumer, sink } = pair();
+    consumer.resume(sink);
+    consumer.quiesce();
+    const seq = producer.push(IotlbOp.Invalidate, 0x2000, 0x1000, 0, 0);
+    assert.equal(await producer.waitApplied(seq, 1000), true);
+    assert.deepEqual(sink.ops, [], 'nothing applied yet');
+    assert.equal(producer.backlog, 1);
+    consumer.resume(sink);
+    assert.deepEqual(sink.ops, ['invalidate 2000+1000']);
+    assert.equal(producer.backlog, 0);
+  });
+
+  it('acknowledges a waiter as soon as the busy worker goes quiescent', async () => {
+    const { producer, consumer, sink } = pair();
+    consumer.resume(sink);
+    const seq = producer.push(IotlbOp.Invalidate, 0x3000, 0x1000, 0, 0);
+    const started = Date.now();
+    const waiting = producer.waitApplied(seq, 2000);
+    setTimeout(() => consumer.quiesce(), 20);
+    assert.equal(await waiting, true);
+    assert.ok(Date.now() - started < 1000, 'the quiesce notified the waiter');
+    assert.deepEqual(sink.ops, []);
+  });
+
+  it('a worker thread never uses an entry after its INVALIDATE was acknowledged', async () => {
+    // The worker keeps a one-bit cache per key (set by UPDATE, cleared by INVALIDATE) and,
+    // in bursts between resume() and quiesce(), checks the key the main thread last
+    // acknowledged as invalidated: finding it still cached is a use after the ack.
+    const buffer = createIotlbRing();
+    const control = new Int32Array(new SharedArrayBuffer(12)); // [acked key, stop, violations]
+    const ringUrl = new URL('../../src/datapath/iotlb-ring.js', import.meta.url).href;
+    const worker = new Worker(`
+      const { workerData } = require('node:worker_threads');
+      import(workerData.ringUrl).then(({ IotlbRingConsumer }) => {
+        const control = workerData.control;
+        const consumer = new IotlbRingConsumer(workerData.buffer);
+        const cached = new Uint8Array(4096);
+        const sink = { update: (k) => { cached[k] = 1; }, invalidate: (k) => { cached[k] = 0; }, clear: () => cached.fill(0) };
+        let bursts = 0;
+        while (Atomics.load(control, 1) === 0) {
+          consumer.resume(sink);
+          // Like the runtime's step(): drain at the start of a burst, then translate.
+          for (let burst = 0; burst < 4; burst++) {
+            if (consumer.hasWork()) consumer.drain(sink);
+            for (let lookup = 0; lookup < 64; lookup++) {
+              const acked = Atomics.load(control, 0);
+              if (acked > 0 && cached[acked] === 1) Atomics.add(control, 2, 1);
+            }
+          }
+          consumer.quiesce();
+          if ((++bursts & 7) === 0) Atomics.wait(control, 1, 0, 0.01); // sometimes sleep, quiescent
+        }
+      });
+    `, { eval: true, workerData: { buffer, control, ringUrl } });
+    const producer = new IotlbRingProducer(buffer);
+    try {
+      for (let key = 1; key < 4096; key++) {
+        producer.push(IotlbOp.Update, key, 1, 0, 3);
+        // Give the worker a chance to apply the update, so the invalidate has something to remove.
+        const until = performance.now() + 1;
+        while (producer.backlog > 0 && performance.now() < until);
+        const seq = producer.push(IotlbOp.Invalidate, key, 1, 0, 0);
+        assert.ok(await producer.waitApplied(seq, 5000), `invalidate of key ${key} never acknowledged`);
+        Atomics.store(control, 0, key);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      Atomics.store(control, 1, 1);
+      await worker.terminate();
+    }
+    assert.equal(Atomics.load(control, 2), 0, 'the worker found an acknowledged invalidation still cached');
+  });
+});
