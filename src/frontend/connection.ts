@@ -192,6 +192,11 @@ export class VhostUserConnection {
     return this.backendQueue.shift();
   }
 
+  /** Puts requests taken with nextBackendRequest() back at the head of the queue, in order (tests). */
+  requeueBackend(requests: VhostMessage[]): void {
+    this.backendQueue.unshift(...requests);
+  }
+
   get backendPending(): number {
     return this.backendQueue.length;
   }

@@ -24,7 +24,7 @@
  */
 import {
   FrontendRequest, IotlbPerm, IotlbType, NetFeature, ProtocolFeature, VirtioFeature, BackendRequest,
-  featureMask, hasFeature,
+  featureMask, hasFeature, type Body,
 } from '../protocol/index.js';
 import { closeFd, eventfdCreate, eventfdWrite, mapFd, memfdCreate, socketPair, unmap } from '../sys/index.js';
 import { VRING_NOFD_FLAG } from '../protocol/index.js';
@@ -74,6 +74,13 @@ export interface FrontendOptions {
   rxAutoRefill?: boolean;
   /** Static mappings: IOVA of guest-physical 0 (default 0x4000000000, 1 GiB aligned). */
   staticIovaBase?: number;
+  /**
+   * How misses that arrive together are answered: 'serial' (default) sends one UPDATE and
+   * waits for its ack before the next, as QEMU 7.2's backend-channel handler does;
+   * 'pipelined' sends the UPDATEs for every miss read in one go back to back and then
+   * collects the acks — what a front-end can do for a back-end that batches its misses.
+   */
+  missReplies?: 'serial' | 'pipelined';
   connectTimeoutMs?: number;
 }
 
@@ -183,6 +190,8 @@ export class VhostUserFrontend {
   /** First free guest-physical byte after the pools: tests allocate special buffers from here. */
   private spareNext: number;
   private readonly tr: IommuTranslation = { pageIova: 0, pageGpa: 0, perm: 0 };
+  /** UPDATEs held back to be sent together (missReplies 'pipelined'), or null. */
+  private heldUpdates: Body[] | null = null;
   /** Saved TX slot contents (canary mode), to check the device left them alone. */
   private txSaved: Uint8Array | null = null;
   private rxScratch = new Uint8Array(65536 + HDR);
@@ -218,6 +227,7 @@ export class VhostUserFrontend {
       staticIovaBase: opts.staticIovaBase ?? DEFAULT_STATIC_IOVA,
       rxAutoRefill: opts.rxAutoRefill ?? true,
       ringPerms: opts.ringPerms ?? 'rw',
+      missReplies: opts.missReplies ?? 'serial',
       connectTimeoutMs: opts.connectTimeoutMs ?? 15_000,
     };
     const o = this.opts;
@@ -538,7 +548,9 @@ export class VhostUserFrontend {
 
   sendUpdate(iova: number, size: number, uaddr: number, perm: number): void {
     this.stats.updatesSent++;
-    this.conn.request(FrontendRequest.IOTLB_MSG, { kind: 'iotlb', iova: BigInt(iova), size: BigInt(size), userAddr: BigInt(uaddr), perm, iotlbType: IotlbType.UPDATE });
+    const body: Body = { kind: 'iotlb', iova: BigInt(iova), size: BigInt(size), userAddr: BigInt(uaddr), perm, iotlbType: IotlbType.UPDATE };
+    if (this.heldUpdates !== null) this.heldUpdates.push(body);
+    else this.conn.request(FrontendRequest.IOTLB_MSG, body);
   }
 
   /** Handles every queued back-end request (misses), including those arriving while answering. */
@@ -546,6 +558,8 @@ export class VhostUserFrontend {
     const c = this.conn;
     let n = 0;
     c.pollBackend();
+    const pipelined = this.opts.missReplies === 'pipelined' && c.backendPending > 1;
+    if (pipelined) this.heldUpdates = [];
     for (let msg = c.nextBackendRequest(); msg !== undefined; msg = c.nextBackendRequest()) {
       n++;
       let result = 0n;
@@ -566,6 +580,13 @@ export class VhostUserFrontend {
       }
       c.replyBackend(msg, result);
       if (c.backendPending === 0) c.pollBackend();
+    }
+    if (pipelined) {
+      const held = this.heldUpdates!;
+      this.heldUpdates = null;
+      c.requestMany(FrontendRequest.IOTLB_MSG, held);
+      // Misses that came in while the acks were collected are queued: answer them too.
+      if (c.backendPending > 0) n += this.service();
     }
     return n;
   }
