@@ -15,6 +15,9 @@
  * back-end's data-path thread on the other, and the back-end's control thread shares them).
  */
 import { performance } from 'node:perf_hooks';
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { median } from './median.js';
 import { VhostUserFrontend, type FrontendOptions } from '../src/frontend/frontend.js';
 import { PAGE_1G, PAGE_2M, PAGE_4K } from '../src/frontend/iommu.js';
 import { writeFrame } from '../src/frontend/frames.js';
@@ -59,6 +62,25 @@ function parseArgs(argv: string[]): Args {
 
 const FRAME = 64;
 const BURST = 32;
+/**
+ * CPU placement: this front-end pinned to one CPU, DPDK's forwarding lcore on the other.
+ * serve is not pinned: taskset would hold its main thread (which answers every IOTLB
+ * message of the dynamic cases) on its worker's CPU; with the front-end's CPU busy, the
+ * scheduler keeps the worker on the other one anyway.
+ */
+const BACKEND_CPU = 0;
+const FRONTEND_CPU = 1;
+
+const ALL_CPUS = `0-${availableParallelism() - 1}`;
+
+/**
+ * Pins this thread (the front-end) to `cpus`. Only while a case runs: processes spawned
+ * while pinned would inherit the mask, and serve's worker would share the front-end's CPU.
+ */
+function pinSelf(cpus: string): void {
+  const r = spawnSync('taskset', ['-cp', cpus, String(process.pid)], { encoding: 'utf8' });
+  if (r.status !== 0) console.log(`(could not pin the front-end to CPUs ${cpus}: ${r.error?.message ?? r.stderr.trim()})`);
+}
 
 const MAPPINGS: Array<{ name: string; opts: Partial<FrontendOptions> }> = [
   { name: 'off', opts: { iommu: 'off' } },
@@ -96,7 +118,7 @@ const BACKENDS: Backend[] = [
     async start(net) {
       const dir = mkdtempSync(join(tmpdir(), 'vit-bench-'));
       const socket = join(dir, 'vhost.sock');
-      const tp: Testpmd = startTestpmd({ role: 'vhost', socket, iommu: true, forwardMode: net === 'sink' ? 'rxonly' : 'macswap', memMiB: 1024 });
+      const tp: Testpmd = startTestpmd({ role: 'vhost', socket, iommu: true, forwardMode: net === 'sink' ? 'rxonly' : 'macswap', memMiB: 1024, lcores: [FRONTEND_CPU, BACKEND_CPU] });
       return { socket, stop: async () => void (await tp.stop()), ready: () => tp.waitForLinkUp(30_000) };
     },
   },
@@ -124,6 +146,7 @@ async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], arg
     });
     fe.conn.recordSent = false;
     fe.start();
+    pinSelf(String(FRONTEND_CPU));
     if (be.ready) {
       // Keep answering misses while the back-end gets ready (DPDK needs its rings translated first).
       let ready = false;
@@ -181,6 +204,7 @@ async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], arg
   } catch (err) {
     return { mpps: 0, frames: 0, seconds: 0, feCeilingMpps: 0, misses: 0, updates: 0, invalidates: 0, kicks: 0, error: (err as Error).message.split('\n')[0] };
   } finally {
+    pinSelf(ALL_CPUS);
     fe?.close();
     await be.stop().catch(() => undefined);
   }
@@ -236,46 +260,59 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const backends = BACKENDS.filter((b) => args.only === null || args.only.some((o) => b.name.includes(o)));
   const mappings = MAPPINGS.filter((m) => args.mappings === null || args.mappings.includes(m.name));
-  const results = new Map<string, Result>();
-  console.log(`# iommu-table: ${FRAME}-byte frames, --net ${args.net}, best of ${args.repeat} rounds of ${args.seconds} s per case after warm-up (static: until misses stop, <= ${args.warmup} s), pools of ${args.slots} x 2 KiB per ring, queue size 256`);
+  // Every round of every case, in round order (index = round - 1).
+  const rounds = new Map<string, Result[]>();
+  console.log(`# iommu-table: ${FRAME}-byte frames, --net ${args.net}, ${args.repeat} rounds of ${args.seconds} s per case after warm-up (static: until misses stop, <= ${args.warmup} s), pools of ${args.slots} x 2 KiB per ring, queue size 256; this front-end pinned to CPU ${FRONTEND_CPU}, DPDK's forwarding lcore to CPU ${BACKEND_CPU}`);
+  pinSelf(String(FRONTEND_CPU));
   const ceiling = frontendCeiling(args);
+  pinSelf(ALL_CPUS);
   console.log(`front-end ceiling, in-process loopback device in the same thread (front-end + device): ${fmt(ceiling)} Mpps`);
-  // Rounds interleave every case; each figure is the best round (the machine is shared and noisy).
-  for (let round = 1; round <= args.repeat; round++) for (const m of mappings) {
-    for (const b of backends) {
+  // A back-end's mappings run back to back within a round, in alternating order from round to
+  // round, so each on/off ratio pairs two runs seconds apart (the machine drifts over tens of
+  // seconds); ratios are then medians over the rounds.
+  for (let round = 1; round <= args.repeat; round++) for (const b of backends) {
+    for (const m of round % 2 === 1 ? mappings : [...mappings].reverse()) {
       const r = await runCase(b, m, args);
       const key = `${b.name}|${m.name}`;
-      const prev = results.get(key);
-      if (!prev || (!r.error && r.mpps > prev.mpps)) results.set(key, r);
+      const list = rounds.get(key) ?? [];
+      list[round - 1] = r;
+      rounds.set(key, list);
       console.log(`[${round}/${args.repeat}] ` + `${b.name.padEnd(18)} ${m.name.padEnd(8)} ${fmt(r.mpps).padStart(7)} Mpps  fe ceiling ${fmt(r.feCeilingMpps, 2).padStart(6)} Mpps  misses ${r.misses} updates ${r.updates} invalidates ${r.invalidates} kicks ${r.kicks}${r.error ? `  ERROR ${r.error}` : ''}`);
     }
   }
-  // The table: Mpps, on/off per back-end, ours/DPDK.
-  console.log('\n| mapping | ' + backends.map((b) => `${b.name} Mpps | on/off`).join(' | ') + ' | ' +
-    backends.filter((b) => b.name !== 'dpdk-testpmd').map((b) => `${b.name}/DPDK`).join(' | ') + ' |');
-  console.log('|' + ' --- |'.repeat(1 + backends.length * 2 + backends.filter((b) => b.name !== 'dpdk-testpmd').length));
+  /** Best Mpps of a case over the rounds (NaN when every round failed). */
+  const best = (b: string, m: string): number => {
+    const ok = (rounds.get(`${b}|${m}`) ?? []).filter((r) => !r.error);
+    return ok.length === 0 ? NaN : Math.max(...ok.map((r) => r.mpps));
+  };
+  /** Per-round ratios of case (b, m) to case (b2, m2), rounds where both ran. */
+  const ratios = (b: string, m: string, b2: string, m2: string): number[] => {
+    const xs = rounds.get(`${b}|${m}`) ?? [];
+    const ys = rounds.get(`${b2}|${m2}`) ?? [];
+    return xs.flatMap((x, i) => (x && !x.error && ys[i] && !ys[i].error && ys[i].mpps > 0 ? [x.mpps / ys[i].mpps] : []));
+  };
+  const ratioCell = (xs: number[]): string => (xs.length === 0 ? '-' : xs.length === 1 ? fmt(xs[0], 2) : `${fmt(median(xs), 2)} (${fmt(Math.min(...xs), 2)}–${fmt(Math.max(...xs), 2)})`);
+  const ours = backends.filter((b) => b.name !== 'dpdk-testpmd');
+  console.log(`\nMpps: best round. on/off and ours/DPDK: median of the per-round ratios (range) over ${args.repeat} rounds.`);
+  console.log('\n| mapping | ' + backends.map((b) => `${b.name} Mpps | on/off`).join(' | ') + ' | ' + ours.map((b) => `${b.name}/DPDK`).join(' | ') + ' |');
+  console.log('|' + ' --- |'.repeat(1 + backends.length * 2 + ours.length));
   for (const m of mappings) {
     const cells: string[] = [m.name];
     for (const b of backends) {
-      const r = results.get(`${b.name}|${m.name}`)!;
-      const off = results.get(`${b.name}|off`);
-      cells.push(r.error ? 'error' : fmt(r.mpps));
-      cells.push(off && off.mpps > 0 && !r.error ? fmt(r.mpps / off.mpps, 2) : '-');
+      const mpps = best(b.name, m.name);
+      cells.push(Number.isNaN(mpps) ? 'error' : fmt(mpps));
+      cells.push(ratioCell(ratios(b.name, m.name, b.name, 'off')));
     }
-    const dpdk = results.get(`dpdk-testpmd|${m.name}`);
-    for (const b of backends.filter((x) => x.name !== 'dpdk-testpmd')) {
-      const r = results.get(`${b.name}|${m.name}`)!;
-      cells.push(dpdk && dpdk.mpps > 0 ? fmt(r.mpps / dpdk.mpps, 2) : '-');
-    }
+    for (const b of ours) cells.push(ratioCell(ratios(b.name, m.name, 'dpdk-testpmd', m.name)));
     console.log(`| ${cells.join(' | ')} |`);
   }
-  const get = (b: string, m: string): number => results.get(`${b}|${m}`)?.mpps ?? NaN;
+  const get = best;
   console.log('\nTargets:');
-  console.log(`  coalescing on/off at 2M: ${fmt(get('serve/coalescing', '2M') / get('serve/coalescing', 'off'), 3)} (target >= 0.99)`);
-  console.log(`  dynamic, coalescing / dpdk strategy: ${fmt(get('serve/coalescing', 'dynamic') / get('serve/dpdk', 'dynamic'), 2)} (target >= 2)`);
-  console.log(`  dynamic, coalescing+batch / dpdk strategy: ${fmt(get('serve/coalescing+batch', 'dynamic') / get('serve/dpdk', 'dynamic'), 2)} (target >= 2)`);
-  console.log(`  dynamic with pipelined miss replies, coalescing+batch / dpdk strategy: ${fmt(get('serve/coalescing+batch', 'dynamic-pipelined') / get('serve/dpdk', 'dynamic-pipelined'), 2)} (target >= 2)`);
-  console.log(`  front-end ceiling (with an in-process device): ${fmt(ceiling)} Mpps vs best measured ${fmt(Math.max(...[...results.values()].map((r) => r.mpps)))} Mpps`);
+  console.log(`  coalescing on/off at 2M, median of paired rounds: ${ratioCell(ratios('serve/coalescing', '2M', 'serve/coalescing', 'off'))} (target >= 0.99)`);
+  console.log(`  dynamic, coalescing / dpdk strategy: ${ratioCell(ratios('serve/coalescing', 'dynamic', 'serve/dpdk', 'dynamic'))} (target >= 2)`);
+  console.log(`  dynamic, coalescing+batch / dpdk strategy: ${ratioCell(ratios('serve/coalescing+batch', 'dynamic', 'serve/dpdk', 'dynamic'))} (target >= 2)`);
+  console.log(`  dynamic with pipelined miss replies, coalescing+batch / dpdk strategy: ${ratioCell(ratios('serve/coalescing+batch', 'dynamic-pipelined', 'serve/dpdk', 'dynamic-pipelined'))} (target >= 2)`);
+  console.log(`  front-end ceiling (with an in-process device): ${fmt(ceiling)} Mpps vs best measured ${fmt(Math.max(...[...rounds.values()].flat().map((r) => r.mpps)))} Mpps`);
   process.exit(0);
 }
 
