@@ -83,6 +83,28 @@ export const BUILTIN_COPY_MIN = 160;
  * allocation), otherwise set(subarray): one short-lived view per copy of >= BUILTIN_COPY_MIN bytes.
  */
 export function copyPiece(dst: Uint8Array, dv: WideView, d: number, src: Uint8Array, sv: WideView, s: number, n: number): void {
+  // The common case first, small enough for V8 to inline into the callers: both sides
+  // 8-byte aligned (a frame against DPDK's mbuf layout), a short copy.
+  if (((d | s) & 7) === 0 && n < BUILTIN_COPY_MIN) {
+    const df = dv.f64;
+    const sf = sv.f64;
+    if (df.length !== 0 && sf.length !== 0) {
+      const fd = d >>> 3;
+      const fs = s >>> 3;
+      const nf = n >>> 3;
+      for (let i = 0; i < nf; i++) df[fd + i] = sf[fs + i];
+      const done = nf << 3;
+      if (done === n) return;
+      d += done;
+      s += done;
+      n -= done;
+    }
+  }
+  copyPieceGeneral(dst, dv, d, src, sv, s, n);
+}
+
+/** copyPiece() for everything but the aligned short copy. */
+function copyPieceGeneral(dst: Uint8Array, dv: WideView, d: number, src: Uint8Array, sv: WideView, s: number, n: number): void {
   if (n >= BUILTIN_COPY_MIN) {
     if (dst === src) dst.copyWithin(d, s, s + n);
     else dst.set(src.subarray(s, s + n), d);
