@@ -5,7 +5,8 @@
  * DPDK's own vhost back-end (dpdk-testpmd net_vhost0,iommu-support=1, macswap) driven by the
  * same front-end in the same run.
  *
- *   node dist/bench/iommu-table.js [--seconds S] [--warmup S] [--only backend,...] [--mappings off,4K,2M,1G,dynamic,dynamic-pipelined] [--net loopback|sink]
+ *   node dist/bench/iommu-table.js [--seconds S] [--warmup S] [--repeat N] [--only backend,...]
+ *        [--mappings off,4K,2M,1G,dynamic,dynamic-pipelined] [--net loopback|sink] [--no-interleave]
  *
  * Mpps = frames the front-end got back on RX per second (loopback / macswap), or TX
  * completions per second with --net sink (testpmd: rxonly). The front-end busy-polls
@@ -40,10 +41,12 @@ interface Args {
   net: 'loopback' | 'sink';
   slots: number;
   repeat: number;
+  /** Also measure serve's on/off ratios interleaved (interleavedOnOff). */
+  interleave: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3 };
+  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3, interleave: true };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     switch (argv[i]) {
@@ -54,6 +57,7 @@ function parseArgs(argv: string[]): Args {
       case '--net': a.net = v as Args['net']; i++; break;
       case '--slots': a.slots = Number(v); i++; break;
       case '--repeat': a.repeat = Number(v); i++; break;
+      case '--no-interleave': a.interleave = false; break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -136,7 +140,15 @@ interface Result {
   error?: string;
 }
 
-async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], args: Args): Promise<Result> {
+/** One back-end with our front-end connected, warmed up, ready to measure. */
+interface OpenCase {
+  fe: VhostUserFrontend;
+  /** Runs the front-end's busy loop for `ms`: frames moved and time in rounds that found work. */
+  loop(ms: number): { frames: number; busy: number };
+  close(): Promise<void>;
+}
+
+async function openCase(backend: Backend, mapping: (typeof MAPPINGS)[number], args: Args): Promise<OpenCase> {
   const be = await backend.start(args.net);
   let fe: VhostUserFrontend | undefined;
   try {
@@ -146,7 +158,6 @@ async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], arg
     });
     fe.conn.recordSent = false;
     fe.start();
-    pinSelf(String(FRONTEND_CPU));
     if (be.ready) {
       // Keep answering misses while the back-end gets ready (DPDK needs its rings translated first).
       let ready = false;
@@ -164,7 +175,7 @@ async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], arg
     fe.prefillTx(frame);
     const sink = args.net === 'sink';
     const f = fe;
-    // Warm-up (misses, first mappings), then the measured window; synchronous busy loop.
+    // A synchronous busy loop: post a burst, poll, repeat.
     const loop = (ms: number): { frames: number; busy: number } => {
       const end = performance.now() + ms;
       const rx0 = f.stats.rxFrames;
@@ -192,9 +203,23 @@ async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], arg
       if (f.stats.missesReceived === lastMisses) break;
       lastMisses = f.stats.missesReceived;
     }
+    return { fe: f, loop, close: async () => { f.close(); await be.stop().catch(() => undefined); } };
+  } catch (err) {
+    fe?.close();
+    await be.stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], args: Args): Promise<Result> {
+  let c: OpenCase | undefined;
+  try {
+    c = await openCase(backend, mapping, args);
+    const f = c.fe;
+    pinSelf(String(FRONTEND_CPU));
     const s0 = { ...f.stats };
     const t0 = performance.now();
-    const { frames, busy } = loop(args.seconds * 1000);
+    const { frames, busy } = c.loop(args.seconds * 1000);
     const secs = (performance.now() - t0) / 1000;
     return {
       mpps: frames / secs / 1e6, frames, seconds: secs, feCeilingMpps: busy > 0 ? frames / (busy / 1000) / 1e6 : 0,
@@ -205,8 +230,46 @@ async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], arg
     return { mpps: 0, frames: 0, seconds: 0, feCeilingMpps: 0, misses: 0, updates: 0, invalidates: 0, kicks: 0, error: (err as Error).message.split('\n')[0] };
   } finally {
     pinSelf(ALL_CPUS);
-    fe?.close();
-    await be.stop().catch(() => undefined);
+    await c?.close();
+  }
+}
+
+/** Length of one slice of an interleaved on/off measurement. */
+const SLICE_MS = 100;
+
+/**
+ * IOMMU off and on, side by side: two serve processes (one per mapping), both connected and
+ * warmed up, and the front-end alternates between them every SLICE_MS for `seconds` each.
+ * Both sides see the same moments of this shared machine (whose speed drifts over seconds),
+ * so the ratio of their frame counts measures the IOMMU, not the drift. Only for serve: its
+ * idle worker sleeps, where DPDK's idle forwarding lcore would keep polling the shared CPU.
+ */
+async function interleavedOnOff(backend: Backend, on: (typeof MAPPINGS)[number], args: Args): Promise<{ ratio: number; sliceRatios: number[]; onMpps: number; offMpps: number }> {
+  const off = MAPPINGS.find((m) => m.name === 'off')!;
+  const a = await openCase(backend, off, args);
+  let b: OpenCase | undefined;
+  try {
+    b = await openCase(backend, on, args);
+    const cases = [a, b];
+    pinSelf(String(FRONTEND_CPU));
+    for (const c of cases) c.loop(200); // back to speed after the other's warm-up
+    const frames = [0, 0];
+    const sliceRatios: number[] = [];
+    const slices = Math.max(2, Math.round((args.seconds * 1000) / SLICE_MS));
+    for (let i = 0; i < slices; i++) {
+      const order = i % 2 === 0 ? [0, 1] : [1, 0];
+      const got = [0, 0];
+      for (const k of order) got[k] = cases[k].loop(SLICE_MS).frames;
+      frames[0] += got[0];
+      frames[1] += got[1];
+      if (got[0] > 0) sliceRatios.push(got[1] / got[0]);
+    }
+    const secs = (slices * SLICE_MS) / 1000;
+    return { ratio: frames[1] / frames[0], sliceRatios, onMpps: frames[1] / secs / 1e6, offMpps: frames[0] / secs / 1e6 };
+  } finally {
+    pinSelf(ALL_CPUS);
+    await b?.close();
+    await a.close();
   }
 }
 
@@ -306,9 +369,26 @@ async function main(): Promise<void> {
     for (const b of ours) cells.push(ratioCell(ratios(b.name, m.name, 'dpdk-testpmd', m.name)));
     console.log(`| ${cells.join(' | ')} |`);
   }
+  // IOMMU on/off for serve measured interleaved (interleavedOnOff says why), static mappings.
+  const interleaved = new Map<string, number>();
+  const staticMappings = mappings.filter((m) => m.opts.iommu === 'static');
+  if (args.interleave && staticMappings.length > 0) {
+    console.log(`\nIOMMU on/off interleaved: serve with IOMMU off and serve with the mapping side by side, the front-end alternating every ${SLICE_MS} ms for ${args.seconds} s each; ratio of total frames (median and range of the per-slice ratios).\n`);
+    console.log('| back-end | mapping | off Mpps | on Mpps | on/off | per-slice median (range) |');
+    console.log('| --- | --- | --- | --- | --- | --- |');
+    for (const b of ours) for (const m of staticMappings) {
+      try {
+        const r = await interleavedOnOff(b, m, args);
+        interleaved.set(`${b.name}|${m.name}`, r.ratio);
+        console.log(`| ${b.name} | ${m.name} | ${fmt(r.offMpps)} | ${fmt(r.onMpps)} | ${fmt(r.ratio)} | ${ratioCell(r.sliceRatios)} |`);
+      } catch (err) {
+        console.log(`| ${b.name} | ${m.name} | error: ${(err as Error).message.split('\n')[0]} | | | |`);
+      }
+    }
+  }
   const get = best;
   console.log('\nTargets:');
-  console.log(`  coalescing on/off at 2M, median of paired rounds: ${ratioCell(ratios('serve/coalescing', '2M', 'serve/coalescing', 'off'))} (target >= 0.99)`);
+  console.log(`  coalescing on/off at 2M, median of paired rounds: ${ratioCell(ratios('serve/coalescing', '2M', 'serve/coalescing', 'off'))}; interleaved: ${fmt(interleaved.get('serve/coalescing|2M') ?? NaN)} (target >= 0.99)`);
   console.log(`  dynamic, coalescing / dpdk strategy: ${ratioCell(ratios('serve/coalescing', 'dynamic', 'serve/dpdk', 'dynamic'))} (target >= 2)`);
   console.log(`  dynamic, coalescing+batch / dpdk strategy: ${ratioCell(ratios('serve/coalescing+batch', 'dynamic', 'serve/dpdk', 'dynamic'))} (target >= 2)`);
   console.log(`  dynamic with pipelined miss replies, coalescing+batch / dpdk strategy: ${ratioCell(ratios('serve/coalescing+batch', 'dynamic-pipelined', 'serve/dpdk', 'dynamic-pipelined'))} (target >= 2)`);
