@@ -40,7 +40,7 @@ export const iommuTableSection: SectionBuilder = (): ReportSection | null => {
   if (run.status !== 0 || !out.includes('| mapping')) {
     return { title, body: `**not measured** (exit ${run.status}): ${(run.stderr ?? '').slice(-2000)}` };
   }
-  return { title, body: '64-byte frames, loopback; best of 2 interleaved rounds.\n\n' + table.trim() };
+  return { title, body: '64-byte frames, loopback, 2 rounds: Mpps is the best round, ratios are medians of per-round ratios; then serve\'s on/off measured interleaved.\n\n' + table.trim() };
 };
 
 /** IOTLB miss policies with a real QEMU intel-iommu guest (bench/miss-policy-qemu.ts), one short round. */
