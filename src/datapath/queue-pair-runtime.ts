@@ -201,6 +201,9 @@ export class QueuePairRuntime implements IotlbOpSink {
   /** Stops the ring; returns the index the next start must resume from. */
   stopRing(index: number): number {
     const ring = this.ring(index);
+    // Frames the driver made available before it asked us to stop are sent, not left behind:
+    // a front-end that stops and exits (testpmd) has already counted them as transmitted.
+    if (ring === this.tx) this.drainTransmit();
     if (ring.running && ring.queue.ready) ring.net.finish();
     ring.running = false;
     ring.waitingForMapping = false;
@@ -348,16 +351,8 @@ export class QueuePairRuntime implements IotlbOpSink {
   step(): number {
     if (this.iotlbRing.hasWork()) this.iotlbRing.drain(this);
     const rx = this.rx;
-    const tx = this.tx;
-    let work = 0;
     const rxUsable = rx.running && !rx.waitingForMapping && this.missAnswered(rx);
-    if (tx.running && !tx.waitingForMapping && this.missAnswered(tx)) {
-      // Loopback delivers into RX from inside the TX burst; without a usable RX it must wait.
-      if (this.setup.net.kind !== 'loopback' || rxUsable) work += transmitBurst(tx.net, this.endpoint, BURST);
-      this.afterBurst(tx);
-      // Loopback's RX misses happen inside the TX burst.
-      if (rxUsable && this.setup.net.kind === 'loopback') this.afterBurst(rx);
-    }
+    let work = this.transmitOnce(rxUsable);
     if (rxUsable && this.pollsEndpoint) {
       if (this.sourceLeft > 0) {
         const moved = this.endpoint.poll(this.sourceLeft < BURST ? this.sourceLeft : BURST);
@@ -367,6 +362,29 @@ export class QueuePairRuntime implements IotlbOpSink {
       this.afterBurst(rx);
     }
     return work;
+  }
+
+  /** One TX burst into the endpoint, if the TX ring can run; returns the chains moved. */
+  private transmitOnce(rxUsable: boolean): number {
+    const rx = this.rx;
+    const tx = this.tx;
+    if (!(tx.running && !tx.waitingForMapping && this.missAnswered(tx))) return 0;
+    // Loopback delivers into RX from inside the TX burst; without a usable RX it must wait.
+    const moved = this.setup.net.kind !== 'loopback' || rxUsable ? transmitBurst(tx.net, this.endpoint, BURST) : 0;
+    this.afterBurst(tx);
+    // Loopback's RX misses happen inside the TX burst.
+    if (rxUsable && this.setup.net.kind === 'loopback') this.afterBurst(rx);
+    return moved;
+  }
+
+  /** TX bursts until the ring is empty or blocked (at most one ring's worth), IOTLB ops applied first. */
+  private drainTransmit(): void {
+    if (this.iotlbRing.hasWork()) this.iotlbRing.drain(this);
+    const rx = this.rx;
+    const rxUsable = rx.running && !rx.waitingForMapping && this.missAnswered(rx);
+    for (let bursts = Math.ceil(this.tx.queue.size / BURST); bursts > 0; bursts--) {
+      if (this.transmitOnce(rxUsable) === 0) break;
+    }
   }
 
   /** False while the ring waits for the answer to a miss; re-arms the miss after MISS_RETRY_MS. */

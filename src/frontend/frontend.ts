@@ -24,7 +24,7 @@
  */
 import {
   FrontendRequest, IotlbPerm, IotlbType, NetFeature, ProtocolFeature, VirtioFeature, BackendRequest,
-  featureMask, hasFeature, type Body,
+  featureMask, hasFeature, type Body, type VhostMessage,
 } from '../protocol/index.js';
 import { closeFd, eventfdCreate, eventfdWrite, mapFd, memfdCreate, socketPair, unmap } from '../sys/index.js';
 import { VRING_NOFD_FLAG } from '../protocol/index.js';
@@ -560,39 +560,57 @@ export class VhostUserFrontend {
   /** Handles every queued back-end request (misses), including those arriving while answering. */
   service(): number {
     const c = this.conn;
-    let n = 0;
     c.pollBackend();
-    const pipelined = this.opts.missReplies === 'pipelined' && c.backendPending > 1;
-    if (pipelined) this.heldUpdates = [];
+    if (this.opts.missReplies === 'pipelined' && c.backendPending > 1) return this.servicePipelined();
+    let n = 0;
     for (let msg = c.nextBackendRequest(); msg !== undefined; msg = c.nextBackendRequest()) {
       n++;
-      let result = 0n;
-      if (msg.request === BackendRequest.IOTLB_MSG && msg.body.kind === 'iotlb') {
-        const iova = Number(msg.body.iova);
-        if (msg.body.iotlbType === IotlbType.MISS) {
-          this.stats.missesReceived++;
-          if (this.recordMisses) this.misses.push({ iova, perm: msg.body.perm });
-          if (this.iommu !== null) this.answerMiss(iova, msg.body.perm);
-        } else if (msg.body.iotlbType === IotlbType.ACCESS_FAIL) {
-          this.stats.accessFails++;
-          this.accessFails.push({ iova, perm: msg.body.perm });
-        } else {
-          result = 1n;
-        }
+      this.handleBackendRequest(msg);
+      if (c.backendPending === 0) c.pollBackend();
+    }
+    return n;
+  }
+
+  /** service() for several requests at once (missReplies 'pipelined'): UPDATEs back to back, then their acks. */
+  private servicePipelined(): number {
+    const c = this.conn;
+    const held: Body[] = [];
+    let n = 0;
+    this.heldUpdates = held;
+    try {
+      for (let msg = c.nextBackendRequest(); msg !== undefined; msg = c.nextBackendRequest()) {
+        n++;
+        this.handleBackendRequest(msg);
+        if (c.backendPending === 0) c.pollBackend();
+      }
+    } finally {
+      this.heldUpdates = null;
+    }
+    c.requestMany(FrontendRequest.IOTLB_MSG, held);
+    // Misses that came in while the acks were collected are queued: answer them too.
+    if (c.backendPending > 0) n += this.service();
+    return n;
+  }
+
+  /** One back-end request: a miss is answered (or deferred), an ACCESS_FAIL recorded; replies if asked. */
+  private handleBackendRequest(msg: VhostMessage): void {
+    let result = 0n;
+    if (msg.request === BackendRequest.IOTLB_MSG && msg.body.kind === 'iotlb') {
+      const iova = Number(msg.body.iova);
+      if (msg.body.iotlbType === IotlbType.MISS) {
+        this.stats.missesReceived++;
+        if (this.recordMisses) this.misses.push({ iova, perm: msg.body.perm });
+        if (this.iommu !== null) this.answerMiss(iova, msg.body.perm);
+      } else if (msg.body.iotlbType === IotlbType.ACCESS_FAIL) {
+        this.stats.accessFails++;
+        this.accessFails.push({ iova, perm: msg.body.perm });
       } else {
         result = 1n;
       }
-      c.replyBackend(msg, result);
-      if (c.backendPending === 0) c.pollBackend();
+    } else {
+      result = 1n;
     }
-    if (pipelined) {
-      const held = this.heldUpdates!;
-      this.heldUpdates = null;
-      c.requestMany(FrontendRequest.IOTLB_MSG, held);
-      // Misses that came in while the acks were collected are queued: answer them too.
-      if (c.backendPending > 0) n += this.service();
-    }
-    return n;
+    this.conn.replyBackend(msg, result);
   }
 
   /** Dynamic mode: dma_map_single() — allocate an IOVA, map the buffer's pages. Returns the IOVA of gpa. */

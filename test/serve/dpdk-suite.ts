@@ -63,15 +63,28 @@ export function dpdkServeSuite(ring: RingKind): void {
         await pmd.waitForLinkUp();
         await assertRing(serve, ring);
         const expected = perPair * queues;
-        await pmd.waitForStats((s) => (s[0]?.rxPackets ?? 0) >= expected, 30_000);
+        // Until serve has delivered its bound and testpmd's count holds still for a stats period.
+        let seen = -1;
+        await pmd.waitForStats((s) => {
+          const got = s[0]?.rxPackets ?? 0;
+          const still = got === seen && got > 0;
+          seen = got;
+          return got >= expected || still;
+        }, 30_000);
         await sleep(1200); // one more stats period: nothing beyond the bound may arrive
+        const capacity = ringCapacity(await serve.state(), 'rx');
         const final = await pmd.stop();
         await waitDisconnected(serve);
         const state = await serve.state();
-        // The port's own count (virtio PMD): testpmd's forward statistics start late and miss
-        // the first burst, which the NIC statistics include.
-        assert.equal(final.nic[0]?.rxPackets, expected, 'frames testpmd received');
         assert.equal(total(state, 'rx'), expected, 'frames serve delivered');
+        // The port's own count (virtio PMD): testpmd's forward statistics start late and miss
+        // the first burst, which the NIC statistics include. The PMD's dev_start discards used
+        // RX entries it finds once it has posted its buffers (a flush of "old packets"), so
+        // frames our source wrote in that instant never reach testpmd: seen once in ~30 runs
+        // with 2 queue pairs, 192 short. At most one ring's worth per queue can go that way.
+        const received = final.nic[0]?.rxPackets ?? 0;
+        const shortBy = expected - received;
+        assert.ok(capacity > 0 && shortBy >= 0 && shortBy <= capacity, `testpmd received ${received} of the ${expected} frames serve delivered (RX rings hold ${capacity})`);
         assert.equal(total(state, 'rx', 'bytes'), expected * 64);
         assert.equal(final.accumulated?.rxDropped ?? 0, 0);
       });
