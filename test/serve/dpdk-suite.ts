@@ -63,13 +63,18 @@ export function dpdkServeSuite(ring: RingKind): void {
         await pmd.waitForLinkUp();
         await assertRing(serve, ring);
         const expected = perPair * queues;
-        // Until serve has delivered its bound and testpmd's count holds still for a stats period.
+        // Until testpmd has the whole bound, or its count held still across two stats blocks.
+        let block: unknown;
         let seen = -1;
         await pmd.waitForStats((s) => {
-          const got = s[0]?.rxPackets ?? 0;
+          const cur = s[0];
+          const got = cur?.rxPackets ?? 0;
+          if (got >= expected) return true;
+          if (cur === undefined || cur === block) return false; // the same block again
+          block = cur;
           const still = got === seen && got > 0;
           seen = got;
-          return got >= expected || still;
+          return still;
         }, 30_000);
         await sleep(1200); // one more stats period: nothing beyond the bound may arrive
         const capacity = ringCapacity(await serve.state(), 'rx');
