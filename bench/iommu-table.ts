@@ -386,7 +386,6 @@ async function main(): Promise<void> {
       }
     }
   }
-  const get = best;
   console.log('\nTargets:');
   console.log(`  coalescing on/off at 2M, median of paired rounds: ${ratioCell(ratios('serve/coalescing', '2M', 'serve/coalescing', 'off'))}; interleaved: ${fmt(interleaved.get('serve/coalescing|2M') ?? NaN)} (target >= 0.99)`);
   console.log(`  dynamic, coalescing / dpdk strategy: ${ratioCell(ratios('serve/coalescing', 'dynamic', 'serve/dpdk', 'dynamic'))} (target >= 2)`);

@@ -103,14 +103,18 @@ export function copyPiece(dst: Uint8Array, dv: WideView, d: number, src: Uint8Ar
   copyPieceGeneral(dst, dv, d, src, sv, s, n);
 }
 
-/** copyPiece() for everything but the aligned short copy. */
+/**
+ * copyPiece() for everything but the aligned short copy: large copies, and short ones
+ * brought to 8-byte alignment (then handed back to copyPiece's 8-byte loop) or copied
+ * 4 bytes at a time where only their alignment modulo 4 matches.
+ */
 function copyPieceGeneral(dst: Uint8Array, dv: WideView, d: number, src: Uint8Array, sv: WideView, s: number, n: number): void {
   if (n >= BUILTIN_COPY_MIN) {
     if (dst === src) dst.copyWithin(d, s, s + n);
     else dst.set(src.subarray(s, s + n), d);
     return;
   }
-  if (((d ^ s) & 3) === 0 && n >= 8) {
+  if (((d ^ s) & 3) === 0 && n >= 4) {
     const dw = dv.i32;
     const sw = sv.i32;
     if (dw.length !== 0 && sw.length !== 0) {
@@ -118,23 +122,15 @@ function copyPieceGeneral(dst: Uint8Array, dv: WideView, d: number, src: Uint8Ar
         dst[d++] = src[s++];
         n--;
       }
-      const df = dv.f64;
-      const sf = sv.f64;
-      if (((d ^ s) & 7) === 0 && n >= 16 && df.length !== 0 && sf.length !== 0) {
+      if (((d ^ s) & 7) === 0 && n >= 16 && dv.f64.length !== 0 && sv.f64.length !== 0) {
         if ((d & 4) !== 0) {
           dw[d >>> 2] = sw[s >>> 2];
           d += 4;
           s += 4;
           n -= 4;
         }
-        const fd = d >>> 3;
-        const fs = s >>> 3;
-        const nf = n >>> 3;
-        for (let i = 0; i < nf; i++) df[fd + i] = sf[fs + i];
-        const done = nf << 3;
-        d += done;
-        s += done;
-        n -= done;
+        copyPiece(dst, dv, d, src, sv, s, n); // both sides 8-byte aligned now
+        return;
       }
       const wd = d >>> 2;
       const ws = s >>> 2;
