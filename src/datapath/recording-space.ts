@@ -12,6 +12,10 @@ export class RecordingAddressSpace implements AddressSpace {
   offset = 0;
   missAddr = 0;
   faultKind = 0;
+  /** Every translation is recorded: no window. */
+  readonly windowed = false;
+  readonly windowStart = 0;
+  readonly windowEnd = 0;
 
   constructor(private readonly inner: AddressSpace, private readonly ring: TranslationRingProducer, private readonly queue: number) {
     this.bytes = inner.bytes;

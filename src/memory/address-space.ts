@@ -48,6 +48,16 @@ export interface AddressSpace {
   missAddr: number;
   /** FAULT_UNMAPPED or FAULT_DENIED after MAP_FAULT. */
   faultKind: number;
+  /**
+   * After a successful map(): the whole region the address fell in, [windowStart,
+   * windowEnd) in this space's addresses, its host bytes at `bytes[a - windowStart]`.
+   * Only spaces whose map() has no effect beyond its answer (no statistics, trace or
+   * miss to record) promise it, so that a burst may translate further buffers inside the
+   * window without asking (`windowed`); the others ask map() every time.
+   */
+  readonly windowed: boolean;
+  readonly windowStart: number;
+  readonly windowEnd: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -67,6 +77,14 @@ abstract class RegionSpace implements AddressSpace {
   protected gen = -1;
 
   constructor(readonly memory: GuestMemory) {}
+
+  readonly windowed = true;
+  get windowStart(): number {
+    return this.lo;
+  }
+  get windowEnd(): number {
+    return this.hi;
+  }
 
   map(addr: number, len: number, _access: number): number {
     if (addr >= this.lo && addr < this.hi && this.gen === this.memory.generation) {
@@ -138,6 +156,10 @@ export class IotlbAddressSpace implements AddressSpace {
   wide: WideView = NO_WIDE;
   missAddr = 0;
   faultKind = FAULT_NONE;
+  /** Every lookup is counted in the strategy's stats (and may miss): no window. */
+  readonly windowed = false;
+  readonly windowStart = 0;
+  readonly windowEnd = 0;
   private readonly out: LookupOut = lookupOut();
   // Last region hit by user address.
   private lo = 0;

@@ -40,6 +40,8 @@
  */
 import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
+import type { BufferRun } from './buffer-run.js';
+import { NO_WIDE } from '../memory/wide-view.js';
 import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, type RingAreas } from './chain.js';
 import type { VirtQueue, VirtQueueConfig } from './queue.js';
 import { MAX_QUEUE_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './split.js';
@@ -384,6 +386,86 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.scanDescs -= descs;
     this.headSeq = (this.headSeq + n) >>> 0;
     this.lastAvailIdx = offWrap(pos, wrap);
+  }
+
+  reserveRun(max: number, access: number, minLen: number, run: BufferRun): number {
+    run.count = 0;
+    const space = this.dataSpace;
+    if (!this.ready || space === null || !space.windowed) return 0;
+    let n = this.knownAvailable();
+    if (n < max) n = this.availableCount();
+    if (n > max) n = max;
+    if (n > run.capacity) n = run.capacity;
+    const d = this.desc32;
+    const cnt = this.chainCnt;
+    const cpos = this.chainPos;
+    const cmask = this.cmask;
+    const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
+    const ids = run.ids;
+    const offsets = run.offsets;
+    let winStart = 0;
+    let winEnd = 0;
+    let seq = this.headSeq;
+    let k = 0;
+    for (; k < n; k++, seq++) {
+      const slot = seq & cmask;
+      if (cnt[slot] !== 1) break;
+      const w = cpos[slot] << 2;
+      const w3 = d[w + 3];
+      if ((w3 & (W_NEXT | W_INDIRECT)) !== 0 || ((w3 >>> 16) & VRING_DESC_F_WRITE) !== want) break;
+      const len = d[w + 2];
+      const hi = d[w + 1];
+      if (len < minLen || len === 0 || hi >= 0x200000) break;
+      const addr = hi * 4294967296 + d[w];
+      if (addr < winStart || addr + len > winEnd) {
+        if (space.map(addr, len, access) !== len || (k !== 0 && space.bytes !== run.bytes)) break;
+        run.bytes = space.bytes;
+        run.wide = space.wide ?? NO_WIDE;
+        winStart = space.windowStart;
+        winEnd = space.windowEnd;
+      }
+      ids[k] = w3 & 0xffff;
+      offsets[k] = addr - winStart;
+    }
+    run.count = k;
+    return k;
+  }
+
+  /** pushUsed() for each chain of the run (each one descriptor), then consume(k), with the positions kept in locals. */
+  completeRun(run: BufferRun, k: number): void {
+    if (this.pendN + k > this.cmask + 1) this.flushUsed();
+    const d32 = this.desc32;
+    const d16 = this.desc16;
+    const size = this.size;
+    const pp = this.pendPos;
+    const pf = this.pendFlags;
+    const cnt = this.chainCnt;
+    const cmask = this.cmask;
+    const ids = run.ids;
+    const used = run.used;
+    let p = this.shadowPos;
+    let wrap = this.shadowWrap;
+    let pn = this.pendN;
+    let useq = this.usedSeq;
+    for (let j = 0; j < k; j++) {
+      const len = used[j];
+      d32[(p << 2) + 2] = len;
+      d16[(p << 3) + 6] = ids[j];
+      pp[pn] = p;
+      pf[pn] = (wrap !== 0 ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0) | (len !== 0 ? VRING_DESC_F_WRITE : 0);
+      pn++;
+      p += cnt[useq & cmask];
+      useq = (useq + 1) >>> 0;
+      if (p >= size) {
+        p -= size;
+        wrap ^= 1;
+      }
+    }
+    this.pendN = pn;
+    this.shadowPos = p;
+    this.shadowWrap = wrap;
+    this.usedSeq = useq;
+    this.consume(k);
   }
 
   /**

@@ -9,6 +9,7 @@
  */
 import type { AddressSpace } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
+import type { BufferRun } from './buffer-run.js';
 
 export interface VirtQueueConfig {
   size: number;
@@ -69,6 +70,18 @@ export interface VirtQueue {
   readonly dataSpace: AddressSpace | null;
   consume(n: number): void;
   pushUsed(id: number, len: number): void;
+  /**
+   * Reserves, from the next chain to consume, up to max chains that are each one direct
+   * descriptor with `access` and at least minLen bytes, mapped whole and all in one
+   * region (run.bytes), into run.ids / run.offsets; returns how many (run.count). Stops
+   * at the first chain that is anything else, and reserves nothing when the data space
+   * cannot translate without side effects (IOTLB, trace: AddressSpace.windowed): that
+   * chain takes the general path (mapSingle / walkChain), which reports its miss or fault.
+   * Consumes nothing.
+   */
+  reserveRun(max: number, access: number, minLen: number, run: BufferRun): number;
+  /** Completes the first k chains of the last reserveRun() with lengths run.used[0..k) and consumes them (pushUsed + consume). */
+  completeRun(run: BufferRun, k: number): void;
   flushUsed(): number;
   needsInterrupt(): boolean;
   disableNotifications(): void;

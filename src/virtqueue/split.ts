@@ -32,6 +32,8 @@
  */
 import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
+import type { BufferRun } from './buffer-run.js';
+import { NO_WIDE } from '../memory/wide-view.js';
 import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, type RingAreas } from './chain.js';
 import type { VirtQueue, VirtQueueConfig } from './queue.js';
 
@@ -283,6 +285,64 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
   /** Marks n chains as taken (lastAvailIdx += n). */
   consume(n: number): void {
     this.lastAvailIdx = (this.lastAvailIdx + n) & 0xffff;
+  }
+
+  reserveRun(max: number, access: number, minLen: number, run: BufferRun): number {
+    run.count = 0;
+    const space = this.dataSpace;
+    if (!this.ready || space === null || !space.windowed) return 0;
+    let n = this.knownAvailable();
+    if (n < max) n = this.availableCount();
+    if (n > max) n = max;
+    if (n > run.capacity) n = run.capacity;
+    const a = this.avail16;
+    const d = this.desc32;
+    const mask = this.mask;
+    const size = this.size;
+    const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
+    const ids = run.ids;
+    const offsets = run.offsets;
+    let winStart = 0;
+    let winEnd = 0;
+    let pos = this.lastAvailIdx;
+    let k = 0;
+    for (; k < n; k++, pos++) {
+      const head = a[2 + (pos & mask)];
+      if (head >= size) break;
+      const w = head << 2;
+      if ((d[w + 3] & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE)) !== want) break;
+      const len = d[w + 2];
+      const hi = d[w + 1];
+      if (len < minLen || len === 0 || hi >= 0x200000) break;
+      const addr = hi * 4294967296 + d[w];
+      if (addr < winStart || addr + len > winEnd) {
+        if (space.map(addr, len, access) !== len || (k !== 0 && space.bytes !== run.bytes)) break;
+        run.bytes = space.bytes;
+        run.wide = space.wide ?? NO_WIDE;
+        winStart = space.windowStart;
+        winEnd = space.windowEnd;
+      }
+      ids[k] = head;
+      offsets[k] = addr - winStart;
+    }
+    run.count = k;
+    return k;
+  }
+
+  completeRun(run: BufferRun, k: number): void {
+    const u = this.used32;
+    const mask = this.mask;
+    const ids = run.ids;
+    const used = run.used;
+    let s = this.usedShadow;
+    for (let j = 0; j < k; j++) {
+      const i = (s & mask) << 1;
+      u[i] = ids[j];
+      u[i + 1] = used[j];
+      s = (s + 1) & 0xffff;
+    }
+    this.usedShadow = s;
+    this.lastAvailIdx = (this.lastAvailIdx + k) & 0xffff;
   }
 
   /** Stages one used entry; nothing is visible to the driver until flushUsed(). */
