@@ -1,0 +1,115 @@
+// receiveBurst's run path (VirtQueue.reserveRun / completeRun): a run ends where a buffer
+// is not one plain descriptor inside the same region, the general path takes that buffer,
+// and the next run goes on; every frame lands exact, in order, and nothing outside.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GPA, UVA, MEM_SIZE, StubIotlb, makeMemory, makeRig, makePackedRig, netq, peek, frame } from './helpers.js';
+import { ACCESS_WRITE } from '../../src/memory/address-space.js';
+import { receiveBurst, NetCounter } from '../../src/virtqueue/net.js';
+import { ScatterList } from '../../src/virtqueue/scatter.js';
+import { BufferRun } from '../../src/virtqueue/buffer-run.js';
+import { wideOf } from '../../src/memory/wide-view.js';
+
+function framesOf(list: Uint8Array[]): ScatterList {
+  const sg = new ScatterList(list.length);
+  for (const f of list) {
+    const store = new Uint8Array(f.length + 8);
+    store.set(f);
+    sg.push(store, 0, f.length, wideOf(store));
+  }
+  return sg;
+}
+
+const rigOf = (kind: 'split' | 'packed', memory = makeMemory()) => (kind === 'split' ? makeRig({ memory }) : makePackedRig({ memory }));
+
+for (const kind of ['split', 'packed'] as const) {
+  test(`RX burst (${kind}): runs split at a second region and at a chained buffer, every frame exact and in order`, () => {
+    const mem = makeMemory();
+    const gpa2 = GPA + MEM_SIZE;
+    const bytes2 = new Uint8Array(0x10000);
+    mem.memory.addRegion({ guestAddr: gpa2, userAddr: UVA + MEM_SIZE, size: bytes2.length, mmapOffset: 0, bytes: bytes2 });
+    const rig = rigOf(kind, mem);
+    const rxq = netq(rig.queue, 12, false);
+    const b = rig.bufBase;
+    rig.bytes.fill(0xcc, b - GPA - 16, b - GPA + 0x8000);
+    bytes2.fill(0xcc);
+    // Where each frame must land: [region bytes, offset of the header, heads in used order].
+    const ids: number[] = [];
+    const at: Array<[Uint8Array, number]> = [];
+    const plain = (gpa: number, len: number, region: Uint8Array, base: number): void => {
+      ids.push(rig.driver.addBuffer(gpa, len, true));
+      at.push([region, gpa - base]);
+    };
+    plain(b, 256, rig.bytes, GPA);
+    plain(b + 0x800, 256, rig.bytes, GPA);
+    plain(gpa2 + 0x100, 256, bytes2, gpa2); // another region: the run stops before it
+    plain(gpa2 + 0x400, 256, bytes2, gpa2); // and a new run starts here
+    ids.push(rig.driver.addChain([b + 0x1000, b + 0x1800], [12, 244], 0)); // header and frame apart
+    at.push([rig.bytes, -1]);
+    plain(b + 0x2000 + 4, 256, rig.bytes, GPA); // 4-byte aligned only
+    plain(b + 0x3000, 256, rig.bytes, GPA);
+    rig.driver.publish();
+
+    const list = ids.map((_, i) => frame(60 + i * 7, i + 1));
+    assert.equal(receiveBurst(rxq, framesOf(list)), list.length);
+    const header = Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0);
+    for (let i = 0; i < list.length; i++) {
+      const f = list[i];
+      assert.equal(rig.driver.popUsed(), ids[i], `used entry ${i} in order`);
+      assert.equal(rig.driver.lastLen, 12 + f.length);
+      const [region, off] = at[i];
+      if (off < 0) {
+        assert.deepEqual(peek(rig, b + 0x1000, 12), header);
+        assert.deepEqual(peek(rig, b + 0x1800, f.length), f, `frame ${i}`);
+        continue;
+      }
+      assert.deepEqual(region.slice(off, off + 12), header, `header ${i}`);
+      assert.deepEqual(region.slice(off + 12, off + 12 + f.length), f, `frame ${i}`);
+      assert.equal(region[off + 12 + f.length], 0xcc, `nothing past frame ${i}`);
+      assert.equal(region[off - 1], 0xcc, `nothing before buffer ${i}`);
+    }
+    assert.equal(rig.driver.popUsed(), -1);
+    assert.equal(rxq.counters[NetCounter.packets], list.length);
+    assert.equal(rxq.counters[NetCounter.bytes], list.reduce((s, f) => s + f.length, 0));
+  });
+
+  test(`RX burst (${kind}): a buffer running past guest memory breaks the queue after the frames before it, unwritten`, () => {
+    const rig = rigOf(kind);
+    const rxq = netq(rig.queue, 12, false);
+    const first = rig.driver.addBuffer(rig.bufBase, 256, true);
+    const second = rig.driver.addBuffer(rig.bufBase + 0x800, 256, true);
+    const end = GPA + MEM_SIZE;
+    rig.bytes.fill(0xcc, end - 64 - GPA);
+    rig.driver.addBuffer(end - 64, 256, true); // 64 bytes inside, 192 outside
+    rig.driver.addBuffer(rig.bufBase + 0x1000, 256, true);
+    rig.driver.publish();
+    const list = [frame(60, 1), frame(60, 2), frame(60, 3), frame(60, 4)];
+    assert.equal(receiveBurst(rxq, framesOf(list)), 2);
+    assert.ok(rig.queue.broken, 'queue broken');
+    assert.match(rig.queue.brokenReason, /0x[0-9a-f]+/);
+    assert.ok(rig.bytes.subarray(end - 64 - GPA).every((x) => x === 0xcc), 'nothing written into the straddling buffer');
+    assert.equal(rig.driver.popUsed(), first);
+    assert.equal(rig.driver.popUsed(), second);
+    assert.equal(rig.driver.popUsed(), -1);
+  });
+}
+
+test('reserveRun: nothing through an IOTLB (each lookup is counted and may miss), a run without one', () => {
+  const tlb = new StubIotlb();
+  const withTlb = makeRig({ iotlb: tlb });
+  tlb.insert({ iova: 0x1_0001_0000, size: 0x10000, uaddr: UVA + 0x10000, perm: ACCESS_WRITE });
+  withTlb.driver.addBuffer(0x1_0001_0000, 256, true);
+  withTlb.driver.publish();
+  const run = new BufferRun(8);
+  const lookups = tlb.stats.lookups;
+  assert.equal(withTlb.queue.reserveRun(8, ACCESS_WRITE, 76, run), 0);
+  assert.equal(tlb.stats.lookups, lookups, 'no lookup spent');
+
+  const plain = makeRig();
+  for (let i = 0; i < 3; i++) plain.driver.addBuffer(plain.bufBase + i * 0x800, i === 2 ? 64 : 256, true);
+  plain.driver.publish();
+  assert.equal(plain.queue.reserveRun(8, ACCESS_WRITE, 76, run), 2, 'stops at the buffer shorter than minLen');
+  assert.deepEqual([...run.offsets.subarray(0, 2)], [plain.bufBase - GPA, plain.bufBase + 0x800 - GPA]);
+  assert.equal(run.bytes, plain.bytes);
+  assert.equal(plain.queue.lastAvailIdx, 0, 'nothing consumed');
+});
