@@ -1,14 +1,20 @@
 /**
  * serve vs DPDK's own vhost backend, same virtio-user front-end (dpdk-testpmd), same run,
- * 64-byte frames, each direction. Rates come from the front-end's port counters sampled
- * over a steady window, so both backends are measured by the same instrument.
+ * 64-byte frames, each direction. Rates come from the front-end's port counters, so both
+ * backends are measured by the same instrument.
  *
- *   node dist/bench/datapath-vs-dpdk.js [--seconds S] [--queues N] [--packed] [--repeat R] [--direction rx|tx]
+ * Default (interleaved): one front-end with two ports, one to serve and one to DPDK's vhost,
+ * and the two back-ends run alternately in 100 ms slices (alternate.ts says why): the ratio
+ * compares them in the same seconds of the machine. --sequential: each back-end alone with
+ * its own front-end, serve then DPDK, per round (what earlier reports used).
+ *
+ *   node dist/bench/datapath-vs-dpdk.js [--seconds S] [--queues N] [--packed] [--repeat R] [--direction rx|tx] [--sequential]
  */
 import { startTestpmd, type NicStats, type Testpmd } from '../test/peers/dpdk.js';
 import { sleep } from '../test/peers/util.js';
 import { startServe } from '../test/support/serve.js';
 import { median } from './median.js';
+import { alternate, crossCoreRoundTrip } from './alternate.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,11 +25,19 @@ export interface DatapathResult {
   ring: 'split' | 'packed';
   oursMpps: number;
   dpdkMpps: number;
-  /** Median of the per-round ratios (serve and DPDK measured back to back in each round). */
+  /**
+   * Interleaved: serve's frames over DPDK's, each per ms of its own running time, over the
+   * whole run; min / max over windows of 2 s. Sequential: the median, min and max of the
+   * per-round ratios (serve and DPDK back to back in each round).
+   */
   ratio: number;
   minRatio: number;
   maxRatio: number;
+  /** Windows (interleaved) or rounds (sequential) behind min / max. */
   rounds: number;
+  mode: 'interleaved' | 'sequential';
+  /** Cross-core round trip (ns) measured before and after (alternate.ts). */
+  crossCoreNs: [number, number];
 }
 
 function arg(name: string, fallback: number): number {
@@ -95,6 +109,69 @@ async function dpdkRate(direction: Direction, queues: number, packed: boolean, s
   }
 }
 
+/** Slice of an interleaved run, and the stats blocks (1 s each) per reported window. */
+const SLICE_MS = 100;
+const WINDOW_BLOCKS = 2;
+
+interface Interleaved {
+  oursMpps: number;
+  dpdkMpps: number;
+  ratio: number;
+  windows: number[];
+}
+
+/**
+ * serve and DPDK's vhost behind one front-end (port 0: serve, port 1: DPDK), run
+ * alternately: each back-end's rate is its port's frames over its own running time. The
+ * front-end also polls the stopped back-end's idle port, which costs both the same.
+ */
+async function interleavedRates(direction: Direction, queues: number, packed: boolean, seconds: number): Promise<Interleaved> {
+  const pin = queues === 1 ? ['taskset', '-c', String(BACKEND_CORE)] : undefined;
+  const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), '--quiet'], { prefix: pin });
+  const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
+  const backend = startTestpmd({ role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly', lcores: [1 - BACKEND_CORE, BACKEND_CORE], extraArgs: ['--txpkts=64'] });
+  try {
+    await backend.waitFor(/Port 0: /, 30_000).catch(() => undefined);
+    const pmd = startTestpmd({ role: 'virtio-user', socket: [serve.socket, socket], queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs: ['--txpkts=64'] });
+    try {
+      await pmd.waitForLinkUp();
+      const count = direction === 'guest→backend' ? 'txPackets' : 'rxPackets';
+      await pmd.waitForStats((s) => (s[0]?.[count] ?? 0) > 0 && (s[1]?.[count] ?? 0) > 0, 30_000);
+      await sleep(1500);
+      // Counters at each new stats block (testpmd prints port 0's block, then port 1's).
+      const blocks: Array<[number, number]> = [];
+      let last = pmd.stats()[1];
+      const sample = (): void => {
+        const s = pmd.stats();
+        if (s[1] !== undefined && s[1] !== last && s[0] !== undefined) {
+          last = s[1];
+          blocks.push([s[0][count], s[1][count]]);
+        }
+      };
+      sample();
+      const [oursMs, dpdkMs] = await alternate([serve.child.pid!, backend.process.pid!], SLICE_MS, seconds * 1000, sample);
+      await sleep(1200);
+      sample();
+      const first = blocks[0]!;
+      const final = blocks[blocks.length - 1]!;
+      const oursMpps = (final[0] - first[0]) / oursMs! / 1000;
+      const dpdkMpps = (final[1] - first[1]) / dpdkMs! / 1000;
+      const windows: number[] = [];
+      for (let i = WINDOW_BLOCKS; i < blocks.length; i += WINDOW_BLOCKS) {
+        const a = blocks[i - WINDOW_BLOCKS]!;
+        const b = blocks[i]!;
+        if (b[1] > a[1]) windows.push((b[0] - a[0]) / (b[1] - a[1]));
+      }
+      return { oursMpps, dpdkMpps, ratio: oursMpps / dpdkMpps, windows };
+    } finally {
+      await pmd.stop();
+    }
+  } finally {
+    await backend.stop();
+    await serve.stop();
+  }
+}
+
 export interface DatapathOptions {
   seconds: number;
   queues: number;
@@ -102,6 +179,8 @@ export interface DatapathOptions {
   /** Rounds, each measuring serve then DPDK back to back; the ratio is the median of the rounds' ratios. */
   repeat?: number;
   directions?: Direction[];
+  /** Default 'interleaved' (seconds * repeat of alternating back-ends per direction). */
+  mode?: 'interleaved' | 'sequential';
   progress?: (line: string) => void;
 }
 
@@ -109,6 +188,20 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
   const results: DatapathResult[] = [];
   const repeat = opts.repeat ?? 3;
   for (const direction of opts.directions ?? ['guest→backend', 'backend→guest'] as const) {
+    if ((opts.mode ?? 'interleaved') === 'interleaved') {
+      const before = await crossCoreRoundTrip();
+      const r = await interleavedRates(direction, opts.queues, opts.packed, opts.seconds * repeat);
+      const after = await crossCoreRoundTrip();
+      opts.progress?.(`${direction} ${opts.packed ? 'packed' : 'split'} interleaved: serve ${r.oursMpps.toFixed(2)} Mpps, DPDK ${r.dpdkMpps.toFixed(2)} Mpps, ${r.ratio.toFixed(2)}x; 2 s windows ${r.windows.map((w) => w.toFixed(2)).join(' ')}; cross-core round trip ${before.toFixed(0)} / ${after.toFixed(0)} ns`);
+      results.push({
+        direction, queues: opts.queues, ring: opts.packed ? 'packed' : 'split',
+        oursMpps: r.oursMpps, dpdkMpps: r.dpdkMpps, ratio: r.ratio,
+        minRatio: Math.min(...r.windows), maxRatio: Math.max(...r.windows), rounds: r.windows.length,
+        mode: 'interleaved', crossCoreNs: [before, after],
+      });
+      continue;
+    }
+    const before = await crossCoreRoundTrip();
     const ours: number[] = [];
     const dpdk: number[] = [];
     const ratios: number[] = [];
@@ -124,14 +217,18 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
       direction, queues: opts.queues, ring: opts.packed ? 'packed' : 'split',
       oursMpps: median(ours), dpdkMpps: median(dpdk), ratio: median(ratios),
       minRatio: Math.min(...ratios), maxRatio: Math.max(...ratios), rounds: repeat,
+      mode: 'sequential', crossCoreNs: [before, await crossCoreRoundTrip()],
     });
   }
   return results;
 }
 
 export function datapathMarkdown(results: DatapathResult[]): string {
-  const rows = results.map((r) => `| ${r.direction} | ${r.ring} | ${r.queues} | ${r.oursMpps.toFixed(2)} | ${r.dpdkMpps.toFixed(2)} | ${r.ratio.toFixed(2)}× | ${r.minRatio.toFixed(2)}–${r.maxRatio.toFixed(2)} (${r.rounds}) |`);
-  return ['| direction | ring | queue pairs | serve Mpps (median) | DPDK vhost Mpps (median) | serve / DPDK (median of paired rounds) | range (rounds) |', '|---|---|---|---|---|---|---|', ...rows].join('\n');
+  const rows = results.map((r) => `| ${r.direction} | ${r.ring} | ${r.queues} | ${r.mode} | ${r.oursMpps.toFixed(2)} | ${r.dpdkMpps.toFixed(2)} | ${r.ratio.toFixed(2)}× | ${r.minRatio.toFixed(2)}–${r.maxRatio.toFixed(2)} (${r.rounds}) | ${r.crossCoreNs.map((n) => n.toFixed(0)).join(' / ')} |`);
+  return [
+    '| direction | ring | queue pairs | mode | serve Mpps | DPDK vhost Mpps | serve / DPDK | range (windows or rounds) | cross-core round trip ns (before / after) |',
+    '|---|---|---|---|---|---|---|---|---|', ...rows,
+  ].join('\n');
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
@@ -139,7 +236,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const directions: Direction[] | undefined = dir < 0 ? undefined : process.argv[dir + 1] === 'rx' ? ['backend→guest'] : ['guest→backend'];
   const results = await runDatapathBench({
     seconds: arg('--seconds', 4), queues: arg('--queues', 1), packed: process.argv.includes('--packed'),
-    repeat: arg('--repeat', 3), directions, progress: (l) => console.log(l),
+    repeat: arg('--repeat', 3), directions, mode: process.argv.includes('--sequential') ? 'sequential' : 'interleaved',
+    progress: (l) => console.log(l),
   });
   console.log(datapathMarkdown(results));
 }
