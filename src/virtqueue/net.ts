@@ -394,14 +394,24 @@ function receiveChains(rxq: NetQueue, src: ScatterList, first: number, len: numb
  * Device -> guest: every piece of `frames` from index 0 to `count` (default frames.count)
  * is one whole frame. Returns how many frames were taken (delivered or dropped); stops at
  * the first one that found no room, missed or broke the queue. Publishes used entries at
- * the end. Runs of plain buffers are filled by receiveRun(), the rest by receiveFrame().
+ * the end. Frames go into runs of plain buffers (receiveRun) while the ring offers them;
+ * from the first chain that is not one, the rest of the burst goes frame by frame
+ * (receiveFrame), so a ring or address space that never has runs pays one attempt per burst.
  */
 export function receiveBurst(rxq: NetQueue, frames: ScatterList, count: number = frames.count): number {
+  const flens = frames.len;
+  let longest = 0;
+  for (let i = 0; i < count; i++) if (flens[i] > longest) longest = flens[i];
   let i = 0;
+  let runs = true;
   while (i < count) {
-    i += receiveRun(rxq, frames, i, count - i);
-    if (i >= count) break;
-    const r = receiveFrame(rxq, frames, i, frames.len[i], false);
+    if (runs) {
+      const k = receiveRun(rxq, frames, i, count - i, rxq.hdrLen + longest);
+      if (k === 0) runs = false;
+      i += k;
+      continue;
+    }
+    const r = receiveFrame(rxq, frames, i, flens[i], false);
     if (r !== RX_DONE && r !== RX_DROPPED) break;
     i++;
   }
@@ -411,23 +421,20 @@ export function receiveBurst(rxq: NetQueue, frames: ScatterList, count: number =
 
 /**
  * receiveFrame()'s common case for many frames at once: reserves a run of one-descriptor
- * buffers big enough for the longest of frames[first .. first + max) (VirtQueue.reserveRun)
+ * buffers of at least minLen bytes for frames[first .. first + max) (VirtQueue.reserveRun)
  * and writes header and frame into each with no per-frame call or field store. Returns
  * how many frames it delivered (0: the next one needs receiveFrame()).
  */
-function receiveRun(rxq: NetQueue, frames: ScatterList, first: number, max: number): number {
+function receiveRun(rxq: NetQueue, frames: ScatterList, first: number, max: number, minLen: number): number {
   const run = rxq.run;
   const hdrLen = rxq.hdrLen;
-  const flens = frames.len;
-  let longest = 0;
-  const end = first + (max < run.capacity ? max : run.capacity);
-  for (let i = first; i < end; i++) if (flens[i] > longest) longest = flens[i];
-  const k = rxq.queue.reserveRun(end - first, ACCESS_WRITE, hdrLen + longest, run);
+  const k = rxq.queue.reserveRun(max, ACCESS_WRITE, minLen, run);
   if (k === 0) return 0;
   const b = run.bytes;
   const wide = run.wide;
   const offsets = run.offsets;
   const used = run.used;
+  const flens = frames.len;
   let bytes = 0;
   for (let j = 0; j < k; j++) {
     const i = first + j;
