@@ -21,7 +21,7 @@ export const datapathSection: SectionBuilder = async (): Promise<ReportSection |
     const packed = await runDatapathBench({ seconds: 4, queues: 1, packed: true });
     return {
       title,
-      body: '64-byte frames; rates seen by the dpdk-testpmd virtio-user front-end over a steady window.\n\n'
+      body: '64-byte frames; one dpdk-testpmd virtio-user front-end with a port to each back-end, the back-ends run alternately in 100 ms slices (bench/alternate.ts); rates are frames per running time.\n\n'
         + datapathMarkdown([...split, ...packed]),
     };
   } catch (err) {
