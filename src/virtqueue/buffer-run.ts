@@ -21,6 +21,9 @@ export class BufferRun {
   /** The region every buffer of the run is in, and its wide views. */
   bytes: Uint8Array = EMPTY;
   wide: WideView = NO_WIDE;
+  /** The region's window (AddressSpace.windowStart / windowEnd) while the run is reserved. */
+  winStart = 0;
+  winEnd = 0;
   /** Per chain: the id to complete it with (split: head index; packed: buffer id). */
   readonly ids: Uint16Array;
   /** Per chain: where its buffer starts in `bytes` (a Uint8Array is at most 4 GiB). */

@@ -33,7 +33,6 @@
 import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
 import type { BufferRun } from './buffer-run.js';
-import { NO_WIDE } from '../memory/wide-view.js';
 import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, type RingAreas } from './chain.js';
 import type { VirtQueue, VirtQueueConfig } from './queue.js';
 
@@ -288,13 +287,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
   }
 
   reserveRun(max: number, access: number, minLen: number, run: BufferRun): number {
-    run.count = 0;
-    const space = this.dataSpace;
-    if (!this.ready || space === null || !space.windowed) return 0;
-    let n = this.knownAvailable();
-    if (n < max) n = this.availableCount();
-    if (n > max) n = max;
-    if (n > run.capacity) n = run.capacity;
+    const n = this.runLimit(max, run);
     const a = this.avail16;
     const d = this.desc32;
     const mask = this.mask;
@@ -316,11 +309,9 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
       if (len < minLen || len === 0 || hi >= 0x200000) break;
       const addr = hi * 4294967296 + d[w];
       if (addr < winStart || addr + len > winEnd) {
-        if (space.map(addr, len, access) !== len || (k !== 0 && space.bytes !== run.bytes)) break;
-        run.bytes = space.bytes;
-        run.wide = space.wide ?? NO_WIDE;
-        winStart = space.windowStart;
-        winEnd = space.windowEnd;
+        if (!this.runWindow(addr, len, access, run, k)) break;
+        winStart = run.winStart;
+        winEnd = run.winEnd;
       }
       ids[k] = head;
       offsets[k] = addr - winStart;
@@ -328,6 +319,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     run.count = k;
     return k;
   }
+
 
   completeRun(run: BufferRun, k: number): void {
     const u = this.used32;
