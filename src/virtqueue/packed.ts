@@ -121,6 +121,8 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   private shadowWrap = 1;
   private usedSeq = 0;
   private pendN = 0;
+  /** Used descriptors written whole (flags included) since the last flush, behind a staged batch head (completeRun). */
+  private unstaged = 0;
   private pendPos: Uint16Array = EMPTY16;
   private pendFlags: Uint16Array = EMPTY16;
 
@@ -171,6 +173,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.shadowWrap = this.usedWrap;
     this.usedSeq = 0;
     this.pendN = 0;
+    this.unstaged = 0;
     this.signalledValid = false;
     this.publishedSince = 0;
     this.syncIndices();
@@ -423,29 +426,38 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   }
 
 
-  /** pushUsed() for each chain of the run (each one descriptor), then consume(k), with the positions kept in locals. */
+  /**
+   * pushUsed() for each chain of the run, then consume(k), with the positions in locals.
+   * Only the first used descriptor of a flush batch must have its flags written last
+   * (flushUsed); the driver reads used descriptors in order and cannot pass that one, so
+   * the run writes every other descriptor's flags at once and stages only a batch head.
+   */
   completeRun(run: BufferRun, k: number): void {
-    if (this.pendN + k > this.cmask + 1) this.flushUsed();
+    if (k === 0) return;
+    if (this.pendN + 1 > this.cmask + 1) this.flushUsed();
     const d32 = this.desc32;
     const d16 = this.desc16;
     const size = this.size;
-    const pp = this.pendPos;
-    const pf = this.pendFlags;
     const cnt = this.chainCnt;
     const cmask = this.cmask;
     const ids = run.ids;
     const used = run.used;
     let p = this.shadowPos;
     let wrap = this.shadowWrap;
-    let pn = this.pendN;
     let useq = this.usedSeq;
+    // Staging the batch head (when there is none yet) is the only store outside the ring.
+    const stageFirst = this.pendN === 0;
     for (let j = 0; j < k; j++) {
       const len = used[j];
+      const flags = (wrap !== 0 ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0) | (len !== 0 ? VRING_DESC_F_WRITE : 0);
       d32[(p << 2) + 2] = len;
       d16[(p << 3) + 6] = ids[j];
-      pp[pn] = p;
-      pf[pn] = (wrap !== 0 ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0) | (len !== 0 ? VRING_DESC_F_WRITE : 0);
-      pn++;
+      if (j === 0 && stageFirst) {
+        this.pendPos[0] = p;
+        this.pendFlags[0] = flags;
+      } else {
+        d16[(p << 3) + 7] = flags;
+      }
       p += cnt[useq & cmask];
       useq = (useq + 1) >>> 0;
       if (p >= size) {
@@ -453,7 +465,8 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
         wrap ^= 1;
       }
     }
-    this.pendN = pn;
+    if (stageFirst) this.pendN = 1;
+    this.unstaged += stageFirst ? k - 1 : k;
     this.shadowPos = p;
     this.shadowWrap = wrap;
     this.usedSeq = useq;
@@ -482,11 +495,13 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.shadowPos = np;
   }
 
-  /** Publishes staged used descriptors: flags of all but the first, then the first (release). */
+  /** Publishes staged used descriptors: flags of all but the first, then the first (release); counts those completeRun() wrote whole behind it. */
   flushUsed(): number {
     const n = this.pendN;
     if (n === 0) return 0;
+    const published = n + this.unstaged;
     this.pendN = 0;
+    this.unstaged = 0;
     const d16 = this.desc16;
     // Not after unmapRings() (the views are empty then and the entries are lost with the mapping).
     if (d16.length !== 0) {
@@ -498,8 +513,8 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.usedPos = this.shadowPos;
     this.usedWrap = this.shadowWrap;
     this.usedIdx = offWrap(this.usedPos, this.usedWrap);
-    this.publishedSince += n;
-    return n;
+    this.publishedSince += published;
+    return published;
   }
 
   /**
