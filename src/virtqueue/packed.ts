@@ -27,12 +27,13 @@
  *
  * Completion is in order (net.ts pushes used entries in the order it consumed chains),
  * so the used descriptor of chain k lands exactly at chain k's first position, and the
- * used position advances by the chain's descriptor count. pushUsed() writes id and len
- * at once (the driver does not look at them before the flags change); flushUsed() then
- * writes the flags of every staged entry but the first with plain stores and the first
- * one last with Atomics.store (seq_cst: a release), as DPDK does for its shadow used
- * batch. A driver reads used descriptors in order, so it cannot see the second entry of
- * a batch before the first one's flags, which were stored after everything else.
+ * used position advances by the chain's descriptor count. The first used descriptor
+ * after a flush (the batch head) is written without its flags; every later one is
+ * written whole at once (id and flags in one 32-bit store); flushUsed() stores the head's
+ * flags last with Atomics.store (seq_cst: a release), as DPDK does for its shadow used
+ * batch. A driver reads used descriptors in order, so it cannot see any entry of a batch
+ * before the head's flags, which were stored after everything else. Keeping no staging
+ * list means no store per chain outside the ring (the stores are what costs, net.ts).
  *
  * Memory ordering on the avail side: the head descriptor's id|flags word is read with
  * Atomics.load (acquire); the driver writes the head's flags last (after the rest of the
@@ -79,6 +80,11 @@ export function checkPackedQueueSize(size: number): string | null {
   return null;
 }
 
+/** A used descriptor's flags: AVAIL and USED both equal to the used wrap counter, WRITE when it wrote bytes. */
+function usedFlags(wrap: number, len: number): number {
+  return (wrap !== 0 ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0) | (len !== 0 ? VRING_DESC_F_WRITE : 0);
+}
+
 /** Packs a position and wrap counter the way off_wrap and ring bases do. */
 export function offWrap(pos: number, wrap: number): number {
   return (pos | (wrap << PACKED_WRAP_BIT)) & 0xffff;
@@ -120,11 +126,16 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   private shadowPos = 0;
   private shadowWrap = 1;
   private usedSeq = 0;
-  private pendN = 0;
-  /** Used descriptors written whole (flags included) since the last flush, behind a staged batch head (completeRun). */
-  private unstaged = 0;
-  private pendPos: Uint16Array = EMPTY16;
-  private pendFlags: Uint16Array = EMPTY16;
+  /**
+   * The batch head: the first used descriptor since the last flush, written but for its
+   * flags (headFlags), which flushUsed() stores last. Every later one is written whole at
+   * once: the driver reads used descriptors in order and cannot pass the head.
+   */
+  private headStaged = false;
+  private headPos = 0;
+  private headFlags = 0;
+  /** Used descriptors written since the last flush, the head included. */
+  private pending = 0;
 
   // Interrupt decision (EVENT_IDX): used position at the last decision.
   private signalledPos = 0;
@@ -156,8 +167,6 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     if (this.chainPos.length !== cap) {
       this.chainPos = new Uint16Array(cap);
       this.chainCnt = new Uint16Array(cap);
-      this.pendPos = new Uint16Array(cap);
-      this.pendFlags = new Uint16Array(cap);
     }
     this.cmask = cap - 1;
     this.availPos = avail & 0x7fff;
@@ -172,8 +181,8 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.shadowPos = this.usedPos;
     this.shadowWrap = this.usedWrap;
     this.usedSeq = 0;
-    this.pendN = 0;
-    this.unstaged = 0;
+    this.headStaged = false;
+    this.pending = 0;
     this.signalledValid = false;
     this.publishedSince = 0;
     this.syncIndices();
@@ -426,15 +435,9 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   }
 
 
-  /**
-   * pushUsed() for each chain of the run, then consume(k), with the positions in locals.
-   * Only the first used descriptor of a flush batch must have its flags written last
-   * (flushUsed); the driver reads used descriptors in order and cannot pass that one, so
-   * the run writes every other descriptor's flags at once and stages only a batch head.
-   */
+  /** pushUsed() for each chain of the run, then consume(k), with the positions in locals. */
   completeRun(run: BufferRun, k: number): void {
     if (k === 0) return;
-    if (this.pendN + 1 > this.cmask + 1) this.flushUsed();
     const d32 = this.desc32;
     const d16 = this.desc16;
     const size = this.size;
@@ -445,19 +448,22 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     let p = this.shadowPos;
     let wrap = this.shadowWrap;
     let useq = this.usedSeq;
-    // Staging the batch head (when there is none yet) is the only store outside the ring.
-    const stageFirst = this.pendN === 0;
-    for (let j = 0; j < k; j++) {
-      const len = used[j];
-      const flags = (wrap !== 0 ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0) | (len !== 0 ? VRING_DESC_F_WRITE : 0);
-      d32[(p << 2) + 2] = len;
-      d16[(p << 3) + 6] = ids[j];
-      if (j === 0 && stageFirst) {
-        this.pendPos[0] = p;
-        this.pendFlags[0] = flags;
-      } else {
-        d16[(p << 3) + 7] = flags;
+    let j = 0;
+    if (!this.headStaged) {
+      this.stageHead(p, wrap, ids[0], used[0]);
+      p += cnt[useq & cmask];
+      useq = (useq + 1) >>> 0;
+      if (p >= size) {
+        p -= size;
+        wrap ^= 1;
       }
+      j = 1;
+    }
+    for (; j < k; j++) {
+      const len = used[j];
+      const w = p << 2;
+      d32[w + 2] = len;
+      d32[w + 3] = ids[j] | (usedFlags(wrap, len) << 16);
       p += cnt[useq & cmask];
       useq = (useq + 1) >>> 0;
       if (p >= size) {
@@ -465,8 +471,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
         wrap ^= 1;
       }
     }
-    if (stageFirst) this.pendN = 1;
-    this.unstaged += stageFirst ? k - 1 : k;
+    this.pending += k;
     this.shadowPos = p;
     this.shadowWrap = wrap;
     this.usedSeq = useq;
@@ -474,18 +479,20 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   }
 
   /**
-   * Stages the used descriptor of the next chain in consumption order (in-order
-   * completion): id and len are written now, the flags by flushUsed().
+   * Writes the used descriptor of the next chain in consumption order (in-order
+   * completion): whole, or without its flags when it heads a new batch (flushUsed()).
    */
   pushUsed(id: number, len: number): void {
-    if (this.pendN > this.cmask) this.flushUsed();
     const p = this.shadowPos;
     const wrap = this.shadowWrap;
-    this.desc32[(p << 2) + 2] = len;
-    this.desc16[(p << 3) + 6] = id;
-    const k = this.pendN++;
-    this.pendPos[k] = p;
-    this.pendFlags[k] = (wrap !== 0 ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0) | (len !== 0 ? VRING_DESC_F_WRITE : 0);
+    if (!this.headStaged) {
+      this.stageHead(p, wrap, id, len);
+    } else {
+      const w = p << 2;
+      this.desc32[w + 2] = len;
+      this.desc32[w + 3] = id | (usedFlags(wrap, len) << 16);
+    }
+    this.pending++;
     let np = p + this.chainCnt[this.usedSeq & this.cmask];
     this.usedSeq = (this.usedSeq + 1) >>> 0;
     if (np >= this.size) {
@@ -495,26 +502,27 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.shadowPos = np;
   }
 
-  /** Publishes staged used descriptors: flags of all but the first, then the first (release); counts those completeRun() wrote whole behind it. */
+  private stageHead(p: number, wrap: number, id: number, len: number): void {
+    this.desc32[(p << 2) + 2] = len;
+    this.desc16[(p << 3) + 6] = id;
+    this.headPos = p;
+    this.headFlags = usedFlags(wrap, len);
+    this.headStaged = true;
+  }
+
+  /** Publishes the used descriptors written since the last flush: the head's flags last, with a release store. */
   flushUsed(): number {
-    const n = this.pendN;
-    if (n === 0) return 0;
-    const published = n + this.unstaged;
-    this.pendN = 0;
-    this.unstaged = 0;
-    const d16 = this.desc16;
+    if (!this.headStaged) return 0;
+    const n = this.pending;
+    this.headStaged = false;
+    this.pending = 0;
     // Not after unmapRings() (the views are empty then and the entries are lost with the mapping).
-    if (d16.length !== 0) {
-      const pp = this.pendPos;
-      const pf = this.pendFlags;
-      for (let k = 1; k < n; k++) d16[(pp[k] << 3) + 7] = pf[k];
-      Atomics.store(d16, (pp[0] << 3) + 7, pf[0]);
-    }
+    if (this.desc16.length !== 0) Atomics.store(this.desc16, (this.headPos << 3) + 7, this.headFlags);
     this.usedPos = this.shadowPos;
     this.usedWrap = this.shadowWrap;
     this.usedIdx = offWrap(this.usedPos, this.usedWrap);
-    this.publishedSince += published;
-    return published;
+    this.publishedSince += n;
+    return n;
   }
 
   /**
