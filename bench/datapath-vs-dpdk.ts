@@ -3,12 +3,13 @@
  * 64-byte frames, each direction. Rates come from the front-end's port counters, so both
  * backends are measured by the same instrument.
  *
- * Default (interleaved): one front-end with two ports, one to serve and one to DPDK's vhost,
- * and the two back-ends run alternately in 100 ms slices (alternate.ts says why): the ratio
- * compares them in the same seconds of the machine. --sequential: each back-end alone with
+ * Default (interleaved): one front-end with a port to each of P serve and P DPDK vhost
+ * processes (default 2 each), run one at a time in turn in 100 ms slices (alternate.ts and
+ * interleavedRates say why): the ratio compares them in the same seconds of the machine. --sequential: each back-end alone with
  * its own front-end, serve then DPDK, per round (what earlier reports used).
  *
- *   node dist/bench/datapath-vs-dpdk.js [--seconds S] [--queues N] [--packed] [--repeat R] [--direction rx|tx] [--sequential]
+ *   node dist/bench/datapath-vs-dpdk.js [--seconds S] [--queues N] [--packed] [--repeat R] [--direction rx|tx]
+ *        [--processes P] [--sequential]
  */
 import { startTestpmd, type NicStats, type Testpmd } from '../test/peers/dpdk.js';
 import { sleep } from '../test/peers/util.js';
@@ -38,6 +39,9 @@ export interface DatapathResult {
   mode: 'interleaved' | 'sequential';
   /** Cross-core round trip (ns) measured before and after (alternate.ts). */
   crossCoreNs: [number, number];
+  /** Interleaved: each process's rate (Mpps). */
+  oursEach?: number[];
+  dpdkEach?: number[];
 }
 
 function arg(name: string, fallback: number): number {
@@ -118,57 +122,79 @@ interface Interleaved {
   dpdkMpps: number;
   ratio: number;
   windows: number[];
+  /** Each process's own rate (Mpps), serve's and DPDK's. */
+  oursEach: number[];
+  dpdkEach: number[];
 }
 
 /**
- * serve and DPDK's vhost behind one front-end (port 0: serve, port 1: DPDK), run
- * alternately: each back-end's rate is its port's frames over its own running time. The
- * front-end also polls the stopped back-end's idle port, which costs both the same.
+ * `processes` serve processes and as many DPDK vhost processes behind one front-end (ports
+ * serve, DPDK, serve, DPDK, ...), run one at a time in turn: each back-end's rate is its
+ * port's frames over its own running time. Several processes of each because one process
+ * keeps its own speed for its whole life, and two identical ones can differ by ±12%
+ * (split) or more (packed) — compiled code and memory placement differ per process. The
+ * front-end also polls the stopped back-ends' idle ports, which costs every one the same.
  */
-async function interleavedRates(direction: Direction, queues: number, packed: boolean, seconds: number): Promise<Interleaved> {
+async function interleavedRates(direction: Direction, queues: number, packed: boolean, seconds: number, processes: number): Promise<Interleaved> {
   const pin = queues === 1 ? ['taskset', '-c', String(BACKEND_CORE)] : undefined;
-  const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), '--quiet'], { prefix: pin });
-  const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
-  const backend = startTestpmd({ role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly', lcores: [1 - BACKEND_CORE, BACKEND_CORE], extraArgs: ['--txpkts=64'] });
+  const serves: Array<Awaited<ReturnType<typeof startServe>>> = [];
+  const backends: Testpmd[] = [];
   try {
-    await backend.waitFor(/Port 0: /, 30_000).catch(() => undefined);
-    const pmd = startTestpmd({ role: 'virtio-user', socket: [serve.socket, socket], queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs: ['--txpkts=64'] });
+    const sockets: string[] = [];
+    for (let i = 0; i < processes; i++) {
+      const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), '--quiet'], { prefix: pin });
+      serves.push(serve);
+      const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
+      const backend = startTestpmd({ role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly', lcores: [1 - BACKEND_CORE, BACKEND_CORE], extraArgs: ['--txpkts=64'] });
+      backends.push(backend);
+      await backend.waitFor(/Port 0: /, 30_000).catch(() => undefined);
+      sockets.push(serve.socket, socket);
+    }
+    const ports = sockets.length;
+    const pmd = startTestpmd({ role: 'virtio-user', socket: sockets, queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs: ['--txpkts=64'] });
     try {
       await pmd.waitForLinkUp();
       const count = direction === 'guest→backend' ? 'txPackets' : 'rxPackets';
-      await pmd.waitForStats((s) => (s[0]?.[count] ?? 0) > 0 && (s[1]?.[count] ?? 0) > 0, 30_000);
+      await pmd.waitForStats((s) => sockets.every((_, p) => (s[p]?.[count] ?? 0) > 0), 60_000);
       await sleep(1500);
-      // Counters at each new stats block (testpmd prints port 0's block, then port 1's).
-      const blocks: Array<[number, number]> = [];
-      let last = pmd.stats()[1];
+      // Counters at each new stats block (testpmd prints its ports' blocks in order).
+      const blocks: number[][] = [];
+      let last = pmd.stats()[ports - 1];
       const sample = (): void => {
         const s = pmd.stats();
-        if (s[1] !== undefined && s[1] !== last && s[0] !== undefined) {
-          last = s[1];
-          blocks.push([s[0][count], s[1][count]]);
+        if (s[ports - 1] !== undefined && s[ports - 1] !== last) {
+          last = s[ports - 1];
+          blocks.push(sockets.map((_, p) => s[p]?.[count] ?? 0));
         }
       };
       sample();
-      const [oursMs, dpdkMs] = await alternate([serve.child.pid!, backend.process.pid!], SLICE_MS, seconds * 1000, sample);
+      const pids = serves.flatMap((sv, i) => [sv.child.pid!, backends[i]!.process.pid!]);
+      const onMs = await alternate(pids, SLICE_MS, seconds * 1000, sample);
       await sleep(1200);
       sample();
       const first = blocks[0]!;
       const final = blocks[blocks.length - 1]!;
-      const oursMpps = (final[0] - first[0]) / oursMs! / 1000;
-      const dpdkMpps = (final[1] - first[1]) / dpdkMs! / 1000;
+      const rate = (p: number): number => (final[p]! - first[p]!) / onMs[p]! / 1000;
+      const oursEach = serves.map((_, i) => rate(2 * i));
+      const dpdkEach = serves.map((_, i) => rate(2 * i + 1));
+      const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / xs.length;
+      const sumOf = (b: number[], parity: number): number => b.reduce((t, v, p) => (p % 2 === parity ? t + v : t), 0);
       const windows: number[] = [];
       for (let i = WINDOW_BLOCKS; i < blocks.length; i += WINDOW_BLOCKS) {
         const a = blocks[i - WINDOW_BLOCKS]!;
         const b = blocks[i]!;
-        if (b[1] > a[1]) windows.push((b[0] - a[0]) / (b[1] - a[1]));
+        const dpdkFrames = sumOf(b, 1) - sumOf(a, 1);
+        if (dpdkFrames > 0) windows.push((sumOf(b, 0) - sumOf(a, 0)) / dpdkFrames);
       }
-      return { oursMpps, dpdkMpps, ratio: oursMpps / dpdkMpps, windows };
+      const oursMpps = mean(oursEach);
+      const dpdkMpps = mean(dpdkEach);
+      return { oursMpps, dpdkMpps, ratio: oursMpps / dpdkMpps, windows, oursEach, dpdkEach };
     } finally {
       await pmd.stop();
     }
   } finally {
-    await backend.stop();
-    await serve.stop();
+    for (const b of backends) await b.stop();
+    for (const sv of serves) await sv.stop();
   }
 }
 
@@ -181,6 +207,8 @@ export interface DatapathOptions {
   directions?: Direction[];
   /** Default 'interleaved' (seconds * repeat of alternating back-ends per direction). */
   mode?: 'interleaved' | 'sequential';
+  /** Interleaved: processes of each back-end (default 2). */
+  processes?: number;
   progress?: (line: string) => void;
 }
 
@@ -190,14 +218,15 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
   for (const direction of opts.directions ?? ['guest→backend', 'backend→guest'] as const) {
     if ((opts.mode ?? 'interleaved') === 'interleaved') {
       const before = await crossCoreRoundTrip();
-      const r = await interleavedRates(direction, opts.queues, opts.packed, opts.seconds * repeat);
+      const r = await interleavedRates(direction, opts.queues, opts.packed, opts.seconds * repeat, opts.processes ?? 2);
       const after = await crossCoreRoundTrip();
-      opts.progress?.(`${direction} ${opts.packed ? 'packed' : 'split'} interleaved: serve ${r.oursMpps.toFixed(2)} Mpps, DPDK ${r.dpdkMpps.toFixed(2)} Mpps, ${r.ratio.toFixed(2)}x; 2 s windows ${r.windows.map((w) => w.toFixed(2)).join(' ')}; cross-core round trip ${before.toFixed(0)} / ${after.toFixed(0)} ns`);
+      const each = (xs: number[]): string => xs.map((x) => x.toFixed(2)).join(' / ');
+      opts.progress?.(`${direction} ${opts.packed ? 'packed' : 'split'} interleaved: serve ${r.oursMpps.toFixed(2)} Mpps (${each(r.oursEach)}), DPDK ${r.dpdkMpps.toFixed(2)} Mpps (${each(r.dpdkEach)}), ${r.ratio.toFixed(2)}x; 2 s windows ${r.windows.map((w) => w.toFixed(2)).join(' ')}; cross-core round trip ${before.toFixed(0)} / ${after.toFixed(0)} ns`);
       results.push({
         direction, queues: opts.queues, ring: opts.packed ? 'packed' : 'split',
         oursMpps: r.oursMpps, dpdkMpps: r.dpdkMpps, ratio: r.ratio,
         minRatio: Math.min(...r.windows), maxRatio: Math.max(...r.windows), rounds: r.windows.length,
-        mode: 'interleaved', crossCoreNs: [before, after],
+        mode: 'interleaved', crossCoreNs: [before, after], oursEach: r.oursEach, dpdkEach: r.dpdkEach,
       });
       continue;
     }
@@ -224,9 +253,10 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
 }
 
 export function datapathMarkdown(results: DatapathResult[]): string {
-  const rows = results.map((r) => `| ${r.direction} | ${r.ring} | ${r.queues} | ${r.mode} | ${r.oursMpps.toFixed(2)} | ${r.dpdkMpps.toFixed(2)} | ${r.ratio.toFixed(2)}× | ${r.minRatio.toFixed(2)}–${r.maxRatio.toFixed(2)} (${r.rounds}) | ${r.crossCoreNs.map((n) => n.toFixed(0)).join(' / ')} |`);
+  const mpps = (mean: number, each?: number[]): string => mean.toFixed(2) + (each && each.length > 1 ? ` (${each.map((x) => x.toFixed(1)).join(', ')})` : '');
+  const rows = results.map((r) => `| ${r.direction} | ${r.ring} | ${r.queues} | ${r.mode} | ${mpps(r.oursMpps, r.oursEach)} | ${mpps(r.dpdkMpps, r.dpdkEach)} | ${r.ratio.toFixed(2)}× | ${r.minRatio.toFixed(2)}–${r.maxRatio.toFixed(2)} (${r.rounds}) | ${r.crossCoreNs.map((n) => n.toFixed(0)).join(' / ')} |`);
   return [
-    '| direction | ring | queue pairs | mode | serve Mpps | DPDK vhost Mpps | serve / DPDK | range (windows or rounds) | cross-core round trip ns (before / after) |',
+    '| direction | ring | queue pairs | mode | serve Mpps (each process) | DPDK vhost Mpps (each process) | serve / DPDK | range (windows or rounds) | cross-core round trip ns (before / after) |',
     '|---|---|---|---|---|---|---|---|---|', ...rows,
   ].join('\n');
 }
@@ -236,7 +266,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const directions: Direction[] | undefined = dir < 0 ? undefined : process.argv[dir + 1] === 'rx' ? ['backend→guest'] : ['guest→backend'];
   const results = await runDatapathBench({
     seconds: arg('--seconds', 4), queues: arg('--queues', 1), packed: process.argv.includes('--packed'),
-    repeat: arg('--repeat', 3), directions, mode: process.argv.includes('--sequential') ? 'sequential' : 'interleaved',
+    repeat: arg('--repeat', 3), directions, mode: process.argv.includes('--sequential') ? 'sequential' : 'interleaved', processes: arg('--processes', 2),
     progress: (l) => console.log(l),
   });
   console.log(datapathMarkdown(results));
