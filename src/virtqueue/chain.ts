@@ -361,15 +361,20 @@ export abstract class ChainWalker {
   abstract availableCount(): number;
 
   /**
-   * reserveRun()'s start: resets the run and says how many chains it may look at (0 when
-   * the queue is not usable or its data space offers no windows, AddressSpace.windowed).
+   * reserveRun()'s start: resets the run; false when the queue is not usable or its data
+   * space offers no windows (AddressSpace.windowed).
    */
-  protected runLimit(max: number, run: BufferRun): number {
+  protected runStart(run: BufferRun): boolean {
     run.count = 0;
     run.winStart = 0;
     run.winEnd = 0;
     const space = this.dataSpace;
-    if (!this.ready || space === null || !space.windowed) return 0;
+    return this.ready && space !== null && space.windowed;
+  }
+
+  /** runStart(), then how many chains reserveRun() may look at: available ones, at most max and the run's capacity. */
+  protected runLimit(max: number, run: BufferRun): number {
+    if (!this.runStart(run)) return 0;
     let n = this.knownAvailable();
     if (n < max) n = this.availableCount();
     if (n > max) n = max;

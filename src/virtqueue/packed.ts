@@ -399,7 +399,13 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.lastAvailIdx = offWrap(pos, wrap);
   }
 
+  /**
+   * With no scanned chain waiting (the usual case in a busy burst loop) the run reads the
+   * ring directly from the avail position (reserveDirect); otherwise it takes the chains
+   * availableCount() recorded.
+   */
   reserveRun(max: number, access: number, minLen: number, run: BufferRun): number {
+    if (this.scanSeq === this.headSeq) return this.reserveDirect(max, access, minLen, run);
     const n = this.runLimit(max, run);
     const d = this.desc32;
     const cnt = this.chainCnt;
@@ -435,26 +441,69 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   }
 
 
-  /** pushUsed() for each chain of the run, then consume(k), with the positions in locals. */
+  /**
+   * reserveRun() without the scan: available one-descriptor chains read straight from the
+   * avail position (each head's flags with an acquire load, as the scan does), so nothing
+   * is recorded per chain; completeRun() then moves the avail and scan positions together.
+   */
+  private reserveDirect(max: number, access: number, minLen: number, run: BufferRun): number {
+    if (!this.runStart(run)) return 0;
+    let n = max < run.capacity ? max : run.capacity;
+    const size = this.size;
+    if (n > size) n = size;
+    const d = this.desc32;
+    const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
+    const ids = run.ids;
+    const offsets = run.offsets;
+    let winStart = 0;
+    let winEnd = 0;
+    let pos = this.availPos;
+    let aBit = this.availWrap !== 0 ? W_AVAIL : 0;
+    let uBit = this.availWrap !== 0 ? W_USED : 0;
+    let k = 0;
+    for (; k < n; k++) {
+      const w = pos << 2;
+      const w3 = Atomics.load(d, w + 3);
+      if ((w3 & W_AVAIL) !== aBit || (w3 & W_USED) === uBit) break;
+      if ((w3 & (W_NEXT | W_INDIRECT)) !== 0 || ((w3 >>> 16) & VRING_DESC_F_WRITE) !== want) break;
+      const len = d[w + 2];
+      const hi = d[w + 1];
+      if (len < minLen || len === 0 || hi >= 0x200000) break;
+      const addr = hi * 4294967296 + d[w];
+      if (addr < winStart || addr + len > winEnd) {
+        if (!this.runWindow(addr, len, access, run, k)) break;
+        winStart = run.winStart;
+        winEnd = run.winEnd;
+      }
+      ids[k] = w3 & 0xffff;
+      offsets[k] = addr - winStart;
+      if (++pos === size) {
+        pos = 0;
+        aBit ^= W_AVAIL;
+        uBit ^= W_USED;
+      }
+    }
+    run.count = k;
+    return k;
+  }
+
+  /**
+   * pushUsed() for each chain of the run, then consumes them, with the positions in locals.
+   * Every chain of a run is one descriptor, so each used position is the next one.
+   */
   completeRun(run: BufferRun, k: number): void {
     if (k === 0) return;
     const d32 = this.desc32;
-    const d16 = this.desc16;
     const size = this.size;
-    const cnt = this.chainCnt;
-    const cmask = this.cmask;
     const ids = run.ids;
     const used = run.used;
     let p = this.shadowPos;
     let wrap = this.shadowWrap;
-    let useq = this.usedSeq;
     let j = 0;
     if (!this.headStaged) {
       this.stageHead(p, wrap, ids[0], used[0]);
-      p += cnt[useq & cmask];
-      useq = (useq + 1) >>> 0;
-      if (p >= size) {
-        p -= size;
+      if (++p === size) {
+        p = 0;
         wrap ^= 1;
       }
       j = 1;
@@ -464,18 +513,34 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
       const w = p << 2;
       d32[w + 2] = len;
       d32[w + 3] = ids[j] | (usedFlags(wrap, len) << 16);
-      p += cnt[useq & cmask];
-      useq = (useq + 1) >>> 0;
-      if (p >= size) {
-        p -= size;
+      if (++p === size) {
+        p = 0;
         wrap ^= 1;
       }
     }
     this.pending += k;
     this.shadowPos = p;
     this.shadowWrap = wrap;
-    this.usedSeq = useq;
-    this.consume(k);
+    this.usedSeq = (this.usedSeq + k) >>> 0;
+    if (this.scanSeq !== this.headSeq) {
+      this.consume(k);
+      return;
+    }
+    // A direct run (reserveDirect): no chain was recorded; avail and scan move together.
+    let pos = this.availPos + k;
+    let awrap = this.availWrap;
+    if (pos >= size) {
+      pos -= size;
+      awrap ^= 1;
+    }
+    this.availPos = pos;
+    this.availWrap = awrap;
+    this.scanPos = pos;
+    this.scanWrap = awrap;
+    this.headSeq = (this.headSeq + k) >>> 0;
+    this.scanSeq = this.headSeq;
+    this.lastAvailIdx = offWrap(pos, awrap);
+    this.availIdx = this.lastAvailIdx;
   }
 
   /**

@@ -113,3 +113,26 @@ test('reserveRun: nothing through an IOTLB (each lookup is counted and may miss)
   assert.equal(run.bytes, plain.bytes);
   assert.equal(plain.queue.lastAvailIdx, 0, 'nothing consumed');
 });
+
+for (const kind of ['split', 'packed'] as const) {
+  test(`RX burst (${kind}): runs across many laps of a small ring (wrap counters, 16-bit indices), every frame exact`, () => {
+    const rig = kind === 'split' ? makeRig({ size: 8, startIdx: 65531 }) : makePackedRig({ size: 8 });
+    const rxq = netq(rig.queue, 12, false);
+    let seed = 1;
+    for (let lap = 0; lap < 12; lap++) {
+      const n = 1 + (lap % 7); // 1..7 buffers: runs start and end all around the ring
+      const ids: number[] = [];
+      for (let i = 0; i < n; i++) ids.push(rig.driver.addBuffer(rig.bufBase + i * 0x800, 256, true));
+      rig.driver.publish();
+      const list = ids.map(() => frame(60 + (seed % 5), seed++));
+      assert.equal(receiveBurst(rxq, framesOf(list)), n, `lap ${lap}`);
+      for (let i = 0; i < n; i++) {
+        assert.equal(rig.driver.popUsed(), ids[i], `lap ${lap} used ${i}`);
+        assert.equal(rig.driver.lastLen, 12 + list[i].length);
+        assert.deepEqual(peek(rig, rig.bufBase + i * 0x800 + 12, list[i].length), list[i], `lap ${lap} frame ${i}`);
+      }
+      assert.equal(rig.driver.popUsed(), -1);
+    }
+    assert.ok(!rig.queue.broken, rig.queue.brokenReason);
+  });
+}
