@@ -7,6 +7,7 @@
  *
  *   node dist/bench/iommu-table.js [--seconds S] [--warmup S] [--repeat N] [--only backend,...]
  *        [--mappings off,4K,2M,1G,dynamic,dynamic-pipelined] [--net loopback|sink] [--no-interleave]
+ *        [--processes P]
  *
  * Mpps = frames the front-end got back on RX per second (loopback / macswap), or TX
  * completions per second with --net sink (testpmd: rxonly). The front-end busy-polls
@@ -43,10 +44,12 @@ interface Args {
   repeat: number;
   /** Also measure serve's on/off ratios interleaved (interleavedOnOff). */
   interleave: boolean;
+  /** Interleaved: serve processes per mapping. */
+  processes: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3, interleave: true };
+  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3, interleave: true, processes: 2 };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     switch (argv[i]) {
@@ -58,6 +61,7 @@ function parseArgs(argv: string[]): Args {
       case '--slots': a.slots = Number(v); i++; break;
       case '--repeat': a.repeat = Number(v); i++; break;
       case '--no-interleave': a.interleave = false; break;
+      case '--processes': a.processes = Number(v); i++; break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -238,38 +242,50 @@ async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], arg
 const SLICE_MS = 100;
 
 /**
- * IOMMU off and on, side by side: two serve processes (one per mapping), both connected and
- * warmed up, and the front-end alternates between them every SLICE_MS for `seconds` each.
- * Both sides see the same moments of this shared machine (whose speed drifts over seconds),
- * so the ratio of their frame counts measures the IOMMU, not the drift. Only for serve: its
+ * IOMMU off and on, side by side: `args.processes` serve processes per mapping, all
+ * connected and warmed up, and the front-end drives one at a time in turn for SLICE_MS,
+ * for `seconds` each. All see the same moments of this shared machine (whose speed drifts
+ * over seconds), so the ratio of the mappings' frame counts measures the IOMMU, not the
+ * drift; and several processes per mapping because one process keeps its own speed for its
+ * whole life (identical ones differ by up to ±12%: README, Performance). Only for serve: its
  * idle worker sleeps, where DPDK's idle forwarding lcore would keep polling the shared CPU.
  */
-async function interleavedOnOff(backend: Backend, on: (typeof MAPPINGS)[number], args: Args): Promise<{ ratio: number; sliceRatios: number[]; onMpps: number; offMpps: number }> {
+async function interleavedOnOff(backend: Backend, on: (typeof MAPPINGS)[number], args: Args): Promise<{ ratio: number; sliceRatios: number[]; onMpps: number[]; offMpps: number[] }> {
   const off = MAPPINGS.find((m) => m.name === 'off')!;
-  const a = await openCase(backend, off, args);
-  let b: OpenCase | undefined;
+  const cases: OpenCase[] = [];
+  const isOn: boolean[] = [];
   try {
-    b = await openCase(backend, on, args);
-    const cases = [a, b];
+    for (let p = 0; p < args.processes; p++) {
+      cases.push(await openCase(backend, off, args));
+      isOn.push(false);
+      cases.push(await openCase(backend, on, args));
+      isOn.push(true);
+    }
     pinSelf(String(FRONTEND_CPU));
-    for (const c of cases) c.loop(200); // back to speed after the other's warm-up
-    const frames = [0, 0];
+    for (const c of cases) c.loop(200); // back to speed after the others' warm-up
+    const frames = cases.map(() => 0);
     const sliceRatios: number[] = [];
+    const forward = cases.map((_, k) => k);
+    const backward = [...forward].reverse();
     const slices = Math.max(2, Math.round((args.seconds * 1000) / SLICE_MS));
     for (let i = 0; i < slices; i++) {
-      const order = i % 2 === 0 ? [0, 1] : [1, 0];
-      const got = [0, 0];
-      for (const k of order) got[k] = cases[k].loop(SLICE_MS).frames;
-      frames[0] += got[0];
-      frames[1] += got[1];
-      if (got[0] > 0) sliceRatios.push(got[1] / got[0]);
+      let onFrames = 0;
+      let offFrames = 0;
+      for (const k of i % 2 === 0 ? forward : backward) {
+        const got = cases[k].loop(SLICE_MS).frames;
+        frames[k] += got;
+        if (isOn[k]) onFrames += got;
+        else offFrames += got;
+      }
+      if (offFrames > 0) sliceRatios.push(onFrames / offFrames);
     }
     const secs = (slices * SLICE_MS) / 1000;
-    return { ratio: frames[1] / frames[0], sliceRatios, onMpps: frames[1] / secs / 1e6, offMpps: frames[0] / secs / 1e6 };
+    const mpps = (want: boolean): number[] => frames.flatMap((f, k) => (isOn[k] === want ? [f / secs / 1e6] : []));
+    const total = (want: boolean): number => frames.reduce((t, f, k) => (isOn[k] === want ? t + f : t), 0);
+    return { ratio: total(true) / total(false), sliceRatios, onMpps: mpps(true), offMpps: mpps(false) };
   } finally {
     pinSelf(ALL_CPUS);
-    await b?.close();
-    await a.close();
+    for (const c of cases.reverse()) await c.close();
   }
 }
 
@@ -373,14 +389,15 @@ async function main(): Promise<void> {
   const interleaved = new Map<string, number>();
   const staticMappings = mappings.filter((m) => m.opts.iommu === 'static');
   if (args.interleave && staticMappings.length > 0) {
-    console.log(`\nIOMMU on/off interleaved: serve with IOMMU off and serve with the mapping side by side, the front-end alternating every ${SLICE_MS} ms for ${args.seconds} s each; ratio of total frames (median and range of the per-slice ratios).\n`);
-    console.log('| back-end | mapping | off Mpps | on Mpps | on/off | per-slice median (range) |');
+    console.log(`\nIOMMU on/off interleaved: ${args.processes} serve processes with IOMMU off and ${args.processes} with the mapping, the front-end driving one at a time in turn for ${SLICE_MS} ms, ${args.seconds} s each; ratio of total frames (median and range of the per-round ratios).\n`);
+    console.log('| back-end | mapping | off Mpps (each process) | on Mpps (each process) | on/off | per-round median (range) |');
     console.log('| --- | --- | --- | --- | --- | --- |');
     for (const b of ours) for (const m of staticMappings) {
       try {
         const r = await interleavedOnOff(b, m, args);
         interleaved.set(`${b.name}|${m.name}`, r.ratio);
-        console.log(`| ${b.name} | ${m.name} | ${fmt(r.offMpps)} | ${fmt(r.onMpps)} | ${fmt(r.ratio)} | ${ratioCell(r.sliceRatios)} |`);
+        const each = (xs: number[]): string => xs.map((x) => fmt(x, 2)).join(', ');
+        console.log(`| ${b.name} | ${m.name} | ${each(r.offMpps)} | ${each(r.onMpps)} | ${fmt(r.ratio)} | ${ratioCell(r.sliceRatios)} |`);
       } catch (err) {
         console.log(`| ${b.name} | ${m.name} | error: ${(err as Error).message.split('\n')[0]} | | | |`);
       }
