@@ -20,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { median } from './median.js';
+import { crossCoreRoundTrip } from './alternate.js';
 import { VhostUserFrontend, type FrontendOptions } from '../src/frontend/frontend.js';
 import { PAGE_1G, PAGE_2M, PAGE_4K } from '../src/frontend/iommu.js';
 import { writeFrame } from '../src/frontend/frames.js';
@@ -390,14 +391,16 @@ async function main(): Promise<void> {
   const staticMappings = mappings.filter((m) => m.opts.iommu === 'static');
   if (args.interleave && staticMappings.length > 0) {
     console.log(`\nIOMMU on/off interleaved: ${args.processes} serve processes with IOMMU off and ${args.processes} with the mapping, the front-end driving one at a time in turn for ${SLICE_MS} ms, ${args.seconds} s each; ratio of total frames (median and range of the per-round ratios).\n`);
-    console.log('| back-end | mapping | off Mpps (each process) | on Mpps (each process) | on/off | per-round median (range) |');
-    console.log('| --- | --- | --- | --- | --- | --- |');
+    console.log('| back-end | mapping | off Mpps (each process) | on Mpps (each process) | on/off | per-round median (range) | cross-core ns before / after |');
+    console.log('| --- | --- | --- | --- | --- | --- | --- |');
     for (const b of ours) for (const m of staticMappings) {
       try {
+        const before = await crossCoreRoundTrip();
         const r = await interleavedOnOff(b, m, args);
+        const after = await crossCoreRoundTrip();
         interleaved.set(`${b.name}|${m.name}`, r.ratio);
         const each = (xs: number[]): string => xs.map((x) => fmt(x, 2)).join(', ');
-        console.log(`| ${b.name} | ${m.name} | ${each(r.offMpps)} | ${each(r.onMpps)} | ${fmt(r.ratio)} | ${ratioCell(r.sliceRatios)} |`);
+        console.log(`| ${b.name} | ${m.name} | ${each(r.offMpps)} | ${each(r.onMpps)} | ${fmt(r.ratio)} | ${ratioCell(r.sliceRatios)} | ${before.toFixed(0)} / ${after.toFixed(0)} |`);
       } catch (err) {
         console.log(`| ${b.name} | ${m.name} | error: ${(err as Error).message.split('\n')[0]} | | | |`);
       }
