@@ -383,9 +383,10 @@ export abstract class ChainWalker {
 
   /**
    * reserveRun()'s way out of the run's window for chain k's buffer: maps it and makes its
-   * region the window. reserveRun keeps the window in locals (a buffer inside it costs two
-   * compares; reading it from `run` instead measured ~20% slower per frame). False when it is not mapped whole
-   * or lies in another region than the run's earlier buffers (the run ends there).
+   * region the window. False when it is not mapped whole or lies in another region than
+   * the run's earlier buffers (the run ends there). Each reserveRun keeps the window in
+   * locals, so a buffer inside it costs two compares (reading it from `run` per buffer
+   * measured ~20% slower per frame).
    */
   protected runWindow(addr: number, len: number, access: number, run: BufferRun, k: number): boolean {
     const space = this.dataSpace!;

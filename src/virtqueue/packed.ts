@@ -440,7 +440,6 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     return k;
   }
 
-
   /**
    * reserveRun() without the scan: available one-descriptor chains read straight from the
    * avail position (each head's flags with an acquire load, as the scan does), so nothing

@@ -320,7 +320,6 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     return k;
   }
 
-
   completeRun(run: BufferRun, k: number): void {
     const u = this.used32;
     const mask = this.mask;
