@@ -400,55 +400,16 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   }
 
   /**
-   * With no scanned chain waiting (the usual case in a busy burst loop) the run reads the
-   * ring directly from the avail position (reserveDirect); otherwise it takes the chains
-   * availableCount() recorded.
+   * Reads the ring straight from the avail position (each descriptor's flags with an
+   * acquire load, as availableCount() does), so nothing is recorded per chain: chains the
+   * scan already recorded are read again, and the run may go past the scan's frontier.
+   * completeRun() consumes the recorded ones the usual way and moves the avail and scan
+   * positions together over the rest.
    */
   reserveRun(max: number, access: number, minLen: number, run: BufferRun): number {
-    if (this.scanSeq === this.headSeq) return this.reserveDirect(max, access, minLen, run);
-    const n = this.runLimit(max, run);
-    const d = this.desc32;
-    const cnt = this.chainCnt;
-    const cpos = this.chainPos;
-    const cmask = this.cmask;
-    const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
-    const ids = run.ids;
-    const offsets = run.offsets;
-    let winStart = 0;
-    let winEnd = 0;
-    let seq = this.headSeq;
-    let k = 0;
-    for (; k < n; k++, seq++) {
-      const slot = seq & cmask;
-      if (cnt[slot] !== 1) break;
-      const w = cpos[slot] << 2;
-      const w3 = d[w + 3];
-      if ((w3 & (W_NEXT | W_INDIRECT)) !== 0 || ((w3 >>> 16) & VRING_DESC_F_WRITE) !== want) break;
-      const len = d[w + 2];
-      const hi = d[w + 1];
-      if (len < minLen || len === 0 || hi >= 0x200000) break;
-      const addr = hi * 4294967296 + d[w];
-      if (addr < winStart || addr + len > winEnd) {
-        if (!this.runWindow(addr, len, access, run, k)) break;
-        winStart = run.winStart;
-        winEnd = run.winEnd;
-      }
-      ids[k] = w3 & 0xffff;
-      offsets[k] = addr - winStart;
-    }
-    run.count = k;
-    return k;
-  }
-
-  /**
-   * reserveRun() without the scan: available one-descriptor chains read straight from the
-   * avail position (each head's flags with an acquire load, as the scan does), so nothing
-   * is recorded per chain; completeRun() then moves the avail and scan positions together.
-   */
-  private reserveDirect(max: number, access: number, minLen: number, run: BufferRun): number {
     if (!this.runStart(run)) return 0;
-    let n = max < run.capacity ? max : run.capacity;
     const size = this.size;
+    let n = max < run.capacity ? max : run.capacity;
     if (n > size) n = size;
     const d = this.desc32;
     const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
@@ -521,12 +482,15 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.shadowPos = p;
     this.shadowWrap = wrap;
     this.usedSeq = (this.usedSeq + k) >>> 0;
-    if (this.scanSeq !== this.headSeq) {
+    const recorded = (this.scanSeq - this.headSeq) >>> 0;
+    if (k <= recorded) {
       this.consume(k);
       return;
     }
-    // A direct run (reserveDirect): no chain was recorded; avail and scan move together.
-    let pos = this.availPos + k;
+    if (recorded !== 0) this.consume(recorded);
+    // The rest lay past the scan's frontier (nothing recorded): avail and scan move together.
+    const rest = k - recorded;
+    let pos = this.availPos + rest;
     let awrap = this.availWrap;
     if (pos >= size) {
       pos -= size;
@@ -536,7 +500,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.availWrap = awrap;
     this.scanPos = pos;
     this.scanWrap = awrap;
-    this.headSeq = (this.headSeq + k) >>> 0;
+    this.headSeq = (this.headSeq + rest) >>> 0;
     this.scanSeq = this.headSeq;
     this.lastAvailIdx = offWrap(pos, awrap);
     this.availIdx = this.lastAvailIdx;

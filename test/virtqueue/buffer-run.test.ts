@@ -136,3 +136,35 @@ for (const kind of ['split', 'packed'] as const) {
     assert.ok(!rig.queue.broken, rig.queue.brokenReason);
   });
 }
+
+for (const kind of ['split', 'packed'] as const) {
+  test(`RX burst (${kind}): a run over chains the general path already looked at, and on past them`, () => {
+    const rig = rigOf(kind);
+    const rxq = netq(rig.queue, 12, false);
+    const b = rig.bufBase;
+    const plain = (i: number): number => rig.driver.addBuffer(b + i * 0x800, 256, true);
+    const ids = [plain(0), rig.driver.addChain([b + 0x800, b + 0x1000], [12, 244], 0), plain(3), plain(4), plain(5)];
+    rig.driver.publish();
+    let seed = 1;
+    const sent: Uint8Array[] = [];
+    const burst = (n: number): number => {
+      const list = Array.from({ length: n }, () => frame(60, seed++));
+      sent.push(...list);
+      return receiveBurst(rxq, framesOf(list));
+    };
+    // A run of one, then the chained buffer frame by frame: the ring now knows of the next three.
+    assert.equal(burst(2), 2);
+    ids.push(plain(6), plain(7));
+    rig.driver.publish();
+    assert.equal(burst(1), 1, 'one of the three known chains');
+    assert.equal(burst(4), 4, 'the two other known chains and two past them, in one run');
+    const at = [0, -1, 3, 4, 5, 6, 7];
+    for (let i = 0; i < ids.length; i++) {
+      assert.equal(rig.driver.popUsed(), ids[i], `used ${i}`);
+      const where = at[i] < 0 ? b + 0x1000 : b + at[i] * 0x800 + 12;
+      assert.deepEqual(peek(rig, where, 60), sent[i], `frame ${i}`);
+    }
+    assert.equal(rig.driver.popUsed(), -1);
+    assert.ok(!rig.queue.broken, rig.queue.brokenReason);
+  });
+}
