@@ -13,7 +13,7 @@
  */
 import { startTestpmd, type NicStats, type Testpmd } from '../test/peers/dpdk.js';
 import { sleep } from '../test/peers/util.js';
-import { startServe } from '../test/support/serve.js';
+import { startServe, type ServeProcess } from '../test/support/serve.js';
 import { median } from './median.js';
 import { alternate, crossCoreRoundTrip } from './alternate.js';
 import { mkdtempSync } from 'node:fs';
@@ -139,7 +139,7 @@ interface Interleaved {
  * front-end also polls the stopped back-ends' idle ports, which costs every one the same.
  */
 async function interleavedRates(direction: Direction, queues: number, packed: boolean, seconds: number, processes: number): Promise<Interleaved> {
-  const serves: Array<Awaited<ReturnType<typeof startServe>>> = [];
+  const serves: ServeProcess[] = [];
   const backends: Testpmd[] = [];
   try {
     const sockets: string[] = [];

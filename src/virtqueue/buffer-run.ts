@@ -16,8 +16,6 @@ import { NO_WIDE, type WideView } from '../memory/wide-view.js';
 const EMPTY = new Uint8Array(0);
 
 export class BufferRun {
-  /** Chains reserved by the last reserveRun(). */
-  count = 0;
   /** The region every buffer of the run is in, and its wide views. */
   bytes: Uint8Array = EMPTY;
   wide: WideView = NO_WIDE;

@@ -365,7 +365,6 @@ export abstract class ChainWalker {
    * space offers no windows (AddressSpace.windowed).
    */
   protected runStart(run: BufferRun): boolean {
-    run.count = 0;
     run.winStart = 0;
     run.winEnd = 0;
     const space = this.dataSpace;

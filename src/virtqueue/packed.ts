@@ -126,16 +126,15 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   private shadowPos = 0;
   private shadowWrap = 1;
   private usedSeq = 0;
+  /** Used descriptors written since the last flush; the first of them is the batch head. */
+  private pending = 0;
   /**
-   * The batch head: the first used descriptor since the last flush, written but for its
-   * flags (headFlags), which flushUsed() stores last. Every later one is written whole at
-   * once: the driver reads used descriptors in order and cannot pass the head.
+   * The batch head (while pending > 0): written but for its flags (headFlags), which
+   * flushUsed() stores last. Every later one is written whole at once: the driver reads
+   * used descriptors in order and cannot pass the head.
    */
-  private headStaged = false;
   private headPos = 0;
   private headFlags = 0;
-  /** Used descriptors written since the last flush, the head included. */
-  private pending = 0;
 
   // Interrupt decision (EVENT_IDX): used position at the last decision.
   private signalledPos = 0;
@@ -181,7 +180,6 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.shadowPos = this.usedPos;
     this.shadowWrap = this.usedWrap;
     this.usedSeq = 0;
-    this.headStaged = false;
     this.pending = 0;
     this.signalledValid = false;
     this.publishedSince = 0;
@@ -443,7 +441,6 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
         uBit ^= W_USED;
       }
     }
-    run.count = k;
     return k;
   }
 
@@ -460,7 +457,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     let p = this.shadowPos;
     let wrap = this.shadowWrap;
     let j = 0;
-    if (!this.headStaged) {
+    if (this.pending === 0) {
       this.stageHead(p, wrap, ids[0], used[0]);
       if (++p === size) {
         p = 0;
@@ -513,7 +510,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   pushUsed(id: number, len: number): void {
     const p = this.shadowPos;
     const wrap = this.shadowWrap;
-    if (!this.headStaged) {
+    if (this.pending === 0) {
       this.stageHead(p, wrap, id, len);
     } else {
       const w = p << 2;
@@ -535,14 +532,12 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.desc16[(p << 3) + 6] = id;
     this.headPos = p;
     this.headFlags = usedFlags(wrap, len);
-    this.headStaged = true;
   }
 
   /** Publishes the used descriptors written since the last flush: the head's flags last, with a release store. */
   flushUsed(): number {
-    if (!this.headStaged) return 0;
     const n = this.pending;
-    this.headStaged = false;
+    if (n === 0) return 0;
     this.pending = 0;
     // Not after unmapRings() (the views are empty then and the entries are lost with the mapping).
     if (this.desc16.length !== 0) Atomics.store(this.desc16, (this.headPos << 3) + 7, this.headFlags);

@@ -73,7 +73,7 @@ export interface VirtQueue {
   /**
    * Reserves, from the next chain to consume, up to max chains that are each one direct
    * descriptor with `access` and at least minLen bytes, mapped whole and all in one
-   * region (run.bytes), into run.ids / run.offsets; returns how many (run.count). Stops
+   * region (run.bytes), into run.ids / run.offsets; returns how many. Stops
    * at the first chain that is anything else, and reserves nothing when the data space
    * cannot translate without side effects (IOTLB, trace: AddressSpace.windowed): that
    * chain takes the general path (mapSingle / walkChain), which reports its miss or fault.

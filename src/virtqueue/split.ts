@@ -316,7 +316,6 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
       ids[k] = head;
       offsets[k] = addr - winStart;
     }
-    run.count = k;
     return k;
   }
 
