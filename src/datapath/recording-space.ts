@@ -12,10 +12,14 @@ export class RecordingAddressSpace implements AddressSpace {
   offset = 0;
   missAddr = 0;
   faultKind = 0;
-  /** Every translation is recorded: no window. */
-  readonly windowed = false;
+  /** Every translation is recorded, one by one: no window. */
+  readonly windowBase = 0;
   readonly windowStart = 0;
   readonly windowEnd = 0;
+  window(): boolean {
+    return false;
+  }
+  countWindowed(): void {}
 
   constructor(private readonly inner: AddressSpace, private readonly ring: TranslationRingProducer, private readonly queue: number) {
     this.bytes = inner.bytes;

@@ -49,15 +49,20 @@ export interface AddressSpace {
   /** FAULT_UNMAPPED or FAULT_DENIED after MAP_FAULT. */
   faultKind: number;
   /**
-   * After a successful map(): the whole region the address fell in, [windowStart,
-   * windowEnd) in this space's addresses, its host bytes at `bytes[a - windowStart]`.
-   * Only spaces whose map() has no effect beyond its answer (no statistics, trace or
-   * miss to record) promise it, so that a burst may translate further buffers inside the
-   * window without asking (`windowed`); the others ask map() every time.
+   * Runs (VirtQueue.reserveRun) translate a burst's buffers against a window instead of
+   * asking map() for each. window() says whether this space can vouch for [addr, addr+len)
+   * with `access` WITHOUT a lookup that would have to be counted, traced or reported as a
+   * miss; if so it sets bytes / wide to the window's host bytes and any address `a` in
+   * [windowStart, windowEnd) is at bytes[a - windowBase], with the same access, until the
+   * mappings change (the caller uses a window within one burst only). False is not a miss:
+   * the caller takes map() for that buffer.
    */
-  readonly windowed: boolean;
+  window(addr: number, len: number, access: number): boolean;
+  readonly windowBase: number;
   readonly windowStart: number;
   readonly windowEnd: number;
+  /** Counts `n` translations a run made inside windows, as map() would have counted them. */
+  countWindowed(n: number): void;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -78,13 +83,20 @@ abstract class RegionSpace implements AddressSpace {
 
   constructor(readonly memory: GuestMemory) {}
 
-  readonly windowed = true;
+  /** The whole region the address falls in: translating inside it has no side effect. */
+  window(addr: number, len: number, access: number): boolean {
+    return this.map(addr, len, access) === len;
+  }
+  get windowBase(): number {
+    return this.lo;
+  }
   get windowStart(): number {
     return this.lo;
   }
   get windowEnd(): number {
     return this.hi;
   }
+  countWindowed(_n: number): void {}
 
   map(addr: number, len: number, _access: number): number {
     if (addr >= this.lo && addr < this.hi && this.gen === this.memory.generation) {
@@ -156,10 +168,6 @@ export class IotlbAddressSpace implements AddressSpace {
   wide: WideView = NO_WIDE;
   missAddr = 0;
   faultKind = FAULT_NONE;
-  /** Every lookup is counted in the strategy's stats (and may miss): no window. */
-  readonly windowed = false;
-  readonly windowStart = 0;
-  readonly windowEnd = 0;
   private readonly out: LookupOut = lookupOut();
   // Last region hit by user address.
   private lo = 0;
@@ -189,6 +197,37 @@ export class IotlbAddressSpace implements AddressSpace {
       return len <= room ? len : room;
     }
     return this.lookup(addr, len, access);
+  }
+
+  /**
+   * The kept span as a run's window: only what an earlier lookup vouched for, still at the
+   * strategy's version and memory generation, with the access it granted. No lookup here
+   * (a lookup is counted and may miss): outside the span the run ends and map() decides.
+   */
+  window(addr: number, len: number, access: number): boolean {
+    if (!(addr >= this.spanLo && addr + len <= this.spanHi && (this.spanPerm & access) === access &&
+        this.spanVersion === this.strategy.version && this.gen === this.memory.generation)) return false;
+    this.bytes = this.hitBytes;
+    this.wide = this.hitWide;
+    this.offset = addr + this.spanDelta;
+    return true;
+  }
+
+  get windowBase(): number {
+    return -this.spanDelta;
+  }
+  get windowStart(): number {
+    return this.spanLo;
+  }
+  get windowEnd(): number {
+    return this.spanHi;
+  }
+
+  /** A run's translations inside the span are lookups and hits, as map() counts them. */
+  countWindowed(n: number): void {
+    const stats = this.strategy.stats;
+    stats.lookups += n;
+    stats.hits += n;
   }
 
   private lookup(addr: number, len: number, access: number): number {

@@ -1,8 +1,8 @@
 /**
  * A run of device-writable (or readable) buffers reserved in one go by
  * VirtQueue.reserveRun(): the next available chains that are each one direct descriptor,
- * all inside one guest-memory region, for a burst to fill with a plain loop and complete
- * with VirtQueue.completeRun().
+ * all inside windows of the data space (a guest-memory region, or an IOTLB span) in one
+ * region, for a burst to fill with a plain loop and complete with VirtQueue.completeRun().
  *
  * Why a run and not one chain at a time: when the front-end's core owns the buffers' cache
  * lines, every store of the device's per-chain bookkeeping (queue fields, translation
@@ -19,7 +19,11 @@ export class BufferRun {
   /** The region every buffer of the run is in, and its wide views. */
   bytes: Uint8Array = EMPTY;
   wide: WideView = NO_WIDE;
-  /** The region's window (AddressSpace.windowStart / windowEnd) while the run is reserved. */
+  /**
+   * The window (AddressSpace.window) while the run is reserved: buffers in [winStart,
+   * winEnd), address a at bytes[a - winBase].
+   */
+  winBase = 0;
   winStart = 0;
   winEnd = 0;
   /** Per chain: the id to complete it with (split: head index; packed: buffer id). */

@@ -360,15 +360,12 @@ export abstract class ChainWalker {
   abstract knownAvailable(): number;
   abstract availableCount(): number;
 
-  /**
-   * reserveRun()'s start: resets the run; false when the queue is not usable or its data
-   * space offers no windows (AddressSpace.windowed).
-   */
+  /** reserveRun()'s start: resets the run; false when the queue is not usable. */
   protected runStart(run: BufferRun): boolean {
+    run.winBase = 0;
     run.winStart = 0;
     run.winEnd = 0;
-    const space = this.dataSpace;
-    return this.ready && space !== null && space.windowed;
+    return this.ready && this.dataSpace !== null;
   }
 
   /** runStart(), then how many chains reserveRun() may look at: available ones, at most max and the run's capacity. */
@@ -381,20 +378,27 @@ export abstract class ChainWalker {
   }
 
   /**
-   * reserveRun()'s way out of the run's window for chain k's buffer: maps it and makes its
-   * region the window. False when it is not mapped whole or lies in another region than
-   * the run's earlier buffers (the run ends there). Each reserveRun keeps the window in
-   * locals, so a buffer inside it costs two compares (reading it from `run` per buffer
-   * measured ~20% slower per frame).
+   * reserveRun()'s way out of the run's window for chain k's buffer: the data space's
+   * window around it (AddressSpace.window: a region, or an IOTLB span an earlier lookup
+   * vouched for). False when there is none, or it lies in another region than the run's
+   * earlier buffers (the run ends there). Each reserveRun keeps the window in locals, so a
+   * buffer inside it costs two compares (reading it from `run` per buffer measured ~20%
+   * slower per frame).
    */
   protected runWindow(addr: number, len: number, access: number, run: BufferRun, k: number): boolean {
     const space = this.dataSpace!;
-    if (space.map(addr, len, access) !== len || (k !== 0 && space.bytes !== run.bytes)) return false;
+    if (!space.window(addr, len, access) || (k !== 0 && space.bytes !== run.bytes)) return false;
     run.bytes = space.bytes;
     run.wide = space.wide ?? NO_WIDE;
+    run.winBase = space.windowBase;
     run.winStart = space.windowStart;
     run.winEnd = space.windowEnd;
     return true;
+  }
+
+  /** completeRun()'s start: the k translations used go into the data space's statistics. */
+  protected runTranslated(k: number): void {
+    if (k !== 0) this.dataSpace!.countWindowed(k);
   }
 
   /**

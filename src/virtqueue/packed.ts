@@ -413,6 +413,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
     const ids = run.ids;
     const offsets = run.offsets;
+    let winBase = 0;
     let winStart = 0;
     let winEnd = 0;
     let pos = this.availPos;
@@ -430,11 +431,12 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
       const addr = hi * 4294967296 + d[w];
       if (addr < winStart || addr + len > winEnd) {
         if (!this.runWindow(addr, len, access, run, k)) break;
+        winBase = run.winBase;
         winStart = run.winStart;
         winEnd = run.winEnd;
       }
       ids[k] = w3 & 0xffff;
-      offsets[k] = addr - winStart;
+      offsets[k] = addr - winBase;
       if (++pos === size) {
         pos = 0;
         aBit ^= W_AVAIL;
@@ -449,6 +451,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
    * Every chain of a run is one descriptor, so each used position is the next one.
    */
   completeRun(run: BufferRun, k: number): void {
+    this.runTranslated(k);
     if (k === 0) return;
     const d32 = this.desc32;
     const size = this.size;

@@ -72,15 +72,19 @@ export interface VirtQueue {
   pushUsed(id: number, len: number): void;
   /**
    * Reserves, from the next chain to consume, up to max chains that are each one direct
-   * descriptor with `access` and at least minLen bytes, mapped whole and all in one
-   * region (run.bytes), into run.ids / run.offsets; returns how many. Stops
-   * at the first chain that is anything else, and reserves nothing when the data space
-   * cannot translate without side effects (IOTLB, trace: AddressSpace.windowed): that
-   * chain takes the general path (mapSingle / walkChain), which reports its miss or fault.
+   * descriptor with `access` and at least minLen bytes, inside a window of the data space
+   * (AddressSpace.window: a region, or an IOTLB span an earlier lookup vouched for) and all
+   * in one region (run.bytes), into run.ids / run.offsets; returns how many. Stops at the first chain that is anything else, or outside every
+   * window (a trace records each translation, so it has none): that chain takes the
+   * general path (mapSingle / walkChain), which looks it up and reports its miss or fault.
    * Consumes nothing.
    */
   reserveRun(max: number, access: number, minLen: number, run: BufferRun): number;
-  /** Completes the first k chains of the last reserveRun() with lengths run.used[0..k) and consumes them (pushUsed + consume). */
+  /**
+   * Completes the first k chains of the last reserveRun() with lengths run.used[0..k) and
+   * consumes them (pushUsed + consume); their translations count in the data space's
+   * statistics now, as map() would have counted them.
+   */
   completeRun(run: BufferRun, k: number): void;
   flushUsed(): number;
   needsInterrupt(): boolean;

@@ -295,6 +295,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
     const ids = run.ids;
     const offsets = run.offsets;
+    let winBase = 0;
     let winStart = 0;
     let winEnd = 0;
     let pos = this.lastAvailIdx;
@@ -310,16 +311,18 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
       const addr = hi * 4294967296 + d[w];
       if (addr < winStart || addr + len > winEnd) {
         if (!this.runWindow(addr, len, access, run, k)) break;
+        winBase = run.winBase;
         winStart = run.winStart;
         winEnd = run.winEnd;
       }
       ids[k] = head;
-      offsets[k] = addr - winStart;
+      offsets[k] = addr - winBase;
     }
     return k;
   }
 
   completeRun(run: BufferRun, k: number): void {
+    this.runTranslated(k);
     const u = this.used32;
     const mask = this.mask;
     const ids = run.ids;

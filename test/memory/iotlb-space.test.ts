@@ -1,6 +1,7 @@
 // IotlbAddressSpace keeps the last span a strategy hands out and answers inside it on its
-// own. Random update / invalidate / map sequences against every strategy and the reference
-// model: a kept span must never answer for an IOVA an invalidate (or a later update) changed.
+// own, and as a run's window. Random update / invalidate / map / window sequences against
+// every strategy and the reference model: a kept span must never answer for an IOVA an
+// invalidate (or a later update) changed.
 import { describe, it, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
@@ -27,7 +28,8 @@ function twoRegions(): GuestMemory {
 type Op =
   | { kind: 'update'; iova: number; pages: number; region: number; page: number; perm: number }
   | { kind: 'invalidate'; iova: number; pages: number }
-  | { kind: 'map'; iova: number; len: number; access: number };
+  | { kind: 'map'; iova: number; len: number; access: number }
+  | { kind: 'window'; iova: number; len: number; access: number };
 
 const SPAN = 16 * K4; // IOVAs in [0, 64 KiB): overlaps, merges, splits and stale spans are frequent
 const op: fc.Arbitrary<Op> = fc.oneof(
@@ -36,26 +38,58 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('invalidate' as const), iova: fc.integer({ min: 0, max: 15 }).map((p) => p * K4), pages: fc.integer({ min: 1, max: 4 }) }),
   fc.record({ kind: fc.constant('map' as const), iova: fc.integer({ min: 0, max: SPAN - 1 }), len: fc.integer({ min: 1, max: 3 * K4 }), access: fc.constantFrom(ACCESS_READ, ACCESS_WRITE, ACCESS_READ | ACCESS_WRITE) }),
   fc.record({ kind: fc.constant('map' as const), iova: fc.integer({ min: 0, max: SPAN - 1 }), len: fc.integer({ min: 1, max: 64 }), access: fc.constantFrom(ACCESS_READ, ACCESS_WRITE) }),
+  fc.record({ kind: fc.constant('window' as const), iova: fc.integer({ min: 0, max: SPAN - 1 }), len: fc.integer({ min: 1, max: 2 * K4 }), access: fc.constantFrom(ACCESS_READ, ACCESS_WRITE) }),
 );
+
+/**
+ * A window the space vouched for (a run's translations without lookups) must be exactly
+ * what the reference maps, at both of its ends and at the asked address: same region,
+ * same offset, the access granted. Checking the ends checks all of it: a window is one
+ * linear piece of one region.
+ */
+function checkWindow(space: IotlbAddressSpace, ref: ReferenceIotlb, memory: GuestMemory, o: { iova: number; len: number; access: number }): void {
+  const what = `window(0x${o.iova.toString(16)}, ${o.len}, ${o.access}) = [0x${space.windowStart.toString(16)}, 0x${space.windowEnd.toString(16)})`;
+  assert.ok(space.windowStart <= o.iova && o.iova + o.len <= space.windowEnd, `${what}: does not hold the buffer`);
+  assert.equal(space.offset, o.iova - space.windowBase, `${what}: offset is not the window's`);
+  for (const a of [space.windowStart, o.iova, o.iova + o.len - 1, space.windowEnd - 1]) {
+    const want = ref.lookup(a, 1, o.access);
+    assert.ok(want.result >= 1, `${what}: the reference does not map 0x${a.toString(16)} for ${o.access} (result ${want.result})`);
+    const region = memory.findUser(want.uaddr);
+    assert.equal(space.bytes, region?.bytes, `${what}: 0x${a.toString(16)} is in another region`);
+    assert.equal(a - space.windowBase, want.uaddr - region!.userAddr, `${what}: 0x${a.toString(16)} at the wrong offset`);
+  }
+}
 
 describe('IotlbAddressSpace against the reference model, every strategy', () => {
   for (const def of strategies) {
-    it(`${def.name}: maps exactly what the reference maps, never through a stale span`, () => {
+    it(`${def.name}: maps exactly what the reference maps, never through a stale span or window`, () => {
       fc.assert(fc.property(fc.array(op, { minLength: 1, maxLength: 120 }), (ops) => {
         const memory = twoRegions();
         const tlb = def.create({ capacity: 1 << 16 }); // no eviction: answers must be exact
         const ref = new ReferenceIotlb(K4);
         const space = new IotlbAddressSpace(tlb, memory);
+        let lastMap: { iova: number; len: number; access: number } | null = null;
+        // Right after a change, the window the last map() left must not outlive it.
+        const probeLastWindow = (): void => {
+          if (lastMap !== null && space.window(lastMap.iova, lastMap.len, lastMap.access)) checkWindow(space, ref, memory, lastMap);
+        };
         for (const o of ops) {
           if (o.kind === 'update') {
             const uaddr = (o.region === 0 ? U1 : U2) + o.page * K4;
             const e = { iova: o.iova, size: o.pages * K4, uaddr, perm: o.perm };
             tlb.insert(e);
             ref.insert(e);
+            probeLastWindow();
           } else if (o.kind === 'invalidate') {
             tlb.invalidate(o.iova, o.pages * K4);
             ref.invalidate(o.iova, o.pages * K4);
+            probeLastWindow();
+          } else if (o.kind === 'window') {
+            const lookups = tlb.stats.lookups;
+            if (space.window(o.iova, o.len, o.access)) checkWindow(space, ref, memory, o);
+            assert.equal(tlb.stats.lookups, lookups, 'window() looks nothing up');
           } else {
+            lastMap = o;
             const want = ref.lookup(o.iova, o.len, o.access);
             const n = space.map(o.iova, o.len, o.access);
             const what = `map(0x${o.iova.toString(16)}, ${o.len}, ${o.access})`;

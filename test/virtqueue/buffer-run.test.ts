@@ -9,6 +9,7 @@ import { receiveBurst, NetCounter } from '../../src/virtqueue/net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { BufferRun } from '../../src/virtqueue/buffer-run.js';
 import { wideOf } from '../../src/memory/wide-view.js';
+import { getStrategy } from '../../src/iotlb/registry.js';
 
 function framesOf(list: Uint8Array[]): ScatterList {
   const sg = new ScatterList(list.length);
@@ -94,8 +95,8 @@ for (const kind of ['split', 'packed'] as const) {
   });
 }
 
-test('reserveRun: nothing through an IOTLB (each lookup is counted and may miss), a run without one', () => {
-  const tlb = new StubIotlb();
+test('reserveRun: through an IOTLB without a span, nothing and no lookup spent; without an IOTLB, the region', () => {
+  const tlb = new StubIotlb(); // hands out no spans
   const withTlb = makeRig({ iotlb: tlb });
   tlb.insert({ iova: 0x1_0001_0000, size: 0x10000, uaddr: UVA + 0x10000, perm: ACCESS_WRITE });
   withTlb.driver.addBuffer(0x1_0001_0000, 256, true);
@@ -113,6 +114,51 @@ test('reserveRun: nothing through an IOTLB (each lookup is counted and may miss)
   assert.equal(run.bytes, plain.bytes);
   assert.equal(plain.queue.lastAvailIdx, 0, 'nothing consumed');
 });
+
+for (const kind of ['split', 'packed'] as const) {
+  test(`RX burst (${kind}) through an IOTLB: runs inside the span a lookup vouched for, two pieces at an IOVA-only seam, none after an INVALIDATE`, () => {
+    const tlb = getStrategy('interval').create({});
+    const rig = kind === 'split' ? makeRig({ iotlb: tlb }) : makePackedRig({ iotlb: tlb });
+    const rxq = netq(rig.queue, 12, false);
+    // Two entries contiguous in IOVA, not in host memory: buffers 0-3 in the first, 4-7 in the second.
+    const B = 0x2_0000_0000;
+    tlb.insert({ iova: B, size: 0x2000, uaddr: UVA + 0x10000, perm: ACCESS_WRITE });
+    tlb.insert({ iova: B + 0x2000, size: 0x2000, uaddr: UVA + 0x30000, perm: ACCESS_WRITE });
+    const hostOf = (j: number): number => (j < 4 ? 0x10000 + j * 0x800 : 0x30000 + (j - 4) * 0x800);
+    rig.bytes.fill(0xcc);
+    const ids = Array.from({ length: 8 }, (_, j) => rig.driver.addBuffer(B + j * 0x800, 0x800, true));
+    rig.driver.publish();
+    const run = new BufferRun(8);
+    assert.equal(rig.queue.reserveRun(8, ACCESS_WRITE, 76, run), 0, 'no span kept yet: no run (and no lookup)');
+
+    const list = ids.map((_, j) => frame(60 + j, j + 1));
+    const before = { ...tlb.stats };
+    assert.equal(receiveBurst(rxq, framesOf(list.slice(0, 1))), 1, 'frame by frame: the lookup keeps the first entry as span');
+    assert.equal(rig.queue.reserveRun(8, ACCESS_WRITE, 76, run), 3, 'a run of the three buffers left in that entry, stopping at the seam');
+    assert.deepEqual([...run.offsets.subarray(0, 3)], [1, 2, 3].map(hostOf));
+    assert.equal(receiveBurst(rxq, framesOf(list.slice(1))), 7);
+    for (let j = 0; j < 8; j++) {
+      assert.equal(rig.driver.popUsed(), ids[j], `used ${j}`);
+      const o = hostOf(j);
+      assert.deepEqual(rig.bytes.slice(o + 12, o + 12 + list[j].length), list[j], `frame ${j} at its own host bytes`);
+      assert.equal(rig.bytes[o + 12 + list[j].length], 0xcc, `nothing past frame ${j}`);
+    }
+    assert.equal(tlb.stats.lookups - before.lookups, 8, 'a lookup per buffer used (a reservation not completed counts nothing)');
+    assert.equal(tlb.stats.misses - before.misses, 0);
+    assert.equal(tlb.stats.hits - before.hits, tlb.stats.lookups - before.lookups, 'every translation a hit');
+
+    // INVALIDATE the second entry, the span kept last: no window any more, the buffer misses, nothing is written.
+    tlb.invalidate(B + 0x2000, 0x2000);
+    const again = rig.driver.addBuffer(B + 0x2800, 0x800, true);
+    rig.driver.publish();
+    rig.bytes.fill(0xcc, 0x30000, 0x32000);
+    assert.equal(rig.queue.reserveRun(8, ACCESS_WRITE, 76, run), 0, 'no window after the INVALIDATE');
+    assert.equal(receiveBurst(rxq, framesOf([frame(60, 9)])), 0);
+    assert.ok(rig.queue.missPending, 'the general path reports the miss');
+    assert.ok(rig.bytes.subarray(0x30000, 0x32000).every((x) => x === 0xcc), 'nothing written through the stale translation');
+    assert.equal(rig.driver.popUsed(), -1, `buffer ${again} not used`);
+  });
+}
 
 for (const kind of ['split', 'packed'] as const) {
   test(`RX burst (${kind}): runs across many laps of a small ring (wrap counters, 16-bit indices), every frame exact`, () => {
