@@ -43,7 +43,7 @@ interface Args {
   net: 'loopback' | 'sink';
   slots: number;
   repeat: number;
-  /** Also measure serve's on/off ratios interleaved (interleavedOnOff). */
+  /** Also measure serve interleaved (interleaved()): on/off for static mappings, variants for dynamic ones. */
   interleave: boolean;
   /** Interleaved: serve processes per mapping. */
   processes: number;
@@ -239,55 +239,79 @@ async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], arg
   }
 }
 
-/** Length of one slice of an interleaved on/off measurement. */
+/** Length of one slice of an interleaved measurement. */
 const SLICE_MS = 100;
 
+type Mapping = (typeof MAPPINGS)[number];
+
+/** What an interleaved run compares: named groups of (back-end, mapping), `args.processes` processes each. */
+interface Group {
+  name: string;
+  backend: Backend;
+  mapping: Mapping;
+}
+
+interface InterleavedResult {
+  /** Per group: Mpps of each of its processes. */
+  mpps: Map<string, number[]>;
+  /** Per group: all its frames. */
+  frames: Map<string, number>;
+  /** Per slice round (every process driven once): each group's frames. */
+  rounds: Array<Map<string, number>>;
+}
+
 /**
- * IOMMU off and on, side by side: `args.processes` serve processes per mapping, all
- * connected and warmed up, and the front-end drives one at a time in turn for SLICE_MS,
- * for `seconds` each. All see the same moments of this shared machine (whose speed drifts
- * over seconds), so the ratio of the mappings' frame counts measures the IOMMU, not the
- * drift; and several processes per mapping because one process keeps its own speed for its
- * whole life (identical ones differ by up to ±12%: README, Performance). Only for serve: its
- * idle worker sleeps, where DPDK's idle forwarding lcore would keep polling the shared CPU.
+ * Groups side by side: `args.processes` serve processes per group, all connected and warmed
+ * up, and the front-end drives one at a time in turn for SLICE_MS, for `seconds` each. All
+ * see the same moments of this shared machine (whose speed drifts over seconds), so the
+ * ratio of two groups' frame counts measures what tells them apart, not the drift; and
+ * several processes per group because one process keeps its own speed for its whole life
+ * (identical ones differ by up to ±12%: README, Performance). Only for serve: its idle
+ * worker sleeps, where DPDK's idle forwarding lcore would keep polling the shared CPU.
  */
-async function interleavedOnOff(backend: Backend, on: (typeof MAPPINGS)[number], args: Args): Promise<{ ratio: number; sliceRatios: number[]; onMpps: number[]; offMpps: number[] }> {
-  const off = MAPPINGS.find((m) => m.name === 'off')!;
+async function interleaved(groups: Group[], args: Args): Promise<InterleavedResult> {
   const cases: OpenCase[] = [];
-  const isOn: boolean[] = [];
+  const groupOf: string[] = [];
   try {
     for (let p = 0; p < args.processes; p++) {
-      cases.push(await openCase(backend, off, args));
-      isOn.push(false);
-      cases.push(await openCase(backend, on, args));
-      isOn.push(true);
+      for (const g of groups) {
+        cases.push(await openCase(g.backend, g.mapping, args));
+        groupOf.push(g.name);
+      }
     }
     pinSelf(String(FRONTEND_CPU));
     for (const c of cases) c.loop(200); // back to speed after the others' warm-up
     const frames = cases.map(() => 0);
-    const sliceRatios: number[] = [];
+    const rounds: Array<Map<string, number>> = [];
     const forward = cases.map((_, k) => k);
     const backward = [...forward].reverse();
     const slices = Math.max(2, Math.round((args.seconds * 1000) / SLICE_MS));
     for (let i = 0; i < slices; i++) {
-      let onFrames = 0;
-      let offFrames = 0;
+      const round = new Map(groups.map((g) => [g.name, 0]));
       for (const k of i % 2 === 0 ? forward : backward) {
         const got = cases[k].loop(SLICE_MS).frames;
         frames[k] += got;
-        if (isOn[k]) onFrames += got;
-        else offFrames += got;
+        round.set(groupOf[k], round.get(groupOf[k])! + got);
       }
-      if (offFrames > 0) sliceRatios.push(onFrames / offFrames);
+      rounds.push(round);
     }
     const secs = (slices * SLICE_MS) / 1000;
-    const mpps = (want: boolean): number[] => frames.flatMap((f, k) => (isOn[k] === want ? [f / secs / 1e6] : []));
-    const total = (want: boolean): number => frames.reduce((t, f, k) => (isOn[k] === want ? t + f : t), 0);
-    return { ratio: total(true) / total(false), sliceRatios, onMpps: mpps(true), offMpps: mpps(false) };
+    const result: InterleavedResult = { mpps: new Map(), frames: new Map(), rounds };
+    for (const g of groups) {
+      result.mpps.set(g.name, frames.flatMap((f, k) => (groupOf[k] === g.name ? [f / secs / 1e6] : [])));
+      result.frames.set(g.name, frames.reduce((t, f, k) => (groupOf[k] === g.name ? t + f : t), 0));
+    }
+    return result;
   } finally {
     pinSelf(ALL_CPUS);
     for (const c of cases.reverse()) await c.close();
   }
+}
+
+/** Group a's frames over group b's: overall, and per slice round (rounds where b moved any). */
+function groupRatio(r: InterleavedResult, a: string, b: string): { ratio: number; perRound: number[] } {
+  const perRound = r.rounds.flatMap((round) => (round.get(b)! > 0 ? [round.get(a)! / round.get(b)!] : []));
+  return { ratio: r.frames.get(a)! / r.frames.get(b)!, perRound };
 }
 
 /**
@@ -386,31 +410,57 @@ async function main(): Promise<void> {
     for (const b of ours) cells.push(ratioCell(ratios(b.name, m.name, 'dpdk-testpmd', m.name)));
     console.log(`| ${cells.join(' | ')} |`);
   }
-  // IOMMU on/off for serve measured interleaved (interleavedOnOff says why), static mappings.
-  const interleaved = new Map<string, number>();
+  // IOMMU on/off for serve measured interleaved (interleaved() says why), static mappings.
+  const interleavedRatios = new Map<string, number>();
+  const each = (xs: number[]): string => xs.map((x) => fmt(x, 2)).join(', ');
   const staticMappings = mappings.filter((m) => m.opts.iommu === 'static');
   if (args.interleave && staticMappings.length > 0) {
     console.log(`\nIOMMU on/off interleaved: ${args.processes} serve processes with IOMMU off and ${args.processes} with the mapping, the front-end driving one at a time in turn for ${SLICE_MS} ms, ${args.seconds} s each; ratio of total frames (median and range of the per-round ratios).\n`);
     console.log('| back-end | mapping | off Mpps (each process) | on Mpps (each process) | on/off | per-round median (range) | cross-core ns before / after |');
     console.log('| --- | --- | --- | --- | --- | --- | --- |');
+    const off = MAPPINGS.find((m) => m.name === 'off')!;
     for (const b of ours) for (const m of staticMappings) {
       try {
         const before = await crossCoreRoundTrip();
-        const r = await interleavedOnOff(b, m, args);
+        const r = await interleaved([{ name: 'off', backend: b, mapping: off }, { name: 'on', backend: b, mapping: m }], args);
         const after = await crossCoreRoundTrip();
-        interleaved.set(`${b.name}|${m.name}`, r.ratio);
-        const each = (xs: number[]): string => xs.map((x) => fmt(x, 2)).join(', ');
-        console.log(`| ${b.name} | ${m.name} | ${each(r.offMpps)} | ${each(r.onMpps)} | ${fmt(r.ratio)} | ${ratioCell(r.sliceRatios)} | ${before.toFixed(0)} / ${after.toFixed(0)} |`);
+        const { ratio, perRound } = groupRatio(r, 'on', 'off');
+        interleavedRatios.set(`${b.name}|${m.name}`, ratio);
+        console.log(`| ${b.name} | ${m.name} | ${each(r.mpps.get('off')!)} | ${each(r.mpps.get('on')!)} | ${fmt(ratio)} | ${ratioCell(perRound)} | ${before.toFixed(0)} / ${after.toFixed(0)} |`);
       } catch (err) {
         console.log(`| ${b.name} | ${m.name} | error: ${(err as Error).message.split('\n')[0]} | | | |`);
       }
     }
   }
+  // Dynamic mappings: each serve variant against the `dpdk` strategy, interleaved likewise.
+  const dynamicMappings = mappings.filter((m) => m.opts.iommu === 'dynamic');
+  const reference = ours.find((b) => b.name === 'serve/dpdk');
+  if (args.interleave && dynamicMappings.length > 0 && reference !== undefined && ours.length > 1) {
+    const others = ours.filter((b) => b !== reference);
+    console.log(`\nDynamic mappings interleaved: ${args.processes} processes of each serve variant, the front-end driving one at a time in turn for ${SLICE_MS} ms, ${args.seconds} s each; frames/s of each process, and each variant over the \`dpdk\` strategy (median and range of the per-round ratios).\n`);
+    console.log('| mapping | ' + ours.map((b) => `${b.name} k frames/s`).join(' | ') + ' | ' + others.map((b) => `${b.name} / serve/dpdk`).join(' | ') + ' |');
+    console.log('|' + ' --- |'.repeat(1 + ours.length + others.length));
+    for (const m of dynamicMappings) {
+      try {
+        const r = await interleaved(ours.map((b) => ({ name: b.name, backend: b, mapping: m })), args);
+        const cells = ours.map((b) => r.mpps.get(b.name)!.map((x) => fmt(x * 1000, 1)).join(', '));
+        for (const b of others) {
+          const { ratio, perRound } = groupRatio(r, b.name, reference.name);
+          interleavedRatios.set(`${b.name}|${m.name}`, ratio);
+          cells.push(`${fmt(ratio, 2)} (${ratioCell(perRound)})`);
+        }
+        console.log(`| ${m.name} | ${cells.join(' | ')} |`);
+      } catch (err) {
+        console.log(`| ${m.name} | error: ${(err as Error).message.split('\n')[0]} |`);
+      }
+    }
+  }
   console.log('\nTargets:');
-  console.log(`  coalescing on/off at 2M, median of paired rounds: ${ratioCell(ratios('serve/coalescing', '2M', 'serve/coalescing', 'off'))}; interleaved: ${fmt(interleaved.get('serve/coalescing|2M') ?? NaN)} (target >= 0.99)`);
-  console.log(`  dynamic, coalescing / dpdk strategy: ${ratioCell(ratios('serve/coalescing', 'dynamic', 'serve/dpdk', 'dynamic'))} (target >= 2)`);
-  console.log(`  dynamic, coalescing+batch / dpdk strategy: ${ratioCell(ratios('serve/coalescing+batch', 'dynamic', 'serve/dpdk', 'dynamic'))} (target >= 2)`);
-  console.log(`  dynamic with pipelined miss replies, coalescing+batch / dpdk strategy: ${ratioCell(ratios('serve/coalescing+batch', 'dynamic-pipelined', 'serve/dpdk', 'dynamic-pipelined'))} (target >= 2)`);
+  console.log(`  coalescing on/off at 2M, median of paired rounds: ${ratioCell(ratios('serve/coalescing', '2M', 'serve/coalescing', 'off'))}; interleaved: ${fmt(interleavedRatios.get('serve/coalescing|2M') ?? NaN)} (target >= 0.99)`);
+  const dynamicCell = (b: string, m: string): string => `${ratioCell(ratios(b, m, 'serve/dpdk', m))}; interleaved: ${fmt(interleavedRatios.get(`${b}|${m}`) ?? NaN, 2)}`;
+  console.log(`  dynamic, coalescing / dpdk strategy: ${dynamicCell('serve/coalescing', 'dynamic')} (target >= 2)`);
+  console.log(`  dynamic, coalescing+batch / dpdk strategy: ${dynamicCell('serve/coalescing+batch', 'dynamic')} (target >= 2)`);
+  console.log(`  dynamic with pipelined miss replies, coalescing+batch / dpdk strategy: ${dynamicCell('serve/coalescing+batch', 'dynamic-pipelined')} (target >= 2)`);
   console.log(`  front-end ceiling (with an in-process device): ${fmt(ceiling)} Mpps vs best measured ${fmt(Math.max(...[...rounds.values()].flat().map((r) => r.mpps)))} Mpps`);
   process.exit(0);
 }

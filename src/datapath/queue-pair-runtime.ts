@@ -16,7 +16,7 @@ import { GuestMemory } from '../memory/guest-memory.js';
 import { GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../memory/address-space.js';
 import { getStrategy } from '../iotlb/registry.js';
 import { PendingMisses } from '../iotlb/pending-misses.js';
-import { LOOKUP_MISS, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
+import { Access, LOOKUP_MISS, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
 import { SplitQueue } from '../virtqueue/split.js';
 import { PackedQueue } from '../virtqueue/packed.js';
 import { RING_OK, RING_MISS, WALK_MISS } from '../virtqueue/chain.js';
@@ -60,11 +60,14 @@ class Ring {
   lastSeenAvail = 0;
   /**
    * A miss is outstanding: the ring is not retried (each retry is a cache walk) until an
-   * UPDATE arrives or MISS_RETRY_MS pass, when the miss is sent again — a real QEMU sends no
-   * UPDATE for an IOVA the guest has not mapped yet, and does not announce later mappings.
+   * UPDATE covering the address it stopped at arrives, or MISS_RETRY_MS pass, when the miss
+   * is sent again — a real QEMU sends no UPDATE for an IOVA the guest has not mapped yet,
+   * and does not announce later mappings. Other UPDATEs (the answers to a batch's later
+   * misses, the other ring's) leave it parked: the chain at its head still misses.
    */
   missStalled = false;
   stalledAt = 0;
+  stalledIova = 0;
 
   constructor(readonly index: number, setup: WorkerSetup, stats: SharedArrayBuffer) {
     this.counters = ringCounters(stats, index & 1);
@@ -239,7 +242,7 @@ export class QueuePairRuntime implements IotlbOpSink {
       if (!ring.cache) continue;
       ring.cache.insert({ iova, size, uaddr, perm });
       ring.pending!.clearCovered(iova, size, perm);
-      ring.missStalled = false;
+      if (ring.missStalled && ring.stalledIova >= iova && ring.stalledIova - iova < size) ring.missStalled = false;
       if (ring.running && ring.waitingForMapping) this.afterRingMap(ring, ring.queue.mapRings());
     }
   }
@@ -275,14 +278,15 @@ export class QueuePairRuntime implements IotlbOpSink {
 
   // --- misses ---
 
-  private reportMiss(ring: Ring, iova: number, access: number): void {
+  /** Sends the miss unless it is pending already; true when it was not (a fresh miss). */
+  private reportMiss(ring: Ring, iova: number, access: number): boolean {
     const pending = ring.pending;
-    if (pending === null) return;
-    if (pending.add(iova, access)) {
-      if (this.misses.miss(ring.index, iova, access)) ring.counters[RingCounter.missesSent]++;
-    }
+    if (pending === null) return false;
+    const fresh = pending.add(iova, access);
+    if (fresh && this.misses.miss(ring.index, iova, access)) ring.counters[RingCounter.missesSent]++;
     const prefetch = this.setup.prefetch;
-    if (prefetch > PAGE) {
+    // Around a fresh miss only: a pending one had its range asked for when it was sent.
+    if (fresh && prefetch > PAGE) {
       const start = iova - (iova % prefetch);
       let sent = 0;
       for (let page = start; page < start + prefetch && sent < MAX_EXTRA_MISSES; page += PAGE) {
@@ -296,6 +300,7 @@ export class QueuePairRuntime implements IotlbOpSink {
         }
       }
     }
+    return fresh;
   }
 
   /** Batched misses: walk the chains behind the one that missed and report their misses too. */
@@ -317,11 +322,14 @@ export class QueuePairRuntime implements IotlbOpSink {
   private afterBurst(ring: Ring): void {
     const q = ring.queue;
     if (q.missPending) {
-      this.reportMiss(ring, q.missAddr, q.missAccess);
-      q.clearMiss();
+      const fresh = this.reportMiss(ring, q.missAddr, q.missAccess);
       ring.missStalled = true;
       ring.stalledAt = performance.now();
-      if (this.setup.batchMisses) this.probeAhead(ring);
+      ring.stalledIova = q.missAddr;
+      q.clearMiss();
+      // A head miss already pending was sent with the batch behind it: walking the chains
+      // again would only look up misses already sent (one walk per UPDATE of the batch).
+      if (fresh && this.setup.batchMisses) this.probeAhead(ring);
     }
     if (q.broken && ring.running) {
       // The driver handed us a buffer its IOMMU mapping forbids: tell the front-end (the
@@ -387,12 +395,16 @@ export class QueuePairRuntime implements IotlbOpSink {
     }
   }
 
-  /** False while the ring waits for the answer to a miss; re-arms the miss after MISS_RETRY_MS. */
+  /**
+   * False while the ring waits for the answer to a miss; after MISS_RETRY_MS re-arms the
+   * miss it stopped at (only that one: the rest of a batch may just be queued at a slow
+   * front-end, and each is re-armed the same way if the ring stops at it).
+   */
   private missAnswered(ring: Ring): boolean {
     if (!ring.missStalled) return true;
     if (performance.now() - ring.stalledAt < MISS_RETRY_MS) return false;
     ring.missStalled = false;
-    ring.pending!.clear();
+    ring.pending!.clearCovered(ring.stalledIova, 1, Access.ReadWrite);
     return true;
   }
 
