@@ -7,7 +7,7 @@
  *
  *   node dist/bench/iommu-table.js [--seconds S] [--warmup S] [--repeat N] [--only backend,...]
  *        [--mappings off,4K,2M,1G,dynamic,dynamic-pipelined] [--net loopback|sink] [--no-interleave]
- *        [--processes P]
+ *        [--processes P] [--pin-serve]
  *
  * Mpps = frames the front-end got back on RX per second (loopback / macswap), or TX
  * completions per second with --net sink (testpmd: rxonly). The front-end busy-polls
@@ -47,10 +47,12 @@ interface Args {
   interleave: boolean;
   /** Interleaved: serve processes per mapping. */
   processes: number;
+  /** Run serve (main thread and worker) on BACKEND_CPU only (taskset), as datapath-vs-dpdk does. */
+  pinServe: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3, interleave: true, processes: 2 };
+  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3, interleave: true, processes: 2, pinServe: false };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     switch (argv[i]) {
@@ -63,6 +65,7 @@ function parseArgs(argv: string[]): Args {
       case '--repeat': a.repeat = Number(v); i++; break;
       case '--no-interleave': a.interleave = false; break;
       case '--processes': a.processes = Number(v); i++; break;
+      case '--pin-serve': a.pinServe = true; break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -104,7 +107,7 @@ const MAPPINGS: Array<{ name: string; opts: Partial<FrontendOptions> }> = [
 
 interface Backend {
   name: string;
-  start(net: 'loopback' | 'sink'): Promise<{ socket: string; stop(): Promise<void>; ready?(): Promise<void> }>;
+  start(net: 'loopback' | 'sink', pin: boolean): Promise<{ socket: string; stop(): Promise<void>; ready?(): Promise<void> }>;
 }
 
 const SERVE_VARIANTS: Array<{ name: string; args: string[] }> = [
@@ -117,8 +120,8 @@ const SERVE_VARIANTS: Array<{ name: string; args: string[] }> = [
 const BACKENDS: Backend[] = [
   ...SERVE_VARIANTS.map((variant): Backend => ({
     name: variant.name,
-    async start(net) {
-      const serve: ServeProcess = await startServe(['--net', net, ...variant.args, '--quiet']);
+    async start(net, pin) {
+      const serve: ServeProcess = await startServe(['--net', net, ...variant.args, '--quiet'], pin ? { prefix: ['taskset', '-c', String(BACKEND_CPU)] } : {});
       return { socket: serve.socket, stop: async () => void (await serve.stop()) };
     },
   })),
@@ -154,7 +157,7 @@ interface OpenCase {
 }
 
 async function openCase(backend: Backend, mapping: (typeof MAPPINGS)[number], args: Args): Promise<OpenCase> {
-  const be = await backend.start(args.net);
+  const be = await backend.start(args.net, args.pinServe);
   let fe: VhostUserFrontend | undefined;
   try {
     fe = await VhostUserFrontend.connect({
