@@ -94,7 +94,12 @@ function pinSelf(cpus: string): void {
   if (r.status !== 0) console.log(`(could not pin the front-end to CPUs ${cpus}: ${r.error?.message ?? r.stderr.trim()})`);
 }
 
-const MAPPINGS: Array<{ name: string; opts: Partial<FrontendOptions> }> = [
+interface Mapping {
+  name: string;
+  opts: Partial<FrontendOptions>;
+}
+
+const MAPPINGS: Mapping[] = [
   { name: 'off', opts: { iommu: 'off' } },
   { name: '4K', opts: { iommu: 'static', pageSize: PAGE_4K } },
   { name: '2M', opts: { iommu: 'static', pageSize: PAGE_2M } },
@@ -156,7 +161,7 @@ interface OpenCase {
   close(): Promise<void>;
 }
 
-async function openCase(backend: Backend, mapping: (typeof MAPPINGS)[number], args: Args): Promise<OpenCase> {
+async function openCase(backend: Backend, mapping: Mapping, args: Args): Promise<OpenCase> {
   const be = await backend.start(args.net, args.pinServe);
   let fe: VhostUserFrontend | undefined;
   try {
@@ -219,7 +224,7 @@ async function openCase(backend: Backend, mapping: (typeof MAPPINGS)[number], ar
   }
 }
 
-async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], args: Args): Promise<Result> {
+async function runCase(backend: Backend, mapping: Mapping, args: Args): Promise<Result> {
   let c: OpenCase | undefined;
   try {
     c = await openCase(backend, mapping, args);
@@ -245,7 +250,6 @@ async function runCase(backend: Backend, mapping: (typeof MAPPINGS)[number], arg
 /** Length of one slice of an interleaved measurement. */
 const SLICE_MS = 100;
 
-type Mapping = (typeof MAPPINGS)[number];
 
 /** What an interleaved run compares: named groups of (back-end, mapping), `args.processes` processes each. */
 interface Group {
