@@ -360,17 +360,18 @@ export abstract class ChainWalker {
   abstract knownAvailable(): number;
   abstract availableCount(): number;
 
-  /** reserveRun()'s start: resets the run; false when the queue is not usable. */
-  protected runStart(run: BufferRun): boolean {
-    run.winBase = 0;
-    run.winStart = 0;
-    run.winEnd = 0;
+  /**
+   * reserveRun()'s start: false when the queue is not usable. (The run's window fields need
+   * no reset: reserveRun keeps the window in locals starting empty, and reads the run's
+   * only after runWindow() set them.)
+   */
+  protected runStart(): boolean {
     return this.ready && this.dataSpace !== null;
   }
 
   /** runStart(), then how many chains reserveRun() may look at: available ones, at most max and the run's capacity. */
   protected runLimit(max: number, run: BufferRun): number {
-    if (!this.runStart(run)) return 0;
+    if (!this.runStart()) return 0;
     let n = this.knownAvailable();
     if (n < max) n = this.availableCount();
     if (n > max) n = max;

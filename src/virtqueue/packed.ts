@@ -405,7 +405,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
    * positions together over the rest.
    */
   reserveRun(max: number, access: number, minLen: number, run: BufferRun): number {
-    if (!this.runStart(run)) return 0;
+    if (!this.runStart()) return 0;
     const size = this.size;
     let n = max < run.capacity ? max : run.capacity;
     if (n > size) n = size;

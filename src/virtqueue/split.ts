@@ -335,7 +335,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
       s = (s + 1) & 0xffff;
     }
     this.usedShadow = s;
-    this.lastAvailIdx = (this.lastAvailIdx + k) & 0xffff;
+    this.consume(k);
   }
 
   /** Stages one used entry; nothing is visible to the driver until flushUsed(). */
