@@ -10,6 +10,12 @@ export default class TraceDecode extends Command {
   static override description = `Messages show the relative time, the direction (→ front-end to back-end, ← back-end to
 front-end), the channel (main or backend), the request and its key fields; SET_MEM_TABLE adds a
 table of regions. Runs of translation records are summarised in one line unless --translations.
+
+--stats prints counts per request, IOTLB message counts, the translation hit rate and the IOTLB
+round trips measured from the time stamps: back-end MISS → the UPDATE that covers it, and
+UPDATE / INVALIDATE → the back-end's ack (count, mean, p50, p90, p99, max, unanswered, and a
+histogram; with --json under "roundTrips"). See docs/trace-format.md.
+
 A damaged trace is decoded up to the damage, then the error (with its byte offset) is printed
 and the command exits with status 2.`;
 
@@ -31,7 +37,7 @@ and the command exits with status 2.`;
       char: 'f', multiple: true,
       summary: 'only messages of this request (any case, e.g. IOTLB_MSG) or channel (main, backend); repeatable',
     }),
-    stats: Flags.boolean({ char: 's', summary: 'print counts per request, IOTLB message counts and the translation hit rate instead of the records' }),
+    stats: Flags.boolean({ char: 's', summary: 'print counts per request, IOTLB message counts, IOTLB round-trip latencies and the translation hit rate instead of the records' }),
     translations: Flags.boolean({ char: 't', summary: 'print every translation record instead of a summary line per run' }),
     color: Flags.boolean({ allowNo: true, summary: 'force colour on or off (default: on for terminals, off with NO_COLOR or when piped)' }),
   };

@@ -12,6 +12,7 @@ import {
 } from './describe.js';
 import { TraceFlags, type TraceHeader } from './format.js';
 import type { MessageRecord, TraceChannel, TraceRecord, TranslationRecord, TranslationResult } from './records.js';
+import { ROUND_TRIP_KINDS, RoundTrips, formatUs, renderHistogram, type RoundTripKind } from './round-trips.js';
 
 export interface MessageFilter {
   channels: Set<TraceChannel>;
@@ -74,6 +75,8 @@ export class TraceStats {
   readonly perRequest = new Map<string, { channel: TraceChannel; name: string; requests: number; replies: number }>();
   readonly iotlb = { miss: 0, update: 0, invalidate: 0, accessFail: 0 };
   readonly translations = { total: 0, hit: 0, miss: 0, denied: 0, fault: 0 };
+  /** IOTLB round trips; fed every message, whatever the filter (a filter would cut round trips in half). */
+  readonly roundTrips = new RoundTrips();
   firstNs: bigint | null = null;
   lastNs = 0n;
 
@@ -110,6 +113,36 @@ export class TraceStats {
     this.time(record.timeNs);
   }
 
+  /** The round-trip table and a histogram per kind with samples; nothing for a trace without IOTLB traffic. */
+  private renderRoundTrips(chalk: ChalkInstance): string[] {
+    const report = this.roundTrips.report();
+    if (ROUND_TRIP_KINDS.every((k) => report[k].count === 0 && report[k].unanswered === 0)) return [];
+    const b = (s: string): string => chalk.bold(s);
+    const label: Record<RoundTripKind, string> = {
+      miss: 'miss → update', updateAck: 'update → ack', invalidateAck: 'invalidate → ack',
+    };
+    const table = new Table({
+      head: ['IOTLB round trip', 'count', 'mean', 'p50', 'p90', 'p99', 'max', 'unanswered'].map(b),
+      style: { head: [], border: [], compact: true },
+      colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+    });
+    for (const k of ROUND_TRIP_KINDS) {
+      const r = report[k];
+      const us = (v: number): string => (r.count === 0 ? '-' : formatUs(v));
+      table.push([label[k], String(r.count), us(r.meanUs), us(r.p50Us), us(r.p90Us), us(r.p99Us), us(r.maxUs), String(r.unanswered)]);
+    }
+    const out = [table.toString()];
+    if (report.miss.coveredBefore > 0) {
+      out.push(chalk.yellow(`note: ${report.miss.coveredBefore} unanswered miss${report.miss.coveredBefore === 1 ? ' has' : 'es have'} a covering UPDATE ` +
+        'stamped up to 1 ms before them: the back-end channel\'s clock runs ahead of the main channel\'s, or the page was already mapped'));
+    }
+    for (const k of ROUND_TRIP_KINDS) {
+      if (report[k].count === 0) continue;
+      out.push(b(`${label[k]} (${report[k].count}):`), ...renderHistogram(report[k].histogram, chalk.cyan));
+    }
+    return out;
+  }
+
   /** Hits / all translations, or null when there are none. */
   get hitRate(): number | null {
     return this.translations.total === 0 ? null : this.translations.hit / this.translations.total;
@@ -125,6 +158,7 @@ export class TraceStats {
       requests: [...this.perRequest.values()].sort(byChannelName),
       iotlb: { ...this.iotlb },
       translations: { ...this.translations, hitRate: this.hitRate },
+      roundTrips: this.roundTrips.report(),
     };
   }
 
@@ -145,6 +179,7 @@ export class TraceStats {
     iotlb.push(['miss (back-end → front-end)', String(this.iotlb.miss)], ['update', String(this.iotlb.update)],
       ['invalidate', String(this.iotlb.invalidate)], ['access fail', String(this.iotlb.accessFail)]);
     out.push(iotlb.toString());
+    out.push(...this.renderRoundTrips(chalk));
     if (this.translations.total > 0) {
       const t = new Table({ head: ['translations', 'count'].map(b), style, colAligns: ['left', 'right'] });
       t.push(['total', String(this.translations.total)]);
@@ -238,6 +273,7 @@ export async function decodeTrace(
         continue;
       }
       const decoded = decodeRecord(record);
+      stats.roundTrips.message(record, decoded);
       if (filter && !matchesFilter(filter, record, decoded)) continue;
       stats.addMessage(record, decoded);
       if (!show) continue;
