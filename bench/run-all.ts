@@ -4,6 +4,8 @@
  *
  *   BENCH_TIME=seconds   sampling per strategy and trace (default 1)
  *   BENCH_LIVE=0         skip the sections measured against live peers (bench/live-sections.ts)
+ *   BENCH_GUEST_IOMMU=1  also run bench/guest-iommu.ts (QEMU guests behind a vIOMMU through each
+ *                        back-end, one round; opt-in: it takes ~10 minutes)
  *
  * The report is a list of sections (`sections` below): each builder gets the results of
  * this run and returns one Markdown section. To add one (e.g. the data path against DPDK),
@@ -22,6 +24,24 @@ import {
   type ReportContext, type ReportSection, type SectionBuilder,
 } from './report.js';
 import { datapathSection, iommuTableSection, missPolicySection } from './live-sections.js';
+import { columnsFor, guestIommuMarkdown, runGuestIommuBench } from './guest-iommu.js';
+
+/** bench/guest-iommu.ts, one round, only with BENCH_GUEST_IOMMU=1 (and not with BENCH_LIVE=0). */
+const guestIommuSection: SectionBuilder = async (): Promise<ReportSection | null> => {
+  if (process.env.BENCH_LIVE === '0' || process.env.BENCH_GUEST_IOMMU !== '1') return null;
+  const title = 'A real QEMU guest behind a vIOMMU through each back-end (guest pktgen / guest rx count)';
+  try {
+    const cells = await runGuestIommuBench({ rounds: 1, progress: (l) => process.stderr.write(`  ${l}\n`) });
+    return {
+      title,
+      body: 'One round per cell, every cell a fresh back-end and guest (`node dist/bench/guest-iommu.js --rounds 3` for more); ' +
+        'frames per second as the guest counts them (pktgen\'s rate; rx_packets over the guest\'s uptime).\n\n' +
+        guestIommuMarkdown(cells, columnsFor({})),
+    };
+  } catch (err) {
+    return { title, body: `**not measured**: ${(err as Error).message}` };
+  }
+};
 
 /** The report, in order. Add sections here. */
 const sections: SectionBuilder[] = [
@@ -31,6 +51,7 @@ const sections: SectionBuilder[] = [
   datapathSection,
   iommuTableSection,
   missPolicySection,
+  guestIommuSection,
   errorsSection,
   environmentSection,
 ];

@@ -7,7 +7,7 @@
 # Idempotent: when the stamp (kernel version + busybox + this script) matches, it does nothing.
 #
 # The guest's /init reads its job from the kernel command line:
-#   vit.mode=ping|tcp-send|tcp-recv|pktgen|idle|shell   (default: idle)
+#   vit.mode=ping|tcp-send|tcp-recv|pktgen|idle|rx-count|shell   (default: idle)
 #   vit.ip=192.0.2.2/24   vit.peer=192.0.2.1   vit.peermac=aa:bb:..  (static ARP entry if given)
 #   vit.count=N           (ping: echo requests; pktgen: frames)       default 5 / 1000
 #   vit.port=P            (tcp-*: TCP port)                           default 5201
@@ -15,7 +15,8 @@
 #   vit.listen=1          (tcp-*: guest listens instead of connecting)
 #   vit.pktsize=N         (pktgen frame size incl. header, no FCS)    default 60
 #   vit.linkwait=S        (seconds to wait for carrier)               default 30
-#   vit.hold=S            (idle: seconds to stay up; 0 = forever)     default 0
+#   vit.hold=S            (idle: seconds to stay up; 0 = forever;
+#                          rx-count: seconds to count, 0 = 5)         default 0
 #   vit.pre=S             (sleep S seconds after link up, before the job) default 0
 # and prints on the serial console (each on its own line):
 #   VIT-BOOT <kernel release>
@@ -23,7 +24,8 @@
 #   VIT-RESULT ping ok|fail <received>/<sent>
 #   VIT-RESULT sha256 <hex> bytes <n>  (tcp-send: of the data sent; tcp-recv: of the data received)
 #   VIT-RESULT tcp ok|fail rc <nc exit status>
-#   VIT-RESULT pktgen ok|fail sent <n> errors <m>
+#   VIT-RESULT pktgen ok|fail sent <n> errors <m>   (after pktgen's own "Result: OK: <usec>(...) usec, <n> ..." + "<pps>pps ..." lines)
+#   VIT-RESULT rx-count packets <n> dropped <n> centis <n>   (eth0 rx_packets / rx_dropped gained over <n> centiseconds of /proc/uptime)
 #   VIT-STATS rx_packets <n> tx_packets <n> rx_bytes <n> tx_bytes <n> rx_dropped <n> tx_dropped <n>
 #   VIT-DONE
 # then powers off (poweroff -f), which makes QEMU exit.
@@ -260,9 +262,18 @@ case "$MODE" in
       echo "start" > /proc/net/pktgen/pgctrl
       sent="$(sed -n 's/.*pkts-sofar: *\([0-9]*\).*/\1/p' $pg)"
       errs="$(sed -n 's/.*errors: *\([0-9]*\).*/\1/p' $pg)"
-      grep -E 'Result' $pg
+      grep -A1 -E 'Result' $pg
       if [ "${sent:-0}" = "$n" ]; then say "VIT-RESULT pktgen ok sent $sent errors ${errs:-0}"; else say "VIT-RESULT pktgen fail sent ${sent:-0} errors ${errs:-0}"; fi
     fi
+    ;;
+  rx-count)
+    # frames the back-end sends us: eth0's rx counters over HOLD seconds, timed by /proc/uptime
+    st=/sys/class/net/eth0/statistics
+    secs=$HOLD; [ "$secs" = 0 ] && secs=5
+    t0="$(cut -d' ' -f1 /proc/uptime)"; r0="$(cat $st/rx_packets)"; d0="$(cat $st/rx_dropped)"
+    sleep "$secs"
+    t1="$(cut -d' ' -f1 /proc/uptime)"; r1="$(cat $st/rx_packets)"; d1="$(cat $st/rx_dropped)"
+    say "VIT-RESULT rx-count packets $((r1 - r0)) dropped $((d1 - d0)) centis $(( ${t1%.*}${t1#*.} - ${t0%.*}${t0#*.} ))"
     ;;
   idle)
     say "VIT-RESULT idle"

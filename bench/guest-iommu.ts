@@ -1,0 +1,629 @@
+/**
+ * A real Linux guest behind a vIOMMU, through each back-end: how many 64-byte frames per
+ * second move between a QEMU 7.2 (TCG) guest and DPDK's vhost, serve's strategies, and DPDK
+ * behind the `trace record` proxy.
+ *
+ *   node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2]
+ *        [--only 'DPDK vhost,serve coalescing'] [--frames N] [--seconds S] [--json]
+ *        [--serve-args '--flag value'] [--serve-bin name=/other/checkout/bin/run.js]...
+ *
+ * Rows (guest configurations):
+ *   off     no IOMMU
+ *   strict  QEMU `-device intel-iommu,intremap=off,device-iotlb=on`, NIC `iommu_platform=on,ats=on`,
+ *           guest `intel_iommu=on iommu.strict=1` (every unmap flushed and forwarded)
+ *   lazy    the same with Linux's default lazy (DMA-FQ) invalidation: flushes are batched, and
+ *           QEMU 7.2 forwards none of them to a vhost-user back-end (docs/peers.md), so a
+ *           caching back-end may read stale translations; the frames still count here
+ * Directions:
+ *   tx      guest → back-end: guest pktgen, vit.pktsize=60 (64 bytes on the wire with FCS), N frames,
+ *           into serve `--net sink` / testpmd `rxonly`; the rate is pktgen's own (frames / its usec)
+ *   rx      back-end → guest: serve `--net source --frame-size 64` / testpmd `txonly --txpkts=64`;
+ *           the guest's /init mode rx-count reads eth0 rx_packets over S seconds of its /proc/uptime
+ * Columns (back-ends; rows with the IOMMU off run only DPDK vhost and serve coalescing, plus --serve-bin ones):
+ *   DPDK vhost              dpdk-testpmd --vdev net_vhost0,iface=SOCK,iommu-support=1
+ *   serve dpdk              serve --iotlb-strategy dpdk
+ *   serve coalescing        serve --iotlb-strategy coalescing
+ *   serve coalescing batch  serve --iotlb-strategy coalescing --iotlb-batch-misses
+ *   DPDK via trace record   QEMU → `vhost-iotlb trace record` proxy → DPDK vhost
+ *   NAME coalescing         --serve-bin NAME=PATH: serve from PATH (another checkout's bin/run.js), coalescing
+ *
+ * Every cell is a fresh back-end and a fresh guest boot (only the job's seconds are measured).
+ * Round r runs every column of a row once, in an order rotated by r, so a slow phase of the
+ * shared 2-CPU machine hits every back-end alike; the table gives the median over rounds, the
+ * ratio to DPDK vhost's median from the same run, and each round's value. Serve cells also show
+ * the IOTLB miss round trip p50 when serve's state (`inspect --json`) carries `roundTrips`.
+ * Nothing is pinned: QEMU's vCPU and I/O threads share the two CPUs with the back-end (testpmd's
+ * forwarding lcore busy-polls one CPU; serve's worker polls while there is work).
+ * Not a test: figures depend on the machine (TCG guest, 2 CPUs, maybe shared).
+ */
+import Table from 'cli-table3';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { controlRequest } from '../src/control/control-client.js';
+import { ensureGuest, guestDir, qemuBinary, startGuest, type Guest } from '../test/peers/qemu.js';
+import { startTestpmd, testpmdBinary, type Testpmd } from '../test/peers/dpdk.js';
+import { MissingPeerError, repoRoot, sleep, spawnLogged, terminate, waitForPath, type LineLog } from '../test/peers/util.js';
+import { median } from './median.js';
+
+export type GuestRow = 'off' | 'strict' | 'lazy';
+export type Direction = 'tx' | 'rx';
+export const ROWS: GuestRow[] = ['off', 'strict', 'lazy'];
+export const DIRECTIONS: Direction[] = ['tx', 'rx'];
+const ROW_LABEL: Record<GuestRow, string> = { off: 'IOMMU off', strict: 'intel-iommu, iommu.strict=1', lazy: 'intel-iommu, lazy (default)' };
+const DIR_LABEL: Record<Direction, string> = { tx: 'guest → back-end (guest pktgen, 64 B)', rx: 'back-end → guest (guest counts rx_packets, 64 B)' };
+
+export interface GuestColumn {
+  name: string;
+  kind: 'dpdk' | 'serve' | 'dpdk-trace';
+  /** serve: strategy and extra flags. */
+  serveArgs?: string[];
+  /** serve: the bin/run.js to run (default this checkout's). */
+  serveBin?: string;
+  /** Runs on rows with the IOMMU off too. */
+  plain: boolean;
+}
+
+export const BASELINE = 'DPDK vhost';
+
+export const COLUMNS: GuestColumn[] = [
+  { name: BASELINE, kind: 'dpdk', plain: true },
+  { name: 'serve dpdk', kind: 'serve', serveArgs: ['--iotlb-strategy', 'dpdk'], plain: false },
+  { name: 'serve coalescing', kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing'], plain: true },
+  { name: 'serve coalescing batch', kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing', '--iotlb-batch-misses'], plain: false },
+  { name: 'DPDK via trace record', kind: 'dpdk-trace', plain: false },
+];
+
+/**
+ * pktgen frames per tx run (~5-15 s of sending on an idle 2-CPU machine): with the IOMMU the
+ * guest moves ~5-50 k frames/s (every frame maps and unmaps a buffer, and with strict
+ * invalidation every unmap is an IOTLB flush QEMU forwards), without it ~10-20x more.
+ */
+export const DEFAULT_FRAMES: Record<GuestRow, number> = { off: 300_000, strict: 80_000, lazy: 100_000 };
+export const DEFAULT_SECONDS = 8;
+
+export interface CellRun {
+  round: number;
+  /** Frames per second (tx: pktgen's; rx: the guest's rx_packets over its uptime). */
+  pps: number;
+  /** tx: frames pktgen sent; rx: frames the guest counted. */
+  frames: number;
+  /** Seconds the rate is taken over (pktgen's / the guest's clock). */
+  seconds: number;
+  /** Frames the back-end counted: tx received (whole session), rx sent (whole session). */
+  backendFrames?: number;
+  /** rx: frames the guest dropped (rx_dropped) while counting. */
+  dropped?: number;
+  /** serve: IOTLB miss round trip p50 (µs) from `roundTrips` in its state, when present, and its samples. */
+  missP50Us?: number;
+  missCount?: number;
+  /** ms from QEMU spawn to the guest's VIT-BOOT, to VIT-LINK up, and to the end of the job. */
+  bootMs?: number;
+  linkMs?: number;
+  jobMs?: number;
+  /** Wall time of the whole cell (back-end start to everything stopped). */
+  wallMs: number;
+  error?: string;
+}
+
+export interface GuestCell {
+  row: GuestRow;
+  direction: Direction;
+  column: string;
+  runs: CellRun[];
+  /** Median pps over the rounds without error (NaN if none). */
+  pps: number;
+  /** pps / DPDK vhost's median pps in the same row and direction. */
+  ratio: number;
+  missP50Us?: number;
+  errors: number;
+}
+
+export interface GuestIommuOptions {
+  rows?: GuestRow[];
+  directions?: Direction[];
+  rounds?: number;
+  /** Column names (exact, or a substring) to keep; default all. */
+  only?: string[];
+  /** tx frames per run (default DEFAULT_FRAMES per row). */
+  frames?: number;
+  /** rx seconds counted per run. */
+  seconds?: number;
+  /** Extra flags for every serve. */
+  serveArgs?: string[];
+  /** Extra serve builds: name → bin/run.js; each adds a column 'NAME coalescing'. */
+  serveBins?: Array<{ name: string; bin: string }>;
+  progress?: (line: string) => void;
+}
+
+export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins'>): GuestColumn[] {
+  const extra: GuestColumn[] = (opts.serveBins ?? []).map(({ name, bin }) => ({
+    name: `${name} coalescing`, kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing'], serveBin: bin, plain: true,
+  }));
+  const all = [...COLUMNS, ...extra];
+  if (!opts.only) return all;
+  // an exact name picks that column ('serve coalescing' not also 'serve coalescing batch'); otherwise a substring
+  const wanted = (c: GuestColumn): boolean => opts.only!.some((o) => (all.some((x) => x.name === o) ? c.name === o : c.name.includes(o)));
+  return all.filter(wanted);
+}
+
+/** Checks the peers before anything starts: throws MissingPeerError naming the Debian package. */
+export function checkPeers(columns: GuestColumn[]): void {
+  qemuBinary();
+  if (columns.some((c) => c.kind !== 'serve')) testpmdBinary();
+  // ensureGuest() builds only a missing image; the script is a ~40 ms no-op when its stamp matches,
+  // and rebuilds when it changed (e.g. for the rx-count mode).
+  const dir = guestDir();
+  const r = spawnSync('bash', [join(repoRoot(), 'scripts', 'build-guest.sh'), dir], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    const msg = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
+    if (/busybox/.test(msg)) throw new MissingPeerError('static busybox (guest image)', 'busybox-static');
+    if (/vmlinuz|linux-image/.test(msg)) throw new MissingPeerError('a kernel in /boot (guest image)', 'linux-image-amd64');
+    throw new Error(`guest image build failed (bash scripts/build-guest.sh ${dir}):\n${msg}`);
+  }
+  ensureGuest(dir);
+  for (const c of columns) {
+    if (c.serveBin && !existsSync(c.serveBin)) throw new Error(`--serve-bin ${c.name}: ${c.serveBin} does not exist`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// back-ends
+
+interface Backend {
+  /** The socket QEMU connects to. */
+  socket: string;
+  /** Frames the back-end counted (tx: received, rx: sent), read once the guest's job is over. */
+  frames(): Promise<number | undefined>;
+  /** serve: its state (for roundTrips), read at the end of the job while the guest is still connected. */
+  state?(): Promise<unknown>;
+  stop(): Promise<void>;
+  log(): string[];
+}
+
+const runJs = (): string => join(repoRoot(), 'bin', 'run.js');
+
+async function startServeBackend(dir: string, col: GuestColumn, direction: Direction, extra: string[]): Promise<Backend> {
+  const socket = join(dir, 'vhost.sock');
+  const control = join(dir, 'control.sock');
+  const net = direction === 'tx' ? ['--net', 'sink'] : ['--net', 'source', '--frame-size', '64'];
+  const argv = [process.execPath, col.serveBin ?? runJs(), 'serve', '--socket', socket, '--control', control, ...net, '--quiet', ...(col.serveArgs ?? []), ...extra];
+  const { child, log, exited } = spawnLogged(argv, col.name);
+  const deadline = Date.now() + 20_000;
+  while (!existsSync(control) || !existsSync(socket)) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error(`${col.name}: serve did not open its sockets (${argv.slice(1).join(' ')}):\n${log.lines.slice(-15).join('\n')}`);
+    }
+    await sleep(50);
+  }
+  const state = (): Promise<unknown> => controlRequest(control, 'state', {}, 3000);
+  return {
+    socket,
+    state,
+    async frames() {
+      try {
+        const s = (await state()) as { queues?: Array<{ kind?: string; counters?: { packets?: number } | null }> };
+        const kind = direction === 'tx' ? 'tx' : 'rx';
+        return (s.queues ?? []).filter((q) => q.kind === kind).reduce((n, q) => n + (q.counters?.packets ?? 0), 0);
+      } catch {
+        return undefined;
+      }
+    },
+    async stop() {
+      await terminate(child, exited, 'SIGTERM', 10_000);
+    },
+    log: () => log.lines,
+  };
+}
+
+async function startDpdkBackend(dir: string, col: GuestColumn, direction: Direction, iommu: boolean): Promise<Backend> {
+  const dpdkSock = join(dir, 'dpdk.sock');
+  const tp: Testpmd = startTestpmd({
+    role: 'vhost', socket: dpdkSock, iommu, forwardMode: direction === 'tx' ? 'rxonly' : 'txonly',
+    extraArgs: direction === 'rx' ? ['--txpkts=64'] : [], timeoutMs: 600_000,
+  });
+  let proxy: { child: ReturnType<typeof spawnLogged>['child']; log: LineLog; exited: ReturnType<typeof spawnLogged>['exited'] } | undefined;
+  try {
+    await waitForPath(dpdkSock, 30_000, 'testpmd vhost socket');
+    let socket = dpdkSock;
+    if (col.kind === 'dpdk-trace') {
+      socket = join(dir, 'proxy.sock');
+      proxy = spawnLogged([process.execPath, runJs(), 'trace', 'record', '--listen', socket, '--connect', dpdkSock, '-o', join(dir, 'session.vhtrace'), '--quiet'], 'trace record');
+      await waitForPath(socket, 20_000, 'trace record --listen socket');
+    }
+  } catch (err) {
+    await tp.stop().catch(() => undefined);
+    if (proxy) await terminate(proxy.child, proxy.exited, 'SIGTERM', 5000).catch(() => undefined);
+    throw err;
+  }
+  let fin: Awaited<ReturnType<Testpmd['stop']>> | undefined;
+  const stopAll = async (): Promise<void> => {
+    if (proxy) await terminate(proxy.child, proxy.exited, 'SIGTERM', 10_000).catch(() => undefined);
+    fin ??= await tp.stop();
+  };
+  return {
+    socket: col.kind === 'dpdk-trace' ? join(dir, 'proxy.sock') : dpdkSock,
+    async frames() {
+      await stopAll();
+      const f = fin?.forward[0];
+      const n = fin?.nic[0];
+      if (direction === 'tx') return f?.rxPackets ?? n?.rxPackets;
+      return f?.txPackets ?? n?.txPackets;
+    },
+    stop: stopAll,
+    log: () => [...tp.lines.slice(-20), ...(proxy?.log.lines.slice(-10) ?? [])],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// one cell
+
+/** pktgen's result: "Result: OK: <usec>(c..+d..) usec, <frames> (60byte,0frags)", then "  <pps>pps ...". */
+export function parsePktgen(lines: string[]): { usec: number; frames: number; pps: number } | undefined {
+  for (let i = 0; i < lines.length; i++) {
+    const m = lines[i]!.match(/Result: OK: (\d+)\(c\d+\+d\d+\) usec, (\d+) \(/);
+    if (!m) continue;
+    const usec = Number(m[1]);
+    const frames = Number(m[2]);
+    const own = (lines[i + 1] ?? '').match(/^\s*(\d+)pps\b/) ?? lines[i]!.match(/\b(\d+)pps\b/);
+    return { usec, frames, pps: own ? Number(own[1]) : (frames * 1e6) / usec };
+  }
+  return undefined;
+}
+
+export function parseRxCount(lines: string[]): { packets: number; dropped: number; centis: number } | undefined {
+  for (const l of lines) {
+    const m = l.match(/^VIT-RESULT rx-count packets (\d+) dropped (\d+) centis (\d+)/);
+    if (m) return { packets: Number(m[1]), dropped: Number(m[2]), centis: Number(m[3]) };
+  }
+  return undefined;
+}
+
+/**
+ * The IOTLB miss round trip p50 (µs) in serve's state, wherever `roundTrips` sits: the
+ * summary under a key naming misses (or roundTrips itself) with a p50 field; the one with the
+ * most samples if there are several (e.g. per queue). undefined when serve has none.
+ */
+export function missP50(state: unknown): number | undefined {
+  return missRoundTrip(state)?.p50;
+}
+
+/** missP50's summary with its sample count (0 when the summary has none). */
+export function missRoundTrip(state: unknown): { p50: number; count: number } | undefined {
+  const found: Array<{ p50: number; count: number }> = [];
+  const p50Of = (o: Record<string, unknown>): number | undefined => {
+    for (const k of ['p50Us', 'p50us', 'p50', 'medianUs', 'median']) if (typeof o[k] === 'number') return o[k] as number;
+    return undefined;
+  };
+  const walk = (v: unknown, inRoundTrips: boolean, missPath: boolean, depth: number): void => {
+    if (depth > 8 || v === null || typeof v !== 'object') return;
+    if (Array.isArray(v)) {
+      for (const x of v) walk(x, inRoundTrips, missPath, depth + 1);
+      return;
+    }
+    const o = v as Record<string, unknown>;
+    if (inRoundTrips && missPath) {
+      const p = p50Of(o);
+      if (p !== undefined) found.push({ p50: p, count: typeof o.count === 'number' ? o.count : 0 });
+    }
+    for (const [k, x] of Object.entries(o)) {
+      const rt = inRoundTrips || k === 'roundTrips';
+      walk(x, rt, missPath || (rt && /miss/i.test(k)), depth + 1);
+    }
+  };
+  walk(state, false, false, 0);
+  if (found.length === 0) {
+    // roundTrips without a miss-named key: take its own summary if it has one
+    const rt = (function find(v: unknown, d: number): unknown {
+      if (d > 8 || v === null || typeof v !== 'object') return undefined;
+      if (!Array.isArray(v) && 'roundTrips' in (v as object)) return (v as Record<string, unknown>).roundTrips;
+      for (const x of Object.values(v as object)) {
+        const r = find(x, d + 1);
+        if (r !== undefined) return r;
+      }
+      return undefined;
+    })(state, 0);
+    if (!rt || typeof rt !== 'object' || Array.isArray(rt)) return undefined;
+    const p = p50Of(rt as Record<string, unknown>);
+    const n = (rt as Record<string, unknown>).count;
+    return p === undefined ? undefined : { p50: p, count: typeof n === 'number' ? n : 0 };
+  }
+  found.sort((a, b) => b.count - a.count);
+  return found[0]!;
+}
+
+async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, round: number, opts: Required<Pick<GuestIommuOptions, 'seconds' | 'serveArgs'>> & { frames: number }): Promise<CellRun> {
+  const t0 = performance.now();
+  const iommu = row !== 'off';
+  const dir = mkdtempSync(join(tmpdir(), 'vit-gi-'));
+  let backend: Backend | undefined;
+  let guest: Guest | undefined;
+  const fail = (msg: string): CellRun => ({ round, pps: NaN, frames: 0, seconds: 0, wallMs: performance.now() - t0, error: msg });
+  try {
+    backend = col.kind === 'serve'
+      ? await startServeBackend(dir, col, direction, opts.serveArgs)
+      : await startDpdkBackend(dir, col, direction, iommu);
+    const spawnAt = performance.now();
+    guest = startGuest({
+      socketPath: backend.socket,
+      mode: direction === 'tx' ? 'pktgen' : 'rx-count',
+      args: direction === 'tx' ? { count: opts.frames, pktsize: 60 } : { hold: opts.seconds, pre: 1 },
+      iommu,
+      ...(row === 'strict' ? { extraKernelArgs: 'iommu.strict=1' } : {}),
+      timeoutMs: 300_000,
+    });
+    const g = guest;
+    let linkMs: number | undefined;
+    void g.waitFor(/^VIT-LINK up/, 300_000).then(() => (linkMs = performance.now() - spawnAt), () => undefined);
+    // The job's end, while the guest is still connected: serve's state then has this session's figures.
+    const end = direction === 'tx' ? /Result: |^VIT-RESULT pktgen|^VIT-RESULT error/ : /^VIT-RESULT (rx-count|error)/;
+    await g.waitFor(end, 300_000).catch(() => undefined);
+    const jobMs = performance.now() - spawnAt;
+    let state: unknown;
+    if (backend.state) state = await backend.state().catch(() => undefined);
+    const r = await g.result();
+    const backendFrames = await backend.frames();
+    const base = {
+      round, wallMs: 0, jobMs, ...(r.bootMs !== undefined ? { bootMs: r.bootMs } : {}), ...(linkMs !== undefined ? { linkMs } : {}),
+      ...(backendFrames !== undefined ? { backendFrames } : {}),
+    };
+    const rt = state === undefined ? undefined : missRoundTrip(state);
+    if (rt !== undefined) Object.assign(base, { missP50Us: rt.p50, missCount: rt.count });
+    const tail = (): string => r.lines.filter((l) => l.trim() !== '').slice(-8).join(' | ');
+    if (r.error) return { ...base, ...fail(`guest: ${r.error}: ${tail()}`) };
+    if (direction === 'tx') {
+      const pg = parsePktgen(r.lines);
+      if (!pg || !r.pktgen?.ok) return { ...base, ...fail(`pktgen did not finish (timedOut=${r.timedOut}): ${tail()}`) };
+      return { ...base, pps: pg.pps, frames: pg.frames, seconds: pg.usec / 1e6, wallMs: performance.now() - t0 };
+    }
+    const rc = parseRxCount(r.lines);
+    if (!rc || rc.centis <= 0) return { ...base, ...fail(`no rx-count result (timedOut=${r.timedOut}): ${tail()}`) };
+    return { ...base, pps: rc.packets / (rc.centis / 100), frames: rc.packets, dropped: rc.dropped, seconds: rc.centis / 100, wallMs: performance.now() - t0 };
+  } catch (err) {
+    const more = backend ? `\n${backend.log().slice(-10).join('\n')}` : '';
+    return fail(`${(err as Error).message.split('\n')[0]}${more ? ' (back-end log tail: ' + more.trim().split('\n').slice(-3).join(' | ') + ')' : ''}`);
+  } finally {
+    await guest?.kill().catch(() => undefined);
+    await backend?.stop().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the run
+
+export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<GuestCell[]> {
+  const rows = opts.rows ?? ROWS;
+  const directions = opts.directions ?? DIRECTIONS;
+  const rounds = opts.rounds ?? 2;
+  const seconds = opts.seconds ?? DEFAULT_SECONDS;
+  const progress = opts.progress ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const columns = columnsFor(opts);
+  if (columns.length === 0) throw new Error(`--only ${opts.only?.join(',')} matches no column (${COLUMNS.map((c) => c.name).join(', ')})`);
+  checkPeers(columns);
+  const cells: GuestCell[] = [];
+  for (const row of rows) {
+    const cols = columns.filter((c) => row !== 'off' || c.plain);
+    if (cols.length === 0) continue;
+    const frames = opts.frames ?? DEFAULT_FRAMES[row];
+    for (const direction of directions) {
+      const runs = new Map<string, CellRun[]>(cols.map((c) => [c.name, []]));
+      for (let round = 0; round < rounds; round++) {
+        const k = round % cols.length;
+        const order = [...cols.slice(k), ...cols.slice(0, k)];
+        for (const col of order) {
+          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [] });
+          runs.get(col.name)!.push(r);
+          const where = `[${row} ${direction} ${round + 1}/${rounds}] ${col.name.padEnd(24)}`;
+          const times = `boot ${fmtS(r.bootMs)} link ${fmtS(r.linkMs)} job ${fmtS(r.jobMs)} wall ${fmtS(r.wallMs)}`;
+          if (r.error) progress(`${where} ERROR ${r.error}  [${times}]`);
+          else {
+            const be = r.backendFrames === undefined ? '' : direction === 'tx' ? `, back-end received ${r.backendFrames}` : `, back-end sent ${r.backendFrames}`;
+            const drop = r.dropped ? `, guest dropped ${r.dropped}` : '';
+            const lat = r.missP50Us !== undefined ? `, miss p50 ${r.missP50Us} µs of ${r.missCount} misses` : '';
+            progress(`${where} ${fmtPps(r.pps).padStart(8)} pps (${r.frames} frames in ${r.seconds.toFixed(2)} s${be}${drop}${lat})  [${times}]`);
+          }
+        }
+      }
+      const rowCells = cols.map((c): GuestCell => {
+        const rs = runs.get(c.name)!;
+        const ok = rs.filter((r) => !r.error);
+        const lats = ok.map((r) => r.missP50Us).filter((x): x is number => x !== undefined);
+        return {
+          row, direction, column: c.name, runs: rs, pps: median(ok.map((r) => r.pps)), ratio: NaN,
+          ...(lats.length > 0 ? { missP50Us: median(lats) } : {}), errors: rs.length - ok.length,
+        };
+      });
+      const base = rowCells.find((c) => c.column === BASELINE);
+      for (const c of rowCells) c.ratio = base ? c.pps / base.pps : NaN;
+      cells.push(...rowCells);
+    }
+  }
+  return cells;
+}
+
+// ---------------------------------------------------------------------------------------------
+// output
+
+function fmtS(ms: number | undefined): string {
+  return ms === undefined ? '-' : `${(ms / 1000).toFixed(1)} s`;
+}
+
+export function fmtPps(x: number): string {
+  if (!Number.isFinite(x)) return '-';
+  if (x >= 1e6) return `${(x / 1e6).toFixed(2)} M`;
+  if (x >= 1e4) return `${(x / 1e3).toFixed(1)} k`;
+  if (x >= 1e3) return `${(x / 1e3).toFixed(2)} k`;
+  return x.toFixed(0);
+}
+
+/** One table per direction: rows = guest IOMMU setups, columns = back-ends (+ miss p50 beside each serve column). */
+export function guestIommuTables(cells: GuestCell[], columns: GuestColumn[]): string {
+  const out: string[] = [];
+  for (const direction of DIRECTIONS) {
+    const dcells = cells.filter((c) => c.direction === direction);
+    if (dcells.length === 0) continue;
+    const cols = columns.filter((col) => dcells.some((c) => c.column === col.name));
+    const head = ['guest'];
+    for (const col of cols) {
+      head.push(col.name.replace(/ /g, '\n').replace('\ncoalescing\nbatch', '\ncoalescing\n+batch').replace('via\ntrace\nrecord', 'via trace\nrecord'));
+      if (col.kind === 'serve') head.push('miss\np50 µs');
+    }
+    const table = new Table({ head, style: { head: [], border: [] } });
+    for (const row of ROWS) {
+      const rcells = dcells.filter((c) => c.row === row);
+      if (rcells.length === 0) continue;
+      const line: string[] = [ROW_LABEL[row].replace(', ', ',\n')];
+      for (const col of cols) {
+        const c = rcells.find((x) => x.column === col.name);
+        if (!c) {
+          line.push('');
+          if (col.kind === 'serve') line.push('');
+          continue;
+        }
+        const each = c.runs.map((r) => (r.error ? 'err' : fmtPps(r.pps))).join(' / ');
+        const ratio = col.name === BASELINE ? '1.00x' : Number.isFinite(c.ratio) ? `${c.ratio.toFixed(2)}x` : '-';
+        line.push(`${fmtPps(c.pps)}\n${ratio}\n(${each})`);
+        if (col.kind === 'serve') line.push(c.missP50Us !== undefined ? String(c.missP50Us) : '-');
+      }
+      table.push(line);
+    }
+    out.push(`${DIR_LABEL[direction]}: median pps, ratio to DPDK vhost's median, (each round)`);
+    out.push(table.toString());
+  }
+  return out.join('\n');
+}
+
+/** The same tables in Markdown (for bench/report.md). */
+export function guestIommuMarkdown(cells: GuestCell[], columns: GuestColumn[]): string {
+  const out: string[] = [];
+  for (const direction of DIRECTIONS) {
+    const dcells = cells.filter((c) => c.direction === direction);
+    if (dcells.length === 0) continue;
+    const cols = columns.filter((col) => dcells.some((c) => c.column === col.name));
+    const head = ['guest', ...cols.flatMap((col) => (col.kind === 'serve' ? [col.name, 'miss p50 µs'] : [col.name]))];
+    const lines = [`| ${head.join(' | ')} |`, `|${' --- |'.repeat(head.length)}`];
+    for (const row of ROWS) {
+      const rcells = dcells.filter((c) => c.row === row);
+      if (rcells.length === 0) continue;
+      const line = [ROW_LABEL[row]];
+      for (const col of cols) {
+        const c = rcells.find((x) => x.column === col.name);
+        const each = c ? c.runs.map((r) => (r.error ? 'err' : fmtPps(r.pps))).join(' / ') : '';
+        line.push(c ? `${fmtPps(c.pps)} (${col.name === BASELINE ? '1.00' : Number.isFinite(c.ratio) ? c.ratio.toFixed(2) : '-'}x; ${each})` : '');
+        if (col.kind === 'serve') line.push(c?.missP50Us !== undefined ? String(c.missP50Us) : '-');
+      }
+      lines.push(`| ${line.join(' | ')} |`);
+    }
+    out.push(`${DIR_LABEL[direction]}: median pps (ratio to DPDK vhost; each round)\n\n${lines.join('\n')}`);
+  }
+  return out.join('\n\n');
+}
+
+/** Where the wall time went: median boot, link-up and job time per row and direction. */
+export function timeSummary(cells: GuestCell[]): string {
+  const lines: string[] = [];
+  for (const row of ROWS) {
+    for (const direction of DIRECTIONS) {
+      const runs = cells.filter((c) => c.row === row && c.direction === direction).flatMap((c) => c.runs);
+      if (runs.length === 0) continue;
+      const m = (f: (r: CellRun) => number | undefined): string => fmtS(median(runs.map(f).filter((x): x is number => x !== undefined)));
+      const measured = median(runs.filter((r) => !r.error).map((r) => r.seconds * 1000));
+      lines.push(`  ${row.padEnd(6)} ${direction}: ${runs.length} cells; median boot ${m((r) => r.bootMs)}, link up ${m((r) => r.linkMs)}, ` +
+        `job done ${m((r) => r.jobMs)}, measured ${fmtS(measured)}, wall per cell ${m((r) => r.wallMs)}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI
+
+function list<T extends string>(v: string | undefined, allowed: readonly T[], flag: string): T[] {
+  const xs = (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  for (const x of xs) if (!allowed.includes(x as T)) throw new Error(`${flag}: unknown "${x}" (one of ${allowed.join(', ')})`);
+  return xs as T[];
+}
+
+export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean } {
+  const a: GuestIommuOptions & { json: boolean } = { json: false };
+  const num = (flag: string, v: string | undefined): number => {
+    const n = Number(v);
+    if (!(n > 0) || !Number.isInteger(n)) throw new Error(`${flag} needs a positive integer, got "${v}"`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    const v = argv[i + 1];
+    switch (flag) {
+      case '--rows': a.rows = list(v, ROWS, flag); i++; break;
+      case '--directions': a.directions = list(v, DIRECTIONS, flag); i++; break;
+      case '--only': a.only = (v ?? '').split(',').map((s) => s.trim()).filter(Boolean); i++; break;
+      case '--frames': a.frames = num(flag, v); i++; break;
+      case '--seconds': a.seconds = num(flag, v); i++; break;
+      case '--rounds': a.rounds = num(flag, v); i++; break;
+      case '--serve-args': a.serveArgs = [...(a.serveArgs ?? []), ...(v ?? '').split(/\s+/).filter(Boolean)]; i++; break;
+      case '--serve-bin': {
+        if (!v) throw new Error('--serve-bin needs NAME=PATH (PATH: bin/run.js of another checkout)');
+        const eq = v.indexOf('=');
+        const bin = resolve(eq > 0 ? v.slice(eq + 1) : v);
+        // a bare path names the column after its checkout: /tmp/old/bin/run.js -> 'old'
+        const name = eq > 0 ? v.slice(0, eq) : basename(dirname(dirname(bin)));
+        if (existsSync(bin) && statSync(bin).isDirectory()) throw new Error(`--serve-bin ${v}: give the bin/run.js file, not a directory`);
+        a.serveBins = [...(a.serveBins ?? []), { name, bin }];
+        i++;
+        break;
+      }
+      case '--json': a.json = true; break;
+      case '-h': case '--help':
+        console.log("node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2] [--only 'DPDK vhost,serve coalescing']\n" +
+          "    [--frames N] [--seconds S] [--json] [--serve-args '--flag value'] [--serve-bin NAME=PATH/bin/run.js]...");
+        process.exit(0);
+        break;
+      default: throw new Error(`unknown argument ${flag} (--help)`);
+    }
+  }
+  return a;
+}
+
+async function main(): Promise<void> {
+  let args: ReturnType<typeof parseArgs>;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    console.error(`guest-iommu: ${(err as Error).message}`);
+    process.exit(2);
+  }
+  const t0 = performance.now();
+  const rows = args.rows ?? ROWS;
+  const columns = columnsFor(args);
+  const frames = args.frames !== undefined ? String(args.frames) : rows.map((r) => `${r} ${DEFAULT_FRAMES[r]}`).join(', ');
+  console.log(`# guest-iommu: QEMU (TCG) Linux guest, rows ${rows.join(',')}, directions ${(args.directions ?? DIRECTIONS).join(',')}, ` +
+    `${args.rounds ?? 2} rounds, back-ends ${columns.map((c) => c.name).join(', ')}; tx frames ${frames}; rx ${args.seconds ?? DEFAULT_SECONDS} s` +
+    (args.serveArgs?.length ? `; serve extra args: ${args.serveArgs.join(' ')}` : ''));
+  let cells: GuestCell[];
+  try {
+    cells = await runGuestIommuBench(args);
+  } catch (err) {
+    console.error(err instanceof MissingPeerError || /--only/.test((err as Error).message) ? (err as Error).message : err);
+    process.exit(2);
+  }
+  console.log('');
+  if (args.json) console.log(JSON.stringify(cells, null, 2));
+  else {
+    console.log(guestIommuTables(cells, columns));
+    console.log(`\nwhere the time went (per cell: QEMU spawn → VIT-BOOT → link up → job done):\n${timeSummary(cells)}`);
+  }
+  console.log(`\n(${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  main().then(() => process.exit(0), (err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
