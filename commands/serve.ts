@@ -7,6 +7,7 @@ import { parseNetMode, NET_MODES } from '../src/serve/net-mode.js';
 import { statsTable } from '../src/serve/stats-table.js';
 import { TraceWriter } from '../src/trace/writer.js';
 import { closeFd } from '../src/sys/index.js';
+import { DEFAULT_BUSY_POLL_US } from '../src/datapath/contract.js';
 
 export default class Serve extends Command {
   static override summary = 'Run a vhost-user-net backend with device-IOTLB support.';
@@ -30,6 +31,10 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     'iotlb-strategy': Flags.string({ summary: 'IOTLB cache strategy', options: strategyNames(), default: 'coalescing' }),
     'iotlb-batch-misses': Flags.boolean({ summary: 'walk the whole burst and send every distinct miss at once', default: false }),
     'iotlb-prefetch': Flags.integer({ summary: 'ask for the aligned range of this many bytes around a miss (0 = the page)', default: 0, min: 0 }),
+    'busy-poll-us': Flags.integer({
+      summary: 'how long a worker keeps polling its rings with no work before it sleeps (-1 = never sleeps, as DPDK)',
+      default: DEFAULT_BUSY_POLL_US, min: -1,
+    }),
     trace: Flags.string({ summary: 'record messages and translations into this trace file' }),
     'trace-translations': Flags.boolean({ summary: 'with --trace, also record every datapath translation', default: true, allowNo: true }),
     control: Flags.string({ summary: 'control socket for inspect (default: SOCKET.ctl beside the first --socket)' }),
@@ -55,7 +60,7 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     const trace = flags.trace ? TraceWriter.open(flags.trace) : null;
     const servers = flags.socket.map((socketPath) => new VhostUserServer({
       socketPath, client: flags.client, trace, queuePairs: flags.queues, net, strategy: flags['iotlb-strategy'],
-      batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'],
+      batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'], busyPollUs: flags['busy-poll-us'],
       traceTranslations: trace !== null && flags['trace-translations'],
       log: (level, text) => log(level, `${socketPath}: ${text}`),
     }));

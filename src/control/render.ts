@@ -2,6 +2,7 @@
 import chalk from 'chalk';
 import Table from 'cli-table3';
 import type { DeviceState } from './state.js';
+import type { LatencySummary } from '../stats/latency.js';
 
 const style = { head: [], border: [] };
 
@@ -37,6 +38,7 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
     const rate = s.lookups > 0 ? ((100 * s.hits) / s.lookups).toFixed(2) + '%' : '-';
     out.push(`IOTLB of queue ${q.index} (${q.iotlb.strategy}): ${s.entries} entries, ${s.lookups} lookups, ${s.hits} hits, ${s.misses} misses, ` +
       `${s.evictions} evictions, ${q.iotlb.pendingMisses} pending misses, hit rate ${rate}`);
+    if (q.roundTrips && q.roundTrips.miss.count > 0) out.push(`  miss round trip (parked -> UPDATE applied): ${latencyText(q.roundTrips.miss)}`);
     if (showEntries && q.iotlb.entries.length > 0) {
       const entries = new Table({ head: ['iova', 'end', 'size', 'perm', 'host (uaddr)'], style });
       for (const e of q.iotlb.entries) {
@@ -45,5 +47,13 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
       out.push(entries.toString());
     }
   }
+  const { updateAck, invalidateAck } = state.roundTrips;
+  if (updateAck.count + invalidateAck.count > 0) {
+    out.push(`IOTLB acks (read -> ack sent): UPDATE ${latencyText(updateAck)}; INVALIDATE ${latencyText(invalidateAck)}`);
+  }
   return out.join('\n');
+}
+
+function latencyText(s: LatencySummary): string {
+  return s.count === 0 ? 'none' : `p50 ${s.p50Us} µs, p90 ${s.p90Us} µs, p99 ${s.p99Us} µs, max ${s.maxUs} µs (${s.count})`;
 }

@@ -42,6 +42,8 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
         usedIdx: snap?.usedIdx ?? null,
         counters: device.counters(v.index),
         iotlb,
+        /** Ring parked on a miss -> the covering UPDATE applied by its worker. */
+        roundTrips: device.iommu ? { miss: device.missLatency(v.index).summary() } : null,
       };
     });
   return {
@@ -58,6 +60,11 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
       guestAddr: hex(r.guestAddr), userAddr: hex(r.userAddr), size: r.size, mmapOffset: hex(r.mmapOffset),
     })),
     queues,
+    /** IOTLB message read -> its ack sent (INVALIDATE: once no worker can use the entry). */
+    roundTrips: {
+      updateAck: device.updateAckLatency.summary(),
+      invalidateAck: device.invalidateAckLatency.summary(),
+    },
   };
 }
 

@@ -5,6 +5,13 @@
  * live in shared memory (stats.ts) so `inspect` never costs the hot path anything.
  */
 
+/**
+ * A worker's default busy-poll budget: long enough to span a vIOMMU guest's round trips
+ * (miss -> UPDATE, frame -> next frame), so the worker sees them without a wake-up across
+ * CPUs; short enough that an idle device gives its CPU back at once. See docs/performance.md.
+ */
+export const DEFAULT_BUSY_POLL_US = 1000;
+
 export type NetMode =
   | { kind: 'loopback' }
   | { kind: 'sink' }
@@ -60,10 +67,12 @@ export interface WorkerSetup {
   batchMisses: boolean;
   /** Bytes around a miss to ask for (0 = just the missing page). */
   prefetch: number;
+  /** Microseconds the worker spins without work before it sleeps; < 0: it never sleeps. */
+  busyPollUs: number;
   /** Record translations into this shared ring for the trace writer (null = off). */
   translationRing: SharedArrayBuffer | null;
-  /** Wall-clock ms (performance.timeOrigin + now()) of the trace's time zero. */
-  traceOriginMs: number;
+  /** process.hrtime (ns) of the trace's time zero (TraceWriter.startHrNs). */
+  traceStartHrNs: number;
 }
 
 export type ToWorker =

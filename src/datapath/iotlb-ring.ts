@@ -10,21 +10,27 @@
  *
  * "No lookup can use it" is either of:
  *  - the worker has applied it (`consumed` passed it), or
- *  - the worker is quiescent: it holds no translation (no burst, no ring view in use) and
- *    drains this ring before it uses one again. The worker bumps `epoch` to odd when it
- *    resumes (then drains) and to even when it goes quiescent (before it sleeps in poll or
- *    visits its event loop). The producer stores `produced` and then loads `epoch`, the
- *    worker stores `epoch` and then loads `produced`: all sequentially consistent atomics,
- *    so if the producer still sees the worker quiescent, the worker's next resume comes
- *    later in that order and its drain sees the operation (the store-load pairing of
- *    Dekker's algorithm). An epoch that changed since the push means the same.
- * This is the lock-free counterpart of DPDK's per-virtqueue rwlock: the seed's INVALIDATE
- * takes the write lock, i.e. waits only for a burst in flight. A sleeping worker therefore
- * costs an INVALIDATE nothing, where waiting for it to wake and drain cost two thread
- * wake-ups per INVALIDATE — the dominant cost of dynamic mappings.
+ *  - the worker is quiescent: it holds no translation and drains this ring before it uses
+ *    one again. The worker is quiescent between its steps, not only while it sleeps: it
+ *    bumps `epoch` to odd when a step begins (then drains) and to even when the step ends,
+ *    so an INVALIDATE waits at most for the burst in flight, never for a thread wake-up.
+ *    The producer stores `produced` and then loads `epoch`, the worker stores `epoch` and
+ *    then loads `produced`: all sequentially consistent atomics, so if the producer still
+ *    sees the worker quiescent, the worker's next step comes later in that order and its
+ *    drain sees the operation (the store-load pairing of Dekker's algorithm). An epoch that
+ *    changed since the push means the same.
+ * This is the lock-free counterpart of DPDK's per-virtqueue rwlock: an INVALIDATE takes the
+ * write lock, i.e. waits only for a burst in flight. The producer waits for that burst
+ * synchronously (a short spin, then a futex wait the worker's quiesce ends): a burst takes
+ * microseconds, while a trip through the event loop (Atomics.waitAsync) costs tens.
+ *
+ * The same pairing tells the producer whether the worker sleeps (`sleeping`, set before it
+ * polls, then `produced` re-checked): only a sleeper needs the wake-up eventfd, a spinning
+ * worker sees the operation at its next step.
  */
 
-export const IotlbOp = { Update: 1, Invalidate: 2, Clear: 3 } as const;
+export const IotlbOp = { Update: 1, Invalidate: 2 } as const;
+export type IotlbOpCode = (typeof IotlbOp)[keyof typeof IotlbOp];
 
 const CAPACITY = 1024; // power of two
 const SLOT_DOUBLES = 5; // op, iova, size, uaddr, perm
@@ -32,22 +38,35 @@ const PRODUCED = 0;
 const CONSUMED = 1;
 /** Odd while the worker may hold translations, even while it is quiescent (see above). */
 const EPOCH = 2;
-const HEADER_INTS = 3;
+/** Producers blocked in waitApplied: the worker's quiesce() wakes them only when non-zero. */
+const WAITERS = 3;
+/** 1 while the worker sleeps (or is about to) in poll: a new operation must wake it. */
+const SLEEPING = 4;
+const HEADER_INTS = 5;
 /**
- * How long the producer spins for a busy worker to drain before it waits on the event loop:
- * a worker drains at the start of every burst (a few microseconds apart), and an
- * Atomics.waitAsync wake-up costs tens of microseconds on these machines.
+ * How long the producer spins for a step in flight before it blocks on the futex: a step
+ * ends within microseconds when the worker runs, while a futex wake-up across CPUs costs
+ * tens of them on these machines. On one CPU the spin cannot succeed, so it stays short.
  */
-const SPIN_MS = 0.05;
+const SPIN_MS = 0.005;
+/**
+ * How long waitApplied blocks its thread before it waits on the event loop instead: a burst
+ * in flight or a worker descheduled for a tick ends well within it, and a worker stuck for
+ * longer should not stall every other connection.
+ */
+const BLOCK_MS = 2;
 
 export function createIotlbRing(): SharedArrayBuffer {
-  return new SharedArrayBuffer(HEADER_INTS * 4 + 8 /* align */ + CAPACITY * SLOT_DOUBLES * 8);
+  return new SharedArrayBuffer(SLOTS_OFFSET + CAPACITY * SLOT_DOUBLES * 8);
 }
+
+/** The header rounded up to a multiple of 8 bytes, for the Float64Array after it. */
+const SLOTS_OFFSET = Math.ceil((HEADER_INTS * 4) / 8) * 8;
 
 function views(buffer: SharedArrayBuffer): { counters: Int32Array; slots: Float64Array } {
   return {
     counters: new Int32Array(buffer, 0, HEADER_INTS),
-    slots: new Float64Array(buffer, 16, CAPACITY * SLOT_DOUBLES),
+    slots: new Float64Array(buffer, SLOTS_OFFSET, CAPACITY * SLOT_DOUBLES),
   };
 }
 
@@ -75,24 +94,58 @@ export class IotlbRingProducer {
     return next;
   }
 
+  /** The worker sleeps in poll (or is about to): it needs the wake-up eventfd. Call after push(). */
+  get workerSleeping(): boolean {
+    return Atomics.load(this.counters, SLEEPING) !== 0;
+  }
+
   /**
    * True once no lookup can use what operations up to `sequence` removed: the worker applied
    * them, or it is (or since the push has been) quiescent, so it drains them before its next
-   * lookup. Call after push(); false on timeout.
+   * lookup. Call after push(). Blocks this thread for at most `blockMs` (a burst in flight),
+   * and returns false if the worker is still inside the same step then.
+   */
+  waitAppliedSync(sequence: number, blockMs = BLOCK_MS): boolean {
+    const epoch = Atomics.load(this.counters, EPOCH);
+    if (this.settled(sequence, epoch)) return true;
+    const now = performance.now();
+    const spinUntil = now + SPIN_MS;
+    while (performance.now() < spinUntil) if (this.settled(sequence, epoch)) return true;
+    const deadline = now + blockMs;
+    Atomics.add(this.counters, WAITERS, 1);
+    try {
+      for (;;) {
+        if (this.settled(sequence, epoch)) return true;
+        const left = deadline - performance.now();
+        if (left <= 0) return false;
+        // The epoch only moves on from `epoch` (odd) when the worker quiesces, which then
+        // sees WAITERS and notifies: no wake-up is lost between the check and the wait.
+        Atomics.wait(this.counters, EPOCH, epoch, left);
+      }
+    } finally {
+      Atomics.sub(this.counters, WAITERS, 1);
+    }
+  }
+
+  /**
+   * waitApplied for a worker that may stay inside one step longer than a thread should
+   * block: first waitAppliedSync, then waits on the event loop; false on timeout.
    */
   async waitApplied(sequence: number, timeoutMs: number): Promise<boolean> {
     const epoch = Atomics.load(this.counters, EPOCH);
-    if (this.settled(sequence, epoch)) return true;
-    const spinUntil = performance.now() + SPIN_MS;
-    while (performance.now() < spinUntil) if (this.settled(sequence, epoch)) return true;
+    if (this.waitAppliedSync(sequence, Math.min(BLOCK_MS, timeoutMs))) return true;
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const consumed = Atomics.load(this.counters, CONSUMED);
-      if (this.settled(sequence, epoch)) return true;
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      const waited = Atomics.waitAsync(this.counters, CONSUMED, consumed, left);
-      if (waited.async) await waited.value;
+    Atomics.add(this.counters, WAITERS, 1);
+    try {
+      for (;;) {
+        if (this.settled(sequence, epoch)) return true;
+        const left = deadline - Date.now();
+        if (left <= 0) return false;
+        const waited = Atomics.waitAsync(this.counters, EPOCH, epoch, left);
+        if (waited.async) await waited.value;
+      }
+    } finally {
+      Atomics.sub(this.counters, WAITERS, 1);
     }
   }
 
@@ -111,7 +164,6 @@ export class IotlbRingProducer {
 export interface IotlbOpSink {
   update(iova: number, size: number, uaddr: number, perm: number): void;
   invalidate(iova: number, size: number): void;
-  clear(): void;
 }
 
 export class IotlbRingConsumer {
@@ -122,17 +174,30 @@ export class IotlbRingConsumer {
     ({ counters: this.counters, slots: this.slots } = views(buffer));
   }
 
-  /** The worker is about to sleep or leave its loop holding no translation (see the header). */
+  /** A step ends: from here the worker holds no translation (see the header). */
   quiesce(): void {
     if ((this.counters[EPOCH] & 1) === 0) return;
     Atomics.add(this.counters, EPOCH, 1);
-    Atomics.notify(this.counters, CONSUMED); // a waiting producer re-checks: quiescent now
+    if (Atomics.load(this.counters, WAITERS) !== 0) Atomics.notify(this.counters, EPOCH);
   }
 
-  /** The worker is back: from here it may translate, so it drains first (see the header). */
+  /** A step begins: from here the worker may translate, so it drains first (see the header). */
   resume(sink: IotlbOpSink): void {
     if ((this.counters[EPOCH] & 1) === 0) Atomics.add(this.counters, EPOCH, 1);
-    this.drain(sink);
+    if (this.hasWork()) this.drain(sink);
+  }
+
+  /**
+   * Before sleeping in poll (quiescent): marks the worker asleep and says whether it may
+   * sleep, i.e. no operation arrived that a producer might not have woken it for.
+   */
+  mayStartSleeping(): boolean {
+    Atomics.store(this.counters, SLEEPING, 1);
+    return !this.hasWork();
+  }
+
+  stoppedSleeping(): void {
+    Atomics.store(this.counters, SLEEPING, 0);
   }
 
   /** True when operations are waiting: one atomic load, cheap enough for every burst. */
@@ -140,7 +205,7 @@ export class IotlbRingConsumer {
     return Atomics.load(this.counters, PRODUCED) !== this.counters[CONSUMED];
   }
 
-  /** Applies every queued operation to `sink`, then publishes progress and wakes waiters. */
+  /** Applies every queued operation to `sink`, then publishes progress (waiters wake at quiesce). */
   drain(sink: IotlbOpSink): number {
     const produced = Atomics.load(this.counters, PRODUCED);
     let consumed = this.counters[CONSUMED];
@@ -150,18 +215,13 @@ export class IotlbRingConsumer {
       const op = this.slots[base];
       if (op === IotlbOp.Update) {
         sink.update(this.slots[base + 1], this.slots[base + 2], this.slots[base + 3], this.slots[base + 4]);
-      } else if (op === IotlbOp.Invalidate) {
-        sink.invalidate(this.slots[base + 1], this.slots[base + 2]);
       } else {
-        sink.clear();
+        sink.invalidate(this.slots[base + 1], this.slots[base + 2]);
       }
       consumed = (consumed + 1) | 0;
       applied++;
     }
-    if (applied > 0) {
-      Atomics.store(this.counters, CONSUMED, consumed);
-      Atomics.notify(this.counters, CONSUMED);
-    }
+    if (applied > 0) Atomics.store(this.counters, CONSUMED, consumed);
     return applied;
   }
 }

@@ -6,11 +6,12 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { eventfdCreate, eventfdWrite, closeFd } from '../sys/index.js';
 import type { FromWorker, QueueSnapshot, RegionConfig, RingConfig, ToWorker, WorkerSetup } from './contract.js';
-import { createIotlbRing, IotlbOp, IotlbRingProducer } from './iotlb-ring.js';
+import { createIotlbRing, IotlbRingProducer, type IotlbOpCode } from './iotlb-ring.js';
 import { createTranslationRing, SENT_REQUEST, TranslationRingConsumer } from './translation-ring.js';
 import { encodeIotlbRequest } from './miss-reporter.js';
 import type { TraceWriter } from '../trace/writer.js';
-import { createStatsBuffer, readCounters, type RingCounterName } from './stats.js';
+import { createStatsBuffer, missLatency, readCounters, type RingCounterName } from './stats.js';
+import type { LatencyHistogram } from '../stats/latency.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 const COMMAND_TIMEOUT_MS = 5000;
@@ -18,7 +19,7 @@ const COMMAND_TIMEOUT_MS = 5000;
 type Command = ToWorker extends infer T ? T extends { id: number } ? Omit<T, 'id'> : never : never;
 
 /** What the device decides for a worker; the host adds the shared buffers and the wake fd. */
-export interface QueuePairOptions extends Omit<WorkerSetup, 'wakeFd' | 'doorbell' | 'iotlbRing' | 'stats' | 'translationRing' | 'traceOriginMs'> {
+export interface QueuePairOptions extends Omit<WorkerSetup, 'wakeFd' | 'doorbell' | 'iotlbRing' | 'stats' | 'translationRing' | 'traceStartHrNs'> {
   /** The trace to record translations into, or null. */
   trace: { writer: TraceWriter; connection: number } | null;
   onBroken(index: number, reason: string): void;
@@ -46,11 +47,11 @@ export class QueuePairHost {
     this.iotlb = new IotlbRingProducer(iotlbRing);
     this.stats = createStatsBuffer();
     const { trace: _trace, onBroken: _onBroken, onLog: _onLog, ...decided } = options;
-    const setup: WorkerSetup = { ...decided, wakeFd: this.wakeFd, doorbell: this.posted.buffer as SharedArrayBuffer, iotlbRing, stats: this.stats, translationRing: null, traceOriginMs: 0 };
+    const setup: WorkerSetup = { ...decided, wakeFd: this.wakeFd, doorbell: this.posted.buffer as SharedArrayBuffer, iotlbRing, stats: this.stats, translationRing: null, traceStartHrNs: 0 };
     if (options.trace) {
       const { writer, connection } = options.trace;
       setup.translationRing = createTranslationRing();
-      setup.traceOriginMs = performance.timeOrigin + performance.now() - writer.elapsedNsNumber() / 1e6;
+      setup.traceStartHrNs = writer.startHrNs;
       const consumer = new TranslationRingConsumer(setup.translationRing);
       const sink = { translation: (t: number, q: number, iova: number, len: number, access: number, result: number) => {
         if (writer.isClosed) return;
@@ -143,25 +144,43 @@ export class QueuePairHost {
     return readCounters(this.stats, ringInPair);
   }
 
+  missLatency(ringInPair: number): LatencyHistogram {
+    return missLatency(this.stats, ringInPair);
+  }
+
   /**
-   * Queues an IOTLB operation. With `waitApplied` it resolves once the worker has applied it
-   * (an INVALIDATE must be, before it is acknowledged); without, as soon as it is queued.
+   * Queues an IOTLB operation and returns its sequence number, or -1 if the ring is full (the
+   * worker is behind; pushIotlbOp waits for room). A sleeping worker is woken: a parked ring
+   * may wait for this UPDATE; a spinning one sees it at its next step without a syscall.
    */
-  async iotlbOp(op: (typeof IotlbOp)[keyof typeof IotlbOp], iova: number, size: number, uaddr: number, perm: number, waitApplied = true): Promise<void> {
-    let seq = this.iotlb.push(op, iova, size, uaddr, perm);
+  tryPushIotlbOp(op: IotlbOpCode, iova: number, size: number, uaddr: number, perm: number): number {
+    if (this.exited) return 0;
+    const seq = this.iotlb.push(op, iova, size, uaddr, perm);
+    if (seq >= 0 && this.iotlb.workerSleeping) this.wake();
+    return seq;
+  }
+
+  /** tryPushIotlbOp that waits for room instead of failing; never drops an operation. */
+  async pushIotlbOp(op: IotlbOpCode, iova: number, size: number, uaddr: number, perm: number): Promise<number> {
+    let seq = this.tryPushIotlbOp(op, iova, size, uaddr, perm);
     while (seq < 0) {
-      // Ring full: the worker is behind. Wake it and give it a moment; never drop an operation.
       this.wake();
       await new Promise((r) => setTimeout(r, 1));
-      if (this.exited) return;
-      seq = this.iotlb.push(op, iova, size, uaddr, perm);
+      seq = this.tryPushIotlbOp(op, iova, size, uaddr, perm);
     }
-    // A parked ring may wait for an UPDATE. An INVALIDATE needs no wake-up for correctness (a
-    // sleeping worker applies it before it translates again, iotlb-ring.ts), but measured on
-    // these VMs, waking the worker anyway keeps its CPU out of a deep idle and answers the
-    // next UPDATE ~1.6x sooner in dynamic-mapping runs.
-    this.wake();
-    if (!waitApplied) return;
+    return seq;
+  }
+
+  /**
+   * True once no lookup of this worker can use what operations up to `seq` removed; blocks
+   * for at most a burst in flight (iotlb-ring.ts). False means: use waitApplied.
+   */
+  appliedNow(seq: number): boolean {
+    return this.exited || this.iotlb.waitAppliedSync(seq);
+  }
+
+  /** appliedNow for a worker stuck inside a step: waits on the event loop, throws on timeout. */
+  async waitApplied(seq: number): Promise<void> {
     if (!(await this.iotlb.waitApplied(seq, COMMAND_TIMEOUT_MS)) && !this.exited) {
       throw new Error(`queue pair ${this.pairIndex}: IOTLB operation not applied within ${COMMAND_TIMEOUT_MS} ms`);
     }

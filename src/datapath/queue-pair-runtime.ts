@@ -4,12 +4,12 @@
  * per-virtqueue IOTLB caches and pending-miss lists, the endpoint, and one poll step.
  *
  * IOTLB consistency without locks: the main thread pushes UPDATE/INVALIDATE into a shared
- * ring; `step()` drains it before touching any ring, so every burst runs against a cache
- * that includes every operation published before the burst began. The main thread acks an
- * INVALIDATE only after this worker has applied it, or while the worker is quiescent
- * (`quiesce()` .. `resume()`: asleep or in its event loop, holding no translation, and
- * draining the ring before it uses one again; iotlb-ring.ts), so no burst after the ack can
- * use the removed entry.
+ * ring; every step runs between `resume()` (which drains the ring first) and `quiesce()`, so
+ * every burst runs against a cache that includes every operation published before the burst
+ * began. The main thread acks an INVALIDATE only after this worker has applied it, or while
+ * the worker is quiescent (between steps, asleep, or in its event loop: holding no
+ * translation, and draining the ring before it uses one again; iotlb-ring.ts), so no burst
+ * after the ack can use the removed entry.
  */
 import { eventfdRead, eventfdWrite, mapFd, unmap } from '../sys/index.js';
 import { GuestMemory } from '../memory/guest-memory.js';
@@ -32,7 +32,8 @@ import type { QueueSnapshot, RegionConfig, RingConfig, WorkerSetup } from './con
 import { IotlbRingConsumer, type IotlbOpSink } from './iotlb-ring.js';
 import { MissReporter } from './miss-reporter.js';
 import { RecordingAddressSpace } from './recording-space.js';
-import { RingCounter, ringCounters } from './stats.js';
+import { missLatency, RingCounter, ringCounters } from './stats.js';
+import type { LatencyHistogram } from '../stats/latency.js';
 import { sentRequestCode, TranslationRingProducer } from './translation-ring.js';
 
 export const BURST = 32;
@@ -47,6 +48,8 @@ class Ring {
   readonly queue: VirtQueue;
   readonly net: NetQueue;
   readonly counters: Float64Array;
+  /** Miss sent -> covering UPDATE applied here, per parked ring (inspect's miss round trip). */
+  readonly missLatency: LatencyHistogram;
   cache: IotlbStrategy | null = null;
   pending: PendingMisses | null = null;
   ringSpace!: AddressSpace;
@@ -71,6 +74,7 @@ class Ring {
 
   constructor(readonly index: number, setup: WorkerSetup, stats: SharedArrayBuffer) {
     this.counters = ringCounters(stats, index & 1);
+    this.missLatency = missLatency(stats, index & 1);
     const isRx = (index & 1) === 0;
     this.queue = setup.packed ? new PackedQueue() : new SplitQueue();
     this.net = new NetQueue(this.queue, { headerLength: setup.headerLength, mergeable: isRx && setup.mergeableRx, counters: this.counters });
@@ -104,7 +108,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.rings = [this.rx, this.tx];
     this.iotlbRing = new IotlbRingConsumer(setup.iotlbRing);
     this.misses = new MissReporter(setup.backendFd);
-    this.traceRing = setup.translationRing ? new TranslationRingProducer(setup.translationRing, setup.traceOriginMs) : null;
+    this.traceRing = setup.translationRing ? new TranslationRingProducer(setup.translationRing, setup.traceStartHrNs) : null;
     const traceRing = this.traceRing;
     if (traceRing) {
       // Backend-channel requests go into the trace too, through the same ring (translation-ring.ts).
@@ -242,7 +246,10 @@ export class QueuePairRuntime implements IotlbOpSink {
       if (!ring.cache) continue;
       ring.cache.insert({ iova, size, uaddr, perm });
       ring.pending!.clearCovered(iova, size, perm);
-      if (ring.missStalled && ring.stalledIova >= iova && ring.stalledIova - iova < size) ring.missStalled = false;
+      if (ring.missStalled && ring.stalledIova >= iova && ring.stalledIova - iova < size) {
+        ring.missStalled = false;
+        ring.missLatency.record((performance.now() - ring.stalledAt) * 1000);
+      }
       if (ring.running && ring.waitingForMapping) this.afterRingMap(ring, ring.queue.mapRings());
     }
   }
@@ -259,10 +266,6 @@ export class QueuePairRuntime implements IotlbOpSink {
         this.afterRingMap(ring, ring.queue.mapRings());
       }
     }
-  }
-
-  clear(): void {
-    for (const ring of this.rings) this.clearCache(ring.index);
   }
 
   clearCache(index: number): void {
@@ -343,8 +346,9 @@ export class QueuePairRuntime implements IotlbOpSink {
   // --- the poll step ---
 
   /**
-   * From here until resume() this worker touches no ring and translates nothing (it sleeps
-   * or runs its event loop), so the main thread may acknowledge an INVALIDATE without waiting.
+   * From here until resume() this worker touches no ring and translates nothing (between
+   * steps, asleep, or in its event loop), so the main thread may acknowledge an INVALIDATE
+   * without waiting.
    */
   quiesce(): void {
     this.iotlbRing.quiesce();
@@ -355,9 +359,17 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.iotlbRing.resume(this);
   }
 
-  /** One round over both rings; returns how many chains moved. */
+  /** Quiescent, before poll(): false if an IOTLB operation arrived that must be applied first. */
+  mayStartSleeping(): boolean {
+    return this.iotlbRing.mayStartSleeping();
+  }
+
+  stoppedSleeping(): void {
+    this.iotlbRing.stoppedSleeping();
+  }
+
+  /** One round over both rings, between resume() and quiesce(); returns how many chains moved. */
   step(): number {
-    if (this.iotlbRing.hasWork()) this.iotlbRing.drain(this);
     const rx = this.rx;
     const rxUsable = rx.running && !rx.waitingForMapping && this.missAnswered(rx);
     let work = this.transmitOnce(rxUsable);
@@ -406,11 +418,6 @@ export class QueuePairRuntime implements IotlbOpSink {
     ring.missStalled = false;
     ring.pending!.clearCovered(ring.stalledIova, 1, Access.ReadWrite);
     return true;
-  }
-
-  /** True while some ring waits for a miss to be answered (the worker then sleeps briefly, not long). */
-  get stalled(): boolean {
-    return this.rx.missStalled || this.tx.missStalled;
   }
 
   /**

@@ -5,6 +5,7 @@
  */
 
 import { NetCounter, NET_COUNTERS } from '../virtqueue/net.js';
+import { LatencyHistogram, LATENCY_SLOTS } from '../stats/latency.js';
 
 /** The virtio-net queue's own counters plus the IOTLB misses the worker actually sent. */
 export const RingCounter = {
@@ -18,13 +19,21 @@ const COUNTERS_PER_RING = NET_COUNTERS;
 /** Rings per queue pair: RX (even index) and TX (odd index). */
 export const RINGS_PER_PAIR = 2;
 
+/** Per ring: the counters, then the miss round-trip histogram. */
+const DOUBLES_PER_RING = COUNTERS_PER_RING + LATENCY_SLOTS;
+
 export function createStatsBuffer(): SharedArrayBuffer {
-  return new SharedArrayBuffer(RINGS_PER_PAIR * COUNTERS_PER_RING * 8);
+  return new SharedArrayBuffer(RINGS_PER_PAIR * DOUBLES_PER_RING * 8);
 }
 
 /** The counters of one ring (ringInPair 0 = RX, 1 = TX) as a typed array indexed by RingCounter. */
 export function ringCounters(buffer: SharedArrayBuffer, ringInPair: number): Float64Array {
-  return new Float64Array(buffer, ringInPair * COUNTERS_PER_RING * 8, COUNTERS_PER_RING);
+  return new Float64Array(buffer, ringInPair * DOUBLES_PER_RING * 8, COUNTERS_PER_RING);
+}
+
+/** The ring's miss round trips: miss sent -> the UPDATE covering it applied by the worker. */
+export function missLatency(buffer: SharedArrayBuffer, ringInPair: number): LatencyHistogram {
+  return new LatencyHistogram(new Float64Array(buffer, (ringInPair * DOUBLES_PER_RING + COUNTERS_PER_RING) * 8, LATENCY_SLOTS));
 }
 
 export function readCounters(buffer: SharedArrayBuffer, ringInPair: number): Record<RingCounterName, number> {

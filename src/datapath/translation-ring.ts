@@ -8,6 +8,8 @@ const FIELDS = 6; // timeNs, queue, iova, length, access, result
 const PRODUCED = 0;
 const CONSUMED = 1;
 const DROPPED = 2;
+/** Longest time between two readings of the shared clock (see TranslationRingProducer). */
+const SYNC_MS = 1;
 
 export function createTranslationRing(): SharedArrayBuffer {
   return new SharedArrayBuffer(16 + CAPACITY * FIELDS * 8);
@@ -30,13 +32,46 @@ export function sentRequestCode(iotlbType: number): number {
 export class TranslationRingProducer {
   private readonly counters: Int32Array;
   private readonly slots: Float64Array;
-  /** Wall-clock milliseconds of the trace's time zero (performance.timeOrigin-based, same in every thread). */
-  private readonly originMs: number;
+  /**
+   * Records are stamped on the trace writer's clock (process.hrtime), which every thread
+   * shares. Reading it allocates a bigint, so a record reads performance.now() and adds an
+   * offset to hrtime measured at most every SYNC_MS: the two clocks drift apart by up to
+   * 0.1% here (so the offset is re-measured, and is then off by 1 µs at most), and each
+   * thread's performance.timeOrigin is its own reading of the wall clock, tens of µs off
+   * the others' (stamping with it put misses after the UPDATEs that answered them).
+   */
+  private offsetNs = 0;
+  private syncedAtMs = -Infinity;
 
-  constructor(buffer: SharedArrayBuffer, originMs: number) {
+  /** `startHrNs`: process.hrtime of the trace's time zero (TraceWriter.startHrNs). */
+  constructor(buffer: SharedArrayBuffer, private readonly startHrNs: number) {
     this.counters = new Int32Array(buffer, 0, 4);
     this.slots = new Float64Array(buffer, 16, CAPACITY * FIELDS);
-    this.originMs = originMs;
+  }
+
+  private nowNs(): number {
+    const now = performance.now();
+    if (now - this.syncedAtMs > SYNC_MS) this.sync(now);
+    return Math.round(now * 1e6 + this.offsetNs);
+  }
+
+  /**
+   * Pairs an hrtime reading with the middle of the performance.now() readings around it,
+   * keeping the tightest of a few pairs: a thread preempted between two readings would
+   * otherwise shift every stamp of the next SYNC_MS by the length of the preemption.
+   */
+  private sync(now: number): void {
+    let best = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const before = performance.now();
+      const hr = Number(process.hrtime.bigint());
+      const after = performance.now();
+      if (after - before < best) {
+        best = after - before;
+        this.offsetNs = hr - this.startHrNs - ((before + after) / 2) * 1e6;
+      }
+    }
+    this.syncedAtMs = now;
   }
 
   record(queue: number, iova: number, length: number, access: number, result: number): void {
@@ -46,7 +81,7 @@ export class TranslationRingProducer {
       return;
     }
     const base = (produced & (CAPACITY - 1)) * FIELDS;
-    this.slots[base] = Math.round((performance.timeOrigin + performance.now() - this.originMs) * 1e6);
+    this.slots[base] = this.nowNs();
     this.slots[base + 1] = queue;
     this.slots[base + 2] = iova;
     this.slots[base + 3] = length;

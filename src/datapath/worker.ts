@@ -1,7 +1,8 @@
 /**
- * Entry point of a queue-pair worker thread. Busy-polls its rings while there is work, sleeps
- * in poll(2) on the kick eventfds (plus a wake eventfd the main thread writes) when idle, and
- * turns to its event loop between bursts only often enough to read ordered commands.
+ * Entry point of a queue-pair worker thread. Busy-polls its rings while there is work and
+ * for a budget of idle time after it (`serve --busy-poll-us`), then sleeps in poll(2) on the
+ * kick eventfds (plus a wake eventfd the main thread writes), and turns to its event loop
+ * only when a command is waiting (or, as a safety net, every ROUNDS_PER_YIELD rounds).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { pollReadable, eventfdRead } from '../sys/index.js';
@@ -14,15 +15,15 @@ const runtime = new QueuePairRuntime(setup);
 const post = (msg: FromWorker): void => port.postMessage(msg);
 runtime.onBroken = (index, reason) => post({ type: 'broken', index, reason });
 
-/** Empty rounds before arming notifications and sleeping. */
-const SPIN_ROUNDS = 512;
 /**
  * Busy rounds between visits to the event loop when no command is waiting (commands ring
  * the doorbell and are read at the next round): a safety net for anything else queued there.
  */
 const ROUNDS_PER_YIELD = 16384;
-/** A sleeper wakes at least this often, in case a kick was lost. */
+/** A sleeper wakes at least this often, in case a kick was lost (and to retry a miss). */
 const SLEEP_MS = 50;
+/** How long to spin without work before sleeping (WorkerSetup.busyPollUs; < 0: never sleep). */
+const busyPollMs = setup.busyPollUs < 0 ? Infinity : setup.busyPollUs / 1000;
 
 let stopping = false;
 const inbox: ToWorker[] = [];
@@ -55,42 +56,62 @@ function handle(msg: ToWorker): void {
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** Sleeps or visits the event loop quiescent (queue-pair-runtime.ts): an INVALIDATE need not wait for us. */
-async function yieldQuiescent(): Promise<void> {
-  runtime.quiesce();
-  await yieldToLoop();
+/** Visits the event loop (where posted commands arrive), then runs them as a step of their own. */
+async function readCommands(): Promise<void> {
+  await yieldToLoop(); // quiescent: an INVALIDATE need not wait for us
   runtime.resume();
+  while (inbox.length > 0 && !stopping) handle(inbox.shift()!);
+  runtime.quiesce();
+}
+
+/**
+ * Arms the rings' notifications and sleeps in poll(2) until a kick, the tap, or the wake
+ * eventfd (a command or an IOTLB operation for a sleeper) — unless work arrived meanwhile.
+ */
+function sleep(): void {
+  runtime.resume();
+  const fresh = runtime.armNotifications();
+  runtime.quiesce();
+  if (!fresh && runtime.mayStartSleeping()) {
+    const ready = runtime.readyFlags;
+    const woke = pollReadable(runtime.waitFds, runtime.waitCount, SLEEP_MS, ready);
+    runtime.stoppedSleeping();
+    if (woke > 0) runtime.consumeWakeups(ready);
+  } else {
+    runtime.stoppedSleeping();
+  }
+  runtime.resume();
+  runtime.disarmNotifications();
+  runtime.quiesce();
 }
 
 async function run(): Promise<void> {
-  let idle = 0;
+  let idleSince = -1;
   let rounds = 0;
-  runtime.resume();
   while (!stopping) {
-    while (inbox.length > 0 && !stopping) handle(inbox.shift()!);
-    if (stopping) break;
-    const work = runtime.step();
-    if (work > 0) {
-      idle = 0;
-    } else if (++idle >= SPIN_ROUNDS) {
-      idle = 0;
-      if (!runtime.armNotifications()) {
-        const ready = runtime.readyFlags;
-        runtime.quiesce();
-        const woke = pollReadable(runtime.waitFds, runtime.waitCount, SLEEP_MS, ready);
-        runtime.resume();
-        if (woke > 0) runtime.consumeWakeups(ready);
-      }
-      runtime.disarmNotifications();
-      await yieldQuiescent();
-      continue;
-    }
     if (Atomics.load(posted, 0) !== received || ++rounds >= ROUNDS_PER_YIELD) {
       rounds = 0;
-      await yieldQuiescent();
+      await readCommands();
+      if (stopping) break;
+    }
+    // Each step is one burst per ring with the IOTLB drained first; between steps the worker
+    // is quiescent, so an INVALIDATE waits at most for the burst in flight (iotlb-ring.ts).
+    runtime.resume();
+    const work = runtime.step();
+    runtime.quiesce();
+    if (work > 0) {
+      idleSince = -1;
+      continue;
+    }
+    // Idle: spin for the busy-poll budget (the answer to a miss, the next frame of a guest
+    // that is between two kicks), then sleep: a wake-up across CPUs costs tens of µs here.
+    const now = performance.now();
+    if (idleSince < 0) idleSince = now;
+    else if (now - idleSince >= busyPollMs) {
+      idleSince = -1;
+      sleep();
     }
   }
-  runtime.quiesce();
   eventfdRead(setup.wakeFd);
 }
 

@@ -9,6 +9,8 @@ import type { NetMode, QueueSnapshot, RegionConfig } from '../datapath/contract.
 import { IotlbOp } from '../datapath/iotlb-ring.js';
 import { QueuePairHost } from '../datapath/queue-pair-host.js';
 import { RING_COUNTERS, type RingCounterName } from '../datapath/stats.js';
+import { LatencyHistogram } from '../stats/latency.js';
+import { IotlbType } from '../protocol/index.js';
 import { getStrategy } from '../iotlb/registry.js';
 import type { IotlbStrategy } from '../iotlb/strategy.js';
 import { DeviceError } from './errors.js';
@@ -23,6 +25,8 @@ export interface DeviceOptions {
   strategy: string;
   batchMisses: boolean;
   prefetch: number;
+  /** WorkerSetup.busyPollUs. */
+  busyPollUs: number;
   /** Record translations (with the server's trace writer) — set per connection by the session. */
   traceTranslations: boolean;
   log(level: string, text: string): void;
@@ -41,6 +45,10 @@ export class NetDevice {
   readonly vrings: VringState[];
   private readonly pairs = new Map<number, QueuePairHost>();
   private readonly pastCounters = new Map<number, Record<RingCounterName, number>>();
+  private readonly pastMissLatency = new Map<number, LatencyHistogram>();
+  /** IOTLB request read -> its ack sent, over the life of this device (inspect). */
+  readonly updateAckLatency = new LatencyHistogram();
+  readonly invalidateAckLatency = new LatencyHistogram();
   /**
    * Every live IOTLB mapping, kept on the main thread so a worker started later is seeded
    * with what the front-end already sent, and so `inspect` can show the device's view.
@@ -104,6 +112,7 @@ export class NetDevice {
       backendFd: this.backendFd,
       batchMisses: this.options.batchMisses,
       prefetch: this.options.prefetch,
+      busyPollUs: this.options.busyPollUs,
       trace: this.traceTarget,
       onBroken: (ring, reason) => {
         this.vrings[ring].broken = reason;
@@ -115,7 +124,7 @@ export class NetDevice {
     this.pairs.set(pairIndex, pair);
     await pair.setMemory(this.regionConfigs());
     for (const entry of this.iotlbShadow.entries()) {
-      await pair.iotlbOp(IotlbOp.Update, entry.iova, entry.size, entry.uaddr, entry.perm);
+      await pair.pushIotlbOp(IotlbOp.Update, entry.iova, entry.size, entry.uaddr, entry.perm);
     }
     return pair;
   }
@@ -199,16 +208,35 @@ export class NetDevice {
    * the worker applies it only misses again (and the pending-miss list keeps that miss from
    * being re-sent), so waiting would only add a worker round trip to every answered miss —
    * the latency that makes dynamic mappings slow. INVALIDATE, below, must wait.
+   * Both return synchronously (no promise, no event-loop turn) unless a worker's ring is
+   * full or a worker is stuck inside a burst: they sit on the path of every guest DMA map.
    */
-  async iotlbUpdate(iova: number, size: number, uaddr: number, perm: number): Promise<void> {
+  iotlbUpdate(iova: number, size: number, uaddr: number, perm: number): Promise<void> | void {
     this.iotlbShadow.insert({ iova, size, uaddr, perm });
-    await Promise.all([...this.pairs.values()].map((p) => p.iotlbOp(IotlbOp.Update, iova, size, uaddr, perm, false)));
+    let slow: Array<Promise<number>> | null = null;
+    for (const pair of this.pairs.values()) {
+      if (pair.tryPushIotlbOp(IotlbOp.Update, iova, size, uaddr, perm) < 0) {
+        (slow ??= []).push(pair.pushIotlbOp(IotlbOp.Update, iova, size, uaddr, perm));
+      }
+    }
+    if (slow !== null) return Promise.all(slow).then(() => undefined);
   }
 
-  /** Resolves only when every worker has dropped the range: the caller acks after this. */
-  async iotlbInvalidate(iova: number, size: number): Promise<void> {
+  /** Returns (or resolves) only when every worker has dropped the range: the caller acks after this. */
+  iotlbInvalidate(iova: number, size: number): Promise<void> | void {
     this.iotlbShadow.invalidate(iova, size);
-    await Promise.all([...this.pairs.values()].map((p) => p.iotlbOp(IotlbOp.Invalidate, iova, size, 0, 0)));
+    // Every worker gets the operation before any is waited for: their bursts end in parallel.
+    const pairs = [...this.pairs.values()];
+    const seqs = pairs.map((pair) => pair.tryPushIotlbOp(IotlbOp.Invalidate, iova, size, 0, 0));
+    let slow: Array<Promise<void>> | null = null;
+    pairs.forEach((pair, i) => {
+      const seq = seqs[i];
+      if (seq >= 0 && pair.appliedNow(seq)) return;
+      const waited = seq >= 0 ? pair.waitApplied(seq)
+        : pair.pushIotlbOp(IotlbOp.Invalidate, iova, size, 0, 0).then((s) => pair.waitApplied(s));
+      (slow ??= []).push(waited);
+    });
+    if (slow !== null) return Promise.all(slow).then(() => undefined);
   }
 
   async clearIotlb(index: number): Promise<void> {
@@ -234,6 +262,22 @@ export class NetDevice {
     return live;
   }
 
+  /** A ring's miss round trips over the life of this device: finished workers plus the live one. */
+  missLatency(index: number): LatencyHistogram {
+    const total = new LatencyHistogram();
+    const past = this.pastMissLatency.get(index);
+    if (past) total.add(past);
+    const pair = this.pairs.get(index >> 1);
+    if (pair) total.add(pair.missLatency(index & 1));
+    return total;
+  }
+
+  /** The session acknowledged an IOTLB message `us` microseconds after reading it. */
+  iotlbAcked(iotlbType: number, us: number): void {
+    if (iotlbType === IotlbType.UPDATE) this.updateAckLatency.record(us);
+    else if (iotlbType === IotlbType.INVALIDATE) this.invalidateAckLatency.record(us);
+  }
+
   /** Keeps a finishing worker's counters so totals survive reconnects. */
   private retire(pair: QueuePairHost): Promise<void> {
     for (const ringInPair of [0, 1]) {
@@ -242,6 +286,7 @@ export class NetDevice {
       const past = this.pastCounters.get(index);
       if (past) for (const name of RING_COUNTERS) live[name] += past[name];
       this.pastCounters.set(index, live);
+      this.pastMissLatency.set(index, this.missLatency(index));
     }
     return pair.shutdown();
   }

@@ -33,6 +33,8 @@ export class Session {
   private readonly receiveBuffer = new Uint8Array(RECEIVE_BUFFER);
   private watcher: FdWatcher | null = null;
   private readonly queue: Frame[] = [];
+  /** When each queued frame was read (performance.now()), for the IOTLB ack round trips. */
+  private readonly queuedAt: number[] = [];
   private processing = false;
   /** The handler in flight: the device is reset only after it settled (see close()). */
   private inFlight: Promise<void> = Promise.resolve();
@@ -67,7 +69,11 @@ export class Session {
           return;
         }
         this.framer.push(this.receiveBuffer.subarray(0, received.bytes), received.fds);
-        for (let frame = this.framer.next(); frame !== null; frame = this.framer.next()) this.queue.push(frame);
+        const now = performance.now();
+        for (let frame = this.framer.next(); frame !== null; frame = this.framer.next()) {
+          this.queue.push(frame);
+          this.queuedAt.push(now);
+        }
       }
     } catch (err) {
       // Framing errors (a size over MAX_PAYLOAD, truncated ancillary data) leave the stream unreadable.
@@ -82,7 +88,7 @@ export class Session {
     this.processing = true;
     try {
       while (!this.closed && this.queue.length > 0) {
-        this.inFlight = this.handle(this.queue.shift()!);
+        this.inFlight = this.handle(this.queue.shift()!, this.queuedAt.shift()!);
         await this.inFlight;
       }
     } catch (err) {
@@ -103,7 +109,7 @@ export class Session {
     });
   }
 
-  private async handle(frame: Frame): Promise<void> {
+  private async handle(frame: Frame, receivedAt: number): Promise<void> {
     this.trace(frame.bytes, frame.fds, 'to-backend');
     const taken = new Set<number>();
     let msg: VhostMessage | null = null;
@@ -125,6 +131,7 @@ export class Session {
       const replyBody = await handler(this.device, msg, ctx);
       if (replyBody) this.reply(msg.request, replyBody);
       else if (this.wantsAck(msg.request, msg.needsReply)) this.reply(msg.request, { kind: 'u64', value: 0n });
+      if (msg.body.kind === 'iotlb') this.device.iotlbAcked(msg.body.iotlbType, (performance.now() - receivedAt) * 1000);
     } catch (err) {
       this.fail(err as Error, msg, header);
     } finally {
@@ -201,6 +208,7 @@ export class Session {
     this.watcher?.stop();
     this.watcher = null;
     for (const frame of this.queue.splice(0)) for (const fd of frame.fds) this.device.closeQuietly(fd);
+    this.queuedAt.length = 0;
     // Fds of a message that never became whole (EOF or a framing error mid-message) are still
     // in the framer: close them too, or every such disconnect leaks up to MAX_FDS fds.
     for (const fd of this.framer.takeFds()) this.device.closeQuietly(fd);

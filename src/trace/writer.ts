@@ -70,7 +70,8 @@ export class TraceWriter {
   private pos = 0;
   private closed = false;
   private readonly startHr = process.hrtime.bigint();
-  private readonly startHrNumber = Number(this.startHr);
+  /** process.hrtime of time zero in ns, as a number (exact below ~104 days of uptime). */
+  readonly startHrNs = Number(this.startHr);
   /** Records written so far (messages + translations). */
   records = 0;
   /** Bytes handed to the sink so far (excluding what is still buffered). */
@@ -109,11 +110,6 @@ export class TraceWriter {
   /** Nanoseconds since this writer was opened (monotonic), as a bigint for records. */
   elapsedNs(): bigint {
     return process.hrtime.bigint() - this.startHr;
-  }
-
-  /** Nanoseconds since open as a number (exact below ~104 days): for the translation fast path. */
-  elapsedNsNumber(): number {
-    return Number(process.hrtime.bigint()) - this.startHrNumber;
   }
 
   get isClosed(): boolean {

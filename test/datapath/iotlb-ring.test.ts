@@ -16,9 +16,6 @@ class RecordingSink implements IotlbOpSink {
   invalidate(iova: number, size: number): void {
     this.ops.push(`invalidate ${iova.toString(16)}+${size.toString(16)}`);
   }
-  clear(): void {
-    this.ops.push('clear');
-  }
 }
 
 function pair(): { producer: IotlbRingProducer; consumer: IotlbRingConsumer; sink: RecordingSink } {
@@ -67,12 +64,59 @@ describe('IOTLB ring acknowledgement', () => {
     assert.deepEqual(sink.ops, []);
   });
 
+  it('blocks for a burst in flight and no longer: a worker thread ending its step releases the producer', async () => {
+    const buffer = createIotlbRing();
+    const control = new Int32Array(new SharedArrayBuffer(8)); // [go, done]
+    const ringUrl = new URL('../../src/datapath/iotlb-ring.js', import.meta.url).href;
+    const worker = new Worker(`
+      const { workerData } = require('node:worker_threads');
+      import(workerData.ringUrl).then(({ IotlbRingConsumer }) => {
+        const consumer = new IotlbRingConsumer(workerData.buffer);
+        const sink = { update() {}, invalidate() {} };
+        consumer.resume(sink);                                 // a step begins...
+        Atomics.store(workerData.control, 0, 1);
+        Atomics.notify(workerData.control, 0);
+        const until = performance.now() + 30;                 // ...and translates for 30 ms
+        while (performance.now() < until);
+        Atomics.store(workerData.control, 1, 1);
+        consumer.quiesce();                                    // the step ends: the producer may ack
+      });
+    `, { eval: true, workerData: { buffer, control, ringUrl } });
+    try {
+      const producer = new IotlbRingProducer(buffer);
+      while (Atomics.load(control, 0) === 0) await new Promise((r) => setTimeout(r, 1));
+      const seq = producer.push(IotlbOp.Invalidate, 0x4000, 0x1000, 0, 0);
+      assert.equal(producer.waitAppliedSync(seq, 5), false, 'released while the step that may use the entry still ran');
+      assert.equal(Atomics.load(control, 1), 0);
+      assert.equal(producer.waitAppliedSync(seq, 2000), true);
+      assert.equal(Atomics.load(control, 1), 1, 'released only after the step ended');
+    } finally {
+      await worker.terminate();
+    }
+  });
+
+  it('a producer learns the worker sleeps (and must wake it) or the worker sees the operation before sleeping', () => {
+    const { producer, consumer, sink } = pair();
+    consumer.resume(sink);
+    consumer.quiesce();
+    assert.equal(producer.workerSleeping, false);
+    assert.equal(consumer.mayStartSleeping(), true);
+    assert.equal(producer.workerSleeping, true, 'a sleeper is visible to the producer');
+    consumer.stoppedSleeping();
+    assert.equal(producer.workerSleeping, false);
+    producer.push(IotlbOp.Update, 0x5000, 0x1000, 0x9000, 3);
+    assert.equal(consumer.mayStartSleeping(), false, 'an operation queued before the worker slept keeps it awake');
+    consumer.stoppedSleeping();
+    consumer.resume(sink);
+    assert.deepEqual(sink.ops, ['update 5000+1000']);
+  });
+
   it('a worker thread never uses an entry after its INVALIDATE was acknowledged', async () => {
     // The worker keeps a one-bit cache per key (set by UPDATE, cleared by INVALIDATE) and,
     // in bursts between resume() and quiesce(), checks the key the main thread last
     // acknowledged as invalidated: finding it still cached is a use after the ack.
     const buffer = createIotlbRing();
-    const control = new Int32Array(new SharedArrayBuffer(12)); // [acked key, stop, violations]
+    const control = new Int32Array(new SharedArrayBuffer(16)); // [acked key, stop, violations, checks]
     const ringUrl = new URL('../../src/datapath/iotlb-ring.js', import.meta.url).href;
     const worker = new Worker(`
       const { workerData } = require('node:worker_threads');
@@ -80,7 +124,7 @@ describe('IOTLB ring acknowledgement', () => {
         const control = workerData.control;
         const consumer = new IotlbRingConsumer(workerData.buffer);
         const cached = new Uint8Array(4096);
-        const sink = { update: (k) => { cached[k] = 1; }, invalidate: (k) => { cached[k] = 0; }, clear: () => cached.fill(0) };
+        const sink = { update: (k) => { cached[k] = 1; }, invalidate: (k) => { cached[k] = 0; } };
         let bursts = 0;
         while (Atomics.load(control, 1) === 0) {
           consumer.resume(sink);
@@ -90,6 +134,7 @@ describe('IOTLB ring acknowledgement', () => {
             for (let lookup = 0; lookup < 64; lookup++) {
               const acked = Atomics.load(control, 0);
               if (acked > 0 && cached[acked] === 1) Atomics.add(control, 2, 1);
+              if (acked > 0) Atomics.add(control, 3, 1);
             }
           }
           consumer.quiesce();
@@ -114,5 +159,6 @@ describe('IOTLB ring acknowledgement', () => {
       await worker.terminate();
     }
     assert.equal(Atomics.load(control, 2), 0, 'the worker found an acknowledged invalidation still cached');
+    assert.ok(Atomics.load(control, 3) > 1000, `the worker checked acknowledged keys while they were acked (${Atomics.load(control, 3)} checks)`);
   });
 });
