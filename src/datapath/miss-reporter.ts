@@ -16,8 +16,15 @@ export function encodeIotlbRequest(iotlbType: number, iova: number, perm: number
   });
 }
 
-/** Told about every request actually sent (for `serve --trace`). */
-export type SentListener = (queue: number, iotlbType: number, iova: number, perm: number) => void;
+/**
+ * Told about every request actually sent (for `serve --trace`), with what `clock` read just
+ * before sending: read after, a worker preempted there stamped its miss after the UPDATE
+ * that answered it.
+ */
+export interface SentListener {
+  clock(): number;
+  sent(queue: number, iotlbType: number, iova: number, perm: number, at: number): void;
+}
 
 export class MissReporter {
   /** Misses that could not be sent (no backend channel, or its buffer full). */
@@ -32,9 +39,10 @@ export class MissReporter {
       return false;
     }
     const bytes = encodeIotlbRequest(iotlbType, iova, perm);
+    const at = this.onSent?.clock() ?? 0;
     try {
       if (sendMessage(this.backendFd, bytes) === bytes.length) {
-        this.onSent?.(queue, iotlbType, iova, perm);
+        this.onSent?.sent(queue, iotlbType, iova, perm, at);
         return true;
       }
     } catch {

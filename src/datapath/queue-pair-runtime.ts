@@ -112,7 +112,10 @@ export class QueuePairRuntime implements IotlbOpSink {
     const traceRing = this.traceRing;
     if (traceRing) {
       // Backend-channel requests go into the trace too, through the same ring (translation-ring.ts).
-      this.misses.onSent = (queue, iotlbType, iova, perm) => traceRing.record(queue, iova, 0, perm, sentRequestCode(iotlbType));
+      this.misses.onSent = {
+        clock: () => traceRing.nowNs(),
+        sent: (queue, iotlbType, iova, perm, at) => traceRing.record(queue, iova, 0, perm, sentRequestCode(iotlbType), at),
+      };
     }
     const net = setup.net;
     this.pollsEndpoint = net.kind === 'source' || net.kind === 'tap';

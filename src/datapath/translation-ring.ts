@@ -49,7 +49,8 @@ export class TranslationRingProducer {
     this.slots = new Float64Array(buffer, 16, CAPACITY * FIELDS);
   }
 
-  private nowNs(): number {
+  /** Now, in ns since the trace's time zero. */
+  nowNs(): number {
     const now = performance.now();
     if (now - this.syncedAtMs > SYNC_MS) this.sync(now);
     return Math.round(now * 1e6 + this.offsetNs);
@@ -74,14 +75,14 @@ export class TranslationRingProducer {
     this.syncedAtMs = now;
   }
 
-  record(queue: number, iova: number, length: number, access: number, result: number): void {
+  record(queue: number, iova: number, length: number, access: number, result: number, timeNs = this.nowNs()): void {
     const produced = this.counters[PRODUCED];
     if (((produced - Atomics.load(this.counters, CONSUMED)) | 0) >= CAPACITY) {
       this.counters[DROPPED]++;
       return;
     }
     const base = (produced & (CAPACITY - 1)) * FIELDS;
-    this.slots[base] = this.nowNs();
+    this.slots[base] = timeNs;
     this.slots[base + 1] = queue;
     this.slots[base + 2] = iova;
     this.slots[base + 3] = length;

@@ -56,6 +56,13 @@ describe('serve --trace with a dynamic-mapping front-end', () => {
     // One recorded translation per address-space lookup the device made (rings and buffers).
     assert.ok(translations >= lookups, `${translations} translations recorded, the caches saw ${lookups} lookups`);
     assert.ok(updates >= 200 && invalidates >= 200, `${updates} updates, ${invalidates} invalidates for 200 dynamically mapped frames`);
+    // inspect's live round trips: every IOTLB message acked is one sample, and parked rings
+    // resumed by an UPDATE are timed.
+    assert.equal(state.roundTrips.updateAck.count, updates);
+    assert.equal(state.roundTrips.invalidateAck.count, invalidates);
+    assert.ok(state.roundTrips.invalidateAck.p50Us > 0 && state.roundTrips.invalidateAck.p50Us <= state.roundTrips.invalidateAck.maxUs);
+    const missTrips = state.queues.reduce((sum, q) => sum + (q.roundTrips?.miss.count ?? 0), 0);
+    assert.ok(missTrips > 0 && missTrips <= sent, `${missTrips} miss round trips timed, ${sent} misses sent`);
 
     const bin = join(repoRoot(), 'bin', 'run.js');
     // The workers stamp their misses with the main thread's clock, so a miss comes before the
