@@ -18,6 +18,7 @@
 #include <mutex>
 #include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <string>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -146,6 +147,7 @@ class VhostSys : public Napi::Addon<VhostSys> {
         InstanceMethod("writeFd", &VhostSys::WriteFd),
         InstanceMethod("pollReadable", &VhostSys::PollReadable),
         InstanceMethod("memoryFence", &VhostSys::MemoryFence),
+        InstanceMethod("yieldCpu", &VhostSys::YieldCpu),
         InstanceMethod("openTap", &VhostSys::OpenTap),
         InstanceMethod("watchFd", &VhostSys::WatchFd),
         InstanceMethod("unwatchFd", &VhostSys::UnwatchFd),
@@ -499,6 +501,12 @@ class VhostSys : public Napi::Addon<VhostSys> {
 
   Napi::Value MemoryFence(const Napi::CallbackInfo& info) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    return info.Env().Undefined();
+  }
+
+  // yieldCpu(): sched_yield(2) for the calling thread.
+  Napi::Value YieldCpu(const Napi::CallbackInfo& info) {
+    sched_yield();
     return info.Env().Undefined();
   }
 

@@ -11,6 +11,7 @@ export {
   writeFd,
   pollReadable,
   memoryFence,
+  yieldCpu,
   fdKind,
   openFdCount,
 } from './fd.js';

@@ -31,6 +31,7 @@ export interface NativeBinding {
   writeFd(fd: number, from: Uint8Array, offset: number, length: number): number;
   pollReadable(fds: Int32Array, count: number, timeoutMs: number, ready: Uint8Array): number;
   memoryFence(): void;
+  yieldCpu(): void;
   openTap(name: string, vnetHdr: boolean): { fd: number; name: string };
   watchFd(fd: number, callback: (error?: Error) => void): number;
   unwatchFd(id: number): void;
