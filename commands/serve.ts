@@ -32,8 +32,8 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     'iotlb-batch-misses': Flags.boolean({ summary: 'walk the whole burst and send every distinct miss at once', default: false }),
     'iotlb-prefetch': Flags.integer({ summary: 'ask for the aligned range of this many bytes around a miss (0 = the page)', default: 0, min: 0 }),
     'busy-poll-us': Flags.integer({
-      summary: 'how long a worker keeps polling its rings with no work before it sleeps (-1 = never sleeps, as DPDK)',
-      default: DEFAULT_BUSY_POLL_US, min: -1,
+      summary: `how long a worker keeps polling its rings with no work before it sleeps (-1 = never, as DPDK's lcores; default ${DEFAULT_BUSY_POLL_US} when every worker has a CPU of its own, else 0)`,
+      min: -1,
     }),
     trace: Flags.string({ summary: 'record messages and translations into this trace file' }),
     'trace-translations': Flags.boolean({ summary: 'with --trace, also record every datapath translation', default: true, allowNo: true }),

@@ -6,9 +6,11 @@
  */
 
 /**
- * A worker's default busy-poll budget: long enough to span a vIOMMU guest's round trips
- * (miss -> UPDATE, frame -> next frame), so the worker sees them without a wake-up across
- * CPUs; short enough that an idle device gives its CPU back at once. See docs/performance.md.
+ * A worker's default busy-poll budget beyond its first idle rounds (worker.ts) when it has a
+ * CPU of its own: a vIOMMU guest's round trips (miss -> UPDATE) are then seen without a
+ * wake-up across CPUs (strict guest 6 k -> 10 k pps). Without one (serve on fewer CPUs than
+ * it has threads), 0: polling on would take the CPU from the threads it shares it with (a
+ * DPDK front-end's lcore: 0.97x -> 0.8x). See docs/performance.md.
  */
 export const DEFAULT_BUSY_POLL_US = 1000;
 
@@ -69,6 +71,8 @@ export interface WorkerSetup {
   prefetch: number;
   /** Microseconds the worker spins without work before it sleeps; < 0: it never sleeps. */
   busyPollUs: number;
+  /** serve may run on fewer CPUs than it has threads that poll: an idle worker yields its CPU. */
+  sharesCpu: boolean;
   /** Record translations into this shared ring for the trace writer (null = off). */
   translationRing: SharedArrayBuffer | null;
   /** process.hrtime (ns) of the trace's time zero (TraceWriter.startHrNs). */

@@ -11,9 +11,10 @@
  * "No lookup can use it" is either of:
  *  - the worker has applied it (`consumed` passed it), or
  *  - the worker is quiescent: it holds no translation and drains this ring before it uses
- *    one again. The worker is quiescent between its steps, not only while it sleeps: it
- *    bumps `epoch` to odd when a step begins (then drains) and to even when the step ends,
- *    so an INVALIDATE waits at most for the burst in flight, never for a thread wake-up.
+ *    one again. The worker drains at the start of every step, so an INVALIDATE waits at most
+ *    for the burst in flight, and it is quiescent while it sleeps, visits its event loop or
+ *    yields its CPU while idle: it bumps `epoch` to odd when it resumes (then drains) and to
+ *    even when it goes quiescent.
  *    The producer stores `produced` and then loads `epoch`, the worker stores `epoch` and
  *    then loads `produced`: all sequentially consistent atomics, so if the producer still
  *    sees the worker quiescent, the worker's next step comes later in that order and its
@@ -55,6 +56,8 @@ const SPIN_MS = 0.005;
  * longer should not stall every other connection.
  */
 const BLOCK_MS = 2;
+/** Longest futex wait between two checks (see waitAppliedSync). */
+const DRAIN_RECHECK_MS = 0.2;
 
 export function createIotlbRing(): SharedArrayBuffer {
   return new SharedArrayBuffer(SLOTS_OFFSET + CAPACITY * SLOT_DOUBLES * 8);
@@ -118,9 +121,10 @@ export class IotlbRingProducer {
         if (this.settled(sequence, epoch)) return true;
         const left = deadline - performance.now();
         if (left <= 0) return false;
-        // The epoch only moves on from `epoch` (odd) when the worker quiesces, which then
-        // sees WAITERS and notifies: no wake-up is lost between the check and the wait.
-        Atomics.wait(this.counters, EPOCH, epoch, left);
+        // The worker notifies after a quiesce or a drain once it sees WAITERS (stored before
+        // the check above). A quiesce moves the epoch, so a notify that comes before the wait
+        // is not lost; a drain leaves it, so the wait is cut short in case it came just then.
+        Atomics.wait(this.counters, EPOCH, epoch, Math.min(left, DRAIN_RECHECK_MS));
       }
     } finally {
       Atomics.sub(this.counters, WAITERS, 1);
@@ -174,14 +178,14 @@ export class IotlbRingConsumer {
     ({ counters: this.counters, slots: this.slots } = views(buffer));
   }
 
-  /** A step ends: from here the worker holds no translation (see the header). */
+  /** From here the worker holds no translation until resume() (see the header). */
   quiesce(): void {
     if ((this.counters[EPOCH] & 1) === 0) return;
     Atomics.add(this.counters, EPOCH, 1);
     if (Atomics.load(this.counters, WAITERS) !== 0) Atomics.notify(this.counters, EPOCH);
   }
 
-  /** A step begins: from here the worker may translate, so it drains first (see the header). */
+  /** A step begins: from here the worker may translate, so it drains first (see the header). Cheap when not quiescent: one load. */
   resume(sink: IotlbOpSink): void {
     if ((this.counters[EPOCH] & 1) === 0) Atomics.add(this.counters, EPOCH, 1);
     if (this.hasWork()) this.drain(sink);
@@ -205,7 +209,7 @@ export class IotlbRingConsumer {
     return Atomics.load(this.counters, PRODUCED) !== this.counters[CONSUMED];
   }
 
-  /** Applies every queued operation to `sink`, then publishes progress (waiters wake at quiesce). */
+  /** Applies every queued operation to `sink`, then publishes progress and wakes waiters. */
   drain(sink: IotlbOpSink): number {
     const produced = Atomics.load(this.counters, PRODUCED);
     let consumed = this.counters[CONSUMED];
@@ -221,7 +225,11 @@ export class IotlbRingConsumer {
       consumed = (consumed + 1) | 0;
       applied++;
     }
-    if (applied > 0) Atomics.store(this.counters, CONSUMED, consumed);
+    if (applied > 0) {
+      Atomics.store(this.counters, CONSUMED, consumed);
+      // A producer blocked on the epoch of a worker that stays busy is released by the drain.
+      if (Atomics.load(this.counters, WAITERS) !== 0) Atomics.notify(this.counters, EPOCH);
+    }
     return applied;
   }
 }

@@ -4,11 +4,11 @@
  * per-virtqueue IOTLB caches and pending-miss lists, the endpoint, and one poll step.
  *
  * IOTLB consistency without locks: the main thread pushes UPDATE/INVALIDATE into a shared
- * ring; every step runs between `resume()` (which drains the ring first) and `quiesce()`, so
- * every burst runs against a cache that includes every operation published before the burst
- * began. The main thread acks an INVALIDATE only after this worker has applied it, or while
- * the worker is quiescent (between steps, asleep, or in its event loop: holding no
- * translation, and draining the ring before it uses one again; iotlb-ring.ts), so no burst
+ * ring; every step drains it first, so every burst runs against a cache that includes
+ * every operation published before the burst began. The main
+ * thread acks an INVALIDATE only after this worker has applied it, or while the worker is
+ * quiescent (`quiesce()` .. `resume()`: idle, asleep, or in its event loop, holding no
+ * translation and draining the ring before it uses one again; iotlb-ring.ts), so no burst
  * after the ack can use the removed entry.
  */
 import { eventfdRead, eventfdWrite, mapFd, unmap } from '../sys/index.js';
@@ -349,9 +349,9 @@ export class QueuePairRuntime implements IotlbOpSink {
   // --- the poll step ---
 
   /**
-   * From here until resume() this worker touches no ring and translates nothing (between
-   * steps, asleep, or in its event loop), so the main thread may acknowledge an INVALIDATE
-   * without waiting.
+   * From here until resume() this worker touches no ring and translates nothing (idle,
+   * asleep, or in its event loop), so the main thread may acknowledge an INVALIDATE without
+   * waiting.
    */
   quiesce(): void {
     this.iotlbRing.quiesce();
@@ -371,8 +371,9 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.iotlbRing.stoppedSleeping();
   }
 
-  /** One round over both rings, between resume() and quiesce(); returns how many chains moved. */
+  /** One round over both rings, IOTLB operations applied first; returns how many chains moved. */
   step(): number {
+    if (this.iotlbRing.hasWork()) this.iotlbRing.drain(this);
     const rx = this.rx;
     const rxUsable = rx.running && !rx.waitingForMapping && this.missAnswered(rx);
     let work = this.transmitOnce(rxUsable);

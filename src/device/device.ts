@@ -3,9 +3,10 @@
  * that run the data path. Handlers (handlers.ts) change this state; `reconcile` turns the
  * state into worker commands, so "when does a ring run" is decided in one place.
  */
+import { availableParallelism } from 'node:os';
 import { hasFeature, NetFeature, VirtioFeature } from '../protocol/features.js';
 import { closeFd } from '../sys/index.js';
-import type { NetMode, QueueSnapshot, RegionConfig } from '../datapath/contract.js';
+import { DEFAULT_BUSY_POLL_US, type NetMode, type QueueSnapshot, type RegionConfig } from '../datapath/contract.js';
 import { IotlbOp } from '../datapath/iotlb-ring.js';
 import { QueuePairHost } from '../datapath/queue-pair-host.js';
 import { RING_COUNTERS, type RingCounterName } from '../datapath/stats.js';
@@ -25,8 +26,8 @@ export interface DeviceOptions {
   strategy: string;
   batchMisses: boolean;
   prefetch: number;
-  /** WorkerSetup.busyPollUs. */
-  busyPollUs: number;
+  /** WorkerSetup.busyPollUs; undefined: DEFAULT_BUSY_POLL_US with a CPU per worker, else 0. */
+  busyPollUs?: number;
   /** Record translations (with the server's trace writer) — set per connection by the session. */
   traceTranslations: boolean;
   log(level: string, text: string): void;
@@ -100,6 +101,8 @@ export class NetDevice {
     const pairIndex = index >> 1;
     let pair = this.pairs.get(pairIndex);
     if (pair) return pair;
+    // One CPU per polling worker plus one for the control thread, or they take turns.
+    const sharesCpu = availableParallelism() <= this.options.queuePairs;
     pair = new QueuePairHost({
       pairIndex,
       net: this.options.net,
@@ -112,7 +115,8 @@ export class NetDevice {
       backendFd: this.backendFd,
       batchMisses: this.options.batchMisses,
       prefetch: this.options.prefetch,
-      busyPollUs: this.options.busyPollUs,
+      busyPollUs: this.options.busyPollUs ?? (sharesCpu ? 0 : DEFAULT_BUSY_POLL_US),
+      sharesCpu,
       trace: this.traceTarget,
       onBroken: (ring, reason) => {
         this.vrings[ring].broken = reason;
