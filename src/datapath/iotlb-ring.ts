@@ -58,6 +58,8 @@ const SPIN_MS = 0.005;
 const BLOCK_MS = 2;
 /** Longest futex wait between two checks (see waitAppliedSync). */
 const DRAIN_RECHECK_MS = 0.2;
+/** The same for waitApplied's wait on the event loop. */
+const ASYNC_RECHECK_MS = 1;
 
 export function createIotlbRing(): SharedArrayBuffer {
   return new SharedArrayBuffer(SLOTS_OFFSET + CAPACITY * SLOT_DOUBLES * 8);
@@ -145,7 +147,8 @@ export class IotlbRingProducer {
         if (this.settled(sequence, epoch)) return true;
         const left = deadline - Date.now();
         if (left <= 0) return false;
-        const waited = Atomics.waitAsync(this.counters, EPOCH, epoch, left);
+        // Capped like waitAppliedSync's wait: a drain's notify may come just before it.
+        const waited = Atomics.waitAsync(this.counters, EPOCH, epoch, Math.min(left, ASYNC_RECHECK_MS));
         if (waited.async) await waited.value;
       }
     } finally {
