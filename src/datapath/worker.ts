@@ -2,7 +2,8 @@
  * Entry point of a queue-pair worker thread. Busy-polls its rings while there is work and
  * for a budget of idle time after it (`serve --busy-poll-us`), then sleeps in poll(2) on the
  * kick eventfds (plus a wake eventfd the main thread writes), and turns to its event loop
- * only when a command is waiting (or, as a safety net, every ROUNDS_PER_YIELD rounds).
+ * after a sleep or when a command is waiting (or, as a safety net, every ROUNDS_PER_YIELD
+ * rounds).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { pollReadable, eventfdRead, yieldCpu } from '../sys/index.js';
@@ -117,17 +118,20 @@ async function run(): Promise<void> {
         yieldCpu();
         runtime.resume();
       }
+      // Poll on for the busy-poll budget: the answer to a miss, or a guest's next frame, is
+      // then seen without a wake-up across CPUs (tens of µs here). Commands are still read.
+      let pollOn = false;
       if (busyPollMs > 0) {
-        // Poll on for the busy-poll budget: the answer to a miss, or a guest's next frame,
-        // is then seen without a wake-up across CPUs (tens of µs here).
         const now = performance.now();
         if (idleSince < 0) idleSince = now;
-        if (now - idleSince < busyPollMs) continue;
-        idleSince = -1;
+        pollOn = now - idleSince < busyPollMs;
       }
-      sleep();
-      await yieldQuiescent();
-      continue;
+      if (!pollOn) {
+        idleSince = -1;
+        sleep();
+        await yieldQuiescent();
+        continue;
+      }
     }
     if (Atomics.load(posted, 0) !== received || ++rounds >= ROUNDS_PER_YIELD) {
       rounds = 0;

@@ -1,0 +1,24 @@
+// serve --busy-poll-us: every idle policy moves dynamically mapped frames and still answers
+// the control path (a worker that never sleeps must still read its commands: stopping the
+// rings, snapshots for inspect and the shutdown all go through them).
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { loopFrames, startPair, stopPair } from './helpers.js';
+
+describe('serve --busy-poll-us', () => {
+  for (const budget of ['0', '200', '-1']) {
+    it(`--busy-poll-us ${budget}: 100 dynamically mapped frames loop, inspect answers, the session ends cleanly`, async () => {
+      const pair = await startPair(['--busy-poll-us', budget], { iommu: 'dynamic' });
+      try {
+        const result = await loopFrames(pair.fe, 100);
+        assert.deepEqual(result.errors, []);
+        assert.equal(result.received, 100);
+        const state = await pair.serve.state();
+        assert.ok(state.queues.every((q) => q.running), 'both rings run');
+        assert.ok(state.roundTrips.invalidateAck.count >= 100, `INVALIDATEs acked: ${state.roundTrips.invalidateAck.count}`);
+      } finally {
+        await stopPair(pair);
+      }
+    });
+  }
+});
