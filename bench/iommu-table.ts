@@ -273,7 +273,7 @@ interface InterleavedResult {
  * see the same moments of this shared machine (whose speed drifts over seconds), so the
  * ratio of two groups' frame counts measures what tells them apart, not the drift; and
  * several processes per group because one process keeps its own speed for its whole life
- * (identical ones differ by up to ±12%: README, Performance). Only for serve: its idle
+ * (identical ones differ by up to ±12%: docs/performance.md). Only for serve: its idle
  * worker sleeps, where DPDK's idle forwarding lcore would keep polling the shared CPU.
  */
 async function interleaved(groups: Group[], args: Args): Promise<InterleavedResult> {
