@@ -14,6 +14,7 @@ import { DeviceError } from './errors.js';
 import { handlerFor, type HandlerContext } from './handlers.js';
 
 const RECEIVE_BUFFER = 64 * 1024;
+const ACK: Body = { kind: 'u64', value: 0n };
 /**
  * Messages read ahead of the handler. Beyond this the socket is not read until the queue
  * drains, so a peer flooding fd-carrying messages while a handler waits for a worker makes us
@@ -74,6 +75,10 @@ export class Session {
           this.queue.push(frame);
           this.queuedAt.push(now);
         }
+        // A read that did not fill the buffer took what the socket held: reading again would
+        // only return EAGAIN (a syscall on every IOTLB round trip); if more arrived since, the
+        // level-triggered watcher calls again.
+        if (received.bytes < this.receiveBuffer.length) break;
       }
     } catch (err) {
       // Framing errors (a size over MAX_PAYLOAD, truncated ancillary data) leave the stream unreadable.
@@ -130,7 +135,7 @@ export class Session {
       };
       const replyBody = await handler(this.device, msg, ctx);
       if (replyBody) this.reply(msg.request, replyBody);
-      else if (this.wantsAck(msg.request, msg.needsReply)) this.reply(msg.request, { kind: 'u64', value: 0n });
+      else if (this.wantsAck(msg.request, msg.needsReply)) this.reply(msg.request, ACK);
       if (msg.body.kind === 'iotlb') this.device.iotlbAcked(msg.body.iotlbType, (performance.now() - receivedAt) * 1000);
     } catch (err) {
       this.fail(err as Error, msg, header);
@@ -184,9 +189,19 @@ export class Session {
     }
   }
 
+  /** Encoded success acks (u64 0) by request: one is sent for every IOTLB UPDATE and INVALIDATE. */
+  private readonly acks = new Map<number, Uint8Array>();
+
   private reply(request: number, body: Body): void {
     if (this.closed) return;
-    const bytes = encodeMessage({ channel: 'frontend', request, isReply: true, body });
+    let bytes: Uint8Array;
+    if (body.kind === 'u64' && body.value === 0n) {
+      let ack = this.acks.get(request);
+      if (ack === undefined) this.acks.set(request, (ack = encodeMessage({ channel: 'frontend', request, isReply: true, body })));
+      bytes = ack;
+    } else {
+      bytes = encodeMessage({ channel: 'frontend', request, isReply: true, body });
+    }
     this.trace(bytes, [], 'to-frontend');
     // Replies are a few dozen bytes into an idle socket; a full send buffer means a stuck peer.
     // A peer that shut down its read side makes sendmsg fail with EPIPE: that ends this
