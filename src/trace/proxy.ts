@@ -173,6 +173,9 @@ export class ProxyConnection {
         }
         this.forward(ep, frame);
       }
+      // A read that did not fill the buffer took what the socket held: another would return
+      // EAGAIN (a syscall on every hop of every round trip); the watcher calls again if more came.
+      if (got.bytes < RECEIVE_BUFFER.length) return;
     }
   }
 
