@@ -39,7 +39,7 @@ const PRODUCED = 0;
 const CONSUMED = 1;
 /** Odd while the worker may hold translations, even while it is quiescent (see above). */
 const EPOCH = 2;
-/** Producers blocked in waitApplied: the worker's quiesce() wakes them only when non-zero. */
+/** Producers blocked in waitApplied: the worker's quiesce() and drain() notify only when non-zero. */
 const WAITERS = 3;
 /** 1 while the worker sleeps (or is about to) in poll: a new operation must wake it. */
 const SLEEPING = 4;

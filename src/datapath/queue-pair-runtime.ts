@@ -7,7 +7,7 @@
  * ring; every step drains it first, so every burst runs against a cache that includes
  * every operation published before the burst began. The main
  * thread acks an INVALIDATE only after this worker has applied it, or while the worker is
- * quiescent (`quiesce()` .. `resume()`: idle, asleep, or in its event loop, holding no
+ * quiescent (`quiesce()` .. `resume()`: asleep, in its event loop or yielding its CPU, holding no
  * translation and draining the ring before it uses one again; iotlb-ring.ts), so no burst
  * after the ack can use the removed entry.
  */
@@ -349,8 +349,8 @@ export class QueuePairRuntime implements IotlbOpSink {
   // --- the poll step ---
 
   /**
-   * From here until resume() this worker touches no ring and translates nothing (idle,
-   * asleep, or in its event loop), so the main thread may acknowledge an INVALIDATE without
+   * From here until resume() this worker touches no ring and translates nothing (asleep,
+   * in its event loop or yielding its CPU), so the main thread may acknowledge an INVALIDATE without
    * waiting.
    */
   quiesce(): void {

@@ -33,9 +33,8 @@ export class Session {
   private readonly framer = new MessageFramer();
   private readonly receiveBuffer = new Uint8Array(RECEIVE_BUFFER);
   private watcher: FdWatcher | null = null;
-  private readonly queue: Frame[] = [];
-  /** When each queued frame was read (performance.now()), for the IOTLB ack round trips. */
-  private readonly queuedAt: number[] = [];
+  /** Frames read ahead of the handler, with when they were read (for the IOTLB ack round trips). */
+  private readonly queue: Array<{ frame: Frame; receivedAt: number }> = [];
   private processing = false;
   /** The handler in flight: the device is reset only after it settled (see close()). */
   private inFlight: Promise<void> = Promise.resolve();
@@ -72,8 +71,7 @@ export class Session {
         this.framer.push(this.receiveBuffer.subarray(0, received.bytes), received.fds);
         const now = performance.now();
         for (let frame = this.framer.next(); frame !== null; frame = this.framer.next()) {
-          this.queue.push(frame);
-          this.queuedAt.push(now);
+          this.queue.push({ frame, receivedAt: now });
         }
         // A read that did not fill the buffer took what the socket held: reading again would
         // only return EAGAIN (a syscall on every IOTLB round trip); if more arrived since, the
@@ -93,7 +91,8 @@ export class Session {
     this.processing = true;
     try {
       while (!this.closed && this.queue.length > 0) {
-        this.inFlight = this.handle(this.queue.shift()!, this.queuedAt.shift()!);
+        const { frame, receivedAt } = this.queue.shift()!;
+        this.inFlight = this.handle(frame, receivedAt);
         await this.inFlight;
       }
     } catch (err) {
@@ -222,8 +221,7 @@ export class Session {
     this.closed = true;
     this.watcher?.stop();
     this.watcher = null;
-    for (const frame of this.queue.splice(0)) for (const fd of frame.fds) this.device.closeQuietly(fd);
-    this.queuedAt.length = 0;
+    for (const { frame } of this.queue.splice(0)) for (const fd of frame.fds) this.device.closeQuietly(fd);
     // Fds of a message that never became whole (EOF or a framing error mid-message) are still
     // in the framer: close them too, or every such disconnect leaks up to MAX_FDS fds.
     for (const fd of this.framer.takeFds()) this.device.closeQuietly(fd);
