@@ -47,9 +47,11 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
       out.push(entries.toString());
     }
   }
-  const { updateAck, invalidateAck } = state.roundTrips;
-  if (updateAck.count + invalidateAck.count > 0) {
+  const { updateAck, invalidateAck, ackedByWorker } = state.roundTrips;
+  const acked = updateAck.count + invalidateAck.count;
+  if (acked > 0) {
     out.push(`IOTLB acks (read -> ack sent): UPDATE ${latencyText(updateAck)}; INVALIDATE ${latencyText(invalidateAck)}`);
+    out.push(`  ${ackedByWorker} of ${acked} read and acked by the queue-pair worker itself, ${acked - ackedByWorker} by the control thread`);
   }
   return out.join('\n');
 }

@@ -18,6 +18,8 @@ export interface StateRequest {
 
 export async function deviceState(server: VhostUserServer, socketPath: string, strategy: string, request: StateRequest) {
   const device = server.device;
+  const updates = device.ackLatency(false);
+  const invalidates = device.ackLatency(true);
   const snapshots = new Map<number, QueueSnapshot>();
   for (const snap of await device.snapshot(request.entries ?? false)) snapshots.set(snap.index, snap);
   const queues = device.vrings
@@ -60,10 +62,14 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
       guestAddr: hex(r.guestAddr), userAddr: hex(r.userAddr), size: r.size, mmapOffset: hex(r.mmapOffset),
     })),
     queues,
-    /** IOTLB message read -> its ack sent (INVALIDATE: once no worker can use the entry). */
+    /**
+     * IOTLB message read -> its ack sent (INVALIDATE: once no worker can use the entry), and
+     * how many of them the worker read and acked itself from the lent socket.
+     */
     roundTrips: {
-      updateAck: device.updateAckLatency.summary(),
-      invalidateAck: device.invalidateAckLatency.summary(),
+      updateAck: updates.all.summary(),
+      invalidateAck: invalidates.all.summary(),
+      ackedByWorker: updates.byWorker + invalidates.byWorker,
     },
   };
 }

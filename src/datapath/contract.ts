@@ -64,6 +64,8 @@ export interface WorkerSetup {
    */
   doorbell: SharedArrayBuffer;
   iotlbRing: SharedArrayBuffer;
+  /** IOTLB operations the worker read off a lent front-end socket, back to the main thread (iotlb-fast-path.ts). */
+  appliedRing: SharedArrayBuffer;
   stats: SharedArrayBuffer;
   /** Batch misses: walk the rest of a burst and send every distinct miss at once. */
   batchMisses: boolean;
@@ -87,11 +89,16 @@ export type ToWorker =
   | { type: 'set-backend'; backendFd: number; id: number }
   | { type: 'snapshot'; id: number; entries: boolean }
   | { type: 'clear-iotlb'; index: number; id: number }
+  /** Read plain IOTLB requests off the front-end socket until one is not (iotlb-fast-path.ts). */
+  | { type: 'lend-socket'; fd: number; id: number }
+  /** Give the lent socket back now (the session is closing). */
+  | { type: 'return-socket'; id: number }
   | { type: 'shutdown'; id: number };
 
 export type FromWorker =
   | { type: 'done'; id: number; value?: unknown; error?: string }
   | { type: 'broken'; index: number; reason: string }
+  | { type: 'socket-returned'; reason: string; fatal: boolean }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };
 
 export interface IotlbEntrySnapshot {

@@ -28,6 +28,10 @@
  * The same pairing tells the producer whether the worker sleeps (`sleeping`, set before it
  * polls, then `produced` re-checked): only a sleeper needs the wake-up eventfd, a spinning
  * worker sees the operation at its next step.
+ *
+ * A second ring of the same kind runs the other way: operations a worker read off the
+ * front-end socket itself (iotlb-fast-path.ts) go back to the main thread's IOTLB shadow.
+ * Only push and drain are used there: nobody waits on it.
  */
 
 export const IotlbOp = { Update: 1, Invalidate: 2 } as const;
@@ -97,6 +101,11 @@ export class IotlbRingProducer {
     const next = (produced + 1) | 0;
     Atomics.store(this.counters, PRODUCED, next); // publishes the slot writes above
     return next;
+  }
+
+  /** No room for another operation until the consumer drains. */
+  get full(): boolean {
+    return this.backlog >= CAPACITY;
   }
 
   /** The worker sleeps in poll (or is about to): it needs the wake-up eventfd. Call after push(). */

@@ -6,22 +6,27 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { eventfdCreate, eventfdWrite, closeFd } from '../sys/index.js';
 import type { FromWorker, QueueSnapshot, RegionConfig, RingConfig, ToWorker, WorkerSetup } from './contract.js';
-import { createIotlbRing, IotlbRingProducer, type IotlbOpCode } from './iotlb-ring.js';
+import { createIotlbRing, IotlbRingConsumer, IotlbRingProducer, type IotlbOpCode, type IotlbOpSink } from './iotlb-ring.js';
+import type { SocketReturn } from './iotlb-fast-path.js';
 import { createTranslationRing, SENT_REQUEST, TranslationRingConsumer } from './translation-ring.js';
 import { encodeIotlbRequest } from './miss-reporter.js';
 import type { TraceWriter } from '../trace/writer.js';
-import { createStatsBuffer, missLatency, readCounters, type RingCounterName } from './stats.js';
+import { createStatsBuffer, missLatency, readCounters, workerAckLatency, type RingCounterName } from './stats.js';
 import type { LatencyHistogram } from '../stats/latency.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 const COMMAND_TIMEOUT_MS = 5000;
+/** While the socket is lent, what the worker applied is collected this often (the ring holds 1024). */
+const COLLECT_APPLIED_MS = 5;
 
 type Command = ToWorker extends infer T ? T extends { id: number } ? Omit<T, 'id'> : never : never;
 
 /** What the device decides for a worker; the host adds the shared buffers and the wake fd. */
-export interface QueuePairOptions extends Omit<WorkerSetup, 'wakeFd' | 'doorbell' | 'iotlbRing' | 'stats' | 'translationRing' | 'traceStartHrNs'> {
+export interface QueuePairOptions extends Omit<WorkerSetup, 'wakeFd' | 'doorbell' | 'iotlbRing' | 'appliedRing' | 'stats' | 'translationRing' | 'traceStartHrNs'> {
   /** The trace to record translations into, or null. */
   trace: { writer: TraceWriter; connection: number } | null;
+  /** Gets the IOTLB operations the worker applied from a lent socket, in order. */
+  applied: IotlbOpSink;
   onBroken(index: number, reason: string): void;
   onLog(level: string, text: string): void;
 }
@@ -39,6 +44,10 @@ export class QueuePairHost {
   private exited = false;
   private drainTranslations: (() => void) | null = null;
   private drainTimer: NodeJS.Timeout | null = null;
+  private readonly applied: IotlbRingConsumer;
+  private readonly appliedSink: IotlbOpSink;
+  /** Set while the worker has the front-end socket: settles when it gives it back. */
+  private lent: { resolve(back: SocketReturn): void; timer: NodeJS.Timeout } | null = null;
 
   constructor(options: QueuePairOptions) {
     this.pairIndex = options.pairIndex;
@@ -46,8 +55,14 @@ export class QueuePairHost {
     const iotlbRing = createIotlbRing();
     this.iotlb = new IotlbRingProducer(iotlbRing);
     this.stats = createStatsBuffer();
-    const { trace: _trace, onBroken: _onBroken, onLog: _onLog, ...decided } = options;
-    const setup: WorkerSetup = { ...decided, wakeFd: this.wakeFd, doorbell: this.posted.buffer as SharedArrayBuffer, iotlbRing, stats: this.stats, translationRing: null, traceStartHrNs: 0 };
+    const appliedRing = createIotlbRing();
+    this.applied = new IotlbRingConsumer(appliedRing);
+    this.appliedSink = options.applied;
+    const { trace: _trace, onBroken: _onBroken, onLog: _onLog, applied: _applied, ...decided } = options;
+    const setup: WorkerSetup = {
+      ...decided, wakeFd: this.wakeFd, doorbell: this.posted.buffer as SharedArrayBuffer, iotlbRing, appliedRing,
+      stats: this.stats, translationRing: null, traceStartHrNs: 0,
+    };
     if (options.trace) {
       const { writer, connection } = options.trace;
       setup.translationRing = createTranslationRing();
@@ -74,6 +89,8 @@ export class QueuePairHost {
         clearTimeout(pending.timer);
         if (msg.error) pending.reject(new Error(msg.error));
         else pending.resolve(msg.value);
+      } else if (msg.type === 'socket-returned') {
+        this.socketReturned(msg);
       } else if (msg.type === 'broken') {
         options.onBroken(msg.index, msg.reason);
       } else {
@@ -83,6 +100,7 @@ export class QueuePairHost {
     this.worker.on('error', (err) => options.onLog('error', `queue pair ${this.pairIndex} worker failed: ${err.stack ?? err}`));
     this.worker.on('exit', () => {
       this.exited = true;
+      this.socketReturned({ reason: `queue pair ${this.pairIndex} worker exited`, fatal: false });
       for (const [, pending] of this.waiting) {
         clearTimeout(pending.timer);
         pending.reject(new Error(`queue pair ${this.pairIndex} worker exited`));
@@ -138,6 +156,46 @@ export class QueuePairHost {
 
   clearIotlb(index: number): Promise<void> {
     return this.send({ type: 'clear-iotlb', index });
+  }
+
+  /**
+   * Lends the front-end socket to the worker (iotlb-fast-path.ts); the caller stops reading
+   * it first. Resolves when the worker gives it back, with what it applied already collected.
+   */
+  lendSocket(fd: number): Promise<SocketReturn> {
+    if (this.lent) throw new Error(`queue pair ${this.pairIndex} already holds a lent socket`);
+    return new Promise<SocketReturn>((resolve) => {
+      this.lent = { resolve, timer: setInterval(() => this.collectApplied(), COLLECT_APPLIED_MS) };
+      this.send({ type: 'lend-socket', fd }).catch((err: Error) => this.socketReturned({ reason: err.message, fatal: false }));
+    });
+  }
+
+  /** Asks the worker to give a lent socket back now; lendSocket's promise settles when it has. */
+  reclaimSocket(): void {
+    if (this.lent) this.send({ type: 'return-socket' }).catch(() => undefined);
+  }
+
+  get socketLent(): boolean {
+    return this.lent !== null;
+  }
+
+  private socketReturned(back: SocketReturn): void {
+    const lent = this.lent;
+    if (!lent) return;
+    this.lent = null;
+    clearInterval(lent.timer);
+    this.collectApplied();
+    lent.resolve(back);
+  }
+
+  /** Moves what the worker applied from a lent socket to the main thread's sink. */
+  private collectApplied(): void {
+    this.applied.drain(this.appliedSink);
+  }
+
+  /** IOTLB requests the worker acknowledged itself: message seen -> ack sent. */
+  workerAckLatency(invalidate: boolean): LatencyHistogram {
+    return workerAckLatency(this.stats, invalidate);
   }
 
   counters(ringInPair: number): Record<RingCounterName, number> {

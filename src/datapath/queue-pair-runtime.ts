@@ -29,10 +29,11 @@ import { SinkEndpoint } from '../net/sink.js';
 import { SourceEndpoint } from '../net/source.js';
 import { TapEndpoint } from '../net/tap.js';
 import type { QueueSnapshot, RegionConfig, RingConfig, WorkerSetup } from './contract.js';
-import { IotlbRingConsumer, type IotlbOpSink } from './iotlb-ring.js';
+import { IotlbRingConsumer, IotlbRingProducer, type IotlbOpSink } from './iotlb-ring.js';
+import { IotlbFastPath, type SocketReturn } from './iotlb-fast-path.js';
 import { MissReporter } from './miss-reporter.js';
 import { RecordingAddressSpace } from './recording-space.js';
-import { missLatency, RingCounter, ringCounters } from './stats.js';
+import { missLatency, RingCounter, ringCounters, workerAckLatency } from './stats.js';
 import type { LatencyHistogram } from '../stats/latency.js';
 import { sentRequestCode, TranslationRingProducer } from './translation-ring.js';
 
@@ -96,10 +97,11 @@ export class QueuePairRuntime implements IotlbOpSink {
   private readonly traceRing: TranslationRingProducer | null;
   private readonly probeSg = new ScatterList(1024);
   private readonly probeOut: LookupOut = { uaddr: 0, spanStart: 0, spanEnd: 0 };
-  /** Fds to sleep on: kick fds of running rings, the tap, and the wake eventfd. */
-  readonly waitFds = new Int32Array(4);
+  private readonly fastPath: IotlbFastPath;
+  /** Fds to sleep on: kick fds of running rings, the tap, a lent front-end socket, and the wake eventfd. */
+  readonly waitFds = new Int32Array(5);
   waitCount = 0;
-  private readonly ready = new Uint8Array(4);
+  private readonly ready = new Uint8Array(5);
 
   constructor(readonly setup: WorkerSetup) {
     const base = setup.pairIndex * 2;
@@ -108,6 +110,8 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.rings = [this.rx, this.tx];
     this.iotlbRing = new IotlbRingConsumer(setup.iotlbRing);
     this.misses = new MissReporter(setup.backendFd);
+    this.fastPath = new IotlbFastPath(this, new IotlbRingProducer(setup.appliedRing),
+      workerAckLatency(setup.stats, false), workerAckLatency(setup.stats, true));
     this.traceRing = setup.translationRing ? new TranslationRingProducer(setup.translationRing, setup.traceStartHrNs) : null;
     const traceRing = this.traceRing;
     if (traceRing) {
@@ -238,6 +242,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     let n = 0;
     for (const ring of this.rings) if (ring.running && ring.kickFd >= 0) this.waitFds[n++] = ring.kickFd;
     if (this.setup.net.kind === 'tap') this.waitFds[n++] = this.setup.net.fd;
+    if (this.fastPath.lent) this.waitFds[n++] = this.fastPath.fd;
     this.waitFds[n++] = this.setup.wakeFd;
     this.waitCount = n;
   }
@@ -280,6 +285,41 @@ export class QueuePairRuntime implements IotlbOpSink {
       ring.queue.unmapRings();
       this.afterRingMap(ring, ring.queue.mapRings());
     }
+  }
+
+  // --- the front-end socket, lent while the session is idle (iotlb-fast-path.ts) ---
+
+  lendSocket(fd: number): void {
+    this.fastPath.fd = fd;
+    this.updateWaitFds();
+  }
+
+  get socketLent(): boolean {
+    return this.fastPath.lent;
+  }
+
+  /** IOTLB requests applied from lent sockets so far. */
+  get socketRequests(): number {
+    return this.fastPath.handled;
+  }
+
+  /** Takes the socket back from the fast path; null if it was not lent. */
+  returnSocket(reason: string): SocketReturn | null {
+    if (!this.fastPath.lent) return null;
+    this.fastPath.fd = -1;
+    this.updateWaitFds();
+    return { reason, fatal: false };
+  }
+
+  /**
+   * Applies the IOTLB requests waiting on the lent socket, after everything the main thread
+   * queued before it lent it; returns why the socket went back, or null while it stays lent.
+   */
+  pollSocket(): SocketReturn | null {
+    if (this.iotlbRing.hasWork()) this.iotlbRing.drain(this);
+    if (this.fastPath.poll()) return null;
+    this.updateWaitFds();
+    return this.fastPath.returned;
   }
 
   // --- misses ---
@@ -450,6 +490,7 @@ export class QueuePairRuntime implements IotlbOpSink {
       if (readyFlags[i] === 0) continue;
       const fd = this.waitFds[i];
       if (this.setup.net.kind === 'tap' && fd === this.setup.net.fd) continue; // data, not a counter
+      if (fd === this.fastPath.fd) continue; // the front-end socket: pollSocket reads it
       const n = eventfdRead(fd);
       if (fd === this.rx.kickFd) this.rx.counters[RingCounter.kicks] += n;
       else if (fd === this.tx.kickFd) this.tx.counters[RingCounter.kicks] += n;

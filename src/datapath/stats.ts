@@ -21,9 +21,19 @@ export const RINGS_PER_PAIR = 2;
 
 /** Per ring: the counters, then the miss round-trip histogram. */
 const DOUBLES_PER_RING = COUNTERS_PER_RING + LATENCY_SLOTS;
+/** After the rings: the worker's IOTLB acks (UPDATE, then INVALIDATE) on the socket it was lent. */
+const ACKS_AT = RINGS_PER_PAIR * DOUBLES_PER_RING;
 
 export function createStatsBuffer(): SharedArrayBuffer {
-  return new SharedArrayBuffer(RINGS_PER_PAIR * DOUBLES_PER_RING * 8);
+  return new SharedArrayBuffer((ACKS_AT + 2 * LATENCY_SLOTS) * 8);
+}
+
+/**
+ * IOTLB messages the worker read and acknowledged itself (iotlb-fast-path.ts): message
+ * seen -> ack sent, for UPDATE (`invalidate` false) or INVALIDATE.
+ */
+export function workerAckLatency(buffer: SharedArrayBuffer, invalidate: boolean): LatencyHistogram {
+  return new LatencyHistogram(new Float64Array(buffer, (ACKS_AT + (invalidate ? LATENCY_SLOTS : 0)) * 8, LATENCY_SLOTS));
 }
 
 /** The counters of one ring (ringInPair 0 = RX, 1 = TX) as a typed array indexed by RingCounter. */

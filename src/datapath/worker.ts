@@ -47,12 +47,27 @@ function handle(msg: ToWorker): void {
       case 'set-backend': runtime.misses.backendFd = msg.backendFd; break;
       case 'snapshot': value = runtime.snapshot(msg.entries); break;
       case 'clear-iotlb': runtime.clearCache(msg.index); break;
-      case 'shutdown': stopping = true; runtime.unmapAll(); break;
+      case 'lend-socket': runtime.lendSocket(msg.fd); break;
+      case 'return-socket': giveSocketBack('taken back by the session'); break;
+      case 'shutdown': stopping = true; giveSocketBack('the worker is stopping'); runtime.unmapAll(); break;
     }
     post({ type: 'done', id: msg.id, value });
   } catch (err) {
     post({ type: 'done', id: msg.id, error: (err as Error).message });
   }
+}
+
+function giveSocketBack(reason: string): void {
+  const back = runtime.returnSocket(reason);
+  if (back) post({ type: 'socket-returned', ...back });
+}
+
+/** Reads the lent front-end socket (iotlb-fast-path.ts); true if it applied an IOTLB request. */
+function pollSocket(): boolean {
+  const before = runtime.socketRequests;
+  const back = runtime.pollSocket();
+  if (back) post({ type: 'socket-returned', ...back });
+  return runtime.socketRequests !== before;
 }
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -92,18 +107,28 @@ function sleep(): void {
  * poll of a ring the front-end is writing pulls its cache lines away from it.
  */
 const SPIN_ROUNDS = 512;
+/**
+ * While rings move frames, the lent socket is looked at every this many steps (a recvmsg
+ * each): an IOTLB request then waits at most a few bursts. An idle round always looks.
+ */
+const BUSY_STEPS_PER_SOCKET_CHECK = 8;
 
 async function run(): Promise<void> {
   let idle = 0;
   let idleSince = -1;
   let rounds = 0;
+  let busySteps = 0;
   // Resumed from here: every step drains the IOTLB ring first, so an INVALIDATE waits at most
   // for the burst in flight; quiescent only while yielding or asleep (iotlb-ring.ts).
   runtime.resume();
   while (!stopping) {
     while (inbox.length > 0 && !stopping) handle(inbox.shift()!);
     if (stopping) break;
-    const work = runtime.step();
+    let work = runtime.step();
+    if (runtime.socketLent && (work === 0 || ++busySteps >= BUSY_STEPS_PER_SOCKET_CHECK)) {
+      busySteps = 0;
+      if (pollSocket()) work++;
+    }
     if (work > 0) {
       idle = 0;
       idleSince = -1;

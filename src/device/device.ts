@@ -9,6 +9,7 @@ import { closeFd } from '../sys/index.js';
 import { DEFAULT_BUSY_POLL_US, type NetMode, type QueueSnapshot, type RegionConfig } from '../datapath/contract.js';
 import { IotlbOp } from '../datapath/iotlb-ring.js';
 import { QueuePairHost } from '../datapath/queue-pair-host.js';
+import type { SocketReturn } from '../datapath/iotlb-fast-path.js';
 import { RING_COUNTERS, type RingCounterName } from '../datapath/stats.js';
 import { LatencyHistogram } from '../stats/latency.js';
 import { IotlbType } from '../protocol/index.js';
@@ -47,14 +48,20 @@ export class NetDevice {
   private readonly pairs = new Map<number, QueuePairHost>();
   private readonly pastCounters = new Map<number, Record<RingCounterName, number>>();
   private readonly pastMissLatency = new Map<number, LatencyHistogram>();
-  /** IOTLB request read -> its ack sent, over the life of this device (inspect). */
-  readonly updateAckLatency = new LatencyHistogram();
-  readonly invalidateAckLatency = new LatencyHistogram();
+  /** IOTLB request read -> its ack sent by the session, over the life of this device (inspect). */
+  private readonly sessionAcks = { update: new LatencyHistogram(), invalidate: new LatencyHistogram() };
+  /** The same for requests workers acknowledged from a lent socket, of workers that finished. */
+  private readonly pastWorkerAcks = { update: new LatencyHistogram(), invalidate: new LatencyHistogram() };
   /**
    * Every live IOTLB mapping, kept on the main thread so a worker started later is seeded
    * with what the front-end already sent, and so `inspect` can show the device's view.
    */
   readonly iotlbShadow: IotlbStrategy = getStrategy('interval').create({ capacity: 1 << 20 });
+  /** Where workers report what they applied from a lent socket. */
+  private readonly shadowSink = {
+    update: (iova: number, size: number, uaddr: number, perm: number) => this.iotlbShadow.insert({ iova, size, uaddr, perm }),
+    invalidate: (iova: number, size: number) => this.iotlbShadow.invalidate(iova, size),
+  };
 
   constructor(readonly options: DeviceOptions) {
     this.vrings = Array.from({ length: options.queuePairs * 2 }, (_, i) => new VringState(i));
@@ -118,6 +125,7 @@ export class NetDevice {
       busyPollUs: this.options.busyPollUs ?? (sharesCpu ? 0 : DEFAULT_BUSY_POLL_US),
       sharesCpu,
       trace: this.traceTarget,
+      applied: this.shadowSink,
       onBroken: (ring, reason) => {
         this.vrings[ring].broken = reason;
         this.vrings[ring].running = false;
@@ -276,10 +284,43 @@ export class NetDevice {
     return total;
   }
 
+  /**
+   * Whether the session may lend its socket to the worker, which then reads and acks IOTLB
+   * requests itself (datapath/iotlb-fast-path.ts). Not without IOMMU_PLATFORM (there are
+   * none), not with several queue pairs (every worker needs each request), not while a trace
+   * records every message on the main thread, not before the worker exists.
+   */
+  get socketLendable(): boolean {
+    if (!this.iommu || this.traceTarget !== null || this.options.queuePairs !== 1 || this.pairs.size !== 1) return false;
+    return !this.pairs.values().next().value!.socketLent;
+  }
+
+  /** Lends the socket (check socketLendable first); resolves when the worker gives it back. */
+  lendSocket(fd: number): Promise<SocketReturn> {
+    if (!this.socketLendable) throw new Error('the socket cannot be lent now');
+    return this.pairs.values().next().value!.lendSocket(fd);
+  }
+
+  /** Asks for a lent socket back (the session is closing). */
+  reclaimSocket(): void {
+    for (const pair of this.pairs.values()) pair.reclaimSocket();
+  }
+
   /** The session acknowledged an IOTLB message `us` microseconds after reading it. */
   iotlbAcked(iotlbType: number, us: number): void {
-    if (iotlbType === IotlbType.UPDATE) this.updateAckLatency.record(us);
-    else if (iotlbType === IotlbType.INVALIDATE) this.invalidateAckLatency.record(us);
+    if (iotlbType === IotlbType.UPDATE) this.sessionAcks.update.record(us);
+    else if (iotlbType === IotlbType.INVALIDATE) this.sessionAcks.invalidate.record(us);
+  }
+
+  /** IOTLB request read -> its ack sent, over the life of this device, by whichever thread acked it. */
+  ackLatency(invalidate: boolean): { all: LatencyHistogram; byWorker: number } {
+    const all = new LatencyHistogram();
+    const worker = new LatencyHistogram();
+    worker.add(invalidate ? this.pastWorkerAcks.invalidate : this.pastWorkerAcks.update);
+    for (const pair of this.pairs.values()) worker.add(pair.workerAckLatency(invalidate));
+    all.add(invalidate ? this.sessionAcks.invalidate : this.sessionAcks.update);
+    all.add(worker);
+    return { all, byWorker: worker.summary().count };
   }
 
   /** Keeps a finishing worker's counters so totals survive reconnects. */
@@ -292,6 +333,8 @@ export class NetDevice {
       this.pastCounters.set(index, live);
       this.pastMissLatency.set(index, this.missLatency(index));
     }
+    this.pastWorkerAcks.update.add(pair.workerAckLatency(false));
+    this.pastWorkerAcks.invalidate.add(pair.workerAckLatency(true));
     return pair.shutdown();
   }
 

@@ -36,6 +36,8 @@ export class Session {
   /** Frames read ahead of the handler, with when they were read (for the IOTLB ack round trips). */
   private readonly queue: Array<{ frame: Frame; receivedAt: number }> = [];
   private processing = false;
+  /** Set while a queue-pair worker reads the socket (lendIfIdle): settles when it is back. */
+  private lent: Promise<unknown> | null = null;
   /** The handler in flight: the device is reset only after it settled (see close()). */
   private inFlight: Promise<void> = Promise.resolve();
   private closed = false;
@@ -100,8 +102,32 @@ export class Session {
       this.close(`internal error: ${(err as Error).message}`);
     } finally {
       this.processing = false;
-      if (!this.closed && this.watcher === null) this.watch();
+      if (!this.closed && !this.lendIfIdle() && this.watcher === null) this.watch();
     }
+  }
+
+  /**
+   * With nothing read ahead and nothing in flight, lends the socket to the queue-pair worker:
+   * it then reads and acks IOTLB requests itself, without a hop through this thread, and
+   * gives the socket back at the first message it does not take (datapath/iotlb-fast-path.ts).
+   * False when the device cannot lend it now (NetDevice.socketLendable).
+   */
+  private lendIfIdle(): boolean {
+    if (this.queue.length > 0 || this.framer.bufferedBytes > 0 || this.options.trace !== null || !this.device.socketLendable) return false;
+    // Stopped before the worker is told: from here only the worker reads the socket.
+    this.watcher?.stop();
+    this.watcher = null;
+    this.lent = this.device.lendSocket(this.fd).then(({ reason, fatal }) => {
+      this.lent = null;
+      if (this.closed) return;
+      if (fatal) {
+        this.close(reason);
+        return;
+      }
+      this.watch();
+      this.onReadable();
+    });
+    return true;
   }
 
   private trace(bytes: Uint8Array, fds: readonly number[], direction: 'to-backend' | 'to-frontend'): void {
@@ -225,7 +251,13 @@ export class Session {
     // Fds of a message that never became whole (EOF or a framing error mid-message) are still
     // in the framer: close them too, or every such disconnect leaks up to MAX_FDS fds.
     for (const fd of this.framer.takeFds()) this.device.closeQuietly(fd);
-    this.device.closeQuietly(this.fd);
+    if (this.lent === null) {
+      this.device.closeQuietly(this.fd);
+    } else {
+      // The worker may be reading it: the fd is closed (and its number reused) only once it is back.
+      this.device.reclaimSocket();
+      void this.lent.then(() => this.device.closeQuietly(this.fd));
+    }
     this.options.log('info', `connection ${this.options.connection} closed: ${reason}`);
     // Reset only once the handler in flight has settled: resetting under it let its
     // continuation start a queue-pair worker after the reset, which then outlived the session

@@ -21,3 +21,4 @@ export {
 export { decodeMessage, type VhostMessage } from './decode.js';
 export { encodeMessage, type OutgoingMessage } from './encode.js';
 export { MessageFramer, type Frame } from './framer.js';
+export { decodePlainIotlb, plainIotlbRequest, IOTLB_FRAME_SIZE, type PlainIotlbRequest } from './plain-iotlb.js';

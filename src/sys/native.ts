@@ -20,6 +20,7 @@ export interface NativeBinding {
     length: number,
     maxFds: number,
   ): { bytes: number; fds: number[]; truncated: boolean } | null;
+  receiveBytes(fd: number, into: Uint8Array, offset: number, length: number, peek: boolean): number;
   mapFd(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
   unmap(buffer: ArrayBuffer): void;
   memfdCreate(name: string, size: number): number;
