@@ -1,6 +1,7 @@
 import { Command, Flags } from '@oclif/core';
 import { dirname, join } from 'node:path';
 import { VhostUserServer } from '../src/device/server.js';
+import { IOTLB_READERS, type IotlbReader } from '../src/device/device.js';
 import { ControlServer } from '../src/control/control-server.js';
 import { strategyNames } from '../src/iotlb/registry.js';
 import { parseNetMode, NET_MODES } from '../src/serve/net-mode.js';
@@ -35,6 +36,10 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
       summary: `how long a worker keeps polling its rings with no work before it sleeps (-1 = never, as DPDK's lcores; default ${DEFAULT_BUSY_POLL_US} when every worker has a CPU of its own, else 0)`,
       min: -1,
     }),
+    'iotlb-reader': Flags.string({
+      summary: 'which thread reads and acks IOTLB UPDATE/INVALIDATE: the queue-pair worker, the control thread, or auto (the worker when it shares a CPU with the control thread)',
+      options: [...IOTLB_READERS], default: 'auto',
+    }),
     trace: Flags.string({ summary: 'record messages and translations into this trace file' }),
     'trace-translations': Flags.boolean({ summary: 'with --trace, also record every datapath translation', default: true, allowNo: true }),
     control: Flags.string({ summary: 'control socket for inspect (default: SOCKET.ctl beside the first --socket)' }),
@@ -61,6 +66,7 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     const servers = flags.socket.map((socketPath) => new VhostUserServer({
       socketPath, client: flags.client, trace, queuePairs: flags.queues, net, strategy: flags['iotlb-strategy'],
       batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'], busyPollUs: flags['busy-poll-us'],
+      iotlbReader: flags['iotlb-reader'] as IotlbReader,
       traceTranslations: trace !== null && flags['trace-translations'],
       log: (level, text) => log(level, `${socketPath}: ${text}`),
     }));

@@ -8,7 +8,9 @@
  * thread that owns the caches).
  *
  * The worker takes only what it can finish alone: a whole, plain IOTLB request carrying no
- * fds, seen with a peek first, so anything else stays queued untouched. Anything else
+ * fds, seen with a peek first, so anything else stays queued untouched. (Linux's peek also
+ * reports the fds of the send queued right behind, so a request followed by one with fds
+ * goes to the session as well: one hand-over early, never one late.) Anything else
  * (another request, a partial or malformed message, fds, end of stream, a socket error, no
  * room to report back) gives the socket back at a message boundary to the session, which
  * handles it with the full decoder and handlers and lends the socket again once idle.
@@ -81,7 +83,8 @@ export class IotlbFastPath {
         this.applied.push(IotlbOp.Update, req.iova, req.size, req.uaddr, req.perm);
       }
       this.handled++;
-      if (req.needsReply && !this.ack()) return this.giveBack('could not send the IOTLB_MSG ack', true);
+      if (!req.needsReply) continue;
+      if (!this.ack()) return this.giveBack('could not send the IOTLB_MSG ack', true);
       (invalidate ? this.invalidateAcks : this.updateAcks).record((performance.now() - seenAt) * 1000);
     }
   }

@@ -21,6 +21,16 @@ import { MAX_MEM_SLOTS, OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES } from './of
 import { VringState } from './vring-state.js';
 import type { TraceWriter } from '../trace/writer.js';
 
+/**
+ * Which thread reads IOTLB UPDATE/INVALIDATE requests while the rings run. `worker`: the
+ * queue-pair worker, from the socket the session lends it (datapath/iotlb-fast-path.ts):
+ * no hop between threads, which matters when they share a CPU. `control`: the session on the
+ * main thread, as every other request. `auto`: worker when serve has fewer CPUs than
+ * threads that poll, else control (measured both ways in docs/performance.md).
+ */
+export const IOTLB_READERS = ['auto', 'worker', 'control'] as const;
+export type IotlbReader = (typeof IOTLB_READERS)[number];
+
 export interface DeviceOptions {
   queuePairs: number;
   net: NetMode;
@@ -29,6 +39,8 @@ export interface DeviceOptions {
   prefetch: number;
   /** WorkerSetup.busyPollUs; undefined: DEFAULT_BUSY_POLL_US with a CPU per worker, else 0. */
   busyPollUs?: number;
+  /** Default auto. */
+  iotlbReader?: IotlbReader;
   /** Record translations (with the server's trace writer) — set per connection by the session. */
   traceTranslations: boolean;
   log(level: string, text: string): void;
@@ -65,6 +77,7 @@ export class NetDevice {
 
   constructor(readonly options: DeviceOptions) {
     this.vrings = Array.from({ length: options.queuePairs * 2 }, (_, i) => new VringState(i));
+    this.sharesCpu = availableParallelism() <= options.queuePairs;
   }
 
   get offeredFeatures(): bigint {
@@ -104,12 +117,14 @@ export class NetDevice {
     return this.memory.regions.map(({ fd, guestAddr, userAddr, size, mmapOffset }) => ({ fd, guestAddr, userAddr, size, mmapOffset }));
   }
 
+  /** One CPU per polling worker plus one for the control thread, or they take turns (CPUs counted once: a syscall). */
+  private readonly sharesCpu: boolean;
+
   private async pairFor(index: number): Promise<QueuePairHost> {
     const pairIndex = index >> 1;
     let pair = this.pairs.get(pairIndex);
     if (pair) return pair;
-    // One CPU per polling worker plus one for the control thread, or they take turns.
-    const sharesCpu = availableParallelism() <= this.options.queuePairs;
+    const sharesCpu = this.sharesCpu;
     pair = new QueuePairHost({
       pairIndex,
       net: this.options.net,
@@ -286,11 +301,14 @@ export class NetDevice {
 
   /**
    * Whether the session may lend its socket to the worker, which then reads and acks IOTLB
-   * requests itself (datapath/iotlb-fast-path.ts). Not without IOMMU_PLATFORM (there are
-   * none), not with several queue pairs (every worker needs each request), not while a trace
-   * records every message on the main thread, not before the worker exists.
+   * requests itself (datapath/iotlb-fast-path.ts): when --iotlb-reader says so, and not
+   * without IOMMU_PLATFORM (there are none), not with several queue pairs (every worker
+   * needs each request), not while a trace records every message on the main thread, not
+   * before the worker exists.
    */
   get socketLendable(): boolean {
+    const reader = this.options.iotlbReader ?? 'auto';
+    if (reader === 'control' || (reader === 'auto' && !this.sharesCpu)) return false;
     if (!this.iommu || this.traceTarget !== null || this.options.queuePairs !== 1 || this.pairs.size !== 1) return false;
     return !this.pairs.values().next().value!.socketLent;
   }

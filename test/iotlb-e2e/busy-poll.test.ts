@@ -8,7 +8,7 @@ import { loopFrames, startPair, stopPair } from './helpers.js';
 describe('serve --busy-poll-us', () => {
   for (const budget of ['0', '200', '-1']) {
     it(`--busy-poll-us ${budget}: 100 dynamically mapped frames loop, inspect answers, the session ends cleanly`, async () => {
-      const pair = await startPair(['--busy-poll-us', budget], { iommu: 'dynamic' });
+      const pair = await startPair(['--busy-poll-us', budget, '--iotlb-reader', 'worker'], { iommu: 'dynamic' });
       try {
         const result = await loopFrames(pair.fe, 100);
         assert.deepEqual(result.errors, []);
