@@ -5,7 +5,7 @@
  *
  *   node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2]
  *        [--only 'DPDK vhost,serve coalescing'] [--frames N] [--seconds S] [--json]
- *        [--serve-args '--flag value'] [--serve-bin name=/other/checkout/bin/run.js]...
+ *        [--serve-args '--flag value'] [--serve-bin name=/other/checkout/bin/run.js]... [--cpu N]
  *
  * Rows (guest configurations):
  *   off     no IOMMU
@@ -32,8 +32,10 @@
  * shared 2-CPU machine hits every back-end alike; the table gives the median over rounds, the
  * ratio to DPDK vhost's median from the same run, and each round's value. Serve cells also show
  * the IOTLB miss round trip p50 when serve's state (`inspect --json`) carries `roundTrips`.
- * Nothing is pinned: QEMU's vCPU and I/O threads share the two CPUs with the back-end (testpmd's
- * forwarding lcore busy-polls one CPU; serve's worker polls while there is work).
+ * Nothing is pinned by default: QEMU's vCPU and I/O threads share the two CPUs with the back-end
+ * (testpmd's forwarding lcore busy-polls one CPU; serve's worker polls while there is work).
+ * --cpu N confines each back-end to CPU N: serve under `taskset -c N`, testpmd with both
+ * lcores on N (QEMU stays free to use every CPU).
  * Not a test: figures depend on the machine (TCG guest, 2 CPUs, maybe shared).
  */
 import Table from 'cli-table3';
@@ -137,6 +139,8 @@ export interface GuestIommuOptions {
   serveArgs?: string[];
   /** Extra serve builds: name → bin/run.js; each adds a column 'NAME coalescing'. */
   serveBins?: Array<{ name: string; bin: string }>;
+  /** Confine each back-end to this CPU (all its threads). */
+  cpu?: number;
   progress?: (line: string) => void;
 }
 
@@ -187,11 +191,14 @@ interface Backend {
 
 const runJs = (): string => join(repoRoot(), 'bin', 'run.js');
 
-async function startServeBackend(dir: string, col: GuestColumn, direction: Direction, extra: string[]): Promise<Backend> {
+async function startServeBackend(dir: string, col: GuestColumn, direction: Direction, extra: string[], cpu: number | undefined): Promise<Backend> {
   const socket = join(dir, 'vhost.sock');
   const control = join(dir, 'control.sock');
   const net = direction === 'tx' ? ['--net', 'sink'] : ['--net', 'source', '--frame-size', '64'];
-  const argv = [process.execPath, col.serveBin ?? runJs(), 'serve', '--socket', socket, '--control', control, ...net, '--quiet', ...(col.serveArgs ?? []), ...extra];
+  const argv = [
+    ...(cpu === undefined ? [] : ['taskset', '-c', String(cpu)]),
+    process.execPath, col.serveBin ?? runJs(), 'serve', '--socket', socket, '--control', control, ...net, '--quiet', ...(col.serveArgs ?? []), ...extra,
+  ];
   const { child, log, exited } = spawnLogged(argv, col.name);
   const deadline = Date.now() + 20_000;
   while (!existsSync(control) || !existsSync(socket)) {
@@ -221,10 +228,10 @@ async function startServeBackend(dir: string, col: GuestColumn, direction: Direc
   };
 }
 
-async function startDpdkBackend(dir: string, col: GuestColumn, direction: Direction, iommu: boolean): Promise<Backend> {
+async function startDpdkBackend(dir: string, col: GuestColumn, direction: Direction, iommu: boolean, cpu: number | undefined): Promise<Backend> {
   const dpdkSock = join(dir, 'dpdk.sock');
   const tp: Testpmd = startTestpmd({
-    role: 'vhost', socket: dpdkSock, iommu, forwardMode: direction === 'tx' ? 'rxonly' : 'txonly',
+    role: 'vhost', socket: dpdkSock, iommu, forwardMode: direction === 'tx' ? 'rxonly' : 'txonly', cpu,
     extraArgs: direction === 'rx' ? ['--txpkts=64'] : [], timeoutMs: 600_000,
   });
   let proxy: { child: ReturnType<typeof spawnLogged>['child']; log: LineLog; exited: ReturnType<typeof spawnLogged>['exited'] } | undefined;
@@ -337,7 +344,7 @@ export function missRoundTrip(state: unknown): { p50: number; count: number } | 
   return found[0]!;
 }
 
-async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, round: number, opts: Required<Pick<GuestIommuOptions, 'seconds' | 'serveArgs'>> & { frames: number }): Promise<CellRun> {
+async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, round: number, opts: Required<Pick<GuestIommuOptions, 'seconds' | 'serveArgs'>> & { frames: number; cpu?: number }): Promise<CellRun> {
   const t0 = performance.now();
   const iommu = row !== 'off';
   const dir = mkdtempSync(join(tmpdir(), 'vit-gi-'));
@@ -346,8 +353,8 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
   const fail = (msg: string): CellRun => ({ round, pps: NaN, frames: 0, seconds: 0, wallMs: performance.now() - t0, error: msg });
   try {
     backend = col.kind === 'serve'
-      ? await startServeBackend(dir, col, direction, opts.serveArgs)
-      : await startDpdkBackend(dir, col, direction, iommu);
+      ? await startServeBackend(dir, col, direction, opts.serveArgs, opts.cpu)
+      : await startDpdkBackend(dir, col, direction, iommu, opts.cpu);
     const spawnAt = performance.now();
     guest = startGuest({
       socketPath: backend.socket,
@@ -417,7 +424,7 @@ export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<
         const k = round % cols.length;
         const order = [...cols.slice(k), ...cols.slice(0, k)];
         for (const col of order) {
-          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [] });
+          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [], cpu: opts.cpu });
           runs.get(col.name)!.push(r);
           const where = `[${row} ${direction} ${round + 1}/${rounds}] ${col.name.padEnd(24)}`;
           const times = `boot ${fmtS(r.bootMs)} link ${fmtS(r.linkMs)} job ${fmtS(r.jobMs)} wall ${fmtS(r.wallMs)}`;
@@ -579,10 +586,17 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
         i++;
         break;
       }
+      case '--cpu': {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0) throw new Error(`--cpu needs a CPU number, got "${v}"`);
+        a.cpu = n;
+        i++;
+        break;
+      }
       case '--json': a.json = true; break;
       case '-h': case '--help':
         console.log("node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2] [--only 'DPDK vhost,serve coalescing']\n" +
-          "    [--frames N] [--seconds S] [--json] [--serve-args '--flag value'] [--serve-bin NAME=PATH/bin/run.js]...");
+          "    [--frames N] [--seconds S] [--json] [--serve-args '--flag value'] [--serve-bin NAME=PATH/bin/run.js]... [--cpu N]");
         process.exit(0);
         break;
       default: throw new Error(`unknown argument ${flag} (--help)`);
@@ -605,7 +619,8 @@ async function main(): Promise<void> {
   const frames = args.frames !== undefined ? String(args.frames) : rows.map((r) => `${r} ${DEFAULT_FRAMES[r]}`).join(', ');
   console.log(`# guest-iommu: QEMU (TCG) Linux guest, rows ${rows.join(',')}, directions ${(args.directions ?? DIRECTIONS).join(',')}, ` +
     `${args.rounds ?? 2} rounds, back-ends ${columns.map((c) => c.name).join(', ')}; tx frames ${frames}; rx ${args.seconds ?? DEFAULT_SECONDS} s` +
-    (args.serveArgs?.length ? `; serve extra args: ${args.serveArgs.join(' ')}` : ''));
+    (args.serveArgs?.length ? `; serve extra args: ${args.serveArgs.join(' ')}` : '') +
+    (args.cpu !== undefined ? `; each back-end confined to CPU ${args.cpu}` : ''));
   let cells: GuestCell[];
   try {
     cells = await runGuestIommuBench(args);

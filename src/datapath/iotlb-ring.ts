@@ -11,10 +11,11 @@
  * "No lookup can use it" is either of:
  *  - the worker has applied it (`consumed` passed it), or
  *  - the worker is quiescent: it holds no translation and drains this ring before it uses
- *    one again. The worker drains at the start of every step, so an INVALIDATE waits at most
- *    for the burst in flight, and it is quiescent while it sleeps, visits its event loop or
- *    yields its CPU while idle: it bumps `epoch` to odd when it resumes (then drains) and to
- *    even when it goes quiescent.
+ *    one again. The worker is quiescent between two rounds of its loop (and while it sleeps,
+ *    visits its event loop or yields its CPU), and drains at the start of every round, so an
+ *    INVALIDATE waits at most for the round in flight, and not at all for a worker the
+ *    scheduler has taken off its CPU between rounds: it bumps `epoch` to odd when it resumes
+ *    (then drains) and to even when it goes quiescent.
  *    The producer stores `produced` and then loads `epoch`, the worker stores `epoch` and
  *    then loads `produced`: all sequentially consistent atomics, so if the producer still
  *    sees the worker quiescent, the worker's next step comes later in that order and its

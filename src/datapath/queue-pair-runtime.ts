@@ -7,9 +7,10 @@
  * ring; every step drains it first, so every burst runs against a cache that includes
  * every operation published before the burst began. The main
  * thread acks an INVALIDATE only after this worker has applied it, or while the worker is
- * quiescent (`quiesce()` .. `resume()`: asleep, in its event loop or yielding its CPU, holding no
- * translation and draining the ring before it uses one again; iotlb-ring.ts), so no burst
- * after the ack can use the removed entry.
+ * quiescent (`quiesce()` .. `resume()`: between two rounds, asleep, in its event loop or
+ * yielding its CPU, holding no translation and draining the ring before it uses one again;
+ * iotlb-ring.ts), so no burst after the ack can use the removed entry. IOTLB requests the
+ * worker reads itself from a lent socket (iotlb-fast-path.ts) are applied between bursts.
  */
 import { eventfdRead, eventfdWrite, mapFd, unmap } from '../sys/index.js';
 import { GuestMemory } from '../memory/guest-memory.js';

@@ -72,13 +72,6 @@ function pollSocket(): boolean {
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** Sleeps or visits the event loop quiescent: an INVALIDATE need not wait for us meanwhile. */
-async function yieldQuiescent(): Promise<void> {
-  runtime.quiesce();
-  await yieldToLoop();
-  runtime.resume();
-}
-
 /**
  * Arms the rings' notifications and sleeps in poll(2) until a kick, the tap, or the wake
  * eventfd (a command, or an IOTLB operation for a sleeper), unless work arrived meanwhile.
@@ -118,10 +111,11 @@ async function run(): Promise<void> {
   let idleSince = -1;
   let rounds = 0;
   let busySteps = 0;
-  // Resumed from here: every step drains the IOTLB ring first, so an INVALIDATE waits at most
-  // for the burst in flight; quiescent only while yielding or asleep (iotlb-ring.ts).
-  runtime.resume();
   while (!stopping) {
+    // Resumed for one round: the IOTLB ring is drained first, and the worker is quiescent
+    // again between rounds (iotlb-ring.ts), so an INVALIDATE waits at most for the round in
+    // flight, never for a worker the scheduler took off its CPU between two rounds.
+    runtime.resume();
     while (inbox.length > 0 && !stopping) handle(inbox.shift()!);
     if (stopping) break;
     let work = runtime.step();
@@ -154,13 +148,15 @@ async function run(): Promise<void> {
       if (!pollOn) {
         idleSince = -1;
         sleep();
-        await yieldQuiescent();
+        runtime.quiesce();
+        await yieldToLoop();
         continue;
       }
     }
+    runtime.quiesce();
     if (Atomics.load(posted, 0) !== received || ++rounds >= ROUNDS_PER_YIELD) {
       rounds = 0;
-      await yieldQuiescent();
+      await yieldToLoop();
     }
   }
   runtime.quiesce();

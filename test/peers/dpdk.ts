@@ -36,6 +36,8 @@ export interface TestpmdOptions {
   server?: boolean;
   /** [main lcore, forwarding lcore]. Default alternates [0,1] / [1,0] between processes (2-CPU machines). */
   lcores?: [number, number];
+  /** Run both lcores on this one CPU (EAL --lcores 0@CPU,1@CPU) instead of one CPU each. */
+  cpu?: number;
   filePrefix?: string;
   /** EAL -m (MiB of --no-huge memory). Default 1024. */
   memMiB?: number;
@@ -134,9 +136,11 @@ export function testpmdArgs(opts: TestpmdOptions, filePrefix: string): string[] 
     if (opts.extraVdev) vdev += `,${opts.extraVdev}`;
     return vdev;
   });
+  const placement = opts.cpu === undefined
+    ? ['-l', `${Math.min(...lcores)},${Math.max(...lcores)}`, '--main-lcore', String(lcores[0])]
+    : ['--lcores', `0@${opts.cpu},1@${opts.cpu}`, '--main-lcore', '0'];
   const eal = [
-    '-l', `${Math.min(...lcores)},${Math.max(...lcores)}`,
-    '--main-lcore', String(lcores[0]),
+    ...placement,
     '--no-huge', '-m', String(opts.memMiB ?? 1024), '--no-pci',
     '--file-prefix', filePrefix,
     ...(opts.role === 'virtio-user' ? ['--single-file-segments'] : []),
