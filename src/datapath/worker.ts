@@ -1,9 +1,9 @@
 /**
  * Entry point of a queue-pair worker thread. Busy-polls its rings while there is work and
  * for a budget of idle time after it (`serve --busy-poll-us`), then sleeps in poll(2) on the
- * kick eventfds (plus a wake eventfd the main thread writes), and turns to its event loop
- * after a sleep or when a command is waiting (or, as a safety net, every ROUNDS_PER_YIELD
- * rounds).
+ * kick eventfds (plus a wake eventfd the main thread writes, and the front-end socket when it
+ * is lent), and turns to its event loop when a command is waiting (or, as a safety net,
+ * every ROUNDS_PER_YIELD rounds).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { pollReadable, eventfdRead, yieldCpu } from '../sys/index.js';
@@ -147,10 +147,10 @@ async function run(): Promise<void> {
       }
       if (!pollOn) {
         idleSince = -1;
+        // Woken by a kick, the tap, the lent socket or the wake eventfd: straight back to the
+        // rings. The event loop is visited below only when the doorbell says a command waits
+        // (each visit is a trip through libuv, on the path of every wake-up).
         sleep();
-        runtime.quiesce();
-        await yieldToLoop();
-        continue;
       }
     }
     runtime.quiesce();

@@ -36,7 +36,7 @@ export interface TestpmdOptions {
   server?: boolean;
   /** [main lcore, forwarding lcore]. Default alternates [0,1] / [1,0] between processes (2-CPU machines). */
   lcores?: [number, number];
-  /** Run both lcores on this one CPU (EAL --lcores 0@CPU,1@CPU) instead of one CPU each. */
+  /** Run the whole process on this one CPU (taskset, and EAL --lcores 0@CPU,1@CPU) instead of one CPU per lcore. */
   cpu?: number;
   filePrefix?: string;
   /** EAL -m (MiB of --no-huge memory). Default 1024. */
@@ -239,7 +239,10 @@ export function startTestpmd(opts: TestpmdOptions): Testpmd {
   // stdbuf -oL: testpmd's stdout is a pipe, which glibc would buffer in 4 KiB chunks, so
   // periodic stats blocks would reach us seconds late and in bursts. stdbuf execs testpmd
   // (same pid, signals reach it directly).
-  const child = spawn('stdbuf', ['-oL', bin, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // With opts.cpu every thread stays on that CPU (taskset), DPDK's control threads included:
+  // EAL would otherwise put them on the CPUs its lcores leave free.
+  const command = [...(opts.cpu === undefined ? [] : ['taskset', '-c', String(opts.cpu)]), 'stdbuf', '-oL', bin, ...argv];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   killOnExit(child);
   const log = new LineLog();
   if (opts.echo !== undefined) log.echoPrefix = opts.echo;
