@@ -4,8 +4,8 @@
  * Whatever goes wrong with this connection ends at most this connection.
  */
 import {
-  decodeHeader, decodeMessage, encodeMessage, FrontendRequest, MessageFramer, ProtocolError, requestInfo, requestName,
-  ProtocolFeature, type Body, type Frame, type VhostMessage,
+  decodeHeader, decodeMessage, decodePlainIotlb, encodeMessage, FrontendRequest, IotlbType, MessageFramer, NEED_REPLY_FLAG, plainIotlbRequest,
+  ProtocolError, requestInfo, requestName, ProtocolFeature, type Body, type Frame, type VhostMessage,
 } from '../protocol/index.js';
 import { closeFd, fdKind, FdWatcher, receiveMessage, sendMessage } from '../sys/index.js';
 import type { TraceWriter } from '../trace/writer.js';
@@ -94,7 +94,9 @@ export class Session {
     try {
       while (!this.closed && this.queue.length > 0) {
         const { frame, receivedAt } = this.queue.shift()!;
-        this.inFlight = this.handle(frame, receivedAt);
+        const plain = this.handlePlainIotlb(frame, receivedAt);
+        if (plain === true) continue;
+        this.inFlight = plain === false ? this.handle(frame, receivedAt) : plain;
         await this.inFlight;
       }
     } catch (err) {
@@ -137,6 +139,40 @@ export class Session {
       timeNs: trace.elapsedNs(), connection: this.options.connection, channel: 'frontend', direction,
       bytes, fds: fds.map((fd) => fdKind(fd)),
     });
+  }
+
+  private readonly plainRequest = plainIotlbRequest();
+
+  /**
+   * A plain IOTLB UPDATE or INVALIDATE (protocol/plain-iotlb.ts), applied and acked without
+   * the general decoder, handler table or a promise: one arrives for every guest DMA map and
+   * unmap while this thread reads the socket. True when done; a promise when a worker must be
+   * waited for (its ring full, or a burst in flight at an INVALIDATE); false when the frame is
+   * anything else, for handle().
+   */
+  private handlePlainIotlb(frame: Frame, receivedAt: number): boolean | Promise<void> {
+    const req = this.plainRequest;
+    if (frame.fds.length > 0 || !this.device.iommu || !decodePlainIotlb(frame.bytes, req)) return false;
+    this.trace(frame.bytes, frame.fds, 'to-backend');
+    const { iotlbType, needsReply } = req;
+    const acked = (): void => {
+      if (needsReply) this.reply(FrontendRequest.IOTLB_MSG, ACK);
+      this.device.iotlbAcked(iotlbType, (performance.now() - receivedAt) * 1000);
+    };
+    const failed = (err: Error): void => this.fail(err, null, { request: FrontendRequest.IOTLB_MSG, flags: needsReply ? NEED_REPLY_FLAG : 0 });
+    try {
+      const pending = iotlbType === IotlbType.UPDATE
+        ? this.device.iotlbUpdate(req.iova, req.size, req.uaddr, req.perm)
+        : this.device.iotlbInvalidate(req.iova, req.size);
+      if (pending === undefined) {
+        acked();
+        return true;
+      }
+      return pending.then(acked, failed);
+    } catch (err) {
+      failed(err as Error);
+      return true;
+    }
   }
 
   private async handle(frame: Frame, receivedAt: number): Promise<void> {
@@ -199,7 +235,7 @@ export class Session {
     }
     const request = msg?.request ?? header?.request;
     if (request === undefined) return;
-    const needsReply = msg?.needsReply ?? ((header!.flags & 0x8) !== 0);
+    const needsReply = msg?.needsReply ?? ((header!.flags & NEED_REPLY_FLAG) !== 0);
     const info = requestInfo('frontend', request);
     if (this.wantsAck(request, needsReply)) {
       this.reply(request, { kind: 'u64', value: 1n });
