@@ -21,6 +21,7 @@
  *           the guest's /init mode rx-count reads eth0 rx_packets over S seconds of its /proc/uptime
  * Columns (back-ends; rows with the IOMMU off run only DPDK vhost and serve coalescing, plus --serve-bin ones):
  *   DPDK vhost              dpdk-testpmd --vdev net_vhost0,iface=SOCK,iommu-support=1
+ *   DPDK lcores             (only with --cpu) the same, with only its two lcores on that CPU
  *   serve dpdk              serve --iotlb-strategy dpdk
  *   serve coalescing        serve --iotlb-strategy coalescing
  *   serve coalescing batch  serve --iotlb-strategy coalescing --iotlb-batch-misses
@@ -34,8 +35,10 @@
  * the IOTLB miss round trip p50 when serve's state (`inspect --json`) carries `roundTrips`.
  * Nothing is pinned by default: QEMU's vCPU and I/O threads share the two CPUs with the back-end
  * (testpmd's forwarding lcore busy-polls one CPU; serve's worker polls while there is work).
- * --cpu N confines each back-end to CPU N: serve under `taskset -c N`, testpmd with both
- * lcores on N (QEMU stays free to use every CPU).
+ * --cpu N confines each back-end to CPU N, every thread of it: serve and testpmd under
+ * `taskset -c N` (testpmd with both lcores on N); the `DPDK lcores` column puts only the lcores
+ * there, leaving DPDK's control thread (vhost-events, which reads and acks IOTLB messages) on
+ * the other CPU. QEMU stays free to use every CPU.
  * Not a test: figures depend on the machine (TCG guest, 2 CPUs, maybe shared).
  */
 import Table from 'cli-table3';
@@ -67,12 +70,15 @@ export interface GuestColumn {
   serveBin?: string;
   /** Runs on rows with the IOMMU off too. */
   plain: boolean;
+  /** DPDK: with --cpu only its lcores go on that CPU, its control threads stay free (a column only with --cpu). */
+  lcoresOnly?: boolean;
 }
 
 export const BASELINE = 'DPDK vhost';
 
 export const COLUMNS: GuestColumn[] = [
   { name: BASELINE, kind: 'dpdk', plain: true },
+  { name: 'DPDK lcores', kind: 'dpdk', plain: true, lcoresOnly: true },
   { name: 'serve dpdk', kind: 'serve', serveArgs: ['--iotlb-strategy', 'dpdk'], plain: false },
   { name: 'serve coalescing', kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing'], plain: true },
   { name: 'serve coalescing batch', kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing', '--iotlb-batch-misses'], plain: false },
@@ -144,11 +150,11 @@ export interface GuestIommuOptions {
   progress?: (line: string) => void;
 }
 
-export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins'>): GuestColumn[] {
+export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins' | 'cpu'>): GuestColumn[] {
   const extra: GuestColumn[] = (opts.serveBins ?? []).map(({ name, bin }) => ({
     name: `${name} coalescing`, kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing'], serveBin: bin, plain: true,
   }));
-  const all = [...COLUMNS, ...extra];
+  const all = [...COLUMNS.filter((c) => !c.lcoresOnly || opts.cpu !== undefined), ...extra];
   if (!opts.only) return all;
   // an exact name picks that column ('serve coalescing' not also 'serve coalescing batch'); otherwise a substring
   const wanted = (c: GuestColumn): boolean => opts.only!.some((o) => (all.some((x) => x.name === o) ? c.name === o : c.name.includes(o)));
@@ -231,7 +237,7 @@ async function startServeBackend(dir: string, col: GuestColumn, direction: Direc
 async function startDpdkBackend(dir: string, col: GuestColumn, direction: Direction, iommu: boolean, cpu: number | undefined): Promise<Backend> {
   const dpdkSock = join(dir, 'dpdk.sock');
   const tp: Testpmd = startTestpmd({
-    role: 'vhost', socket: dpdkSock, iommu, forwardMode: direction === 'tx' ? 'rxonly' : 'txonly', cpu,
+    role: 'vhost', socket: dpdkSock, iommu, forwardMode: direction === 'tx' ? 'rxonly' : 'txonly', cpu, lcoresOnly: col.lcoresOnly,
     extraArgs: direction === 'rx' ? ['--txpkts=64'] : [], timeoutMs: 600_000,
   });
   let proxy: { child: ReturnType<typeof spawnLogged>['child']; log: LineLog; exited: ReturnType<typeof spawnLogged>['exited'] } | undefined;

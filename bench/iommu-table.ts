@@ -30,7 +30,7 @@ import { mkdtempSync } from 'node:fs';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { GuestPhysicalSpace, UserAddressSpace } from '../src/memory/address-space.js';
 import { SplitQueue, RING_OK } from '../src/virtqueue/split.js';
-import { NetQueue, transmitBurst } from '../src/virtqueue/net.js';
+import { NetQueue, transmitBurst } from '../src/net/virtio-net.js';
 import { LoopbackEndpoint } from '../src/net/loopback.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -27,7 +27,7 @@ import { SplitDriver, layoutRings } from '../src/frontend/split-driver.js';
 import { PackedQueue } from '../src/virtqueue/packed.js';
 import { PackedDriver, layoutPacked } from '../src/frontend/packed-driver.js';
 import type { VirtQueue } from '../src/virtqueue/queue.js';
-import { NetQueue, transmitBurst } from '../src/virtqueue/net.js';
+import { NetQueue, transmitBurst } from '../src/net/virtio-net.js';
 import { SinkEndpoint } from '../src/net/sink.js';
 import { SourceEndpoint } from '../src/net/source.js';
 import { LoopbackEndpoint } from '../src/net/loopback.js';

@@ -14,11 +14,8 @@
  */
 export const DEFAULT_BUSY_POLL_US = 1000;
 
-export type NetMode =
-  | { kind: 'loopback' }
-  | { kind: 'sink' }
-  | { kind: 'source'; frameSize: number; /** Frames per queue pair, 0 = unbounded. */ count: number }
-  | { kind: 'tap'; name: string; fd: number };
+export type { NetMode } from '../net/endpoint.js';
+import type { NetMode } from '../net/endpoint.js';
 
 export interface RegionConfig {
   fd: number;

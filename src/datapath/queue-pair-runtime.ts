@@ -17,71 +17,22 @@ import { GuestMemory } from '../memory/guest-memory.js';
 import { GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../memory/address-space.js';
 import { getStrategy } from '../iotlb/registry.js';
 import { PendingMisses } from '../iotlb/pending-misses.js';
-import { Access, LOOKUP_MISS, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
-import { SplitQueue } from '../virtqueue/split.js';
-import { PackedQueue } from '../virtqueue/packed.js';
-import { RING_OK, RING_MISS, WALK_MISS } from '../virtqueue/chain.js';
-import type { VirtQueue } from '../virtqueue/queue.js';
-import { NetQueue, transmitBurst } from '../virtqueue/net.js';
-import { ScatterList } from '../virtqueue/scatter.js';
+import { RING_OK, RING_MISS } from '../virtqueue/chain.js';
+import { transmitBurst } from '../net/virtio-net.js';
 import type { Endpoint } from '../net/endpoint.js';
-import { LoopbackEndpoint } from '../net/loopback.js';
-import { SinkEndpoint } from '../net/sink.js';
-import { SourceEndpoint } from '../net/source.js';
-import { TapEndpoint } from '../net/tap.js';
+import { createEndpoint } from '../net/create.js';
 import type { QueueSnapshot, RegionConfig, RingConfig, WorkerSetup } from './contract.js';
 import { IotlbRingConsumer, IotlbRingProducer, type IotlbOpSink } from './iotlb-ring.js';
 import { IotlbFastPath, type SocketReturn } from './iotlb-fast-path.js';
 import { MissReporter } from './miss-reporter.js';
+import { MissPolicy } from './miss-policy.js';
+import { Ring } from './ring.js';
 import { RecordingAddressSpace } from './recording-space.js';
-import { missLatency, RingCounter, ringCounters, workerAckLatency } from './stats.js';
-import type { LatencyHistogram } from '../stats/latency.js';
+import { RingCounter, workerAckLatency } from './stats.js';
 import { sentRequestCode, TranslationRingProducer } from './translation-ring.js';
 
 export const BURST = 32;
-/** How long a ring waits for the answer to a miss before asking again. */
-export const MISS_RETRY_MS = 100;
 const PAGE = 4096;
-/** Most extra misses one prefetch or batch sends, so a hostile ring cannot make us flood. */
-const MAX_EXTRA_MISSES = 64;
-
-class Ring {
-  /** One kind per worker (the layout is negotiated per device), so its call sites stay monomorphic. */
-  readonly queue: VirtQueue;
-  readonly net: NetQueue;
-  readonly counters: Float64Array;
-  /** Miss sent -> covering UPDATE applied here, per parked ring (inspect's miss round trip). */
-  readonly missLatency: LatencyHistogram;
-  cache: IotlbStrategy | null = null;
-  pending: PendingMisses | null = null;
-  ringSpace!: AddressSpace;
-  dataSpace!: AddressSpace;
-  config: RingConfig | null = null;
-  kickFd = -1;
-  callFd = -1;
-  running = false;
-  waitingForMapping = false;
-  /** Available count when notifications were last enabled, to tell new work from blocked work. */
-  lastSeenAvail = 0;
-  /**
-   * A miss is outstanding: the ring is not retried (each retry is a cache walk) until an
-   * UPDATE covering the address it stopped at arrives, or MISS_RETRY_MS pass, when the miss
-   * is sent again — a real QEMU sends no UPDATE for an IOVA the guest has not mapped yet,
-   * and does not announce later mappings. Other UPDATEs (the answers to a batch's later
-   * misses, the other ring's) leave it parked: the chain at its head still misses.
-   */
-  missStalled = false;
-  stalledAt = 0;
-  stalledIova = 0;
-
-  constructor(readonly index: number, setup: WorkerSetup, stats: SharedArrayBuffer) {
-    this.counters = ringCounters(stats, index & 1);
-    this.missLatency = missLatency(stats, index & 1);
-    const isRx = (index & 1) === 0;
-    this.queue = setup.packed ? new PackedQueue() : new SplitQueue();
-    this.net = new NetQueue(this.queue, { headerLength: setup.headerLength, mergeable: isRx && setup.mergeableRx, counters: this.counters });
-  }
-}
 
 export class QueuePairRuntime implements IotlbOpSink {
   readonly memory = new GuestMemory();
@@ -90,14 +41,10 @@ export class QueuePairRuntime implements IotlbOpSink {
   readonly tx: Ring;
   private readonly rings: Ring[];
   private readonly endpoint: Endpoint;
-  private readonly pollsEndpoint: boolean;
-  /** Frames a bounded source may still generate (Infinity when unbounded). */
-  private sourceLeft = Infinity;
   private readonly iotlbRing: IotlbRingConsumer;
   readonly misses: MissReporter;
   private readonly traceRing: TranslationRingProducer | null;
-  private readonly probeSg = new ScatterList(1024);
-  private readonly probeOut: LookupOut = { uaddr: 0, spanStart: 0, spanEnd: 0 };
+  private readonly missPolicy: MissPolicy;
   private readonly fastPath: IotlbFastPath;
   /** Fds to sleep on: kick fds of running rings, the tap, a lent front-end socket, and the wake eventfd. */
   readonly waitFds = new Int32Array(5);
@@ -111,6 +58,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.rings = [this.rx, this.tx];
     this.iotlbRing = new IotlbRingConsumer(setup.iotlbRing);
     this.misses = new MissReporter(setup.backendFd);
+    this.missPolicy = new MissPolicy(this.misses, { prefetch: setup.prefetch, batchMisses: setup.batchMisses });
     this.fastPath = new IotlbFastPath(this, new IotlbRingProducer(setup.appliedRing),
       workerAckLatency(setup.stats, false), workerAckLatency(setup.stats, true));
     this.traceRing = setup.translationRing ? new TranslationRingProducer(setup.translationRing, setup.traceStartHrNs) : null;
@@ -122,13 +70,7 @@ export class QueuePairRuntime implements IotlbOpSink {
         sent: (queue, iotlbType, iova, perm, at) => traceRing.record(queue, iova, 0, perm, sentRequestCode(iotlbType), at),
       };
     }
-    const net = setup.net;
-    this.pollsEndpoint = net.kind === 'source' || net.kind === 'tap';
-    if (net.kind === 'source' && net.count > 0) this.sourceLeft = net.count;
-    this.endpoint = net.kind === 'loopback' ? new LoopbackEndpoint(this.rx.net)
-      : net.kind === 'source' ? new SourceEndpoint(this.rx.net, { frameSize: net.frameSize })
-        : net.kind === 'tap' ? new TapEndpoint(net.fd, this.rx.net)
-          : new SinkEndpoint();
+    this.endpoint = createEndpoint(setup.net, this.rx.net);
     for (const ring of this.rings) this.buildSpaces(ring);
     this.updateWaitFds();
   }
@@ -206,8 +148,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     } else if (status === RING_MISS) {
       // Postponed until the front-end maps it (the seed's "ring addresses translated through the IOTLB").
       ring.waitingForMapping = true;
-      this.reportMiss(ring, ring.queue.missAddr, ring.queue.missAccess);
-      ring.queue.clearMiss();
+      this.missPolicy.ringMissed(ring);
     } else {
       this.breakRing(ring, ring.queue.error);
     }
@@ -242,7 +183,7 @@ export class QueuePairRuntime implements IotlbOpSink {
   private updateWaitFds(): void {
     let n = 0;
     for (const ring of this.rings) if (ring.running && ring.kickFd >= 0) this.waitFds[n++] = ring.kickFd;
-    if (this.setup.net.kind === 'tap') this.waitFds[n++] = this.setup.net.fd;
+    if (this.endpoint.readableFd >= 0) this.waitFds[n++] = this.endpoint.readableFd;
     if (this.fastPath.lent) this.waitFds[n++] = this.fastPath.fd;
     this.waitFds[n++] = this.setup.wakeFd;
     this.waitCount = n;
@@ -254,11 +195,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     for (const ring of this.rings) {
       if (!ring.cache) continue;
       ring.cache.insert({ iova, size, uaddr, perm });
-      ring.pending!.clearCovered(iova, size, perm);
-      if (ring.missStalled && ring.stalledIova >= iova && ring.stalledIova - iova < size) {
-        ring.missStalled = false;
-        ring.missLatency.record((performance.now() - ring.stalledAt) * 1000);
-      }
+      this.missPolicy.mapped(ring, iova, size, perm);
       if (ring.running && ring.waitingForMapping) this.afterRingMap(ring, ring.queue.mapRings());
     }
   }
@@ -267,8 +204,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     for (const ring of this.rings) {
       if (!ring.cache) continue;
       ring.cache.invalidate(iova, size);
-      // A miss for this range sent earlier is stale now; the next miss must be sent afresh.
-      ring.pending!.clearCovered(iova, size, 3);
+      this.missPolicy.unmapped(ring, iova, size);
       if (ring.running && !ring.waitingForMapping && ring.queue.ringsOverlap(iova, size)) {
         // The ring's own memory was unmapped: stop using it until it is mapped again.
         ring.queue.unmapRings();
@@ -323,61 +259,9 @@ export class QueuePairRuntime implements IotlbOpSink {
     return this.fastPath.returned;
   }
 
-  // --- misses ---
-
-  /** Sends the miss unless it is pending already; true when it was not (a fresh miss). */
-  private reportMiss(ring: Ring, iova: number, access: number): boolean {
-    const pending = ring.pending;
-    if (pending === null) return false;
-    const fresh = pending.add(iova, access);
-    if (fresh && this.misses.miss(ring.index, iova, access)) ring.counters[RingCounter.missesSent]++;
-    const prefetch = this.setup.prefetch;
-    // Around a fresh miss only: a pending one had its range asked for when it was sent.
-    if (fresh && prefetch > PAGE) {
-      const start = iova - (iova % prefetch);
-      let sent = 0;
-      for (let page = start; page < start + prefetch && sent < MAX_EXTRA_MISSES; page += PAGE) {
-        if (page === iova - (iova % PAGE)) continue;
-        if (ring.cache!.lookup(page, 1, access, this.probeOut) !== LOOKUP_MISS) continue;
-        // Speculative: not recorded as pending. QEMU sends nothing for a page the guest has
-        // not mapped, and a pending entry would then swallow the real miss when it comes.
-        if (!pending.has(page, access) && this.misses.miss(ring.index, page, access)) {
-          ring.counters[RingCounter.missesSent]++;
-          sent++;
-        }
-      }
-    }
-    return fresh;
-  }
-
-  /** Batched misses: walk the chains behind the one that missed and report their misses too. */
-  private probeAhead(ring: Ring): void {
-    const q = ring.queue;
-    const avail = q.knownAvailable();
-    let reported = 0;
-    for (let ahead = 1; ahead < avail && reported < MAX_EXTRA_MISSES; ahead++) {
-      this.probeSg.reset();
-      if (q.walkChain(ahead, this.probeSg) === WALK_MISS) {
-        this.reportMiss(ring, q.missAddr, q.missAccess);
-        q.clearMiss();
-        reported++;
-      }
-      if (q.broken) return;
-    }
-  }
-
   private afterBurst(ring: Ring): void {
     const q = ring.queue;
-    if (q.missPending) {
-      const fresh = this.reportMiss(ring, q.missAddr, q.missAccess);
-      ring.missStalled = true;
-      ring.stalledAt = performance.now();
-      ring.stalledIova = q.missAddr;
-      q.clearMiss();
-      // A head miss already pending was sent with the batch behind it: walking the chains
-      // again would only look up misses already sent (one walk per UPDATE of the batch).
-      if (fresh && this.setup.batchMisses) this.probeAhead(ring);
-    }
+    if (q.missPending) this.missPolicy.stopped(ring);
     if (q.broken && ring.running) {
       // The driver handed us a buffer its IOMMU mapping forbids: tell the front-end (the
       // spec's ACCESS_FAIL) besides marking the ring broken; the access is never performed.
@@ -416,14 +300,10 @@ export class QueuePairRuntime implements IotlbOpSink {
   step(): number {
     if (this.iotlbRing.hasWork()) this.iotlbRing.drain(this);
     const rx = this.rx;
-    const rxUsable = rx.running && !rx.waitingForMapping && this.missAnswered(rx);
+    const rxUsable = rx.running && !rx.waitingForMapping && this.missPolicy.answered(rx);
     let work = this.transmitOnce(rxUsable);
-    if (rxUsable && this.pollsEndpoint) {
-      if (this.sourceLeft > 0) {
-        const moved = this.endpoint.poll(this.sourceLeft < BURST ? this.sourceLeft : BURST);
-        if (this.setup.net.kind === 'source') this.sourceLeft -= moved;
-        work += moved;
-      }
+    if (rxUsable && this.endpoint.polls) {
+      work += this.endpoint.poll(BURST);
       this.afterBurst(rx);
     }
     return work;
@@ -433,12 +313,13 @@ export class QueuePairRuntime implements IotlbOpSink {
   private transmitOnce(rxUsable: boolean): number {
     const rx = this.rx;
     const tx = this.tx;
-    if (!(tx.running && !tx.waitingForMapping && this.missAnswered(tx))) return 0;
-    // Loopback delivers into RX from inside the TX burst; without a usable RX it must wait.
-    const moved = this.setup.net.kind !== 'loopback' || rxUsable ? transmitBurst(tx.net, this.endpoint, BURST) : 0;
+    if (!(tx.running && !tx.waitingForMapping && this.missPolicy.answered(tx))) return 0;
+    // An endpoint that delivers into RX from inside the TX burst must wait for a usable RX,
+    // and RX's misses happen inside that burst.
+    const feedsReceive = this.endpoint.feedsReceive;
+    const moved = !feedsReceive || rxUsable ? transmitBurst(tx.net, this.endpoint, BURST) : 0;
     this.afterBurst(tx);
-    // Loopback's RX misses happen inside the TX burst.
-    if (rxUsable && this.setup.net.kind === 'loopback') this.afterBurst(rx);
+    if (rxUsable && feedsReceive) this.afterBurst(rx);
     return moved;
   }
 
@@ -446,23 +327,10 @@ export class QueuePairRuntime implements IotlbOpSink {
   private drainTransmit(): void {
     if (this.iotlbRing.hasWork()) this.iotlbRing.drain(this);
     const rx = this.rx;
-    const rxUsable = rx.running && !rx.waitingForMapping && this.missAnswered(rx);
+    const rxUsable = rx.running && !rx.waitingForMapping && this.missPolicy.answered(rx);
     for (let bursts = Math.ceil(this.tx.queue.size / BURST); bursts > 0; bursts--) {
       if (this.transmitOnce(rxUsable) === 0) break;
     }
-  }
-
-  /**
-   * False while the ring waits for the answer to a miss; after MISS_RETRY_MS re-arms the
-   * miss it stopped at (only that one: the rest of a batch may just be queued at a slow
-   * front-end, and each is re-armed the same way if the ring stops at it).
-   */
-  private missAnswered(ring: Ring): boolean {
-    if (!ring.missStalled) return true;
-    if (performance.now() - ring.stalledAt < MISS_RETRY_MS) return false;
-    ring.missStalled = false;
-    ring.pending!.clearCovered(ring.stalledIova, 1, Access.ReadWrite);
-    return true;
   }
 
   /**
@@ -490,7 +358,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     for (let i = 0; i < this.waitCount; i++) {
       if (readyFlags[i] === 0) continue;
       const fd = this.waitFds[i];
-      if (this.setup.net.kind === 'tap' && fd === this.setup.net.fd) continue; // data, not a counter
+      if (fd === this.endpoint.readableFd) continue; // data, not a counter
       if (fd === this.fastPath.fd) continue; // the front-end socket: pollSocket reads it
       const n = eventfdRead(fd);
       if (fd === this.rx.kickFd) this.rx.counters[RingCounter.kicks] += n;

@@ -4,7 +4,7 @@
  * printer asks, without a message to the worker.
  */
 
-import { NetCounter, NET_COUNTERS } from '../virtqueue/net.js';
+import { NetCounter, NET_COUNTERS } from '../net/virtio-net.js';
 import { LatencyHistogram, LATENCY_SLOTS } from '../stats/latency.js';
 
 /** The virtio-net queue's own counters plus the IOTLB misses the worker actually sent. */

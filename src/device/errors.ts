@@ -1,10 +1,10 @@
 /**
- * The one error type device handlers throw. `fatal` says whether the connection can go on:
- * a semantic error in one request is answered (REPLY_ACK failure) and the session continues;
- * a broken stream or an unanswerable request ends the connection, never the process.
+ * The one error type device handlers throw: a semantic error in one request, answered with a
+ * REPLY_ACK failure while the session goes on (session.ts ends a connection itself when its
+ * stream breaks or a request cannot be answered).
  */
 export class DeviceError extends Error {
-  constructor(message: string, readonly fatal = false) {
+  constructor(message: string) {
     super(message);
     this.name = 'DeviceError';
   }

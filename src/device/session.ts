@@ -226,10 +226,6 @@ export class Session {
     const what = msg?.name ?? (header ? requestName('frontend', header.request) : 'message');
     const detail = err instanceof ProtocolError ? `${err.message} (field ${err.field})` : err.message;
     this.options.log('warn', `connection ${this.options.connection}: ${what} refused: ${detail}`);
-    if (err instanceof DeviceError && err.fatal) {
-      this.close(detail);
-      return;
-    }
     if (!(err instanceof DeviceError) && !(err instanceof ProtocolError)) {
       this.options.log('error', err.stack ?? String(err));
     }

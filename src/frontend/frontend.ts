@@ -183,9 +183,6 @@ export class VhostUserFrontend {
   readonly violations: CanaryViolation[] = [];
   /** ACCESS_FAIL messages the back-end sent: [iova, perm]. */
   readonly accessFails: Array<{ iova: number; perm: number }> = [];
-  /** Every MISS received, when recordMisses is on: [iova, perm]. */
-  readonly misses: Array<{ iova: number; perm: number }> = [];
-  recordMisses = false;
   /** Misses for unmapped IOVAs, answered when a mapping covers them (IOMMU page number -> perm). */
   private readonly deferred = new Map<number, number>();
   /** First guest-physical byte after the rings (everything below is ring memory). */
@@ -599,7 +596,6 @@ export class VhostUserFrontend {
       const iova = Number(msg.body.iova);
       if (msg.body.iotlbType === IotlbType.MISS) {
         this.stats.missesReceived++;
-        if (this.recordMisses) this.misses.push({ iova, perm: msg.body.perm });
         if (this.iommu !== null) this.answerMiss(iova, msg.body.perm);
       } else if (msg.body.iotlbType === IotlbType.ACCESS_FAIL) {
         this.stats.accessFails++;

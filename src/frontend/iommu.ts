@@ -17,7 +17,6 @@ export const PAGE_4K = 4096;
 export const PAGE_2M = 2 * 1024 * 1024;
 export const PAGE_1G = 1024 * 1024 * 1024;
 
-export type Perm = (typeof IotlbPerm)[keyof typeof IotlbPerm];
 
 /** Result of translate(), reused (no allocation). */
 export interface IommuTranslation {

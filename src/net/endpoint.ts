@@ -1,10 +1,19 @@
 /**
- * The frame endpoint a queue pair is connected to (loopback, sink, source, tap).
+ * The frame endpoint a queue pair is connected to (loopback, sink, source, tap), and what the
+ * worker needs to know about it: it asks the endpoint, never which kind it is, so a new
+ * endpoint touches only this folder.
  */
 import type { ScatterList } from '../virtqueue/scatter.js';
 
-/** Where TX frames go and where RX frames come from. */
-export interface Endpoint {
+/** `serve --net`, as the worker receives it. */
+export type NetMode =
+  | { kind: 'loopback' }
+  | { kind: 'sink' }
+  | { kind: 'source'; frameSize: number; /** Frames per queue pair, 0 = unbounded. */ count: number }
+  | { kind: 'tap'; name: string; fd: number };
+
+/** Where TX frames go: all transmitBurst (virtio-net.ts) needs. */
+export interface FrameSink {
   /**
    * One guest frame: pieces sg[first .. sg.count) (the first one trimmed past the
    * virtio-net header), `len` bytes in all. The pieces are guest memory and only valid
@@ -14,7 +23,19 @@ export interface Endpoint {
   transmit(sg: ScatterList, first: number, len: number): boolean;
   /** End of a TX burst that delivered at least one frame (loopback publishes its RX used ring here). */
   flush(): void;
-  /** Put up to `max` frames into the pair's RX queue (sources); returns how many were taken. */
-  poll(max: number): number;
 }
 
+/** Where TX frames go and where RX frames come from. */
+export interface Endpoint extends FrameSink {
+  /** Put up to `max` frames into the pair's RX queue (sources); returns how many were taken. */
+  poll(max: number): number;
+  /** poll() can bring frames into RX (source, tap): the worker calls it every round RX can take frames. */
+  readonly polls: boolean;
+  /** An fd that becomes readable when poll() has frames (tap), for the worker to sleep on; -1 if none. */
+  readonly readableFd: number;
+  /**
+   * transmit() writes into the pair's own RX queue (loopback): TX runs only while RX can take
+   * frames, and RX's IOTLB misses happen inside the TX burst.
+   */
+  readonly feedsReceive: boolean;
+}

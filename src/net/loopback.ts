@@ -6,11 +6,14 @@
  */
 import type { Endpoint } from './endpoint.js';
 import type { ScatterList } from '../virtqueue/scatter.js';
-import { receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from '../virtqueue/net.js';
+import { receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from './virtio-net.js';
 
 export class LoopbackEndpoint implements Endpoint {
   /** Result of the last receiveFrame (RX_*), to tell backpressure from a miss or a broken RX queue. */
   lastResult = RX_DONE;
+  readonly polls = false;
+  readonly readableFd = -1;
+  readonly feedsReceive = true;
 
   constructor(readonly rxq: NetQueue) {}
 

@@ -5,6 +5,9 @@ import type { ScatterList } from '../virtqueue/scatter.js';
 export class SinkEndpoint implements Endpoint {
   frames = 0;
   bytes = 0;
+  readonly polls = false;
+  readonly readableFd = -1;
+  readonly feedsReceive = false;
 
   transmit(_sg: ScatterList, _first: number, len: number): boolean {
     this.frames++;

@@ -6,7 +6,7 @@
 import type { Endpoint } from './endpoint.js';
 import { ScatterList } from '../virtqueue/scatter.js';
 import { wideOf } from '../memory/wide-view.js';
-import { receiveBurst, type NetQueue } from '../virtqueue/net.js';
+import { receiveBurst, type NetQueue } from './virtio-net.js';
 
 export const SOURCE_MIN_FRAME = 46; // 14 Ethernet + 20 IPv4 + 8 UDP + 4 sequence
 export const SOURCE_MAX_FRAME = 65535;
@@ -15,6 +15,8 @@ export const SOURCE_SEQ_OFFSET = 42;
 
 export interface SourceOptions {
   frameSize: number;
+  /** Frames to send in all; 0 or absent: no end. */
+  count?: number;
   dstMac?: ArrayLike<number>;
   srcMac?: ArrayLike<number>;
 }
@@ -30,6 +32,11 @@ export class SourceEndpoint implements Endpoint {
   readonly template: Uint8Array;
   /** Sequence number of the next frame. */
   seq = 0;
+  /** Frames still to send (Infinity: no end). */
+  private left: number;
+  readonly polls = true;
+  readonly readableFd = -1;
+  readonly feedsReceive = false;
   /**
    * One burst of copies of the template, 8-byte aligned each so the copies into guest
    * buffers go 8 bytes at a time; each poll stamps their sequence numbers and hands them
@@ -45,6 +52,7 @@ export class SourceEndpoint implements Endpoint {
       throw new Error(`source frameSize must be an integer in ${SOURCE_MIN_FRAME}..${SOURCE_MAX_FRAME}, got ${size}`);
     }
     this.frameSize = size;
+    this.left = opts.count ? opts.count : Infinity;
     this.template = buildFrame(size, opts.dstMac ?? [0x52, 0x54, 0x00, 0x12, 0x34, 0x56], opts.srcMac ?? [0x02, 0x00, 0x00, 0x00, 0x00, 0x01]);
     this.stride = (size + 7) & ~7;
     const count = Math.max(1, Math.min(SOURCE_BURST, Math.floor(SOURCE_BURST_BYTES / this.stride)));
@@ -65,6 +73,7 @@ export class SourceEndpoint implements Endpoint {
   flush(): void {}
 
   poll(max: number): number {
+    if (max > this.left) max = this.left;
     const burst = this.frames.count;
     const stamps = this.stamps;
     const stride = this.stride;
@@ -78,6 +87,7 @@ export class SourceEndpoint implements Endpoint {
       n += moved;
       if (moved < m) break;
     }
+    this.left -= n;
     return n;
   }
 }

@@ -7,7 +7,7 @@ import { readFd, writeFd } from '../sys/index.js';
 import type { Endpoint } from './endpoint.js';
 import { ScatterList, copyBytes } from '../virtqueue/scatter.js';
 import { wideOf } from '../memory/wide-view.js';
-import { receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from '../virtqueue/net.js';
+import { receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from './virtio-net.js';
 
 const MAX_FRAME = 65536;
 
@@ -20,8 +20,14 @@ export class TapEndpoint implements Endpoint {
   /** Length of a frame read from the tap but not yet delivered (0 = none). */
   private heldLength = 0;
   writeErrors = 0;
+  readonly polls = true;
+  readonly feedsReceive = false;
 
   constructor(private readonly fd: number, private readonly rxq: NetQueue) {}
+
+  get readableFd(): number {
+    return this.fd;
+  }
 
   transmit(sg: ScatterList, first: number, len: number): boolean {
     if (len > MAX_FRAME) return true; // cannot be a valid frame: drop

@@ -174,11 +174,6 @@ function truncation(source: string, abs: number, need: number, have: number): Tr
     : new TraceFormatError(source, abs, 'truncated record', `need ${need} bytes, have ${have}`);
 }
 
-/** Reads just the header of an in-memory trace. */
-export function parseTraceHeader(bytes: Uint8Array, source = '<buffer>'): TraceHeader {
-  return tryParseHeader(bytes, source, true)!;
-}
-
 /** Walks an in-memory trace, yielding each record; throws TraceFormatError at the first problem. */
 export function* parseTrace(bytes: Uint8Array, options: ParseOptions = {}): Generator<TraceRecord, void, undefined> {
   const source = options.source ?? '<buffer>';

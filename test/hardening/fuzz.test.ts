@@ -21,7 +21,7 @@ import { closeFd, memfdCreate, openFdCount } from '../../src/sys/index.js';
 import { GuestMemory, type GuestRegion } from '../../src/memory/guest-memory.js';
 import { GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../../src/memory/address-space.js';
 import { SplitQueue, RING_OK, RING_MISS, WALK_OK, WALK_MISS, WALK_BROKEN } from '../../src/virtqueue/split.js';
-import { NetQueue, transmitBurst, receiveBurst } from '../../src/virtqueue/net.js';
+import { NetQueue, transmitBurst, receiveBurst } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { LoopbackEndpoint } from '../../src/net/loopback.js';
 import { strategies } from '../../src/iotlb/registry.js';

@@ -38,6 +38,8 @@ export interface TestpmdOptions {
   lcores?: [number, number];
   /** Run the whole process on this one CPU (taskset, and EAL --lcores 0@CPU,1@CPU) instead of one CPU per lcore. */
   cpu?: number;
+  /** With `cpu`: only the lcores go there; EAL's control threads (vhost-events) stay free, on the other CPUs. */
+  lcoresOnly?: boolean;
   filePrefix?: string;
   /** EAL -m (MiB of --no-huge memory). Default 1024. */
   memMiB?: number;
@@ -241,7 +243,8 @@ export function startTestpmd(opts: TestpmdOptions): Testpmd {
   // (same pid, signals reach it directly).
   // With opts.cpu every thread stays on that CPU (taskset), DPDK's control threads included:
   // EAL would otherwise put them on the CPUs its lcores leave free.
-  const command = [...(opts.cpu === undefined ? [] : ['taskset', '-c', String(opts.cpu)]), 'stdbuf', '-oL', bin, ...argv];
+  const confine = opts.cpu !== undefined && !opts.lcoresOnly;
+  const command = [...(confine ? ['taskset', '-c', String(opts.cpu)] : []), 'stdbuf', '-oL', bin, ...argv];
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   killOnExit(child);
   const log = new LineLog();

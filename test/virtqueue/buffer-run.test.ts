@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GPA, UVA, MEM_SIZE, StubIotlb, makeMemory, makeRig, makePackedRig, netq, peek, frame } from './helpers.js';
 import { ACCESS_WRITE } from '../../src/memory/address-space.js';
-import { receiveBurst, NetCounter } from '../../src/virtqueue/net.js';
+import { receiveBurst, NetCounter } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { BufferRun } from '../../src/virtqueue/buffer-run.js';
 import { wideOf } from '../../src/memory/wide-view.js';

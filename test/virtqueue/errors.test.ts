@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeRig, netq, poke, frame, GPA, MEM_SIZE } from './helpers.js';
-import { transmitBurst, receiveBurst, RX_BROKEN, receiveFrame, type Endpoint } from '../../src/virtqueue/net.js';
+import { transmitBurst, receiveBurst, RX_BROKEN, receiveFrame } from '../../src/net/virtio-net.js';
+import type { FrameSink } from '../../src/net/endpoint.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import {
   SplitQueue, WALK_BROKEN, RING_FAULT, VRING_DESC_F_NEXT as NEXT, VRING_DESC_F_WRITE as WRITE,
@@ -9,10 +10,9 @@ import {
 } from '../../src/virtqueue/split.js';
 import { GuestPhysicalSpace, UserAddressSpace } from '../../src/memory/address-space.js';
 
-const never: Endpoint = {
+const never: FrameSink = {
   transmit: () => { throw new Error('no frame expected'); },
   flush: () => {},
-  poll: () => 0,
 };
 
 /** Builds a malformed TX (or RX) chain with raw descriptor writes; expects the queue broken with `reason`. */
@@ -160,7 +160,7 @@ test('chains completed before the queue broke are still returned', () => {
   rig.driver.pushAvail(5);
   rig.driver.publish();
   let got = 0;
-  const ep: Endpoint = { transmit: () => { got++; return true; }, flush: () => {}, poll: () => 0 };
+  const ep: FrameSink = { transmit: () => { got++; return true; }, flush: () => {} };
   assert.equal(transmitBurst(netq(rig.queue), ep, 32), 1);
   assert.equal(got, 1);
   assert.equal(rig.queue.broken, true);

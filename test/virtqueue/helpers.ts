@@ -8,7 +8,8 @@ import { GuestMemory, type GuestRegion } from '../../src/memory/guest-memory.js'
 import { ACCESS_READ, ACCESS_WRITE, GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../../src/memory/address-space.js';
 import { SplitQueue, RING_OK } from '../../src/virtqueue/split.js';
 import { SplitDriver, layoutRings, type RingLayout } from '../../src/frontend/split-driver.js';
-import { NetQueue, transmitBurst, type Endpoint } from '../../src/virtqueue/net.js';
+import { NetQueue, transmitBurst } from '../../src/net/virtio-net.js';
+import type { FrameSink } from '../../src/net/endpoint.js';
 import { PackedQueue } from '../../src/virtqueue/packed.js';
 import { PackedDriver, layoutPacked, type PackedLayout } from '../../src/frontend/packed-driver.js';
 import type { VirtQueue } from '../../src/virtqueue/queue.js';
@@ -207,8 +208,8 @@ export function makePackedRig(opts: RigOptions & { startPos?: number; startWrap?
   return { memory, region, bytes: region.bytes, driver, queue, bufBase: Math.ceil(layout.end / 4096) * 4096, layout, st };
 }
 
-/** An Endpoint that records each frame (checked against the length it is given) and its piece count. */
-export class Capture implements Endpoint {
+/** A FrameSink that records each frame (checked against the length it is given) and its piece count. */
+export class Capture implements FrameSink {
   frames: Uint8Array[] = [];
   pieces: number[] = [];
   /** Refuse frames (transmit returns false). */
@@ -224,9 +225,6 @@ export class Capture implements Endpoint {
   }
   flush(): void {
     this.flushes++;
-  }
-  poll(): number {
-    return 0;
   }
 }
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { GPA, UVA, IOVA, HDR, Capture, StubIotlb, iovaOf, makeRig, netq, poke, frame, txStraddlingBuffer } from './helpers.js';
 import { ACCESS_READ, ACCESS_WRITE } from '../../src/memory/address-space.js';
 import { RING_OK, RING_MISS, RING_FAULT } from '../../src/virtqueue/split.js';
-import { transmitBurst, receiveFrame, RX_BROKEN, RX_MISS, RX_DONE, NetCounter } from '../../src/virtqueue/net.js';
+import { transmitBurst, receiveFrame, RX_BROKEN, RX_MISS, RX_DONE, NetCounter } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 
 test('IOTLB: a buffer spanning two entries contiguous in IOVA but not in uaddr is read in two pieces', () => {

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Capture, HDR, addChainedFrame, makePackedRig, makeMemory, netq, poke, peek, frame, txIndirectFrame, GPA, UVA } from './helpers.js';
-import { transmitBurst, receiveFrame, NetCounter, RX_DONE, RX_NO_ROOM } from '../../src/virtqueue/net.js';
+import { transmitBurst, receiveFrame, NetCounter, RX_DONE, RX_NO_ROOM } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { LoopbackEndpoint } from '../../src/net/loopback.js';
 import {

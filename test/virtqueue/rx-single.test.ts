@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GPA, UVA, IOVA, StubIotlb, makeRig, makePackedRig, netq, peek, frame } from './helpers.js';
 import { ACCESS_WRITE } from '../../src/memory/address-space.js';
-import { receiveFrame, NetCounter, RX_DONE, RX_MISS } from '../../src/virtqueue/net.js';
+import { receiveFrame, NetCounter, RX_DONE, RX_MISS } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { wideOf } from '../../src/memory/wide-view.js';
 

@@ -17,15 +17,13 @@
  * Counters live in a Float64Array (the lead's shared-memory counter block can be passed
  * in); indices match src/datapath/stats.ts RingCounter.
  */
-import { WALK_MISS, WALK_OK, SINGLE_REST } from './chain.js';
+import { WALK_MISS, WALK_OK, SINGLE_REST } from '../virtqueue/chain.js';
 import { ACCESS_WRITE } from '../memory/address-space.js';
 import { NO_WIDE, type WideView } from '../memory/wide-view.js';
-import type { VirtQueue } from './queue.js';
-import { ScatterList, copyPiece, DEFAULT_SG_CAPACITY } from './scatter.js';
-import { BufferRun } from './buffer-run.js';
-import type { Endpoint } from '../net/endpoint.js';
-
-export type { Endpoint } from '../net/endpoint.js';
+import type { VirtQueue } from '../virtqueue/queue.js';
+import { ScatterList, copyPiece, DEFAULT_SG_CAPACITY } from '../virtqueue/scatter.js';
+import { BufferRun } from '../virtqueue/buffer-run.js';
+import type { FrameSink } from './endpoint.js';
 
 export const NetCounter = {
   packets: 0,
@@ -125,7 +123,7 @@ export class NetQueue {
  * were consumed. Stops early on backpressure, an IOTLB miss (txq.queue.missPending), or
  * a broken queue.
  */
-export function transmitBurst(txq: NetQueue, endpoint: Endpoint, max: number): number {
+export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): number {
   const q = txq.queue;
   let avail = q.availableCount();
   if (avail === 0) return 0;

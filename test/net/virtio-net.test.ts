@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Capture, HDR, addChainedFrame, makeRig, netq, poke, peek, frame, txIndirectFrame, GPA } from './helpers.js';
-import { transmitBurst, receiveBurst, receiveFrame, NetCounter, RX_DONE, RX_DROPPED, RX_NO_ROOM } from '../../src/virtqueue/net.js';
+import { Capture, HDR, addChainedFrame, makeRig, netq, poke, peek, frame, txIndirectFrame, GPA } from '../virtqueue/helpers.js';
+import { transmitBurst, receiveBurst, receiveFrame, NetCounter, RX_DONE, RX_DROPPED, RX_NO_ROOM } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { LoopbackEndpoint } from '../../src/net/loopback.js';
 import { SinkEndpoint } from '../../src/net/sink.js';

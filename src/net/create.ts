@@ -1,0 +1,17 @@
+/** The one place an endpoint is built from `serve --net`. */
+import type { Endpoint, NetMode } from './endpoint.js';
+import { LoopbackEndpoint } from './loopback.js';
+import { SinkEndpoint } from './sink.js';
+import { SourceEndpoint } from './source.js';
+import { TapEndpoint } from './tap.js';
+import type { NetQueue } from './virtio-net.js';
+
+/** The endpoint for `net`, delivering into the pair's RX queue `rx`. */
+export function createEndpoint(net: NetMode, rx: NetQueue): Endpoint {
+  switch (net.kind) {
+    case 'loopback': return new LoopbackEndpoint(rx);
+    case 'source': return new SourceEndpoint(rx, { frameSize: net.frameSize, count: net.count });
+    case 'tap': return new TapEndpoint(net.fd, rx);
+    case 'sink': return new SinkEndpoint();
+  }
+}
