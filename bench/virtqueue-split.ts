@@ -23,9 +23,9 @@
 import { GuestMemory, type GuestRegion } from '../src/memory/guest-memory.js';
 import { GuestPhysicalSpace, UserAddressSpace, IotlbAddressSpace, type AddressSpace } from '../src/memory/address-space.js';
 import { SplitQueue, RING_OK } from '../src/virtqueue/split.js';
-import { SplitDriver, layoutRings } from '../src/frontend/split-driver.js';
+import { SplitDriver, layoutRings } from '../test/support/frontend/split-driver.js';
 import { PackedQueue } from '../src/virtqueue/packed.js';
-import { PackedDriver, layoutPacked } from '../src/frontend/packed-driver.js';
+import { PackedDriver, layoutPacked } from '../test/support/frontend/packed-driver.js';
 import type { VirtQueue } from '../src/virtqueue/queue.js';
 import { NetQueue, transmitBurst } from '../src/net/virtio-net.js';
 import { SinkEndpoint } from '../src/net/sink.js';

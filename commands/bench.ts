@@ -1,17 +1,17 @@
 import { writeFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import { Args, Command, Flags } from '@oclif/core';
-import { makeChalk } from '../src/trace/color.js';
+import { Args, Flags } from '@oclif/core';
+import { BaseCommand } from '../src/cli/base-command.js';
 import { TraceFormatError } from '../src/trace/format.js';
 import { strategyNames } from '../src/iotlb/registry.js';
 import { EmptyTraceError, loadOps, type OpStream } from '../src/bench/ops.js';
 import { fixtureTraces, parseStrategies, traceName } from '../src/bench/fixtures.js';
 import { benchStrategies, type BenchError, type BenchRow } from '../src/bench/run.js';
-import { renderCsv, renderJson, renderTable } from '../src/bench/render.js';
+import { renderCsv, renderTable, type BenchJson } from '../src/bench/render.js';
 
 const DEFAULT_TIME = 1;
 
-export default class Bench extends Command {
+export default class Bench extends BaseCommand {
   static override summary = 'Benchmark IOTLB cache strategies by replaying recorded traces.';
   static override description = [
     'Each trace\'s IOTLB UPDATE/INVALIDATE messages and translation records are replayed, in order, against empty '
@@ -23,7 +23,7 @@ export default class Bench extends Command {
     + 'until answered), evictions, peak entries, and approximate memory (peak entries x the strategy\'s bytes per entry).',
     'Without TRACE, every bundled fixtures/traces/*.vhtrace is used. A damaged or empty trace is reported (with the '
     + 'byte offset) and skipped; the others still run, and the command exits with status 2 at the end. Progress goes '
-    + 'to stderr.',
+    + 'to stderr. With --json, one document on stdout: { time, node, rows (one per trace and strategy), errors }.',
   ].join('\n\n');
 
   static override examples = [
@@ -34,6 +34,7 @@ export default class Bench extends Command {
   ];
 
   static override strict = false;
+  static override enableJsonFlag = true;
 
   static override args = {
     trace: Args.string({ description: 'trace files (default: every bundled fixtures/traces/*.vhtrace)' }),
@@ -44,16 +45,14 @@ export default class Bench extends Command {
       char: 's', multiple: true,
       summary: `strategies to compare, comma separated or repeated, or "all" (default): ${strategyNames().join(', ')}`,
     }),
-    json: Flags.boolean({ summary: 'print one JSON document (rows: one per trace and strategy; errors) instead of tables' }),
     csv: Flags.string({ summary: 'also write the rows as CSV to this file' }),
     chart: Flags.string({
       summary: 'also write benny\'s chart (replays/s) to this .html file; with several traces one file per trace (FILE-TRACE.html)',
     }),
     time: Flags.string({ char: 't', summary: `seconds of sampling per strategy and trace (default ${DEFAULT_TIME})` }),
-    color: Flags.boolean({ allowNo: true, summary: 'force colour on or off (default: on for terminals)' }),
   };
 
-  async run(): Promise<void> {
+  async run(): Promise<BenchJson> {
     const { argv, flags } = await this.parse(Bench);
     let defs;
     try {
@@ -66,7 +65,8 @@ export default class Bench extends Command {
     const traces = (argv as string[]).length > 0 ? (argv as string[]) : fixtureTraces(this.config.root);
     if (traces.length === 0) this.error('no traces given and no fixtures/traces/*.vhtrace found', { exit: 2 });
 
-    const chalk = makeChalk(flags.json ? false : flags.color, process.stdout);
+    const json = this.jsonEnabled();
+    const chalk = this.chalkFor(flags.color, json);
     const progress = (line: string): void => {
       process.stderr.write(`${line}\n`);
     };
@@ -99,18 +99,19 @@ export default class Bench extends Command {
       });
       for (const e of result.errors) fail(e);
       rows.push(...result.rows);
-      if (!flags.json && result.rows.length > 0) process.stdout.write(`${renderTable(trace, result.rows, chalk)}\n`);
+      if (!json && result.rows.length > 0) process.stdout.write(`${renderTable(trace, result.rows, chalk)}\n`);
     }
 
     if (flags.csv !== undefined) {
       writeFileSync(flags.csv, renderCsv(rows));
       progress(`CSV written to ${flags.csv}`);
     }
-    if (flags.json) process.stdout.write(`${renderJson({ time, node: process.version, rows, errors })}\n`);
     if (errors.length > 0) {
       process.stderr.write(`${errors.length} error(s); see above\n`);
-      this.exit(2);
+      // The rows that did run are still the result (printed with --json); the status says not all did.
+      process.exitCode = 2;
     }
+    return { time, node: process.version, rows, errors };
   }
 }
 

@@ -1,9 +1,10 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { BaseCommand } from '../src/cli/base-command.js';
 import { controlRequest } from '../src/control/control-client.js';
 import { renderState, type Rates } from '../src/control/render.js';
 import type { DeviceState } from '../src/control/state.js';
 
-export default class Inspect extends Command {
+export default class Inspect extends BaseCommand {
   static override summary = 'Show the live state of a running serve: features, memory, rings, IOTLB caches.';
   static override examples = [
     '<%= config.bin %> inspect --control /tmp/vhost.sock.ctl',
@@ -12,9 +13,10 @@ export default class Inspect extends Command {
     '<%= config.bin %> inspect --control /tmp/vhost.sock.ctl --clear-iotlb 1',
   ];
 
+  static override enableJsonFlag = true;
+
   static override flags = {
     control: Flags.string({ char: 'c', summary: 'control socket of the serve process (serve prints it)', required: true }),
-    json: Flags.boolean({ summary: 'print the state as one JSON object' }),
     watch: Flags.boolean({ char: 'w', summary: 'redraw every --interval seconds with rates, like top' }),
     interval: Flags.integer({ summary: 'seconds between redraws with --watch', default: 1, min: 1 }),
     queue: Flags.integer({ char: 'q', summary: 'only this vring index' }),
@@ -22,15 +24,18 @@ export default class Inspect extends Command {
     'clear-iotlb': Flags.integer({ summary: 'clear the IOTLB cache of this vring, then show the state' }),
   };
 
-  async run(): Promise<void> {
+  /** The state (printed as one JSON document with --json); with --watch, nothing: it streams. */
+  async run(): Promise<DeviceState | undefined> {
     const { flags } = await this.parse(Inspect);
+    const json = this.jsonEnabled();
+    const chalk = this.chalkFor(flags.color, json);
     if (flags['clear-iotlb'] !== undefined) await controlRequest(flags.control, 'clear-iotlb', { queue: flags['clear-iotlb'] });
     const params = { entries: flags.entries !== undefined && flags.entries > 0, queue: flags.queue, limit: flags.entries };
     const fetchState = async (): Promise<DeviceState> => (await controlRequest(flags.control, 'state', params)) as DeviceState;
     if (!flags.watch) {
       const state = await fetchState();
-      this.log(flags.json ? JSON.stringify(state) : renderState(state, null, params.entries));
-      return;
+      if (!json) this.log(renderState(state, null, params.entries, chalk));
+      return state;
     }
     let previous: { at: number; state: DeviceState } | null = null;
     let stop = false;
@@ -48,9 +53,11 @@ export default class Inspect extends Command {
         }
       }
       previous = { at, state };
-      if (flags.json) this.log(JSON.stringify({ at, state, rates: rates ? Object.fromEntries(rates.packetsPerSecond) : null }));
-      else process.stdout.write('\x1b[2J\x1b[H' + renderState(state, rates, params.entries) + '\n');
+      // With --json, one line per redraw (JSON lines; oclif's --json prints only a returned result).
+      if (json) process.stdout.write(`${JSON.stringify({ at, state, rates: rates ? Object.fromEntries(rates.packetsPerSecond) : null })}\n`);
+      else process.stdout.write('\x1b[2J\x1b[H' + renderState(state, rates, params.entries, chalk) + '\n');
       await new Promise((r) => setTimeout(r, flags.interval * 1000));
     }
+    return undefined;
   }
 }

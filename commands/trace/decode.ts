@@ -1,11 +1,11 @@
-import { Args, Command, Flags } from '@oclif/core';
-import { makeChalk, plain } from '../../src/trace/color.js';
+import { Args, Flags } from '@oclif/core';
+import { BaseCommand } from '../../src/cli/base-command.js';
 import { decodeTrace, headerLine, parseFilters } from '../../src/trace/decode.js';
 import { TraceFormatError } from '../../src/trace/format.js';
 import { LineOutput } from '../../src/trace/output.js';
 import { readTrace } from '../../src/trace/reader.js';
 
-export default class TraceDecode extends Command {
+export default class TraceDecode extends BaseCommand {
   static override summary = 'Print a trace file: one line per vhost-user message, with decoded fields.';
   static override description = `Messages show the relative time, the direction (→ front-end to back-end, ← back-end to
 front-end), the channel (main or backend), the request and its key fields; SET_MEM_TABLE adds a
@@ -39,7 +39,6 @@ and the command exits with status 2.`;
     }),
     stats: Flags.boolean({ char: 's', summary: 'print counts per request, IOTLB message counts, IOTLB round-trip latencies and the translation hit rate instead of the records' }),
     translations: Flags.boolean({ char: 't', summary: 'print every translation record instead of a summary line per run' }),
-    color: Flags.boolean({ allowNo: true, summary: 'force colour on or off (default: on for terminals, off with NO_COLOR or when piped)' }),
   };
 
   async run(): Promise<void> {
@@ -50,7 +49,7 @@ and the command exits with status 2.`;
     } catch (err) {
       this.error((err as Error).message, { exit: 2 });
     }
-    const chalk = flags.json ? plain : makeChalk(flags.color);
+    const chalk = this.chalkFor(flags.color, flags.json);
     const out = new LineOutput();
     try {
       const records = readTrace(args.file, {

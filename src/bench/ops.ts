@@ -19,7 +19,7 @@ import { FrontendRequest, IotlbType, decodeMessage } from '../protocol/index.js'
 import { ADDRESS_LIMIT } from '../iotlb/address.js';
 import { parseTrace, readTrace } from '../trace/reader.js';
 import type { TraceRecord } from '../trace/records.js';
-import { ReferenceIotlb, type ReferenceAnswer } from './reference.js';
+import { ReferenceIotlb, type ReferenceAnswer } from '../iotlb/reference.js';
 
 export const OP_LOOKUP = 0;
 export const OP_UPDATE = 1;

@@ -63,15 +63,11 @@ export function renderCsv(rows: readonly BenchRow[]): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** What `bench` returns (its --json document; NaN hit rates print as null). */
 export interface BenchJson {
   /** Seconds of sampling per case. */
   time: number;
   node: string;
   rows: BenchRow[];
   errors: BenchError[];
-}
-
-export function renderJson(doc: BenchJson): string {
-  // NaN (hit rate without lookups) becomes null.
-  return JSON.stringify(doc, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2);
 }

@@ -1,5 +1,6 @@
 /** Human rendering of a DeviceState for `inspect`. */
-import chalk from 'chalk';
+import type { ChalkInstance } from 'chalk';
+import { plain } from '../cli/color.js';
 import Table from 'cli-table3';
 import type { DeviceState } from './state.js';
 import type { LatencySummary } from '../stats/latency.js';
@@ -11,7 +12,7 @@ export interface Rates {
   packetsPerSecond: Map<number, number>;
 }
 
-export function renderState(state: DeviceState, rates: Rates | null, showEntries: boolean): string {
+export function renderState(state: DeviceState, rates: Rates | null, showEntries: boolean, chalk: ChalkInstance = plain): string {
   const out: string[] = [];
   const status = state.connected ? chalk.green(`connected (${state.peer})`) : chalk.yellow('waiting for a front-end');
   out.push(`${chalk.bold(state.socket)}  ${status}  connections served: ${state.connections}  strategy: ${state.strategy}`);

@@ -5,7 +5,7 @@
 import Table from 'cli-table3';
 import type { ChalkInstance } from 'chalk';
 import { IotlbType, knownRequests, requestName } from '../protocol/index.js';
-import { plain } from './color.js';
+import { plain } from '../cli/color.js';
 import {
   channelLabel, decodeRecord, describeMessage, describeTranslation, formatTime, hex, iotlbTypeName, messageJson,
   translationJson, type Decoded,

@@ -9,7 +9,7 @@ import {
   VRING_INDEX_MASK, VRING_NOFD_FLAG, decodeHeader, decodeMessage, featureNames, requestName,
   type Body, type VhostMessage,
 } from '../protocol/index.js';
-import { plain } from './color.js';
+import { plain } from '../cli/color.js';
 import type { MessageRecord, PassedFd, TranslationRecord } from './records.js';
 
 export const hex = (v: bigint | number): string => `0x${v.toString(16)}`;

@@ -7,6 +7,8 @@
  */
 import { BackendRequest, FrontendRequest, IotlbPerm, IotlbType, encodeMessage } from '../protocol/index.js';
 import { Prng } from '../iotlb/prng.js';
+import { ReferenceIotlb, referenceAnswer } from '../iotlb/reference.js';
+import { LOOKUP_MISS } from '../iotlb/strategy.js';
 import { TraceFlags, TranslationResultCode } from './format.js';
 import type { TraceChannel, TraceDirection } from './records.js';
 import { TraceWriter } from './writer.js';
@@ -82,31 +84,24 @@ const BURST = 32;
 const READ = 1;
 const WRITE = 2;
 
-/** Exact, unbounded IOTLB at one granularity: what the translation records' results come from. */
-class ReferenceCache {
-  private readonly units = new Map<number, { uaddr: number; perm: number }>();
-  constructor(readonly unit: number) {}
-  insert(iova: number, size: number, uaddr: number, perm: number): void {
-    for (let off = 0; off < size; off += this.unit) this.units.set((iova + off) / this.unit, { uaddr: uaddr + off, perm });
-  }
-  invalidate(iova: number, size: number): void {
-    for (let off = 0; off < size; off += this.unit) this.units.delete(Math.floor((iova + off) / this.unit));
-  }
-  /** Result code for an access that lies inside one unit. */
-  lookup(iova: number, access: number): number {
-    const u = this.units.get(Math.floor(iova / this.unit));
-    if (!u) return TranslationResultCode.miss;
-    return (u.perm & access) === access ? TranslationResultCode.hit : TranslationResultCode.denied;
-  }
-}
-
 /** Writes records, keeps the clock and the counters. */
 class Emitter {
   t = 0;
   readonly summary: Omit<SynthSummary, 'scenario' | 'seed' | 'packets' | 'queues' | 'guestMib'> = {
     messages: 0, translations: 0, hits: 0, misses: 0, updates: 0, invalidates: 0, iotlbMissMessages: 0, durationNs: 0,
   };
-  constructor(readonly writer: TraceWriter, readonly rng: Prng, readonly ref: ReferenceCache) {}
+  /** What the translation records' results come from: every mapping granted and not revoked. */
+  private readonly ref = new ReferenceIotlb();
+  private readonly answer = referenceAnswer();
+
+  /** `unit`: the page size translations are split at (a lookup returns at most one page). */
+  constructor(readonly writer: TraceWriter, readonly rng: Prng, readonly unit: number) {}
+
+  /** Result code for an access inside one unit. */
+  private lookup(iova: number, access: number): number {
+    const result = this.ref.lookup(iova, 1, access, this.answer).result;
+    return result > 0 ? TranslationResultCode.hit : result === LOOKUP_MISS ? TranslationResultCode.miss : TranslationResultCode.denied;
+  }
 
   /** Advances the clock by lo..hi ns. */
   tick(lo: number, hi: number): void {
@@ -165,16 +160,16 @@ class Emitter {
    * resolves it (MISS + UPDATE) and the lookup is retried.
    */
   translate(queue: number, iova: number, len: number, access: number, onMiss?: (iova: number, access: number) => void): void {
-    const unit = this.ref.unit;
+    const unit = this.unit;
     let at = iova;
     const end = iova + len;
     while (at < end) {
       const pieceEnd = Math.min(end, (Math.floor(at / unit) + 1) * unit);
-      let result = this.ref.lookup(at, access);
+      let result = this.lookup(at, access);
       this.record(queue, at, pieceEnd - at, access, result);
       if (result === TranslationResultCode.miss && onMiss) {
         onMiss(at, access);
-        result = this.ref.lookup(at, access);
+        result = this.lookup(at, access);
         this.record(queue, at, pieceEnd - at, access, result);
       }
       at = pieceEnd;
@@ -537,7 +532,7 @@ export function synthesize(options: SynthOptions, writer: TraceWriter): SynthSum
   const o = resolve(options);
   const rng = new Prng(o.seed);
   const unit = o.scenario === 'static-1g' ? GiB : o.scenario === 'static-4k' || o.scenario === 'dynamic' ? PAGE : 2 * MiB;
-  const e = new Emitter(writer, rng, new ReferenceCache(unit));
+  const e = new Emitter(writer, rng, unit);
   if (o.scenario === 'dynamic') runDynamic(e, rng, o);
   else runStatic(e, rng, unit, o);
   e.summary.durationNs = e.t;

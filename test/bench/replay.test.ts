@@ -11,7 +11,7 @@ import { EmptyTraceError, OP_INVALIDATE, OP_LOOKUP, OP_UPDATE, opsFromBytes } fr
 import {
   COUNTER_COUNT, C_HITS, Replayer, ReplayMismatchError, analyse, freshCaches, replayFor,
 } from '../../src/bench/replay.js';
-import { ReferenceIotlb, type ReferenceAnswer } from '../../src/bench/reference.js';
+import { ReferenceIotlb, type ReferenceAnswer } from '../../src/iotlb/reference.js';
 import { oneEntry } from '../../src/bench/trivial.js';
 import { parseStrategies } from '../../src/bench/fixtures.js';
 

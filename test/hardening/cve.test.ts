@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { FrontendRequest as F, IotlbType } from '../../src/protocol/index.js';
 import { eventfdWrite } from '../../src/sys/index.js';
 import { VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../../src/virtqueue/split.js';
-import { layoutRings } from '../../src/frontend/split-driver.js';
+import { layoutRings } from '../support/frontend/split-driver.js';
 import { startServe, type ServeProcess } from '../support/serve.js';
 import {
   GUEST, HDR_LEN, HostileFrontend, SharedGuestMemory, closeFds, expectFdsBack, expectServing, fdCountOf, loopbackFrames,

@@ -1,8 +1,8 @@
 // Shared plumbing for the IOTLB end-to-end tests: serve + the test front-end, frames with
 // known contents through loopback, and the checks every case makes.
 import assert from 'node:assert/strict';
-import { VhostUserFrontend, type FrontendOptions } from '../../src/frontend/frontend.js';
-import { checkLoopedFrame, frameLength, frameSeq, writeFrame } from '../../src/frontend/frames.js';
+import { VhostUserFrontend, type FrontendOptions } from '../support/frontend/frontend.js';
+import { checkLoopedFrame, frameLength, frameSeq, writeFrame } from '../support/frontend/frames.js';
 import { startServe, type ServeProcess } from '../support/serve.js';
 
 export interface Pair {

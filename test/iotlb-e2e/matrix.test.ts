@@ -3,8 +3,8 @@
 // the payload intact, and no byte outside the buffers given to the device may change.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { PAGE_1G, PAGE_2M, PAGE_4K } from '../../src/frontend/iommu.js';
-import type { FrontendOptions } from '../../src/frontend/frontend.js';
+import { PAGE_1G, PAGE_2M, PAGE_4K } from '../support/frontend/iommu.js';
+import type { FrontendOptions } from '../support/frontend/frontend.js';
 import { total } from '../support/serve.js';
 import { assertClean, loopFrames, startPair, stopPair, STRATEGIES, type Pair } from './helpers.js';
 

@@ -5,9 +5,9 @@
 // back intact.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkLoopedFrame, frameLength, writeFrame } from '../../src/frontend/frames.js';
+import { checkLoopedFrame, frameLength, writeFrame } from '../support/frontend/frames.js';
 import { BackendRequest, IotlbType } from '../../src/protocol/index.js';
-import type { VhostUserFrontend } from '../../src/frontend/frontend.js';
+import type { VhostUserFrontend } from '../support/frontend/frontend.js';
 import { assertClean, loopFrames, startPair, stopPair, type Pair } from './helpers.js';
 
 const POSTED = 8;

@@ -4,9 +4,9 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { IotlbPerm } from '../../src/protocol/index.js';
-import { PAGE_4K } from '../../src/frontend/iommu.js';
-import { canaryByte } from '../../src/frontend/frontend.js';
-import { FRAME_DST, FRAME_SRC, writeFrame } from '../../src/frontend/frames.js';
+import { PAGE_4K } from '../support/frontend/iommu.js';
+import { canaryByte } from '../support/frontend/frontend.js';
+import { FRAME_DST, FRAME_SRC, writeFrame } from '../support/frontend/frames.js';
 import { sleep } from '../peers/util.js';
 import { total } from '../support/serve.js';
 import { assertClean, loopFrames, startPair, stopPair, STRATEGIES, type Pair } from './helpers.js';

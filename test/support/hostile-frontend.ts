@@ -11,7 +11,7 @@ import {
 import {
   closeFd, connectUnix, eventfdCreate, eventfdRead, eventfdWrite, mapFd, memfdCreate, receiveMessage, sendMessage, unmap,
 } from '../../src/sys/index.js';
-import { SplitDriver, layoutRings } from '../../src/frontend/split-driver.js';
+import { SplitDriver, layoutRings } from './frontend/split-driver.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -12,7 +12,7 @@ import {
 import { TraceWriter } from '../../src/trace/writer.js';
 import { decodeTrace, parseFilters } from '../../src/trace/decode.js';
 import { describeMessage, formatSize, formatTime } from '../../src/trace/describe.js';
-import { colorLevel } from '../../src/trace/color.js';
+import { colorLevel } from '../../src/cli/color.js';
 import { parseTrace } from '../../src/trace/reader.js';
 import type { MessageRecord, TraceRecord } from '../../src/trace/records.js';
 

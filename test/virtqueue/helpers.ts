@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { GuestMemory, type GuestRegion } from '../../src/memory/guest-memory.js';
 import { ACCESS_READ, ACCESS_WRITE, GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../../src/memory/address-space.js';
 import { SplitQueue, RING_OK } from '../../src/virtqueue/split.js';
-import { SplitDriver, layoutRings, type RingLayout } from '../../src/frontend/split-driver.js';
+import { SplitDriver, layoutRings, type RingLayout } from '../support/frontend/split-driver.js';
 import { NetQueue, transmitBurst } from '../../src/net/virtio-net.js';
 import type { FrameSink } from '../../src/net/endpoint.js';
 import { PackedQueue } from '../../src/virtqueue/packed.js';
-import { PackedDriver, layoutPacked, type PackedLayout } from '../../src/frontend/packed-driver.js';
+import { PackedDriver, layoutPacked, type PackedLayout } from '../support/frontend/packed-driver.js';
 import type { VirtQueue } from '../../src/virtqueue/queue.js';
 import type { ScatterList } from '../../src/virtqueue/scatter.js';
 import {

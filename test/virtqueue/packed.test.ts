@@ -12,7 +12,7 @@ import {
 } from '../../src/virtqueue/packed.js';
 import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../../src/virtqueue/split.js';
 import { GuestPhysicalSpace, UserAddressSpace } from '../../src/memory/address-space.js';
-import { layoutPacked } from '../../src/frontend/packed-driver.js';
+import { layoutPacked } from '../support/frontend/packed-driver.js';
 
 const USED_BITS = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED;
 

@@ -25,9 +25,9 @@
 import {
   FrontendRequest, IotlbPerm, IotlbType, NetFeature, ProtocolFeature, VirtioFeature, BackendRequest,
   featureMask, hasFeature, type Body, type VhostMessage,
-} from '../protocol/index.js';
-import { closeFd, eventfdCreate, eventfdWrite, mapFd, memfdCreate, socketPair, unmap } from '../sys/index.js';
-import { VRING_NOFD_FLAG } from '../protocol/index.js';
+} from '../../../src/protocol/index.js';
+import { closeFd, eventfdCreate, eventfdWrite, mapFd, memfdCreate, socketPair, unmap } from '../../../src/sys/index.js';
+import { VRING_NOFD_FLAG } from '../../../src/protocol/index.js';
 import { SplitDriver, layoutRings, type RingLayout } from './split-driver.js';
 import { VhostUserConnection } from './connection.js';
 import { EmulatedIommu, PAGE_1G, PAGE_2M, PAGE_4K, type IommuTranslation } from './iommu.js';

@@ -8,7 +8,7 @@
  *
  * Hot operations (addBuffer, publish, popUsed) allocate nothing.
  */
-import { VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, checkQueueSize } from '../virtqueue/split.js';
+import { VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY, checkQueueSize } from '../../../src/virtqueue/split.js';
 import { RingDriver, type RingDriverOptions } from './ring-driver.js';
 
 export interface SplitDriverOptions extends RingDriverOptions {

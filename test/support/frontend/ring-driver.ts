@@ -4,7 +4,7 @@
  * descriptors and indirect tables (16 bytes each: u64 addr; u32 len; then a word whose
  * layout is the ring kind's — split: flags | next << 16, packed: id | flags << 16).
  */
-import { VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../virtqueue/split.js';
+import { VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../../../src/virtqueue/split.js';
 
 export interface RingDriverOptions {
   memory: Uint8Array;

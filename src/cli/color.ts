@@ -1,5 +1,5 @@
 /**
- * Colour decisions for trace output. chalk 5 honours FORCE_COLOR, --color/--no-color and
+ * Colour decisions for what the commands print. chalk 5 honours FORCE_COLOR, --color/--no-color and
  * non-TTY streams, but not NO_COLOR (https://no-color.org), so that is added here:
  * FORCE_COLOR (explicit) wins, then NO_COLOR (non-empty) turns colour off, then chalk decides.
  */

@@ -11,8 +11,8 @@
 import {
   decodeMessage, encodeMessage, FrontendRequest, MessageFramer, requestInfo, requestName,
   type Body, type VhostMessage,
-} from '../protocol/index.js';
-import { closeFd, connectUnix, pollReadable, receiveMessage, sendMessage, socketPair, type SystemError } from '../sys/index.js';
+} from '../../../src/protocol/index.js';
+import { closeFd, connectUnix, pollReadable, receiveMessage, sendMessage, socketPair, type SystemError } from '../../../src/sys/index.js';
 
 const RECEIVE_BUFFER = 64 * 1024;
 

@@ -1,7 +1,9 @@
 /**
- * The exact, unbounded reference IOTLB the replay checks every strategy against.
+ * The exact, unbounded reference IOTLB: the replay checks every strategy against it, `trace
+ * synth` derives its translation results from it, and the property tests hold strategies
+ * and address spaces to it.
  *
- * Deliberately independent of src/iotlb (no RangeTable): plain arrays of sorted,
+ * Deliberately independent of the strategies (no RangeTable): plain arrays of sorted,
  * non-overlapping half-open ranges, newest UPDATE wins where ranges overlap, INVALIDATE
  * trims exactly. It never evicts, so at any moment it holds every mapping the front-end
  * has granted and not revoked — what a correct cache may at most know.
@@ -11,8 +13,8 @@
  * following ranges that grant the access; LOOKUP_DENIED (-1) if the range holding iova
  * lacks the access, LOOKUP_MISS (0) if nothing holds it.
  */
-import { rangeEnd } from '../iotlb/address.js';
-import { LOOKUP_DENIED, LOOKUP_MISS } from '../iotlb/strategy.js';
+import { rangeEnd } from './address.js';
+import { LOOKUP_DENIED, LOOKUP_MISS } from './strategy.js';
 
 export interface ReferenceAnswer {
   /** > 0 mapped length, LOOKUP_MISS or LOOKUP_DENIED. */
@@ -26,6 +28,11 @@ export interface ReferenceAnswer {
   entryPerm: number;
 }
 
+/** A zeroed answer, for callers of lookup() that keep one. */
+export function referenceAnswer(): ReferenceAnswer {
+  return { result: LOOKUP_MISS, uaddr: 0, entryIova: 0, entrySize: 0, entryUaddr: 0, entryPerm: 0 };
+}
+
 export class ReferenceIotlb {
   private readonly iova: number[] = [];
   private readonly end: number[] = [];
@@ -36,6 +43,13 @@ export class ReferenceIotlb {
 
   get size(): number {
     return this.iova.length;
+  }
+
+  /** Bytes mapped in all. */
+  mappedBytes(): number {
+    let bytes = 0;
+    for (let i = 0; i < this.iova.length; i++) bytes += this.end[i] - this.iova[i];
+    return bytes;
   }
 
   insert(iova: number, size: number, uaddr: number, perm: number): void {
@@ -54,7 +68,7 @@ export class ReferenceIotlb {
     if (e > iova) this.carve(iova, e);
   }
 
-  lookup(x: number, len: number, access: number, out: ReferenceAnswer): ReferenceAnswer {
+  lookup(x: number, len: number, access: number, out: ReferenceAnswer = referenceAnswer()): ReferenceAnswer {
     out.result = LOOKUP_MISS;
     out.uaddr = 0;
     out.entryIova = 0;
@@ -82,6 +96,12 @@ export class ReferenceIotlb {
     }
     out.result = Math.min(end - x, want);
     return out;
+  }
+
+  /** The user address of `x` and the permission of the range holding it, if one does. */
+  at(x: number): { uaddr: number; perm: number } | undefined {
+    const i = this.indexOf(x);
+    return i < 0 ? undefined : { uaddr: this.uaddr[i] + (x - this.iova[i]), perm: this.perm[i] };
   }
 
   /** Index of the range holding x, or -1. */

@@ -11,7 +11,7 @@
  * size takes first (the rcache), so a just-unmapped IOVA is immediately reused for another
  * buffer — which is what makes a strict IOMMU's invalidations matter.
  */
-import { IotlbPerm } from '../protocol/index.js';
+import { IotlbPerm } from '../../../src/protocol/index.js';
 
 export const PAGE_4K = 4096;
 export const PAGE_2M = 2 * 1024 * 1024;

@@ -11,11 +11,11 @@
  * flags (the AVAIL/USED bits) are written then, after the rest of each chain — the
  * head last, with a release store, as the spec requires.
  */
-import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../virtqueue/split.js';
+import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../../../src/virtqueue/split.js';
 import {
   PACKED_WRAP_BIT, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED, VRING_PACKED_EVENT_FLAG_DESC,
   VRING_PACKED_EVENT_FLAG_DISABLE, VRING_PACKED_EVENT_FLAG_ENABLE, checkPackedQueueSize, offWrap,
-} from '../virtqueue/packed.js';
+} from '../../../src/virtqueue/packed.js';
 import { RingDriver, type RingDriverOptions } from './ring-driver.js';
 
 export interface PackedDriverOptions extends RingDriverOptions {

@@ -1,8 +1,8 @@
 // The test front-end itself: allocator, IOMMU table, frames, and a smoke run against serve without IOMMU.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { EmulatedIommu, PAGE_2M, PAGE_4K } from '../../src/frontend/iommu.js';
-import { checkLoopedFrame, writeFrame } from '../../src/frontend/frames.js';
+import { EmulatedIommu, PAGE_2M, PAGE_4K } from './frontend/iommu.js';
+import { checkLoopedFrame, writeFrame } from './frontend/frames.js';
 import { assertClean, loopFrames, startPair, stopPair, type Pair } from '../iotlb-e2e/helpers.js';
 
 describe('EmulatedIommu', () => {
