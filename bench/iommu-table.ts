@@ -1,6 +1,6 @@
 /**
- * The seed's table, reproduced with the test front-end (src/frontend): 64-byte frames
- * through loopback, IOMMU off vs on with 4K / 2M / 1G static mappings and dynamic
+ * DPDK 17.11's IOTLB measurements, reproduced with the test front-end (test/support/frontend):
+ * 64-byte frames through loopback, IOMMU off vs on with 4K / 2M / 1G static mappings and dynamic
  * mappings, for `serve --iotlb-strategy dpdk`, `serve --iotlb-strategy coalescing`, and
  * DPDK's own vhost back-end (dpdk-testpmd net_vhost0,iommu-support=1, macswap) driven by the
  * same front-end in the same run.
@@ -118,7 +118,7 @@ interface Backend {
 const SERVE_VARIANTS: Array<{ name: string; args: string[] }> = [
   { name: 'serve/dpdk', args: ['--iotlb-strategy', 'dpdk'] },
   { name: 'serve/coalescing', args: ['--iotlb-strategy', 'coalescing'] },
-  // The seed's suggestion: do not stop at the first miss of a burst, send them all.
+  // DPDK 17.11's IOTLB series suggests it: do not stop at the first miss of a burst, send them all.
   { name: 'serve/coalescing+batch', args: ['--iotlb-strategy', 'coalescing', '--iotlb-batch-misses'] },
 ];
 

@@ -29,14 +29,14 @@ export const datapathSection: SectionBuilder = async (): Promise<ReportSection |
   }
 };
 
-/** The seed's table (IOMMU off / 4K / 2M / 1G / dynamic), from bench/iommu-table.ts in a child process. */
+/** DPDK 17.11's IOTLB table (IOMMU off / 4K / 2M / 1G / dynamic), from bench/iommu-table.ts in a child process. */
 export const iommuTableSection: SectionBuilder = (): ReportSection | null => {
   if (!live) return null;
   const script = join(fileURLToPath(new URL('.', import.meta.url)), 'iommu-table.js');
   const run = spawnSync(process.execPath, [script, '--seconds', '2', '--repeat', '2'], { encoding: 'utf8', timeout: 30 * 60_000 });
   const out = run.stdout ?? '';
   const table = out.slice(out.indexOf('| mapping'));
-  const title = 'IOMMU off vs on: the seed\'s table, with our test front-end (serve strategies beside DPDK vhost)';
+  const title = 'IOMMU off vs on: DPDK 17.11\'s IOTLB table, with our test front-end (serve strategies beside DPDK vhost)';
   if (run.status !== 0 || !out.includes('| mapping')) {
     return { title, body: `**not measured** (exit ${run.status}): ${(run.stderr ?? '').slice(-2000)}` };
   }

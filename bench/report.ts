@@ -4,8 +4,8 @@
  * one more builder in its `sections` array.
  */
 import os from 'node:os';
-import type { BenchError, BenchRow } from '../src/bench/run.js';
-import { formatBytes, formatRate } from '../src/bench/render.js';
+import type { BenchError, BenchRow } from '../src/replay/run.js';
+import { formatBytes, formatRate } from '../src/replay/render.js';
 
 export interface ReportSection {
   title: string;
@@ -107,7 +107,7 @@ export function strategiesSection(ctx: ReportContext): ReportSection {
     'trace\'s updates and invalidates (caches are created once and cleared between replays). Every lookup is checked against an exact',
     'reference IOTLB. "misses sent": IOTLB misses a back-end would send (PendingMisses: once per 4 KiB',
     'page until answered); "extra": misses on mappings the cache had evicted. Memory is a model:',
-    'peak entries × bytes per entry of the strategy\'s structure (src/bench/memory.ts).',
+    'peak entries × bytes per entry of the strategy\'s structure (src/replay/memory.ts).',
     '',
   ];
   for (const [trace, rows] of rowsByTrace(ctx.rows)) {
@@ -133,7 +133,7 @@ export function engineSection(ctx: ReportContext): ReportSection {
   return {
     title: 'Replay engine ceiling',
     body: [
-      'The bench-only `one-entry` strategy (src/bench/trivial.ts) remembers only the latest mapping: about',
+      'The bench-only `one-entry` strategy (src/replay/trivial.ts) remembers only the latest mapping: about',
       'the cheapest cache possible, so its lookups/s is what the replay loop itself (op decoding, reference',
       'check, refills after its many evictions) allows. It stays well above the real strategies on every',
       'trace except where one of them is itself trivial (static-1g: a single 1 GiB entry), so the engine',

@@ -14,10 +14,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { strategies } from '../src/iotlb/registry.js';
-import { EmptyTraceError, loadOps } from '../src/bench/ops.js';
-import { fixtureTraces, packageRoot, traceName } from '../src/bench/fixtures.js';
-import { benchStrategies } from '../src/bench/run.js';
-import { oneEntry } from '../src/bench/trivial.js';
+import { EmptyTraceError, loadOps } from '../src/replay/ops.js';
+import { fixtureTraces, packageRoot, traceName } from '../src/replay/fixtures.js';
+import { benchStrategies } from '../src/replay/run.js';
+import { oneEntry } from '../src/replay/trivial.js';
 import { TraceFormatError } from '../src/trace/format.js';
 import {
   engineSection, environmentSection, errorsSection, renderReport, strategiesSection, targetsSection,

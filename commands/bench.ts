@@ -4,10 +4,10 @@ import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../src/cli/base-command.js';
 import { TraceFormatError } from '../src/trace/format.js';
 import { strategyNames } from '../src/iotlb/registry.js';
-import { EmptyTraceError, loadOps, type OpStream } from '../src/bench/ops.js';
-import { fixtureTraces, parseStrategies, traceName } from '../src/bench/fixtures.js';
-import { benchStrategies, type BenchError, type BenchRow } from '../src/bench/run.js';
-import { renderCsv, renderTable, type BenchJson } from '../src/bench/render.js';
+import { EmptyTraceError, loadOps, type OpStream } from '../src/replay/ops.js';
+import { fixtureTraces, parseStrategies, traceName } from '../src/replay/fixtures.js';
+import { benchStrategies, type BenchError, type BenchRow } from '../src/replay/run.js';
+import { renderCsv, renderTable, type BenchJson } from '../src/replay/render.js';
 
 const DEFAULT_TIME = 1;
 

@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../../src/cli/base-command.js';
-import { decodeTrace, headerLine, parseFilters } from '../../src/trace/decode.js';
+import { decodeTrace, headerLine, parseFilters } from '../../src/trace/print.js';
 import { TraceFormatError } from '../../src/trace/format.js';
 import { LineOutput } from '../../src/trace/output.js';
 import { readTrace } from '../../src/trace/reader.js';

@@ -15,7 +15,7 @@
  * room to report back) gives the socket back at a message boundary to the session, which
  * handles it with the full decoder and handlers and lends the socket again once idle.
  * What the worker applied goes back through a ring to the main thread's IOTLB shadow
- * (inspect, and the seed of a worker started later).
+ * (for inspect, and what a worker started later begins with).
  */
 import { decodePlainIotlb, encodeMessage, FrontendRequest, IOTLB_FRAME_SIZE, IotlbType, plainIotlbRequest } from '../protocol/index.js';
 import { CARRIES_FDS, receiveBytes, sendMessage } from '../sys/index.js';

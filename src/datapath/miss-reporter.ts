@@ -3,7 +3,7 @@
  * straight from the worker: the message is 44 bytes, so one sendmsg is atomic on a Unix
  * stream socket even with several workers sharing it, and no round trip through the main
  * thread delays the answer. Nothing waits for a reply — the burst has already stopped and
- * the worker goes on with its other queues (the seed's non-blocking design).
+ * the worker goes on with its other queues (DPDK 17.11's non-blocking design).
  */
 import { BackendRequest, encodeMessage, IotlbType } from '../protocol/index.js';
 import { sendMessage } from '../sys/index.js';

@@ -13,6 +13,7 @@
  * worker reads itself from a lent socket (iotlb-fast-path.ts) are applied between bursts.
  */
 import { eventfdRead, eventfdWrite, mapFd, unmap } from '../sys/index.js';
+import { PAGE_SIZE } from '../iotlb/address.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../memory/address-space.js';
 import { getStrategy } from '../iotlb/registry.js';
@@ -32,7 +33,6 @@ import { RingCounter, workerAckLatency } from './stats.js';
 import { sentRequestCode, TranslationRingProducer } from './translation-ring.js';
 
 export const BURST = 32;
-const PAGE = 4096;
 
 export class QueuePairRuntime implements IotlbOpSink {
   readonly memory = new GuestMemory();
@@ -106,7 +106,7 @@ export class QueuePairRuntime implements IotlbOpSink {
   setMemory(regions: RegionConfig[]): void {
     if (this.rings.some((r) => r.running)) throw new Error('memory table changed while rings run');
     this.unmapAll();
-    const page = PAGE;
+    const page = PAGE_SIZE;
     for (const region of regions) {
       // mmap needs a page-aligned offset; QEMU's offsets are, but nothing says they must be.
       const slack = region.mmapOffset % page;
@@ -146,7 +146,7 @@ export class QueuePairRuntime implements IotlbOpSink {
       ring.waitingForMapping = false;
       ring.queue.disableNotifications();
     } else if (status === RING_MISS) {
-      // Postponed until the front-end maps it (the seed's "ring addresses translated through the IOTLB").
+      // Postponed until the front-end maps it (as DPDK 17.11's IOTLB series does: ring addresses translated through the IOTLB).
       ring.waitingForMapping = true;
       this.missPolicy.ringMissed(ring);
     } else {

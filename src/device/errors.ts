@@ -1,3 +1,5 @@
+import { ADDRESS_LIMIT } from '../iotlb/address.js';
+
 /**
  * The one error type device handlers throw: a semantic error in one request, answered with a
  * REPLY_ACK failure while the session goes on (session.ts ends a connection itself when its
@@ -10,12 +12,9 @@ export class DeviceError extends Error {
   }
 }
 
-/** Largest address or size the data path handles as a plain number (see src/iotlb/strategy.ts). */
-export const MAX_SAFE_ADDRESS = 2 ** 53;
-
 /** Converts a 64-bit protocol field to a number, refusing values the data path cannot represent. */
 export function toSafeNumber(value: bigint, field: string): number {
-  if (value < 0n || value >= BigInt(MAX_SAFE_ADDRESS)) {
+  if (value < 0n || value >= BigInt(ADDRESS_LIMIT)) {
     throw new DeviceError(`${field} 0x${value.toString(16)} is beyond 2^53, which this backend does not map`);
   }
   return Number(value);

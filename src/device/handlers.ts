@@ -4,6 +4,7 @@
  * handler only checks semantics against the device state and changes it.
  * The table is typed so that a request without a row does not compile.
  */
+import { ADDRESS_LIMIT } from '../iotlb/address.js';
 import { FrontendRequest, IotlbType, VirtioFeature, VRING_INDEX_MASK, VRING_NOFD_FLAG, type Body, type VhostMessage } from '../protocol/index.js';
 import { ProtocolFeature } from '../protocol/features.js';
 import type { NetDevice } from './device.js';
@@ -209,11 +210,11 @@ export const handlers = {
       const start = toSafeNumber(iova, 'IOTLB_MSG.iova');
       const length = toSafeNumber(size, 'IOTLB_MSG.size');
       const uaddr = toSafeNumber(userAddr, 'IOTLB_MSG.uaddr');
-      if (start + length > 2 ** 53 || uaddr + length > 2 ** 53) throw new DeviceError('IOTLB_MSG update: iova or uaddr + size wraps');
+      if (start + length > ADDRESS_LIMIT || uaddr + length > ADDRESS_LIMIT) throw new DeviceError('IOTLB_MSG update: iova or uaddr + size wraps');
       await device.iotlbUpdate(start, length, uaddr, perm);
     } else if (iotlbType === IotlbType.INVALIDATE) {
       // An invalidation may name the whole 64-bit space; clamping it only widens what is dropped.
-      const limit = 2n ** 53n;
+      const limit = BigInt(ADDRESS_LIMIT);
       const start = iova >= limit ? limit - 1n : iova;
       const end = iova + size >= limit ? limit : iova + size;
       await device.iotlbInvalidate(Number(start), Math.max(1, Number(end - start)));

@@ -6,7 +6,8 @@
  */
 import type { MemoryRegion } from '../protocol/index.js';
 import { closeFd, fdKind } from '../sys/index.js';
-import { DeviceError, MAX_SAFE_ADDRESS, toSafeNumber } from './errors.js';
+import { ADDRESS_LIMIT } from '../iotlb/address.js';
+import { DeviceError, toSafeNumber } from './errors.js';
 
 export interface ControlRegion {
   guestAddr: number;
@@ -40,7 +41,7 @@ export class MemoryTable {
     };
     if (region.size === 0) throw new DeviceError(`${label}.memory_size is 0`);
     for (const [field, start] of [['guest_phys_addr', region.guestAddr], ['userspace_addr', region.userAddr], ['mmap_offset', region.mmapOffset]] as const) {
-      if (start + region.size > MAX_SAFE_ADDRESS) {
+      if (start + region.size > ADDRESS_LIMIT) {
         throw new DeviceError(`${label}.${field} 0x${start.toString(16)} + size 0x${region.size.toString(16)} overflows`);
       }
     }

@@ -9,7 +9,7 @@
  * come back through the reused `bytes` / `offset` fields. A successful result is always
  * inside one region's bytes: offset + result <= bytes.length.
  */
-import { LOOKUP_MISS, lookupOut, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
+import { Access, LOOKUP_MISS, lookupOut, type IotlbStrategy, type LookupOut } from '../iotlb/strategy.js';
 import type { GuestMemory, GuestRegion } from './guest-memory.js';
 import { NO_WIDE, type WideView } from './wide-view.js';
 
@@ -18,8 +18,9 @@ export const MAP_FAULT = -1;
 /** IOTLB miss (IOMMU only): retry after the front-end answers the miss. */
 export const MAP_MISS = 0;
 
-export const ACCESS_READ = 1;
-export const ACCESS_WRITE = 2;
+/** The IOTLB's access bits (one definition: src/iotlb/strategy.ts), named for the hot loops. */
+export const ACCESS_READ = Access.Read;
+export const ACCESS_WRITE = Access.Write;
 
 /** Why the last map() returned MAP_FAULT (for the broken-queue reason). */
 export const FAULT_NONE = 0;

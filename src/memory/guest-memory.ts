@@ -9,11 +9,11 @@
  * allocates after addRegion().
  */
 import { wideOf, type WideView } from './wide-view.js';
+import { ADDRESS_LIMIT } from '../iotlb/address.js';
 
 /** SET_MEM_TABLE carries at most 8 regions; ADD_MEM_REG may add up to this many. */
 export const MAX_MEM_REGIONS = 512;
 /** One past the highest address the data path can represent exactly. */
-export const ADDRESS_LIMIT = 2 ** 53;
 
 /** What the control path hands over for one region. */
 export interface GuestRegionInit {

@@ -243,7 +243,7 @@ function runStatic(e: Emitter, rng: Prng, unit: number, o: Required<Omit<SynthOp
   // kernel reserves them at boot from free memory in long physically contiguous runs: DPDK's
   // IOVA-contiguous hugepage segments are mapped in order, so neighbouring IOVAs usually
   // have neighbouring guest-physical (and so QEMU-virtual) addresses. That contiguity is what
-  // lets a coalescing cache merge 2 MiB entries (the seed's "merge contiguous entries").
+  // lets a coalescing cache merge 2 MiB entries (the "merge contiguous entries" patch of DPDK 17.11's IOTLB series).
   const ramUnits = Math.max(pages * 2, pages + GiB / unit);
   const gpaOf = contiguousRuns(rng, ramUnits, pages);
   e.tick(5_000, 20_000);
@@ -256,7 +256,7 @@ function runStatic(e: Emitter, rng: Prng, unit: number, o: Required<Omit<SynthOp
   // DPDK memzones. DPDK's malloc heap carves each allocation from the END of a free element,
   // so the rings and mbuf pools of a DPDK guest sit at the top of the hugepage area: a cache
   // kept sorted by IOVA and searched from the bottom (DPDK 17.11) walks past almost every
-  // entry before finding them — which is why 2 MiB pages hurt in the seed's measurements.
+  // entry before finding them — which is why 2 MiB pages hurt in DPDK 17.11's IOTLB measurements.
   const ringStride = Math.ceil(ringBytes(o.ringSize) / (16 * KiB)) * 16 * KiB;
   const ringRegion = Math.ceil((vqs * ringStride) / (64 * KiB)) * 64 * KiB;
   const top = DPDK_BASE + area;

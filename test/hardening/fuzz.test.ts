@@ -16,7 +16,8 @@ import {
   requestInfo, type Channel, type MemoryRegion,
 } from '../../src/protocol/index.js';
 import { MemoryTable, type ControlRegion } from '../../src/device/memory-table.js';
-import { DeviceError, MAX_SAFE_ADDRESS } from '../../src/device/errors.js';
+import { DeviceError } from '../../src/device/errors.js';
+import { ADDRESS_LIMIT } from '../../src/iotlb/address.js';
 import { closeFd, memfdCreate, openFdCount } from '../../src/sys/index.js';
 import { GuestMemory, type GuestRegion } from '../../src/memory/guest-memory.js';
 import { GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../../src/memory/address-space.js';
@@ -225,7 +226,7 @@ describe('fuzz: memory table validation', () => {
     assert.equal(BigInt(r.size), wire.size);
     assert.equal(BigInt(r.mmapOffset), wire.mmapOffset);
     assert.ok(r.size > 0);
-    assert.ok(r.guestAddr + r.size <= MAX_SAFE_ADDRESS && r.userAddr + r.size <= MAX_SAFE_ADDRESS);
+    assert.ok(r.guestAddr + r.size <= ADDRESS_LIMIT && r.userAddr + r.size <= ADDRESS_LIMIT);
     assert.ok(r.mmapOffset + r.size <= FD_SIZE, 'inside the fd');
     for (const o of others) {
       assert.ok(r.guestAddr + r.size <= o.guestAddr || o.guestAddr + o.size <= r.guestAddr, 'guest ranges disjoint');

@@ -1,5 +1,5 @@
 // A real QEMU guest behind `serve --net tap:vit0`, the tap inside a network namespace, for
-// tests (test/serve/qemu*.test.ts) and live benchmarks (bench/miss-policy-qemu.ts).
+// tests (test/e2e/qemu*.test.ts) and live benchmarks (bench/miss-policy-qemu.ts).
 //
 //   const rig = await startRig(['--iotlb-strategy', 'coalescing'], { tcp: true });
 //   await pingOk(rig, { iommu: true, packed: true });          // ping 5/5

@@ -10,7 +10,7 @@ import {
   BackendRequest, FrontendRequest, IotlbType, NetFeature, ProtocolFeature, VirtioFeature, encodeMessage, featureMask,
 } from '../../src/protocol/index.js';
 import { TraceWriter } from '../../src/trace/writer.js';
-import { decodeTrace, parseFilters } from '../../src/trace/decode.js';
+import { decodeTrace, parseFilters } from '../../src/trace/print.js';
 import { describeMessage, formatSize, formatTime } from '../../src/trace/describe.js';
 import { colorLevel } from '../../src/cli/color.js';
 import { parseTrace } from '../../src/trace/reader.js';

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { BackendRequest, FrontendRequest, IotlbType, encodeMessage, type Body } from '../../src/protocol/index.js';
 import { bucketLowUs } from '../../src/stats/latency.js';
-import { decodeTrace, parseFilters } from '../../src/trace/decode.js';
+import { decodeTrace, parseFilters } from '../../src/trace/print.js';
 import { parseTrace } from '../../src/trace/reader.js';
 import type { RoundTripReport } from '../../src/trace/round-trips.js';
 import { TraceWriter } from '../../src/trace/writer.js';

@@ -7,7 +7,7 @@ import { rangeEnd } from '../address.js';
 import type {
   AccessBits, IotlbEntry, IotlbStats, IotlbStrategy, LookupOut, StrategyDefinition, StrategyOptions,
 } from '../strategy.js';
-import { RangeTable } from './range-table.js';
+import { RangeTable } from '../range-table.js';
 
 export const DEFAULT_CAPACITY = 2048;
 

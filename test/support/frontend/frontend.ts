@@ -14,7 +14,7 @@
  *    with a strict IOMMU), with IOVAs from Linux's top-down allocator. Device-IOTLB misses
  *    are answered like QEMU: one UPDATE for the IOMMU page holding the address, clamped to
  *    the memory region, with the page's permission.
- *  - Two split rings (src/frontend/split-driver.ts): RX = vring 0, TX = vring 1.
+ *  - Two split rings (split-driver.ts): RX = vring 0, TX = vring 1.
  *  - Canary: all guest memory starts as a position-dependent pattern; a buffer goes back to
  *    the pattern when the device returns it, after checking it (TX: unchanged; RX: nothing
  *    written past the used length). verifyCanary() checks every byte outside the rings.

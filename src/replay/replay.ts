@@ -1,5 +1,5 @@
 /**
- * The replay engine: runs an op stream (src/bench/ops.ts) in order against empty caches
+ * The replay engine: runs an op stream (src/replay/ops.ts) in order against empty caches
  * of one strategy — one cache per slot (connection + virtqueue) — and checks every
  * lookup against the reference answer computed when the stream was built. analyse()
  * does one replay on new instances with the pending-miss model and returns the metrics;
@@ -279,8 +279,8 @@ export class Replayer {
 
   /**
    * One timed replay. A static trace (all mappings made before traffic, as DPDK in a guest
-   * does) replays its set-up once and then times only its traffic, the steady state the seed
-   * measured; a trace whose mappings change during traffic replays everything every time.
+   * does) replays its set-up once and then times only its traffic, the steady state DPDK
+   * 17.11's IOTLB series measured; a trace whose mappings change during traffic replays everything every time.
    */
   run(): void {
     if (this.error !== null) return;

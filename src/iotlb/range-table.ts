@@ -13,9 +13,9 @@
  *
  * The table itself never evicts; strategies bound it (see IntervalStrategy).
  */
-import { recordSize } from '../stats.js';
-import { LOOKUP_DENIED, LOOKUP_MISS, emptyStats } from '../strategy.js';
-import type { AccessBits, IotlbEntry, IotlbStats, LookupOut } from '../strategy.js';
+import { recordSize } from './stats.js';
+import { LOOKUP_DENIED, LOOKUP_MISS, emptyStats } from './strategy.js';
+import type { AccessBits, IotlbEntry, IotlbStats, LookupOut } from './strategy.js';
 
 const INITIAL_SLOTS = 64;
 

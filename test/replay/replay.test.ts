@@ -7,13 +7,13 @@ import { strategies } from '../../src/iotlb/registry.js';
 import { DpdkStrategy } from '../../src/iotlb/strategies/dpdk.js';
 import { IntervalStrategy } from '../../src/iotlb/strategies/interval.js';
 import type { AccessBits, LookupOut, StrategyDefinition } from '../../src/iotlb/strategy.js';
-import { EmptyTraceError, OP_INVALIDATE, OP_LOOKUP, OP_UPDATE, opsFromBytes } from '../../src/bench/ops.js';
+import { EmptyTraceError, OP_INVALIDATE, OP_LOOKUP, OP_UPDATE, opsFromBytes } from '../../src/replay/ops.js';
 import {
   COUNTER_COUNT, C_HITS, Replayer, ReplayMismatchError, analyse, freshCaches, replayFor,
-} from '../../src/bench/replay.js';
+} from '../../src/replay/replay.js';
 import { ReferenceIotlb, type ReferenceAnswer } from '../../src/iotlb/reference.js';
-import { oneEntry } from '../../src/bench/trivial.js';
-import { parseStrategies } from '../../src/bench/fixtures.js';
+import { oneEntry } from '../../src/replay/trivial.js';
+import { parseStrategies } from '../../src/replay/fixtures.js';
 
 const R = 1;
 const W = 2;

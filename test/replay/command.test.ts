@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { strategyNames } from '../../src/iotlb/registry.js';
-import { fixtureTraces, packageRoot, traceName } from '../../src/bench/fixtures.js';
+import { fixtureTraces, packageRoot, traceName } from '../../src/replay/fixtures.js';
 import { TraceWriter } from '../../src/trace/writer.js';
 import { FrontendRequest, IotlbType, encodeMessage } from '../../src/protocol/index.js';
-import { CSV_COLUMNS } from '../../src/bench/render.js';
+import { CSV_COLUMNS } from '../../src/replay/render.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
 const ROOT = packageRoot();
