@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { IotlbType, decodeMessage, type VhostMessage } from '../../src/protocol/index.js';
 import { parseTraceAll } from '../../src/trace/reader.js';
-import { IovaAllocator, SCENARIO_NAMES, synthTrace, type ScenarioName, type SynthOptions } from '../../src/trace/synth.js';
+import { SCENARIO_NAMES, synthTrace, type ScenarioName, type SynthOptions } from '../../src/trace/synth.js';
+import { IovaAllocator } from '../../src/trace/synth/iova-allocator.js';
 import { TraceFlags } from '../../src/trace/format.js';
 import type { MessageRecord, TraceRecord, TranslationRecord } from '../../src/trace/records.js';
 
