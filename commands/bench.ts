@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { Args, Flags } from '@oclif/core';
-import { BaseCommand } from '../src/cli/base-command.js';
+import { ColorCommand } from '../src/cli/base-command.js';
 import { TraceFormatError } from '../src/trace/format.js';
 import { strategyNames } from '../src/iotlb/registry.js';
 import { EmptyTraceError, loadOps, type OpStream } from '../src/replay/ops.js';
@@ -11,7 +11,7 @@ import { renderCsv, renderTable, type BenchJson } from '../src/replay/render.js'
 
 const DEFAULT_TIME = 1;
 
-export default class Bench extends BaseCommand {
+export default class Bench extends ColorCommand {
   static override summary = 'Benchmark IOTLB cache strategies by replaying recorded traces.';
   static override description = [
     'Each trace\'s IOTLB UPDATE/INVALIDATE messages and translation records are replayed, in order, against empty '

@@ -1,10 +1,10 @@
 import { Flags } from '@oclif/core';
-import { BaseCommand } from '../src/cli/base-command.js';
+import { ColorCommand } from '../src/cli/base-command.js';
 import { controlRequest } from '../src/control/control-client.js';
 import { renderState, type Rates } from '../src/control/render.js';
 import type { DeviceState } from '../src/control/state.js';
 
-export default class Inspect extends BaseCommand {
+export default class Inspect extends ColorCommand {
   static override summary = 'Show the live state of a running serve: features, memory, rings, IOTLB caches.';
   static override examples = [
     '<%= config.bin %> inspect --control /tmp/vhost.sock.ctl',

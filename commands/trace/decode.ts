@@ -1,11 +1,11 @@
 import { Args, Flags } from '@oclif/core';
-import { BaseCommand } from '../../src/cli/base-command.js';
+import { ColorCommand } from '../../src/cli/base-command.js';
 import { decodeTrace, headerLine, parseFilters } from '../../src/trace/print.js';
 import { TraceFormatError } from '../../src/trace/format.js';
 import { LineOutput } from '../../src/trace/output.js';
 import { readTrace } from '../../src/trace/reader.js';
 
-export default class TraceDecode extends BaseCommand {
+export default class TraceDecode extends ColorCommand {
   static override summary = 'Print a trace file: one line per vhost-user message, with decoded fields.';
   static override description = `Messages show the relative time, the direction (→ front-end to back-end, ← back-end to
 front-end), the channel (main or backend), the request and its key fields; SET_MEM_TABLE adds a

@@ -1,7 +1,8 @@
-import { Command, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { BaseCommand } from '../../src/cli/base-command.js';
 import { SCENARIOS, SCENARIO_NAMES, writeSynthTrace, type ScenarioName, type SynthSummary } from '../../src/trace/synth.js';
 
-export default class TraceSynth extends Command {
+export default class TraceSynth extends BaseCommand {
   static override summary = 'Generate a synthetic trace: IOTLB messages plus datapath translations for a known workload.';
   static override description = `Scenarios (see docs/trace-format.md, "Synthetic scenarios"):
 ${SCENARIOS.map((s) => `  ${s.name.padEnd(11)} ${s.summary}`).join('\n')}

@@ -1,25 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { strategyNames } from '../../src/iotlb/registry.js';
 import { fixtureTraces, packageRoot, traceName } from '../../src/replay/fixtures.js';
 import { TraceWriter } from '../../src/trace/writer.js';
 import { FrontendRequest, IotlbType, encodeMessage } from '../../src/protocol/index.js';
+import { runCli, type CliRun } from '../support/cli.js';
 import { CSV_COLUMNS } from '../../src/replay/render.js';
 
-const BIN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
 const ROOT = packageRoot();
 
-function bench(args: string[], cwd = ROOT): { stdout: string; stderr: string; status: number | null } {
-  const env = { ...process.env };
-  delete env.FORCE_COLOR;
-  const r = spawnSync(process.execPath, [BIN, 'bench', ...args], { cwd, env: { ...env, NO_COLOR: '1' }, encoding: 'utf8' });
-  return { stdout: r.stdout, stderr: r.stderr, status: r.status };
-}
+const bench = (args: string[], cwd = ROOT): CliRun => runCli(['bench', ...args], { cwd, env: { NO_COLOR: '1' } });
 
 /** A small valid trace: two mappings, some lookups on two queues. */
 function smallTrace(path: string): void {

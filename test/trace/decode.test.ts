@@ -1,10 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Chalk } from 'chalk';
 import {
   BackendRequest, FrontendRequest, IotlbType, NetFeature, ProtocolFeature, VirtioFeature, encodeMessage, featureMask,
@@ -14,10 +12,10 @@ import { decodeTrace, parseFilters } from '../../src/trace/print.js';
 import { describeMessage, formatSize, formatTime } from '../../src/trace/describe.js';
 import { colorLevel } from '../../src/cli/color.js';
 import { parseTrace } from '../../src/trace/reader.js';
+import { runCli as cli, type CliRun } from '../support/cli.js';
 import type { MessageRecord, TraceRecord } from '../../src/trace/records.js';
 
 const ANSI = /\x1b\[/;
-const BIN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url));
 
 const FEATURES = featureMask(VirtioFeature.VERSION_1, VirtioFeature.ACCESS_PLATFORM, NetFeature.MRG_RXBUF, VirtioFeature.PROTOCOL_FEATURES);
 
@@ -189,13 +187,7 @@ test('colour: a coloured chalk adds ANSI, the default one (and NO_COLOR / non-TT
   assert.equal(colorLevel({ isTTY: false }, {}), 0);
 });
 
-function runCli(args: string[], env: Record<string, string | undefined>): { stdout: string; stderr: string; status: number | null } {
-  const clean = { ...process.env };
-  delete clean.FORCE_COLOR;
-  delete clean.NO_COLOR;
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...clean, ...env }, encoding: 'utf8' });
-  return { stdout: r.stdout, stderr: r.stderr, status: r.status };
-}
+const runCli = (args: string[], env: Record<string, string | undefined>): CliRun => cli(args, { env });
 
 test('CLI: piped output has no ANSI codes; FORCE_COLOR turns them on; bad traces exit 2 with the offset', () => {
   const dir = mkdtempSync(join(tmpdir(), 'vhtrace-'));

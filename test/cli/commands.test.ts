@@ -1,0 +1,55 @@
+/**
+ * What every command shares, through the spawned CLI: oclif's help and did-you-mean plugins,
+ * `--json` results and errors with the documented exit codes, and the shared `--color` flag.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from '../support/cli.js';
+
+test('help lists a topic\'s commands; an unknown command is named and exits 127', () => {
+  const help = runCli(['help', 'trace']);
+  assert.equal(help.status, 0, help.stderr);
+  for (const sub of ['trace decode', 'trace record', 'trace synth']) assert.match(help.stdout, new RegExp(sub));
+  const typo = runCli(['bnech']);
+  assert.equal(typo.status, 127);
+  assert.match(typo.stderr, /bnech is not a vhost-iotlb command/);
+});
+
+test('--json: the result as one document; a usage error as JSON with exit 2', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vit-cli-'));
+  try {
+    const out = join(dir, 'd.vhtrace');
+    const ok = runCli(['trace', 'synth', '--scenario', 'dynamic', '--packets', '20', '-o', out, '--json']);
+    assert.equal(ok.status, 0, ok.stderr);
+    const summary = JSON.parse(ok.stdout) as { scenario: string; packets: number; updates: number };
+    assert.equal(summary.scenario, 'dynamic');
+    assert.equal(summary.packets, 20);
+    assert.ok(summary.updates > 0);
+
+    const bench = runCli(['bench', out, '--json', '--time', '0.01', '--strategy', 'coalescing']);
+    assert.equal(bench.status, 0, bench.stderr);
+    const doc = JSON.parse(bench.stdout) as { rows: Array<{ trace: string; strategy: string }>; errors: unknown[] };
+    assert.deepEqual(doc.rows.map((r) => `${r.trace}/${r.strategy}`), ['d/coalescing']);
+    assert.deepEqual(doc.errors, []);
+
+    for (const args of [['trace', 'synth', '--scenario', 'nope', '-o', out, '--json'], ['trace', 'synth', '--scenario', 'dynamic', '--queues', '0', '-o', out, '--json']]) {
+      const bad = runCli(args);
+      assert.equal(bad.status, 2, `${args.join(' ')}: ${bad.stdout}${bad.stderr}`);
+      const err = JSON.parse(bad.stdout) as { error: { message: string } };
+      assert.match(err.error.message, /scenario=nope|--queues/);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--[no-]color is one shared flag of the commands that print for people', () => {
+  for (const command of [['bench'], ['inspect'], ['trace', 'decode']]) {
+    const help = runCli([...command, '--help']);
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /GLOBAL FLAGS[\s\S]*--\[no-\]color/, command.join(' '));
+  }
+});
