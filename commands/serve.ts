@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { VhostUserServer } from '../src/device/server.js';
 import { IOTLB_READERS, type IotlbReader } from '../src/device/device.js';
 import { ControlServer } from '../src/control/control-server.js';
+import { servePathProblems } from '../src/serve/socket-paths.js';
 import { strategyNames } from '../src/iotlb/registry.js';
 import { parseNetMode, NET_MODES } from '../src/serve/net-mode.js';
 import { statsTable } from '../src/serve/stats-table.js';
@@ -62,7 +63,15 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     if (net.kind === 'tap' && (flags.queues > 1 || flags.socket.length > 1)) {
       this.error('--net tap serves exactly one socket with one queue pair', { exit: 2 });
     }
-    const trace = flags.trace ? TraceWriter.open(flags.trace) : null;
+    const controlPath = flags.control ?? join(dirname(flags.socket[0]), `${flags.socket[0].split('/').pop()}.ctl`);
+    const problems = servePathProblems(flags.socket, controlPath, flags.client);
+    if (problems.length > 0) this.error(problems.join('\n'), { exit: 2 });
+    let trace: TraceWriter | null = null;
+    try {
+      trace = flags.trace ? TraceWriter.open(flags.trace) : null;
+    } catch (err) {
+      this.error(`--trace ${flags.trace}: ${(err as Error).message}`, { exit: 2 });
+    }
     const servers = flags.socket.map((socketPath) => new VhostUserServer({
       socketPath, client: flags.client, trace, queuePairs: flags.queues, net, strategy: flags['iotlb-strategy'],
       batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'], busyPollUs: flags['busy-poll-us'],
@@ -70,10 +79,28 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
       traceTranslations: trace !== null && flags['trace-translations'],
       log: (level, text) => log(level, `${socketPath}: ${text}`),
     }));
-    for (const server of servers) server.start();
-    const controlPath = flags.control ?? join(dirname(flags.socket[0]), `${flags.socket[0].split('/').pop()}.ctl`);
     const control = new ControlServer(controlPath, { server: servers[0], socketPath: flags.socket[0], strategy: flags['iotlb-strategy'] }, log);
-    await control.listen();
+    // Control socket first, then the vhost sockets: a failure leaves nothing listening behind.
+    let failed: string | null = null;
+    try {
+      await control.listen();
+    } catch (err) {
+      failed = `--control ${controlPath}: ${(err as Error).message}`;
+    }
+    for (const server of servers) {
+      if (failed) break;
+      try {
+        server.start();
+      } catch (err) {
+        failed = `--socket ${server.options.socketPath}: ${(err as Error).message}`;
+      }
+    }
+    if (failed) {
+      await Promise.all(servers.map((s) => s.stop()));
+      await control.close().catch(() => undefined);
+      trace?.close();
+      this.error(failed, { exit: 1 });
+    }
     log('info', `control socket ${controlPath}`);
     const printStats = (): void => {
       for (const server of servers) process.stdout.write(statsTable(server.options.socketPath, server.device) + '\n');

@@ -3,6 +3,7 @@
  * one Session at a time on a NetDevice. After a disconnect the device is reset and the next
  * front-end is served; in client mode we reconnect with backoff, so a restarted QEMU finds us.
  */
+import { unlinkSync } from 'node:fs';
 import { acceptUnix, closeFd, connectUnix, FdWatcher, listenUnix } from '../sys/index.js';
 import type { TraceWriter } from '../trace/writer.js';
 import { NetDevice, type DeviceOptions } from './device.js';
@@ -101,7 +102,15 @@ export class VhostUserServer {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.listenWatcher?.stop();
-    if (this.listenFd >= 0) closeFd(this.listenFd);
+    if (this.listenFd >= 0) {
+      closeFd(this.listenFd);
+      // The socket file is ours: a front-end must not find it and connect to nobody.
+      try {
+        unlinkSync(this.options.socketPath);
+      } catch {
+        // already gone
+      }
+    }
     this.listenFd = -1;
     const session = this.session;
     if (session) {

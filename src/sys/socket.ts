@@ -4,7 +4,8 @@ import { native } from './native.js';
 import { checkBytes, checkFd, checkInt, checkString, checkWindow, systemError, type SystemError } from './errors.js';
 
 /** sun_path is 108 bytes including the terminating NUL. */
-const MAX_PATH_BYTES = 107;
+/** sun_path holds 108 bytes with the terminating NUL. */
+export const MAX_PATH_BYTES = 107;
 /** vhost-user never sends more than 8 fds in one message (VHOST_MEMORY_BASELINE_NREGIONS). */
 export const MAX_FDS = 8;
 
