@@ -8,6 +8,7 @@ import { EmptyTraceError, loadOps, type OpStream } from '../src/replay/ops.js';
 import { fixtureTraces, parseStrategies, traceName } from '../src/replay/fixtures.js';
 import { benchStrategies, type BenchError, type BenchRow } from '../src/replay/run.js';
 import { renderCsv, renderTable, type BenchJson } from '../src/replay/render.js';
+import { outputPathProblem } from '../src/cli/output-path.js';
 
 const DEFAULT_TIME = 1;
 
@@ -62,6 +63,10 @@ export default class Bench extends ColorCommand {
     }
     const time = flags.time === undefined ? DEFAULT_TIME : Number(flags.time);
     if (!(time > 0 && time <= 3600)) this.error(`--time must be a number of seconds in (0, 3600], got "${flags.time}"`, { exit: 2 });
+    for (const [flag, path] of [['--csv', flags.csv], ['--chart', flags.chart]] as const) {
+      const problem = path === undefined ? null : outputPathProblem(flag, path);
+      if (problem) this.error(problem, { exit: 2 });
+    }
     const traces = (argv as string[]).length > 0 ? (argv as string[]) : fixtureTraces(this.config.root);
     if (traces.length === 0) this.error('no traces given and no fixtures/traces/*.vhtrace found', { exit: 2 });
 

@@ -10,6 +10,7 @@ import { statsTable } from '../src/serve/stats-table.js';
 import { TraceWriter } from '../src/trace/writer.js';
 import { closeFd } from '../src/sys/index.js';
 import { DEFAULT_BUSY_POLL_US } from '../src/datapath/contract.js';
+import { outputPathProblem } from '../src/cli/output-path.js';
 
 export default class Serve extends Command {
   static override summary = 'Run a vhost-user-net backend with device-IOTLB support.';
@@ -66,6 +67,8 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     const controlPath = flags.control ?? join(dirname(flags.socket[0]), `${flags.socket[0].split('/').pop()}.ctl`);
     const problems = servePathProblems(flags.socket, controlPath, flags.client);
     if (problems.length > 0) this.error(problems.join('\n'), { exit: 2 });
+    const traceProblem = flags.trace === undefined ? null : outputPathProblem('--trace', flags.trace);
+    if (traceProblem) this.error(traceProblem, { exit: 2 });
     let trace: TraceWriter | null = null;
     try {
       trace = flags.trace ? TraceWriter.open(flags.trace) : null;

@@ -1,6 +1,8 @@
 import { Command, Flags } from '@oclif/core';
 import { RecordingProxy } from '../../src/trace/proxy.js';
 import { TraceWriter } from '../../src/trace/writer.js';
+import { outputPathProblem } from '../../src/cli/output-path.js';
+import { listenPathProblem } from '../../src/serve/socket-paths.js';
 
 export default class TraceRecord extends Command {
   static override summary = 'Record a vhost-user session: a transparent proxy between a front-end and a back-end.';
@@ -24,6 +26,8 @@ and recorded too. Runs until SIGINT/SIGTERM, then flushes and closes the trace.`
 
   async run(): Promise<void> {
     const { flags } = await this.parse(TraceRecord);
+    const problem = outputPathProblem('--output', flags.output) ?? listenPathProblem('--listen', flags.listen);
+    if (problem) this.error(problem, { exit: 2 });
     const writer = TraceWriter.open(flags.output);
     const log = flags.quiet ? undefined : (line: string) => this.logToStderr(`trace record: ${line}`);
     const proxy = new RecordingProxy({ listen: flags.listen, connect: flags.connect, writer, log, stallTimeoutMs: flags['stall-timeout'] });

@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../src/cli/base-command.js';
 import { SCENARIOS, SCENARIO_NAMES, writeSynthTrace, type ScenarioName, type SynthSummary } from '../../src/trace/synth.js';
+import { outputPathProblem } from '../../src/cli/output-path.js';
 
 export default class TraceSynth extends BaseCommand {
   static override summary = 'Generate a synthetic trace: IOTLB messages plus datapath translations for a known workload.';
@@ -29,6 +30,8 @@ The same options and --seed always produce the same bytes.`;
 
   async run(): Promise<SynthSummary> {
     const { flags } = await this.parse(TraceSynth);
+    const problem = outputPathProblem('--output', flags.output);
+    if (problem) this.error(problem, { exit: 2 });
     let summary: SynthSummary;
     try {
       summary = writeSynthTrace(flags.output, {

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../support/cli.js';
@@ -51,5 +51,28 @@ test('--[no-]color is one shared flag of the commands that print for people', ()
     const help = runCli([...command, '--help']);
     assert.equal(help.status, 0, help.stderr);
     assert.match(help.stdout, /GLOBAL FLAGS[\s\S]*--\[no-\]color/, command.join(' '));
+  }
+});
+
+test('output paths are checked before any work: a missing directory or a directory, exit 2, nothing created', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vit-cli-'));
+  try {
+    const missing = join(dir, 'missing');
+    const cases: Array<[string[], RegExp]> = [
+      [['bench', '--csv', join(missing, 'x.csv')], /--csv \S+missing\/x\.csv: directory \S+missing does not exist/],
+      [['bench', '--chart', join(missing, 'x.html')], /--chart \S+missing\/x\.html: directory \S+missing does not exist/],
+      [['trace', 'synth', '--scenario', 'dynamic', '-o', dir], /--output \S+: is a directory/],
+      [['trace', 'record', '--listen', join(dir, 'l.sock'), '--connect', join(dir, 'c.sock'), '-o', join(missing, 't.vhtrace')], /--output \S+t\.vhtrace: directory \S+missing does not exist/],
+      [['serve', '-s', join(dir, 'v.sock'), '--net', 'sink', '--trace', join(missing, 't.vhtrace')], /--trace \S+t\.vhtrace: directory \S+missing does not exist/],
+    ];
+    for (const [args, why] of cases) {
+      const r = runCli(args);
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr.replace(/\s*\n\s*›\s*/g, ' '), why);
+      assert.doesNotMatch(r.stderr, /\[1\//, 'no work started');
+    }
+    assert.deepEqual(readdirSync(dir), [], 'nothing was created');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
