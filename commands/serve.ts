@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { VhostUserServer } from '../src/device/server.js';
 import { IOTLB_READERS, type IotlbReader } from '../src/device/device.js';
 import { ControlServer } from '../src/control/control-server.js';
+import { LOOPBACK_FULL, type LoopbackFull } from '../src/net/endpoint.js';
 import { servePathProblems } from '../src/serve/socket-paths.js';
 import { strategyNames } from '../src/iotlb/registry.js';
 import { parseNetMode, NET_MODES } from '../src/serve/net-mode.js';
@@ -31,6 +32,10 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     net: Flags.string({ summary: `where frames go: ${NET_MODES.join(' | ')}`, default: 'loopback' }),
     'frame-size': Flags.integer({ summary: 'frame size for --net source', default: 64 }),
     'frame-count': Flags.integer({ summary: 'with --net source, stop after this many frames per queue pair (0 = never)', default: 0, min: 0 }),
+    'loopback-full': Flags.string({
+      summary: 'with --net loopback, a frame the RX ring has no room for: hold it (the guest\'s TX waits, counted as "held") or drop it (counted as an RX drop)',
+      options: [...LOOPBACK_FULL], default: 'hold',
+    }),
     'iotlb-strategy': Flags.string({ summary: 'IOTLB cache strategy', options: strategyNames(), default: 'coalescing' }),
     'iotlb-batch-misses': Flags.boolean({ summary: 'walk the whole burst and send every distinct miss at once', default: false }),
     'iotlb-prefetch': Flags.integer({ summary: 'ask for the aligned range of this many bytes around a miss (0 = the page)', default: 0, min: 0 }),
@@ -57,7 +62,7 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     };
     let net;
     try {
-      net = parseNetMode(flags.net, flags['frame-size'], flags['frame-count']);
+      net = parseNetMode(flags.net, flags['frame-size'], flags['frame-count'], flags['loopback-full'] as LoopbackFull);
     } catch (err) {
       this.error((err as Error).message, { exit: 2 });
     }

@@ -173,6 +173,9 @@ export class QueuePairRuntime implements IotlbOpSink {
   }
 
   onBroken: (index: number, reason: string) => void = () => {};
+  /** Told once, the first time the endpoint refuses a frame (Endpoint.whyHeld). */
+  onHeld: (text: string) => void = () => {};
+  private heldNoticed = false;
 
   private breakRing(ring: Ring, reason: string): void {
     ring.running = false;
@@ -318,6 +321,10 @@ export class QueuePairRuntime implements IotlbOpSink {
     // and RX's misses happen inside that burst.
     const feedsReceive = this.endpoint.feedsReceive;
     const moved = !feedsReceive || rxUsable ? transmitBurst(tx.net, this.endpoint, BURST) : 0;
+    if (!this.heldNoticed && tx.counters[RingCounter.held] > 0) {
+      this.heldNoticed = true;
+      this.onHeld(`queue ${tx.index}: ${this.endpoint.whyHeld}`);
+    }
     this.afterBurst(tx);
     if (rxUsable && feedsReceive) this.afterBurst(rx);
     return moved;

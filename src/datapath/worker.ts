@@ -15,6 +15,7 @@ const port = parentPort!;
 const runtime = new QueuePairRuntime(setup);
 const post = (msg: FromWorker): void => port.postMessage(msg);
 runtime.onBroken = (index, reason) => post({ type: 'broken', index, reason });
+runtime.onHeld = (text) => post({ type: 'log', level: 'warn', text });
 
 /**
  * Busy rounds between visits to the event loop when no command is waiting (commands ring

@@ -9,7 +9,7 @@ import type { NetQueue } from './virtio-net.js';
 /** The endpoint for `net`, delivering into the pair's RX queue `rx`. */
 export function createEndpoint(net: NetMode, rx: NetQueue): Endpoint {
   switch (net.kind) {
-    case 'loopback': return new LoopbackEndpoint(rx);
+    case 'loopback': return new LoopbackEndpoint(rx, net.whenFull);
     case 'source': return new SourceEndpoint(rx, { frameSize: net.frameSize, count: net.count });
     case 'tap': return new TapEndpoint(net.fd, rx);
     case 'sink': return new SinkEndpoint();

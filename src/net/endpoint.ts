@@ -5,9 +5,12 @@
  */
 import type { ScatterList } from '../virtqueue/scatter.js';
 
+export const LOOPBACK_FULL = ['hold', 'drop'] as const;
+export type LoopbackFull = (typeof LOOPBACK_FULL)[number];
+
 /** `serve --net`, as the worker receives it. */
 export type NetMode =
-  | { kind: 'loopback' }
+  | { kind: 'loopback'; /** A frame RX has no room for: wait for room (default) or drop it. */ whenFull?: LoopbackFull }
   | { kind: 'sink' }
   | { kind: 'source'; frameSize: number; /** Frames per queue pair, 0 = unbounded. */ count: number }
   | { kind: 'tap'; name: string; fd: number };
@@ -38,4 +41,6 @@ export interface Endpoint extends FrameSink {
    * frames, and RX's IOTLB misses happen inside the TX burst.
    */
   readonly feedsReceive: boolean;
+  /** Why transmit() refuses frames, for the one log line the first refusal gets ('' if it never does). */
+  readonly whyHeld: string;
 }

@@ -8,6 +8,7 @@ export class SinkEndpoint implements Endpoint {
   readonly polls = false;
   readonly readableFd = -1;
   readonly feedsReceive = false;
+  readonly whyHeld = '';
 
   transmit(_sg: ScatterList, _first: number, len: number): boolean {
     this.frames++;

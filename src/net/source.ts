@@ -37,6 +37,7 @@ export class SourceEndpoint implements Endpoint {
   readonly polls = true;
   readonly readableFd = -1;
   readonly feedsReceive = false;
+  readonly whyHeld = '';
   /**
    * One burst of copies of the template, 8-byte aligned each so the copies into guest
    * buffers go 8 bytes at a time; each poll stamps their sequence numbers and hands them

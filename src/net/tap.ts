@@ -22,6 +22,7 @@ export class TapEndpoint implements Endpoint {
   writeErrors = 0;
   readonly polls = true;
   readonly feedsReceive = false;
+  readonly whyHeld = 'the host side does not read the tap fast enough; the guest\'s TX waits';
 
   constructor(private readonly fd: number, private readonly rxq: NetQueue) {}
 

@@ -37,8 +37,11 @@ export const NetCounter = {
   misses: 5,
   /** Malformed frames (e.g. TX chain shorter than the header + Ethernet header). */
   errors: 6,
+  /** TX bursts stopped because the endpoint refused a frame (Endpoint.whyHeld): the chain waits. */
+  held: 7,
 } as const;
-export const NET_COUNTERS = 8;
+/** Counter slots per ring: NetCounter's, and one the worker keeps (datapath/stats.ts RingCounter.missesSent). */
+export const NET_COUNTERS = 9;
 
 export const VIRTIO_NET_HDR_LEN = 10;
 export const VIRTIO_NET_HDR_MRG_LEN = 12;
@@ -163,7 +166,10 @@ export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): 
       p = skipHeader(sg, hdrLen);
     }
     const flen = total - hdrLen;
-    if (!endpoint.transmit(sg, p, flen)) break;
+    if (!endpoint.transmit(sg, p, flen)) {
+      c[NetCounter.held]++;
+      break;
+    }
     q.pushUsed(q.chainHead, 0);
     q.consume(1);
     done++;

@@ -1,11 +1,12 @@
 /** Parses `serve --net` into the data path's NetMode. */
 import { openTap } from '../sys/index.js';
-import type { NetMode } from '../datapath/contract.js';
+import type { LoopbackFull, NetMode } from '../net/endpoint.js';
 
 export const NET_MODES = ['loopback', 'sink', 'source', 'tap:IFNAME'] as const;
 
-export function parseNetMode(value: string, frameSize: number, frameCount = 0): NetMode {
-  if (value === 'loopback' || value === 'sink') return { kind: value };
+export function parseNetMode(value: string, frameSize: number, frameCount = 0, loopbackFull: LoopbackFull = 'hold'): NetMode {
+  if (value === 'loopback') return { kind: value, whenFull: loopbackFull };
+  if (value === 'sink') return { kind: value };
   if (value === 'source') {
     if (!Number.isInteger(frameSize) || frameSize < 60 || frameSize > 65535) {
       throw new Error(`--frame-size ${frameSize} must be an integer in 60..65535`);

@@ -119,6 +119,33 @@ export function dpdkServeSuite(ring: RingKind): void {
         assert.ok(capacity > 0 && inFlight >= 0 && inFlight <= capacity, `serve looped ${total(state, 'rx')}, testpmd got ${acc.rxPackets}`);
         assert.equal(total(state, 'rx', 'drops'), 0);
       });
+
+      if (queues === 1) {
+        it('txonly into our loopback: the full RX ring holds TX back, visibly; --loopback-full drop drops instead', async () => {
+          // testpmd txonly posts RX buffers but never reads them: after one ring of frames RX is full.
+          const hold = await startServe(['--net', 'loopback']);
+          running.push(hold);
+          const pmd = startTestpmd({ role: 'virtio-user', socket: hold.socket, packed, forwardMode: 'txonly', extraArgs: ['--txpkts=64'] });
+          await pmd.waitForLinkUp();
+          await sleep(1000);
+          const held = await hold.state();
+          await pmd.stop();
+          assert.ok(total(held, 'tx', 'held') > 0, 'the TX bursts refused for want of RX room are counted as held');
+          assert.equal(total(held, 'rx', 'drops'), 0);
+          const said = hold.log.lines.filter((l) => /warn: .*queue 1: the RX ring has no room/.test(l));
+          assert.equal(said.length, 1, `one warning naming the cause:\n${hold.log.lines.slice(-10).join('\n')}`);
+
+          const drop = await startServe(['--net', 'loopback', '--loopback-full', 'drop']);
+          running.push(drop);
+          const pmd2 = startTestpmd({ role: 'virtio-user', socket: drop.socket, packed, forwardMode: 'txonly', extraArgs: ['--txpkts=64'] });
+          await pmd2.waitForLinkUp();
+          await sleep(1000);
+          const dropped = await drop.state();
+          await pmd2.stop();
+          assert.ok(total(dropped, 'rx', 'drops') > 1000, `frames beyond the full RX ring are dropped: ${total(dropped, 'rx', 'drops')}`);
+          assert.ok(total(dropped, 'tx') > total(dropped, 'rx'), 'TX goes on past the full RX ring');
+        });
+      }
     });
   }
 }

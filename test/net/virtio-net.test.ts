@@ -203,6 +203,7 @@ test('loopback: TX frame comes back on RX with MACs swapped; backpressure keeps 
   assert.equal(tx.driver.usedCount(), 1);
   assert.equal(rx.driver.popUsed(), 0);
   assert.equal(rx.driver.lastLen, 76);
+  assert.equal(txq.counters[NetCounter.held], 1, 'the refused frame is counted as held');
   const got = peek(rx, rxBase + 12, 64);
   const want = frames[0].slice();
   want.set(frames[0].subarray(6, 12), 0);
@@ -225,6 +226,29 @@ test('loopback: TX frame comes back on RX with MACs swapped; backpressure keeps 
   assert.equal(rxq.counters[NetCounter.packets], 3);
   assert.equal(txq.counters[NetCounter.packets], 3);
   assert.equal(rxq.counters[NetCounter.drops], 0);
+  assert.equal(txq.counters[NetCounter.held], 1);
+});
+
+test('loopback with whenFull drop: frames RX has no room for are consumed and counted as RX drops, never held', () => {
+  const tx = makeRig({ size: 16 });
+  const rx = makeRig({ size: 16, ringOffset: 0x40000, memory: { memory: tx.memory, region: tx.region } });
+  const txq = netq(tx.queue, 12, false);
+  const rxq = netq(rx.queue, 12, false);
+  const lo = new LoopbackEndpoint(rxq, 'drop');
+  for (let i = 0; i < 4; i++) {
+    const a = tx.bufBase + i * 0x100;
+    poke(tx, a, HDR);
+    poke(tx, a + 12, frame(64, i));
+    tx.driver.addChain([a, a + 12], [12, 64], 2);
+  }
+  tx.driver.publish();
+  rx.driver.addBuffer(0x80000 + GPA, 2048, true);
+  rx.driver.publish();
+  assert.equal(transmitBurst(txq, lo, 32), 4, 'every TX chain is consumed');
+  assert.equal(tx.driver.usedCount(), 4);
+  assert.equal(rxq.counters[NetCounter.packets], 1);
+  assert.equal(rxq.counters[NetCounter.drops], 3);
+  assert.equal(txq.counters[NetCounter.held], 0);
 });
 
 test('sink counts, source fills RX with sequence-numbered frames', () => {

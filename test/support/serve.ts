@@ -51,6 +51,6 @@ export async function startServe(args: string[], opts: StartServeOptions = {}): 
 }
 
 /** Sum of a counter over the rings of one kind (rx = even indices, tx = odd). */
-export function total(state: DeviceState, kind: 'rx' | 'tx', counter: 'packets' | 'bytes' | 'drops' | 'missesSent' = 'packets'): number {
+export function total(state: DeviceState, kind: 'rx' | 'tx', counter: 'packets' | 'bytes' | 'drops' | 'held' | 'missesSent' = 'packets'): number {
   return state.queues.filter((q) => q.kind === kind).reduce((sum, q) => sum + (q.counters?.[counter] ?? 0), 0);
 }
