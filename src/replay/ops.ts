@@ -195,6 +195,12 @@ export class OpStreamBuilder {
     return this.kind.length;
   }
 
+  /** The op stream; EmptyTraceError when there is no lookup to replay. */
+  buildOrThrow(): OpStream {
+    if (this.lookups === 0) throw new EmptyTraceError(this.source, this.rawCount);
+    return this.build();
+  }
+
   build(): OpStream {
     // Slots: every (connection, queue) seen in translations, sorted; -1 for IOTLB-only connections.
     const slots: CacheSlot[] = [];
@@ -298,8 +304,10 @@ function isIotlbType(bytes: Uint8Array, type: number): boolean {
 /** Thrown for a trace with nothing to replay. */
 export class EmptyTraceError extends Error {
   override readonly name = 'EmptyTraceError';
-  constructor(readonly source: string) {
-    super(`no IOTLB operations or translations in ${source}`);
+  constructor(readonly source: string, messagesOnly = 0) {
+    super(messagesOnly > 0
+      ? `${source} holds ${messagesOnly} IOTLB operations but no translation records (a \`trace record\` proxy sees none): no lookups to replay`
+      : `no IOTLB operations or translations in ${source}`);
   }
 }
 
@@ -307,14 +315,12 @@ export class EmptyTraceError extends Error {
 export function opsFromBytes(bytes: Uint8Array, source = '<buffer>'): OpStream {
   const builder = new OpStreamBuilder(source);
   for (const record of parseTrace(bytes, { source })) builder.add(record);
-  if (builder.rawCount === 0) throw new EmptyTraceError(source);
-  return builder.build();
+  return builder.buildOrThrow();
 }
 
 /** Op stream of a trace file (streamed: memory is the op stream, not the file). */
 export async function loadOps(path: string, source = path): Promise<OpStream> {
   const builder = new OpStreamBuilder(source);
   for await (const record of readTrace(path, { source })) builder.add(record);
-  if (builder.rawCount === 0) throw new EmptyTraceError(source);
-  return builder.build();
+  return builder.buildOrThrow();
 }

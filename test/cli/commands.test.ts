@@ -7,7 +7,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { runCli } from '../support/cli.js';
+
+const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
 test('help lists a topic\'s commands; an unknown command is named and exits 127', () => {
   const help = runCli(['help', 'trace']);
@@ -75,4 +78,11 @@ test('output paths are checked before any work: a missing directory or a directo
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('bench on a proxy recording (messages, no translations) says there is nothing to replay, exit 2', () => {
+  const r = runCli(['bench', 'fixtures/traces/recorded/qemu-dpdk-iommu.vhtrace', '--time', '0.01'], { cwd: ROOT });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /qemu-dpdk-iommu\.vhtrace holds \d+ IOTLB operations but no translation records .*: no lookups to replay/);
+  assert.doesNotMatch(r.stdout, /NaN/);
 });
