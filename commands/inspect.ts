@@ -55,7 +55,8 @@ export default class Inspect extends ColorCommand {
       previous = { at, state };
       // With --json, one line per redraw (JSON lines; oclif's --json prints only a returned result).
       if (json) process.stdout.write(`${JSON.stringify({ at, state, rates: rates ? Object.fromEntries(rates.packetsPerSecond) : null })}\n`);
-      else process.stdout.write('\x1b[2J\x1b[H' + renderState(state, rates, params.entries, chalk) + '\n');
+      // A terminal is redrawn in place; a pipe or file gets each snapshot after a time-stamped rule.
+      else process.stdout.write((process.stdout.isTTY ? '\x1b[2J\x1b[H' : `--- ${new Date(at).toISOString()}\n`) + renderState(state, rates, params.entries, chalk) + '\n');
       await new Promise((r) => setTimeout(r, flags.interval * 1000));
     }
     return undefined;

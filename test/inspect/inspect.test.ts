@@ -3,7 +3,7 @@
 // off hostile clients.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -89,6 +89,19 @@ describe('inspect with DPDK virtio-user as the peer', () => {
     const text = await run(process.execPath, [bin, 'inspect', '--control', serve.control], { env: { ...process.env, NO_COLOR: '1' } });
     assert.match(text.stdout, /features 0x[0-9a-f]+: .*VERSION_1/);
     assert.match(text.stdout, /1 tx/);
+  });
+
+  it('inspect --watch into a pipe writes time-stamped snapshots, no terminal control codes', async () => {
+    const bin = join(repoRoot(), 'bin', 'run.js');
+    const child = spawn(process.execPath, [bin, 'inspect', '--control', serve.control, '--watch', '--interval', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    await sleep(2500);
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGINT');
+    await exited;
+    assert.ok((out.match(/^--- \d{4}-\d\d-\d\dT/gm) ?? []).length >= 2, out.slice(0, 500));
+    assert.doesNotMatch(out, /\x1b\[/);
   });
 
   it('malformed, oversized and abandoned control requests get errors and leak nothing', async () => {
