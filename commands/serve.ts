@@ -7,7 +7,7 @@ import { LOOPBACK_FULL, type LoopbackFull } from '../src/net/endpoint.js';
 import { servePathProblems } from '../src/serve/socket-paths.js';
 import { strategyNames } from '../src/iotlb/registry.js';
 import { parseNetMode, NET_MODES } from '../src/serve/net-mode.js';
-import { statsTable } from '../src/serve/stats-table.js';
+import { statsTable, type StatsSnapshot } from '../src/serve/stats-table.js';
 import { TraceWriter } from '../src/trace/writer.js';
 import { closeFd } from '../src/sys/index.js';
 import { DEFAULT_BUSY_POLL_US } from '../src/datapath/contract.js';
@@ -110,16 +110,24 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
       this.error(failed, { exit: 1 });
     }
     log('info', `control socket ${controlPath}`);
-    const printStats = (): void => {
-      for (const server of servers) process.stdout.write(statsTable(server.options.socketPath, server.device) + '\n');
+    const snapshots = new Map<string, StatsSnapshot>();
+    const printStats = (final: boolean): void => {
+      const when = new Date().toISOString();
+      for (const server of servers) {
+        const path = server.options.socketPath;
+        const title = final ? `${path}: totals at exit (${when})` : `${path}: ${when}`;
+        const { text, snapshot } = statsTable(title, server.device, snapshots.get(path) ?? null, !final);
+        snapshots.set(path, snapshot);
+        if (text !== null) process.stdout.write(`${text}\n`);
+      }
     };
-    const timer = flags['stats-interval'] > 0 ? setInterval(printStats, flags['stats-interval'] * 1000) : null;
+    const timer = flags['stats-interval'] > 0 ? setInterval(() => printStats(false), flags['stats-interval'] * 1000) : null;
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
     if (timer) clearInterval(timer);
-    printStats();
+    printStats(true);
     await control.close();
     await Promise.all(servers.map((s) => s.stop()));
     trace?.close();
