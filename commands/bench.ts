@@ -43,7 +43,7 @@ export default class Bench extends ColorCommand {
 
   static override flags = {
     strategy: Flags.string({
-      char: 's', multiple: true,
+      multiple: true,
       summary: `strategies to compare, comma separated or repeated, or "all" (default): ${strategyNames().join(', ')}`,
     }),
     csv: Flags.string({ summary: 'also write the rows as CSV to this file' }),

@@ -19,7 +19,7 @@ export default class Inspect extends ColorCommand {
     control: Flags.string({ char: 'c', summary: 'control socket of the serve process (serve prints it)', required: true }),
     watch: Flags.boolean({ char: 'w', summary: 'redraw every --interval seconds with rates, like top' }),
     interval: Flags.integer({ summary: 'seconds between redraws with --watch', default: 1, min: 1 }),
-    queue: Flags.integer({ char: 'q', summary: 'only this vring index' }),
+    queue: Flags.integer({ summary: 'only this vring index' }),
     entries: Flags.integer({ summary: 'list up to N IOTLB entries per queue', min: 0 }),
     'clear-iotlb': Flags.integer({ summary: 'clear the IOTLB cache of this vring, then show the state' }),
   };

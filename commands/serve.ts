@@ -28,7 +28,7 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
   static override flags = {
     socket: Flags.string({ char: 's', summary: 'vhost-user socket path (repeat for several devices)', required: true, multiple: true }),
     client: Flags.boolean({ summary: 'connect to a front-end that listens (QEMU server=on) and reconnect when it restarts' }),
-    queues: Flags.integer({ char: 'q', summary: 'queue pairs offered', default: 1, min: 1, max: 16 }),
+    queues: Flags.integer({ summary: 'queue pairs offered', default: 1, min: 1, max: 16 }),
     net: Flags.string({ summary: `where frames go: ${NET_MODES.join(' | ')}`, default: 'loopback' }),
     'frame-size': Flags.integer({ summary: 'frame size for --net source', default: 64 }),
     'frame-count': Flags.integer({ summary: 'with --net source, stop after this many frames per queue pair (0 = never)', default: 0, min: 0 }),
@@ -51,7 +51,7 @@ source (the backend generates frames for the guest at full rate) or tap:IFNAME (
     'trace-translations': Flags.boolean({ summary: 'with --trace, also record every datapath translation', default: true, allowNo: true }),
     control: Flags.string({ summary: 'control socket for inspect (default: SOCKET.ctl beside the first --socket)' }),
     'stats-interval': Flags.integer({ summary: 'print queue statistics every S seconds (0 = only at exit)', default: 0, min: 0 }),
-    quiet: Flags.boolean({ summary: 'log only warnings and errors' }),
+    quiet: Flags.boolean({ char: 'q', summary: 'log only warnings and errors' }),
   };
 
   async run(): Promise<void> {

@@ -37,8 +37,8 @@ and the command exits with status 2.`;
       char: 'f', multiple: true,
       summary: 'only messages of this request (any case, e.g. IOTLB_MSG) or channel (main, backend); repeatable',
     }),
-    stats: Flags.boolean({ char: 's', summary: 'print counts per request, IOTLB message counts, IOTLB round-trip latencies and the translation hit rate instead of the records' }),
-    translations: Flags.boolean({ char: 't', summary: 'print every translation record instead of a summary line per run' }),
+    stats: Flags.boolean({ summary: 'print counts per request, IOTLB message counts, IOTLB round-trip latencies and the translation hit rate instead of the records' }),
+    translations: Flags.boolean({ summary: 'print every translation record instead of a summary line per run' }),
   };
 
   async run(): Promise<void> {

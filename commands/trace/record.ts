@@ -18,7 +18,7 @@ and recorded too. Runs until SIGINT/SIGTERM, then flushes and closes the trace.`
 
   static override flags = {
     listen: Flags.string({ char: 'l', summary: 'socket path the front-end connects to', required: true }),
-    connect: Flags.string({ char: 'c', summary: 'socket path of the back-end', required: true }),
+    connect: Flags.string({ summary: 'socket path of the back-end', required: true }),
     output: Flags.string({ char: 'o', summary: 'trace file to write', required: true }),
     'stall-timeout': Flags.integer({ summary: 'close a connection whose peer accepts nothing for this many ms', default: 10_000, min: 100 }),
     quiet: Flags.boolean({ char: 'q', summary: 'do not log connections' }),

@@ -86,3 +86,17 @@ test('bench on a proxy recording (messages, no translations) says there is nothi
   assert.match(r.stderr, /qemu-dpdk-iommu\.vhtrace holds \d+ IOTLB operations but no translation records .*: no lookups to replay/);
   assert.doesNotMatch(r.stdout, /NaN/);
 });
+
+test('a short flag means the same long flag in every command', async () => {
+  const byChar = new Map<string, Set<string>>();
+  for (const file of ['bench', 'inspect', 'serve', 'trace/decode', 'trace/record', 'trace/synth']) {
+    const command = (await import(`../../commands/${file}.js`)).default as { flags?: Record<string, { char?: string }> };
+    for (const [name, flag] of Object.entries(command.flags ?? {})) {
+      if (flag.char === undefined) continue;
+      if (!byChar.has(flag.char)) byChar.set(flag.char, new Set());
+      byChar.get(flag.char)!.add(name);
+    }
+  }
+  for (const [char, names] of byChar) assert.equal(names.size, 1, `-${char} means ${[...names].join(' and ')}`);
+  assert.ok(byChar.size >= 4, 'the commands were read');
+});
