@@ -15,9 +15,9 @@ import { outputPathProblem } from '../src/cli/output-path.js';
 
 export default class Serve extends Command {
   static override summary = 'Run a vhost-user-net backend with device-IOTLB support.';
-  static override description = `Serves one front-end at a time on each --socket (QEMU -netdev vhost-user, or DPDK virtio-user).
-Every frame the guest sends goes to --net: loopback (back to the guest, MACs swapped), sink (count and drop),
-source (the backend generates frames for the guest at full rate) or tap:IFNAME (a Linux tap device).`;
+  static override description = 'Serves one front-end at a time on each --socket (QEMU -netdev vhost-user, or DPDK '
+    + 'virtio-user). Every frame the guest sends goes to --net: loopback (back to the guest, MACs swapped), sink (count '
+    + 'and drop), source (the back-end generates frames for the guest at full rate) or tap:IFNAME (a Linux tap device).';
 
   static override examples = [
     '<%= config.bin %> serve --socket /tmp/vhost.sock --net loopback',

@@ -7,24 +7,25 @@ import { readTrace } from '../../src/trace/reader.js';
 
 export default class TraceDecode extends ColorCommand {
   static override summary = 'Print a trace file: one line per vhost-user message, with decoded fields.';
-  static override description = `Messages show the relative time, the direction (→ front-end to back-end, ← back-end to
-front-end), the channel (main or backend), the request and its key fields; SET_MEM_TABLE adds a
-table of regions. Runs of translation records are summarised in one line unless --translations.
-
---stats prints counts per request, IOTLB message counts, the translation hit rate and the IOTLB
-round trips measured from the time stamps: back-end MISS → the UPDATE that covers it, and
-UPDATE / INVALIDATE → the back-end's ack (count, mean, p50, p90, p99, max, unanswered, and a
-histogram; with --json under "roundTrips"). See docs/trace-format.md.
-
-A damaged trace is decoded up to the damage, then the error (with its byte offset) is printed
-and the command exits with status 2.`;
+  // One line per paragraph: oclif wraps help to the terminal's width.
+  static override description = [
+    'Messages show the relative time, the direction (→ front-end to back-end, ← back-end to front-end), the channel '
+    + '(main or backend), the request and its key fields; SET_MEM_TABLE adds a table of regions. Runs of translation '
+    + 'records are summarised in one line unless --translations.',
+    '--stats prints counts per request, IOTLB message counts, the translation hit rate and the IOTLB round trips '
+    + 'measured from the time stamps: back-end MISS → the UPDATE that covers it, and UPDATE / INVALIDATE → the '
+    + 'back-end\'s ack (count, mean, p50, p90, p99, max, unanswered, and a histogram; with --json under "roundTrips"). '
+    + 'See docs/trace-format.md.',
+    'A damaged trace is decoded up to the damage, then the error (with its byte offset) is printed and the command '
+    + 'exits with status 2.',
+  ].join('\n\n');
 
   static override examples = [
-    '<%= config.bin %> <%= command.id %> qemu-dpdk.vhtrace',
-    '<%= config.bin %> <%= command.id %> qemu-dpdk.vhtrace --filter IOTLB_MSG --filter set_mem_table',
-    '<%= config.bin %> <%= command.id %> qemu-dpdk.vhtrace --filter backend --translations',
+    '<%= config.bin %> <%= command.id %> fixtures/traces/recorded/qemu-dpdk.vhtrace',
+    '<%= config.bin %> <%= command.id %> fixtures/traces/recorded/qemu-dpdk-iommu.vhtrace --filter IOTLB_MSG --filter set_mem_table',
+    '<%= config.bin %> <%= command.id %> fixtures/traces/dynamic.vhtrace --filter backend --translations',
     '<%= config.bin %> <%= command.id %> fixtures/traces/dynamic.vhtrace --stats',
-    '<%= config.bin %> <%= command.id %> qemu-dpdk.vhtrace --json | jq -c \'select(.iotlbType == "MISS")\'',
+    '<%= config.bin %> <%= command.id %> fixtures/traces/recorded/qemu-dpdk-iommu.vhtrace --json | jq -c \'select(.iotlbType == "MISS")\'',
   ];
 
   static override args = {

@@ -6,10 +6,10 @@ import { listenPathProblem } from '../../src/serve/socket-paths.js';
 
 export default class TraceRecord extends Command {
   static override summary = 'Record a vhost-user session: a transparent proxy between a front-end and a back-end.';
-  static override description = `The front-end (QEMU, virtio-user) connects to --listen; for each connection the proxy
-connects to the back-end at --connect (DPDK vhost, serve) and relays every message and fd both
-ways unchanged, writing each to the trace. The back-end channel (SET_BACKEND_REQ_FD) is spliced
-and recorded too. Runs until SIGINT/SIGTERM, then flushes and closes the trace.`;
+  static override description = 'The front-end (QEMU, virtio-user) connects to --listen; for each connection the proxy '
+    + 'connects to the back-end at --connect (DPDK vhost, serve) and relays every message and fd both ways unchanged, '
+    + 'writing each to the trace. The back-end channel (SET_BACKEND_REQ_FD) is spliced and recorded too. Runs until '
+    + 'SIGINT/SIGTERM, then flushes and closes the trace.';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --listen /tmp/vhost-proxy.sock --connect /tmp/vhost.sock -o session.vhtrace',
