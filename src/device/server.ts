@@ -49,7 +49,7 @@ export class VhostUserServer {
     }
     this.listenFd = listenUnix(this.options.socketPath);
     this.listenWatcher = new FdWatcher(this.listenFd, () => this.acceptPending());
-    this.log('info', `listening on ${this.options.socketPath}`);
+    this.log('info', 'listening');
   }
 
   private log(level: string, text: string): void {
@@ -75,7 +75,7 @@ export class VhostUserServer {
       this.begin(fd, 'connected to front-end');
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (this.backoff === BACKOFF_MIN_MS) this.log('info', `waiting for a front-end at ${this.options.socketPath} (${code})`);
+      if (this.backoff === BACKOFF_MIN_MS) this.log('info', `waiting for a front-end (${code})`);
       this.retryTimer = setTimeout(() => this.connectOut(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
     }
@@ -84,7 +84,7 @@ export class VhostUserServer {
   private begin(fd: number, how: string): void {
     const connection = ++this.connections;
     this.peer = `${how} #${connection}`;
-    this.log('info', `${this.options.socketPath}: ${how} (connection ${connection})`);
+    this.log('info', `${how} (connection ${connection})`);
     this.device.traceTarget = this.options.trace && this.options.traceTranslations ? { writer: this.options.trace, connection } : null;
     this.session = new Session(fd, this.device, {
       connection,
