@@ -65,6 +65,7 @@ export default class TraceDecode extends ColorCommand {
       out.flush();
       if (err instanceof TraceFormatError) this.error(err.message, { exit: 2 });
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.error(`${args.file}: no such file`, { exit: 2 });
+      if ((err as NodeJS.ErrnoException).code === 'EISDIR') this.error(`${args.file}: is a directory, not a trace file`, { exit: 2 });
       throw err;
     }
   }

@@ -5,10 +5,17 @@ export async function controlRequest(path: string, method: string, params: objec
   return new Promise((resolve, reject) => {
     const socket = connect(path);
     let buffered = '';
+    let answered = false;
+    const hint = 'is it serve\'s control socket (SOCKET.ctl, named in serve\'s log), not a vhost-user socket?';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`no answer from ${path} within ${timeoutMs} ms`));
+      reject(new Error(`no answer from ${path} within ${timeoutMs} ms: ${hint}`));
     }, timeoutMs);
+    socket.on('close', () => {
+      if (answered) return;
+      clearTimeout(timer);
+      reject(new Error(`${path} closed the connection without an answer: ${hint}`));
+    });
     socket.setEncoding('utf8');
     socket.on('connect', () => socket.write(JSON.stringify({ id: 1, method, params }) + '\n'));
     socket.on('data', (chunk: string) => {
@@ -16,6 +23,7 @@ export async function controlRequest(path: string, method: string, params: objec
       const newline = buffered.indexOf('\n');
       if (newline < 0) return;
       clearTimeout(timer);
+      answered = true;
       socket.end();
       try {
         const response = JSON.parse(buffered.slice(0, newline)) as { result?: unknown; error?: string };
@@ -26,6 +34,7 @@ export async function controlRequest(path: string, method: string, params: objec
       }
     });
     socket.on('error', (err) => {
+      answered = true; // reported here, not again at 'close'
       clearTimeout(timer);
       reject(new Error(`cannot reach the control socket ${path}: ${err.message} (is serve running? see --control)`));
     });

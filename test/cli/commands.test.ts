@@ -80,6 +80,15 @@ test('output paths are checked before any work: a missing directory or a directo
   }
 });
 
+test('trace decode of a directory or a missing file: one line, exit 2', () => {
+  const dir = runCli(['trace', 'decode', tmpdir()]);
+  assert.equal(dir.status, 2);
+  assert.match(dir.stderr, /is a directory, not a trace file/);
+  const missing = runCli(['trace', 'decode', join(tmpdir(), 'no-such-trace.vhtrace')]);
+  assert.equal(missing.status, 2);
+  assert.match(missing.stderr, /no-such-trace\.vhtrace: no such file/);
+});
+
 test('bench on a proxy recording (messages, no translations) says there is nothing to replay, exit 2', () => {
   const r = runCli(['bench', 'fixtures/traces/recorded/qemu-dpdk-iommu.vhtrace', '--time', '0.01'], { cwd: ROOT });
   assert.equal(r.status, 2, r.stderr);

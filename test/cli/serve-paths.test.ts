@@ -50,6 +50,12 @@ test('a socket another serve listens on is refused; a serve that stops removes i
     const second = runCli(['serve', '--net', 'sink', '-s', sock]);
     assert.equal(second.status, 2, second.stderr);
     assert.match(message(second.stderr), /--socket \S+v\.sock: another process is listening on it/);
+    // inspect pointed at the vhost-user socket instead of the control socket: told at once, with a hint.
+    const started = Date.now();
+    const wrong = runCli(['inspect', '-c', sock]);
+    assert.notEqual(wrong.status, 0);
+    assert.match(wrong.stderr.replace(/\s+/g, ' '), /closed the connection without an answer: is it serve's control socket/);
+    assert.ok(Date.now() - started < 4000, 'not after a 5 s timeout');
     const exited = new Promise((resolve) => first.once('exit', resolve));
     first.kill('SIGTERM');
     await exited;
