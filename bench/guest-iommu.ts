@@ -11,9 +11,10 @@
  *   off     no IOMMU
  *   strict  QEMU `-device intel-iommu,intremap=off,device-iotlb=on`, NIC `iommu_platform=on,ats=on`,
  *           guest `intel_iommu=on iommu.strict=1` (every unmap flushed and forwarded)
- *   lazy    the same with Linux's default lazy (DMA-FQ) invalidation: flushes are batched, and
- *           QEMU 7.2 forwards none of them to a vhost-user back-end (docs/peers.md), so a
- *           caching back-end may read stale translations; the frames still count here
+ *   lazy    the same with Linux's default lazy (DMA-FQ) invalidation: unmaps are flushed in
+ *           batches, and not every unmapped page reaches a vhost-user back-end as an
+ *           INVALIDATE (docs/peers.md), so a caching back-end may read stale translations;
+ *           the frames still count here
  * Directions:
  *   tx      guest → back-end: guest pktgen, vit.pktsize=60 (64 bytes on the wire with FCS), N frames,
  *           into serve `--net sink` / testpmd `rxonly`; the rate is pktgen's own (frames / its usec)
