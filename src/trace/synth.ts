@@ -41,6 +41,17 @@ export function scenarioInfo(name: string): ScenarioInfo | undefined {
   return SCENARIOS.find((s) => s.name === name);
 }
 
+/** IOMMU page size of a scenario: what translations are split at and static areas are mapped in. */
+function unitOf(scenario: ScenarioName): number {
+  return scenario === 'static-1g' ? GiB : scenario === 'static-4k' || scenario === 'dynamic' ? PAGE : 2 * MiB;
+}
+
+/**
+ * Most IOTLB entries a static scenario maps at start (~120 bytes of trace each: 4 Mi entries
+ * is a ~500 MB file and a minute of work); beyond it the run is refused, not left to run.
+ */
+export const MAX_STATIC_ENTRIES = 1 << 22;
+
 function resolve(options: SynthOptions): Required<SynthOptions> {
   const info = scenarioInfo(options.scenario);
   if (!info) throw new RangeError(`unknown scenario "${options.scenario}" (known: ${SCENARIO_NAMES.join(', ')})`);
@@ -57,6 +68,13 @@ function resolve(options: SynthOptions): Required<SynthOptions> {
   if (!Number.isInteger(o.guestMib) || o.guestMib < 1 || o.guestMib > 1024 * 1024) throw new RangeError(`guest-mib must be 1..1048576, got ${o.guestMib}`);
   if (![64, 128, 256, 512, 1024].includes(o.ringSize)) throw new RangeError(`ring size must be 64..1024 (power of two), got ${o.ringSize}`);
   if (!Number.isInteger(o.seed)) throw new RangeError(`seed must be an integer, got ${o.seed}`);
+  if (o.scenario !== 'dynamic') {
+    const entries = Math.ceil((o.guestMib * MiB) / unitOf(o.scenario));
+    if (entries > MAX_STATIC_ENTRIES) {
+      throw new RangeError(`guest-mib ${o.guestMib} maps ${entries} IOMMU pages in ${o.scenario}, over ${MAX_STATIC_ENTRIES}: `
+        + 'use fewer MiB, or a scenario with larger pages (static-2m, static-1g)');
+    }
+  }
   return o;
 }
 
@@ -64,7 +82,7 @@ function resolve(options: SynthOptions): Required<SynthOptions> {
 export function synthesize(options: SynthOptions, writer: TraceWriter): SynthSummary {
   const o = resolve(options);
   const rng = new Prng(o.seed);
-  const unit = o.scenario === 'static-1g' ? GiB : o.scenario === 'static-4k' || o.scenario === 'dynamic' ? PAGE : 2 * MiB;
+  const unit = unitOf(o.scenario);
   const e = new Emitter(writer, rng, unit);
   if (o.scenario === 'dynamic') runDynamic(e, rng, o);
   else runStatic(e, rng, unit, o);
@@ -85,6 +103,7 @@ export function synthTrace(options: SynthOptions): { bytes: Uint8Array; summary:
 
 /** A scenario written to `path`. */
 export function writeSynthTrace(path: string, options: SynthOptions): SynthSummary {
+  resolve(options); // bad options throw before the file is created
   const writer = TraceWriter.open(path, SYNTH_WRITER_OPTIONS);
   try {
     return synthesize(options, writer);

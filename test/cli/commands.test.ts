@@ -109,3 +109,17 @@ test('a short flag means the same long flag in every command', async () => {
   for (const [char, names] of byChar) assert.equal(names.size, 1, `-${char} means ${[...names].join(' and ')}`);
   assert.ok(byChar.size >= 4, 'the commands were read');
 });
+
+test('trace synth refuses a static area too large to map instead of running for minutes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vit-cli-'));
+  try {
+    const started = Date.now();
+    const r = runCli(['trace', 'synth', '--scenario', 'static-4k', '--guest-mib', '100000', '-o', join(dir, 'never.vhtrace')]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr.replace(/\s*\n\s*›\s*/g, ' '), /guest-mib 100000 maps 25600000 IOMMU pages in static-4k, over 4194304/);
+    assert.ok(Date.now() - started < 5000);
+    assert.deepEqual(readdirSync(dir), [], 'no file was started');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
