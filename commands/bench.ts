@@ -8,7 +8,7 @@ import { EmptyTraceError, loadOps, type OpStream } from '../src/replay/ops.js';
 import { fixtureTraces, parseStrategies, traceName } from '../src/replay/fixtures.js';
 import { benchStrategies, type BenchError, type BenchRow } from '../src/replay/run.js';
 import { renderCsv, renderTable, type BenchJson } from '../src/replay/render.js';
-import { outputPathProblem } from '../src/cli/output-path.js';
+import { outputPathProblem } from '../src/cli/paths.js';
 
 const DEFAULT_TIME = 1;
 

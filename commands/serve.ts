@@ -11,7 +11,7 @@ import { statsTable, type StatsSnapshot } from '../src/serve/stats-table.js';
 import { TraceWriter } from '../src/trace/writer.js';
 import { closeFd } from '../src/sys/index.js';
 import { DEFAULT_BUSY_POLL_US } from '../src/datapath/contract.js';
-import { outputPathProblem } from '../src/cli/output-path.js';
+import { outputPathProblem } from '../src/cli/paths.js';
 
 export default class Serve extends Command {
   static override summary = 'Run a vhost-user-net backend with device-IOTLB support.';

@@ -1,8 +1,7 @@
 import { Command, Flags } from '@oclif/core';
 import { RecordingProxy } from '../../src/trace/proxy.js';
 import { TraceWriter } from '../../src/trace/writer.js';
-import { outputPathProblem } from '../../src/cli/output-path.js';
-import { listenPathProblem } from '../../src/serve/socket-paths.js';
+import { listenPathProblem, outputPathProblem } from '../../src/cli/paths.js';
 
 export default class TraceRecord extends Command {
   static override summary = 'Record a vhost-user session: a transparent proxy between a front-end and a back-end.';

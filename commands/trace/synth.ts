@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../src/cli/base-command.js';
 import { SCENARIOS, SCENARIO_NAMES, writeSynthTrace, type ScenarioName, type SynthSummary } from '../../src/trace/synth.js';
-import { outputPathProblem } from '../../src/cli/output-path.js';
+import { outputPathProblem } from '../../src/cli/paths.js';
 
 export default class TraceSynth extends BaseCommand {
   static override summary = 'Generate a synthetic trace: IOTLB messages plus datapath translations for a known workload.';

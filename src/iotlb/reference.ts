@@ -98,12 +98,6 @@ export class ReferenceIotlb {
     return out;
   }
 
-  /** The user address of `x` and the permission of the range holding it, if one does. */
-  at(x: number): { uaddr: number; perm: number } | undefined {
-    const i = this.indexOf(x);
-    return i < 0 ? undefined : { uaddr: this.uaddr[i] + (x - this.iova[i]), perm: this.perm[i] };
-  }
-
   /** Index of the range holding x, or -1. */
   private indexOf(x: number): number {
     let lo = 0;

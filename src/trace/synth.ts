@@ -80,7 +80,10 @@ function resolve(options: SynthOptions): Required<SynthOptions> {
 
 /** Generates a scenario into `writer` (which the caller opened and closes). */
 export function synthesize(options: SynthOptions, writer: TraceWriter): SynthSummary {
-  const o = resolve(options);
+  return generate(resolve(options), writer);
+}
+
+function generate(o: Required<SynthOptions>, writer: TraceWriter): SynthSummary {
   const rng = new Prng(o.seed);
   const unit = unitOf(o.scenario);
   const e = new Emitter(writer, rng, unit);
@@ -103,10 +106,10 @@ export function synthTrace(options: SynthOptions): { bytes: Uint8Array; summary:
 
 /** A scenario written to `path`. */
 export function writeSynthTrace(path: string, options: SynthOptions): SynthSummary {
-  resolve(options); // bad options throw before the file is created
+  const o = resolve(options); // bad options throw before the file is created
   const writer = TraceWriter.open(path, SYNTH_WRITER_OPTIONS);
   try {
-    return synthesize(options, writer);
+    return generate(o, writer);
   } finally {
     writer.close();
   }
