@@ -13,8 +13,9 @@
  *           guest `intel_iommu=on iommu.strict=1` (every unmap flushed and forwarded)
  *   lazy    the same with Linux's default lazy (DMA-FQ) invalidation: unmaps are flushed in
  *           batches, and not every unmapped page reaches a vhost-user back-end as an
- *           INVALIDATE (docs/peers.md), so a caching back-end may read stale translations;
- *           the frames still count here
+ *           INVALIDATE (docs/peers.md). serve runs with `--iotlb-reuse per-burst`, which is
+ *           correct there; DPDK's vhost has no such mode and may read stale translations
+ *           (the frames still count)
  * Directions:
  *   tx      guest → back-end: guest pktgen, vit.pktsize=60 (64 bytes on the wire with FCS), N frames,
  *           into serve `--net sink` / testpmd `rxonly`; the rate is pktgen's own (frames / its usec)
@@ -360,7 +361,7 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
   const fail = (msg: string): CellRun => ({ round, pps: NaN, frames: 0, seconds: 0, wallMs: performance.now() - t0, error: msg });
   try {
     backend = col.kind === 'serve'
-      ? await startServeBackend(dir, col, direction, opts.serveArgs, opts.cpu)
+      ? await startServeBackend(dir, col, direction, row === 'lazy' ? ['--iotlb-reuse', 'per-burst', ...opts.serveArgs] : opts.serveArgs, opts.cpu)
       : await startDpdkBackend(dir, col, direction, iommu, opts.cpu);
     const spawnAt = performance.now();
     guest = startGuest({

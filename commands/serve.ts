@@ -39,6 +39,10 @@ export default class Serve extends Command {
     'iotlb-strategy': Flags.string({ summary: 'IOTLB cache strategy', options: strategyNames(), default: 'coalescing' }),
     'iotlb-batch-misses': Flags.boolean({ summary: 'walk the whole burst and send every distinct miss at once', default: false }),
     'iotlb-prefetch': Flags.integer({ summary: 'ask for the aligned range of this many bytes around a miss (0 = the page)', default: 0, min: 0 }),
+    'iotlb-reuse': Flags.string({
+      summary: 'keep a translation until the front-end invalidates it (cached), or forget all of them after every burst that returned buffers (per-burst): correct for guests whose IOMMU flushes QEMU does not forward (Linux\'s default lazy mode, docs/peers.md), at one miss per buffer',
+      options: ['cached', 'per-burst'], default: 'cached',
+    }),
     'busy-poll-us': Flags.integer({
       summary: `how long a worker keeps polling its rings with no work before it sleeps (-1 = never, as DPDK's lcores; default ${DEFAULT_BUSY_POLL_US} when every worker has a CPU of its own, else 0)`,
       min: -1,
@@ -82,7 +86,8 @@ export default class Serve extends Command {
     }
     const servers = flags.socket.map((socketPath) => new VhostUserServer({
       socketPath, client: flags.client, trace, queuePairs: flags.queues, net, strategy: flags['iotlb-strategy'],
-      batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'], busyPollUs: flags['busy-poll-us'],
+      batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'],
+      forgetAfterBurst: flags['iotlb-reuse'] === 'per-burst', busyPollUs: flags['busy-poll-us'],
       iotlbReader: flags['iotlb-reader'] as IotlbReader,
       traceTranslations: trace !== null && flags['trace-translations'],
       log: (level, text) => log(level, `${socketPath}: ${text}`),

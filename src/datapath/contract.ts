@@ -68,6 +68,12 @@ export interface WorkerSetup {
   batchMisses: boolean;
   /** Bytes around a miss to ask for (0 = just the missing page). */
   prefetch: number;
+  /**
+   * Forget every cached translation after a burst that returned buffers to the driver
+   * (serve --iotlb-reuse per-burst): a guest whose IOMMU flushes never reach us (Linux's lazy
+   * mode under QEMU, docs/peers.md) may reuse an IOVA for a new page once its buffer is back.
+   */
+  forgetAfterBurst: boolean;
   /** Microseconds the worker spins without work before it sleeps; < 0: it never sleeps. */
   busyPollUs: number;
   /** serve may run on fewer CPUs than it has threads that poll: an idle worker yields its CPU. */

@@ -272,6 +272,22 @@ export class QueuePairRuntime implements IotlbOpSink {
       this.breakRing(ring, q.brokenReason);
     }
     if (ring.net.takeInterrupt() && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);
+    if (this.setup.forgetAfterBurst) this.forgetReturned(ring);
+  }
+
+  /**
+   * Buffers went back to the driver: drop every translation, so none is used for an IOVA
+   * the guest may unmap and map elsewhere with a flush we never see. Only then: a burst that
+   * stopped at its first chain keeps what it learnt, so a chain over several pages gets all
+   * of them in the end instead of losing one while it misses the next. The pending-miss
+   * list stays (those misses are still outstanding), and the ring's own mapping is held by
+   * the queue, dropped only by an INVALIDATE that covers it.
+   */
+  private forgetReturned(ring: Ring): void {
+    const used = ring.queue.usedIdx;
+    if (ring.cache === null || used === ring.usedWhenForgotten) return;
+    ring.usedWhenForgotten = used;
+    ring.cache.clear();
   }
 
   // --- the poll step ---

@@ -42,6 +42,8 @@ export class Ring {
   missStalled = false;
   stalledAt = 0;
   stalledIova = 0;
+  /** The used index when the cache was last forgotten (WorkerSetup.forgetAfterBurst). */
+  usedWhenForgotten = 0;
 
   constructor(readonly index: number, setup: WorkerSetup, stats: SharedArrayBuffer) {
     this.counters = ringCounters(stats, index & 1);

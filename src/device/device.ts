@@ -37,6 +37,8 @@ export interface DeviceOptions {
   strategy: string;
   batchMisses: boolean;
   prefetch: number;
+  /** WorkerSetup.forgetAfterBurst (serve --iotlb-reuse per-burst). */
+  forgetAfterBurst?: boolean;
   /** WorkerSetup.busyPollUs; undefined: DEFAULT_BUSY_POLL_US with a CPU per worker, else 0. */
   busyPollUs?: number;
   /** Default auto. */
@@ -96,6 +98,16 @@ export class NetDevice {
     return hasFeature(this.protocolFeatures, bit);
   }
 
+  /**
+   * Said once per negotiation: no message tells a back-end which guests flush lazily, so the
+   * log names what the reuse mode means for one (docs/peers.md).
+   */
+  iommuNegotiated(): void {
+    this.options.log('info', this.options.forgetAfterBurst
+      ? 'IOMMU negotiated: translations forgotten after every burst that returned buffers (--iotlb-reuse per-burst)'
+      : 'IOMMU negotiated: translations kept until invalidated; a Linux guest in its default lazy IOMMU mode needs --iotlb-reuse per-burst (or iommu.strict=1)');
+  }
+
   get iommu(): boolean {
     return this.has(VirtioFeature.ACCESS_PLATFORM);
   }
@@ -137,6 +149,7 @@ export class NetDevice {
       backendFd: this.backendFd,
       batchMisses: this.options.batchMisses,
       prefetch: this.options.prefetch,
+      forgetAfterBurst: this.options.forgetAfterBurst ?? false,
       busyPollUs: this.options.busyPollUs ?? (sharesCpu ? 0 : DEFAULT_BUSY_POLL_US),
       sharesCpu,
       trace: this.traceTarget,

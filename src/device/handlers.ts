@@ -65,8 +65,10 @@ export const handlers = {
     if (device.vrings.some((v) => v.running) && features !== device.features) {
       throw new DeviceError('SET_FEATURES: features cannot change while rings run');
     }
+    const hadIommu = device.iommu;
     device.features = features;
     device.featuresSet = true;
+    if (device.iommu && !hadIommu) device.iommuNegotiated();
     await device.dropIdleWorkers();
   },
 

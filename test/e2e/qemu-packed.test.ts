@@ -4,13 +4,14 @@
 //
 //   1. no IOMMU: ping 5/5, 16 MiB over TCP with equal sha256 on both ends
 //   2. intel-iommu (device-iotlb, ats, guest iommu.strict=1), --iotlb-strategy coalescing:
-//      ping 5/5, 8 MiB over TCP intact, misses sent and hits on both rings
+//      ping 5/5, 8 MiB over TCP each way intact, misses sent and hits on both rings
+//   3. the same in Linux's default lazy IOMMU mode with --iotlb-reuse per-burst: 8 MiB each way
 //
 // Each case asserts through serve's control socket (`state`, what `inspect --json` shows) that
 // RING_PACKED was negotiated, so a guest silently falling back to split rings cannot pass.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeAllRigs, pingOk, sampleState, startRig, transferOk, waitDisconnected, type Rig } from '../support/qemu-rig.js';
+import { closeAllRigs, pingOk, receiveOk, sampleState, startRig, transferOk, waitDisconnected, type Rig } from '../support/qemu-rig.js';
 import { total } from '../support/serve.js';
 import type { DeviceState } from '../../src/control/state.js';
 import type { GuestOptions } from '../peers/qemu.js';
@@ -64,9 +65,9 @@ describe('serve --net tap with a QEMU guest, packed virtqueues', () => {
     }
   });
 
-  it('intel-iommu, --iotlb-strategy coalescing: ping 5/5, 8 MiB over TCP intact, misses sent, hits on both rings, RING_PACKED negotiated', { timeout: 75_000 }, async () => {
+  it('intel-iommu, --iotlb-strategy coalescing: ping 5/5, 8 MiB over TCP each way intact, misses sent, hits on both rings, RING_PACKED negotiated', { timeout: 120_000 }, async () => {
     const mib = 8;
-    const rig = await startRig(['--iotlb-strategy', 'coalescing'], { tcp: true });
+    const rig = await startRig(['--iotlb-strategy', 'coalescing'], { tcp: true, source: mib });
     try {
       const opts: Partial<GuestOptions> = { packed: true, iommu: true };
       const t0 = Date.now();
@@ -87,8 +88,23 @@ describe('serve --net tap with a QEMU guest, packed virtqueues', () => {
       }
       const state = await waitDisconnected(rig.serve);
       assert.ok(total(state, 'tx', 'bytes') >= mib * 1024 * 1024);
-      console.log(`# packed iommu coalescing: ping ${tPing - t0} ms, ${mib} MiB tcp ${tTcp - tPing} ms; ` +
+      const liveRecv = await whileSampling(rig, () => receiveOk(rig, opts));
+      assertPacked(liveRecv, true);
+      console.log(`# packed iommu coalescing: ping ${tPing - t0} ms, ${mib} MiB tcp ${tTcp - tPing} ms, ${mib} MiB host → guest ${Date.now() - tTcp} ms; ` +
         live.queues.map((q) => `${q.kind} missesSent ${q.counters?.missesSent} hits ${q.iotlb?.stats.hits}/${q.iotlb?.stats.lookups}`).join(', '));
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('lazy intel-iommu guest, --iotlb-reuse per-burst: 8 MiB over TCP each way intact, RING_PACKED negotiated', { timeout: 120_000 }, async () => {
+    const rig = await startRig(['--iotlb-strategy', 'coalescing', '--iotlb-reuse', 'per-burst'], { tcp: true, source: 8 });
+    try {
+      const opts = { packed: true, iommu: true, lazy: true };
+      const live = await whileSampling(rig, () => transferOk(rig, 8, opts));
+      assertPacked(live, true);
+      await waitDisconnected(rig.serve);
+      assertPacked(await whileSampling(rig, () => receiveOk(rig, opts)), true);
     } finally {
       await rig.close();
     }

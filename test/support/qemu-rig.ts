@@ -4,6 +4,7 @@
 //   const rig = await startRig(['--iotlb-strategy', 'coalescing'], { tcp: true });
 //   await pingOk(rig, { iommu: true, packed: true });          // ping 5/5
 //   await transferOk(rig, 8, { iommu: true });                 // 8 MiB tcp-send, sha256 equal both ends
+//   await receiveOk(rig, { iommu: true });                     // with { source: 8 }: 8 MiB tcp-recv, sha256 equal
 //   const s = await waitDisconnected(rig.serve);               // serve's state() once QEMU is gone
 //   await rig.close();                                         // or closeAllRigs() in after()
 //
@@ -11,8 +12,9 @@
 // namespace; the namespace holds 192.0.2.1/24 on the tap and (with `tcp`) a Node TCP server
 // that hashes what it receives; the guest is 192.0.2.2/24. Nothing leaves the namespace.
 //
-// IOMMU guests boot with iommu.strict=1 (see docs/peers.md): in Linux's default lazy mode the
-// guest defers IOTLB flushes and QEMU 7.2 forwards none of them to a vhost-user back-end.
+// IOMMU guests boot with iommu.strict=1 unless `lazy` (see docs/peers.md): in Linux's default lazy
+// mode QEMU 7.2 turns the guest's deferred flushes into INVALIDATEs only for pages it saw mapped
+// at an earlier flush, so a caching back-end needs `serve --iotlb-reuse per-burst`.
 import assert from 'node:assert/strict';
 import { startGuest, type Guest, type GuestOptions, type GuestResult } from '../peers/qemu.js';
 import { sleep } from '../peers/util.js';
@@ -24,6 +26,8 @@ export const TAP = 'vit0';
 export const HOST_IP = '192.0.2.1';
 export const GUEST_CIDR = '192.0.2.2/24';
 export const PORT = 5201;
+/** Where the namespace's TCP source (startRig's `source`) serves guests running tcp-recv. */
+export const SOURCE_PORT = 5202;
 export const STRICT_IOMMU = 'iommu.strict=1';
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -46,21 +50,25 @@ export interface Rig {
   ns: Netns;
   serve: ServeProcess;
   tcp: TcpPeer | null;
+  /** Sends its MiB to each guest that connects (tcp-recv), with `source`. */
+  source: TcpPeer | null;
   guests: Guest[];
   close(): Promise<void>;
 }
 
-export async function startRig(serveArgs: string[], opts: { socket?: string; tcp?: boolean } = {}): Promise<Rig> {
+export async function startRig(serveArgs: string[], opts: { socket?: string; tcp?: boolean; source?: number } = {}): Promise<Rig> {
   const ns = createNetns();
   const guests: Guest[] = [];
   let serve: ServeProcess | null = null;
   let tcp: TcpPeer | null = null;
+  let source: TcpPeer | null = null;
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
     for (const g of guests) await g.kill().catch(() => undefined);
     await tcp?.stop().catch(() => undefined);
+    await source?.stop().catch(() => undefined);
     await serve?.stop().catch(() => undefined);
     const pids = netnsPids(ns.name);
     if (pids.length > 0) leaks.push(`${ns.name}: ${pids.join(' ')}`);
@@ -73,18 +81,21 @@ export async function startRig(serveArgs: string[], opts: { socket?: string; tcp
     });
     await ns.configure(TAP, `${HOST_IP}/24`);
     if (opts.tcp) tcp = await startTcpPeer(ns, HOST_IP, PORT);
+    if (opts.source) source = await startTcpPeer(ns, HOST_IP, SOURCE_PORT, opts.source * 1024 * 1024);
   } catch (err) {
     await close();
     throw err;
   }
-  return { ns, serve, tcp, guests, close };
+  return { ns, serve, tcp, source, guests, close };
 }
 
-export type BootOptions = Omit<GuestOptions, 'socketPath'> & { socketPath?: string };
+/** `lazy`: with an IOMMU, keep Linux's default lazy invalidation instead of iommu.strict=1. */
+export type BootOptions = Omit<GuestOptions, 'socketPath'> & { socketPath?: string; lazy?: boolean };
 
-/** Starts a guest on the rig's serve (guest and peer addresses filled in; iommu.strict=1 with an IOMMU). */
-export function boot(rig: Rig, opts: BootOptions): Guest {
-  const iommuArgs = opts.iommu ? [STRICT_IOMMU] : [];
+/** Starts a guest on the rig's serve (guest and peer addresses filled in; iommu.strict=1 with an IOMMU unless lazy). */
+export function boot(rig: Rig, bootOpts: BootOptions): Guest {
+  const { lazy, ...opts } = bootOpts;
+  const iommuArgs = opts.iommu && !lazy ? [STRICT_IOMMU] : [];
   const g = startGuest({
     socketPath: rig.serve.socket,
     timeoutMs: 120_000,
@@ -105,7 +116,7 @@ export function assertDone(r: GuestResult, what: string, serve: ServeProcess): v
   assert.equal(r.error, undefined, `${what}: guest error ${r.error}`);
 }
 
-export async function pingOk(rig: Rig, opts: Partial<GuestOptions> = {}, count = 5): Promise<GuestResult> {
+export async function pingOk(rig: Rig, opts: Partial<BootOptions> = {}, count = 5): Promise<GuestResult> {
   const g = boot(rig, { mode: 'ping', ...opts, args: { count, ...(opts.args ?? {}) } });
   const r = await g.result();
   assertDone(r, 'ping', rig.serve);
@@ -119,7 +130,7 @@ export interface TransferResult extends GuestResult {
 }
 
 /** tcp-send: the guest sends `mib` MiB; the namespace's server must hash the same bytes. */
-export async function transferOk(rig: Rig, mib: number, opts: Partial<GuestOptions> = {}): Promise<TransferResult> {
+export async function transferOk(rig: Rig, mib: number, opts: Partial<BootOptions> = {}): Promise<TransferResult> {
   assert.ok(rig.tcp, 'rig without a TCP peer');
   const from = rig.tcp.log.lines.length;
   const g = boot(rig, { mode: 'tcp-send', ...opts, args: { mib, ...(opts.args ?? {}) } });
@@ -131,6 +142,21 @@ export async function transferOk(rig: Rig, mib: number, opts: Partial<GuestOptio
   const host = await rig.tcp.result(15_000, from);
   assert.equal(host.bytes, r.sha256.bytes, 'bytes the namespace received');
   assert.equal(host.hex, r.sha256.hex, 'sha256 of what the namespace received vs what the guest sent');
+  return { ...r, host };
+}
+
+/** tcp-recv: the namespace's source sends its MiB; the guest must hash the same bytes. */
+export async function receiveOk(rig: Rig, opts: Partial<BootOptions> = {}): Promise<TransferResult> {
+  assert.ok(rig.source, 'rig without a TCP source');
+  const from = rig.source.log.lines.length;
+  const g = boot(rig, { mode: 'tcp-recv', ...opts, args: { port: SOURCE_PORT, ...(opts.args ?? {}) } });
+  const r = await g.result();
+  assertDone(r, 'tcp-recv', rig.serve);
+  const host = await rig.source.result(15_000, from);
+  assert.ok(r.sha256, `guest printed no sha256:\n${tail(r.lines)}`);
+  assert.equal(r.sha256.bytes, host.bytes, `bytes the guest received (source sent ${host.bytes}):\n${tail(r.lines)}`);
+  assert.equal(r.sha256.hex, host.hex, 'sha256 of what the guest received vs what the namespace sent');
+  assert.deepEqual(r.tcp, { ok: true, rc: 0 }, `nc in the guest failed:\n${tail(r.lines)}`);
   return { ...r, host };
 }
 
