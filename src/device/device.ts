@@ -216,6 +216,18 @@ export class NetDevice {
     }
   }
 
+  /**
+   * SET_FEATURES with no ring running is QEMU starting the device (vhost_dev_start; after a
+   * guest reboot or driver reload too, on the same connection and often with no new memory
+   * table). The guest's IOMMU starts over then, so translations learnt before would map its
+   * new IOVAs to old pages, and QEMU invalidates none of them: they go, as DPDK drops its
+   * cache on a new memory table. (Idle workers were just retired: the shadow is all there is.)
+   */
+  forgetIotlbIfStopped(): void {
+    if (this.vrings.some((v) => v.running) || this.iotlbShadow.stats.entries === 0) return;
+    this.iotlbShadow.clear();
+  }
+
   /** RESET_DEVICE: every ring stops and forgets its configuration; memory and features stay. */
   async resetRings(): Promise<void> {
     for (const vring of this.vrings) {

@@ -70,6 +70,7 @@ export const handlers = {
     device.featuresSet = true;
     if (device.iommu && !hadIommu) device.iommuNegotiated();
     await device.dropIdleWorkers();
+    device.forgetIotlbIfStopped();
   },
 
   SET_OWNER: (device) => {

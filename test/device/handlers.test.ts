@@ -97,6 +97,26 @@ describe('device handlers', () => {
     assert.deepEqual(dev.iotlbShadow.entries(), []);
   });
 
+  it('SET_FEATURES with every ring stopped (a device start: guest reboot) forgets the IOTLB; while a ring runs it keeps it', async () => {
+    const lines: string[] = [];
+    const dev = new NetDevice({
+      queuePairs: 1, net: { kind: 'sink' }, strategy: 'coalescing', batchMisses: false, prefetch: 0,
+      traceTranslations: false, log: (_level, text) => lines.push(text),
+    });
+    const features = u64(featureMask(VirtioFeature.VERSION_1, VirtioFeature.ACCESS_PLATFORM));
+    const update: Body = { kind: 'iotlb', iotlbType: IotlbType.UPDATE, iova: 0x1000n, size: 0x1000n, userAddr: 0x7f0000000000n, perm: 3 };
+    await handle(dev, FrontendRequest.SET_FEATURES, features);
+    await handle(dev, FrontendRequest.IOTLB_MSG, update);
+    dev.vrings[1]!.running = true;
+    await handle(dev, FrontendRequest.SET_FEATURES, features);
+    assert.equal(dev.iotlbShadow.entries().length, 1, 'kept while a ring runs (QEMU toggling features live)');
+    dev.vrings[1]!.running = false;
+    await handle(dev, FrontendRequest.SET_FEATURES, features);
+    assert.deepEqual(dev.iotlbShadow.entries(), [], 'nothing from the previous start survives');
+    assert.equal(lines.filter((l) => l.startsWith('IOMMU negotiated')).length, 1, `said once: ${lines.join(' | ')}`);
+    assert.match(lines[0]!, /--iotlb-reuse per-burst/);
+  });
+
   it('requests whose protocol feature was not offered are refused by name', async () => {
     await refused(device(), FrontendRequest.SET_VRING_ENDIAN, vringState(0, 1), /SET_VRING_ENDIAN is not supported/);
   });

@@ -39,6 +39,10 @@ export interface GuestOptions {
   packed?: boolean;
   /** QEMU is the vhost-user socket server (server=on,wait=off); the backend must connect with client mode. */
   server?: boolean;
+  /** As the client, QEMU reconnects every second when the back-end goes away (reconnect=1). */
+  reconnect?: boolean;
+  /** A guest reboot restarts the guest instead of ending QEMU (no -no-reboot). */
+  reboot?: boolean;
   /** Guest MAC; default 52:54:00:12:34:56. */
   mac?: string;
   /** Guest memory (memfd, share=on); default 512. */
@@ -142,6 +146,7 @@ export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: st
 
   let chardev = `socket,id=char0,path=${opts.socketPath}`;
   if (opts.server) chardev += ',server=on,wait=off';
+  else if (opts.reconnect) chardev += ',reconnect=1';
   let netdev = 'vhost-user,id=net0,chardev=char0';
   if (queues > 1) netdev += `,queues=${queues}`;
   let dev = `virtio-net-pci,netdev=net0,mac=${mac},romfile=,vectors=0`;
@@ -159,7 +164,7 @@ export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: st
     '-no-user-config',
     '-serial', 'stdio',
     '-monitor', 'none',
-    '-no-reboot',
+    ...(opts.reboot ? [] : ['-no-reboot']),
     '-kernel', image.kernel,
     '-initrd', image.initrd,
     '-append', kargs.join(' '),

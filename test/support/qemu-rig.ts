@@ -16,6 +16,7 @@
 // mode QEMU 7.2 turns the guest's deferred flushes into INVALIDATEs only for pages it saw mapped
 // at an earlier flush, so a caching back-end needs `serve --iotlb-reuse per-burst`.
 import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
 import { startGuest, type Guest, type GuestOptions, type GuestResult } from '../peers/qemu.js';
 import { sleep } from '../peers/util.js';
 import { createNetns, netnsPids, startTcpPeer, type Netns, type TcpPeer } from './netns.js';
@@ -53,6 +54,12 @@ export interface Rig {
   /** Sends its MiB to each guest that connects (tcp-recv), with `source`. */
   source: TcpPeer | null;
   guests: Guest[];
+  /**
+   * Starts serve again, with the same arguments on the same socket (after it died, e.g. by
+   * SIGKILL: its stale sockets are left for it to replace), and configures its new tap.
+   * `rig.serve` is the new process afterwards.
+   */
+  restartServe(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -75,18 +82,33 @@ export async function startRig(serveArgs: string[], opts: { socket?: string; tcp
     ns.destroy();
   };
   cleanups.push(close);
-  try {
-    serve = await startServe(['--net', `tap:${TAP}`, '--quiet', ...serveArgs], {
-      prefix: ns.execPrefix(), ...(opts.socket ? { socket: opts.socket } : {}),
+  const launch = async (socket: string | undefined, dir: string | undefined): Promise<ServeProcess> => {
+    const started = await startServe(['--net', `tap:${TAP}`, '--quiet', ...serveArgs], {
+      prefix: ns.execPrefix(), ...(socket ? { socket } : {}), ...(dir ? { dir } : {}),
     });
     await ns.configure(TAP, `${HOST_IP}/24`);
+    return started;
+  };
+  try {
+    serve = await launch(opts.socket, undefined);
     if (opts.tcp) tcp = await startTcpPeer(ns, HOST_IP, PORT);
     if (opts.source) source = await startTcpPeer(ns, HOST_IP, SOURCE_PORT, opts.source * 1024 * 1024);
   } catch (err) {
     await close();
     throw err;
   }
-  return { ns, serve, tcp, source, guests, close };
+  const rig: Rig = {
+    ns, serve, tcp, source, guests, close,
+    async restartServe() {
+      const old = serve!;
+      await old.stop().catch(() => undefined);
+      // startServe waits for the control socket to appear: the dead one's must go first.
+      rmSync(old.control, { force: true });
+      serve = await launch(old.socket, old.dir);
+      rig.serve = serve;
+    },
+  };
+  return rig;
 }
 
 /** `lazy`: with an IOMMU, keep Linux's default lazy invalidation instead of iommu.strict=1. */
