@@ -150,6 +150,7 @@ class VhostSys : public Napi::Addon<VhostSys> {
         InstanceMethod("memoryFence", &VhostSys::MemoryFence),
         InstanceMethod("yieldCpu", &VhostSys::YieldCpu),
         InstanceMethod("openTap", &VhostSys::OpenTap),
+        InstanceMethod("setTapOffload", &VhostSys::SetTapOffload),
         InstanceMethod("watchFd", &VhostSys::WatchFd),
         InstanceMethod("unwatchFd", &VhostSys::UnwatchFd),
         InstanceValue("pageSize", Napi::Number::New(env, static_cast<double>(sysconf(_SC_PAGESIZE)))),
@@ -558,6 +559,17 @@ class VhostSys : public Napi::Addon<VhostSys> {
     result.Set("fd", Napi::Number::New(env, fd));
     result.Set("name", Napi::String::New(env, ifr.ifr_name));
     return result;
+  }
+
+  // setTapOffload(fd, vnetHdrSize, offloadFlags): TUNSETVNETHDRSZ then TUNSETOFFLOAD (TUN_F_*).
+  Napi::Value SetTapOffload(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int fd = FdArg(info, 0);
+    int size = info[1].As<Napi::Number>().Int32Value();
+    unsigned int flags = info[2].As<Napi::Number>().Uint32Value();
+    if (ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) ThrowErrno(env, "ioctl TUNSETVNETHDRSZ", errno);
+    if (ioctl(fd, TUNSETOFFLOAD, flags) < 0) ThrowErrno(env, "ioctl TUNSETOFFLOAD", errno);
+    return env.Undefined();
   }
 
   // watchFd(fd, callback) -> id. The callback runs on this env's loop thread with

@@ -66,6 +66,8 @@ export interface WorkerSetup {
   stats: SharedArrayBuffer;
   /** Batch misses: walk the rest of a burst and send every distinct miss at once. */
   batchMisses: boolean;
+  /** net/offloads.ts TxOffload bits negotiated: what a guest header may ask of an endpoint that takes headers. */
+  txOffloads: number;
   /** Bytes around a miss to ask for (0 = just the missing page). */
   prefetch: number;
   /**

@@ -50,6 +50,8 @@ export class Ring {
     this.missLatency = missLatency(stats, index & 1);
     const isRx = (index & 1) === 0;
     this.queue = setup.packed ? new PackedQueue() : new SplitQueue();
-    this.net = new NetQueue(this.queue, { headerLength: setup.headerLength, mergeable: isRx && setup.mergeableRx, counters: this.counters });
+    this.net = new NetQueue(this.queue, {
+      headerLength: setup.headerLength, mergeable: isRx && setup.mergeableRx, counters: this.counters, txOffloads: isRx ? 0 : setup.txOffloads,
+    });
   }
 }

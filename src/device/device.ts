@@ -14,6 +14,7 @@ import { RING_COUNTERS, type RingCounterName } from '../datapath/stats.js';
 import { LatencyHistogram } from '../stats/latency.js';
 import { IotlbType } from '../protocol/index.js';
 import { getStrategy } from '../iotlb/registry.js';
+import { TX_OFFLOAD_FEATURES, txOffloadsOf } from '../net/offloads.js';
 import type { IotlbStrategy } from '../iotlb/strategy.js';
 import { DeviceError } from './errors.js';
 import { MemoryTable } from './memory-table.js';
@@ -83,7 +84,11 @@ export class NetDevice {
   }
 
   get offeredFeatures(): bigint {
-    return this.options.queuePairs > 1 ? OFFERED_FEATURES : OFFERED_FEATURES & ~(1n << BigInt(NetFeature.MQ));
+    let offered = this.options.queuePairs > 1 ? OFFERED_FEATURES : OFFERED_FEATURES & ~(1n << BigInt(NetFeature.MQ));
+    // Only a tap takes the guest's header to the kernel, which segments and checksums for it;
+    // other endpoints would have to do that work themselves, so they do not offer it.
+    if (this.options.net.kind === 'tap') offered |= TX_OFFLOAD_FEATURES;
+    return offered;
   }
 
   get offeredProtocolFeatures(): bigint {
@@ -144,6 +149,7 @@ export class NetDevice {
       eventIdx: this.has(VirtioFeature.EVENT_IDX),
       packed: this.packed,
       mergeableRx: this.has(NetFeature.MRG_RXBUF),
+      txOffloads: txOffloadsOf(this.features),
       headerLength: this.has(VirtioFeature.VERSION_1) || this.has(NetFeature.MRG_RXBUF) ? 12 : 10,
       strategy: this.options.strategy,
       backendFd: this.backendFd,

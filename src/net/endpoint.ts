@@ -21,9 +21,12 @@ export interface FrameSink {
    * One guest frame: pieces sg[first .. sg.count) (the first one trimmed past the
    * virtio-net header), `len` bytes in all. The pieces are guest memory and only valid
    * during the call. Return false to refuse it (backpressure): the TX chain stays
-   * unconsumed and the burst stops.
+   * unconsumed and the burst stops. `header` is the frame's virtio-net header when the sink
+   * takes headers (offloads.ts), else null.
    */
-  transmit(sg: ScatterList, first: number, len: number): boolean;
+  transmit(sg: ScatterList, first: number, len: number, header: Uint8Array | null): boolean;
+  /** transmit() wants each frame's virtio-net header (a tap with IFF_VNET_HDR): offloads pass through. */
+  readonly takesHeader?: boolean;
   /** End of a TX burst that delivered at least one frame (loopback publishes its RX used ring here). */
   flush(): void;
 }

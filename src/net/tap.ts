@@ -1,7 +1,9 @@
 /**
- * A Linux tap device (opened by the main thread, IFF_TAP|IFF_NO_PI, non-blocking): guest
- * frames are written to it, frames the host sends come back to the guest. One frame buffer
- * each way, allocated once; a frame read while RX has no room waits in it for the next poll.
+ * A Linux tap device (opened by the main thread, IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, non-blocking,
+ * src/serve/net-mode.ts): guest frames are written to it with their virtio-net header, so
+ * checksum and segmentation offloads reach the kernel as the guest asked (offloads.ts checked
+ * the header first); frames the host sends come back to the guest. One frame buffer each way,
+ * allocated once; a frame read while RX has no room waits in it for the next poll.
  */
 import { readFd, writeFd } from '../sys/index.js';
 import type { Endpoint } from './endpoint.js';
@@ -9,19 +11,23 @@ import { ScatterList, copyBytes } from '../virtqueue/scatter.js';
 import { wideOf } from '../memory/wide-view.js';
 import { receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from './virtio-net.js';
 
-const MAX_FRAME = 65536;
+/** The vnet header every frame on the tap carries (virtio_net_hdr_mrg_rxbuf: num_buffers unused). */
+export const TAP_HEADER_LENGTH = 12;
+/** A GSO frame: up to 64 KiB of IP packet, an Ethernet header and a VLAN tag. */
+const MAX_FRAME = 65536 + 64;
 
 export class TapEndpoint implements Endpoint {
-  private readonly txFrame = new Uint8Array(MAX_FRAME);
-  private readonly rxFrame = new Uint8Array(MAX_FRAME);
+  private readonly txFrame = new Uint8Array(TAP_HEADER_LENGTH + MAX_FRAME);
+  private readonly rxFrame = new Uint8Array(TAP_HEADER_LENGTH + MAX_FRAME);
   /** Wide views of rxFrame, so frames are copied into the guest 8 bytes at a time. */
   private readonly rxWide = wideOf(this.rxFrame);
   private readonly rxPieces = new ScatterList(1);
-  /** Length of a frame read from the tap but not yet delivered (0 = none). */
+  /** Length of a frame (after its vnet header) read from the tap but not yet delivered (0 = none). */
   private heldLength = 0;
   writeErrors = 0;
   readonly polls = true;
   readonly feedsReceive = false;
+  readonly takesHeader = true;
   readonly whyHeld = 'the host side does not read the tap fast enough; the guest\'s TX waits';
 
   constructor(private readonly fd: number, private readonly rxq: NetQueue) {}
@@ -30,19 +36,24 @@ export class TapEndpoint implements Endpoint {
     return this.fd;
   }
 
-  transmit(sg: ScatterList, first: number, len: number): boolean {
+  transmit(sg: ScatterList, first: number, len: number, header: Uint8Array | null): boolean {
     if (len > MAX_FRAME) return true; // cannot be a valid frame: drop
-    let at = 0;
+    const frame = this.txFrame;
+    if (header !== null) copyBytes(frame, 0, header, 0, 10);
+    else frame.fill(0, 0, 10);
+    frame[10] = 0;
+    frame[11] = 0;
+    let at = TAP_HEADER_LENGTH;
     for (let p = first; p < sg.count; p++) {
-      copyBytes(this.txFrame, at, sg.bytes[p], sg.offset[p], sg.len[p]);
+      copyBytes(frame, at, sg.bytes[p], sg.offset[p], sg.len[p]);
       at += sg.len[p];
     }
     try {
       // EAGAIN (-1) means the host side is not reading: keep the chain, try again later.
-      return writeFd(this.fd, this.txFrame, 0, len) >= 0;
+      return writeFd(this.fd, frame, 0, at) >= 0;
     } catch {
       this.writeErrors++;
-      return true; // the interface went down: the frame is lost like on a real link
+      return true; // the interface went down (or refused the frame): lost as on a real link
     }
   }
 
@@ -52,12 +63,13 @@ export class TapEndpoint implements Endpoint {
     let delivered = 0;
     while (delivered < max) {
       if (this.heldLength === 0) {
-        const n = readFd(this.fd, this.rxFrame, 0, MAX_FRAME);
-        if (n <= 0) break;
-        this.heldLength = n;
+        const n = readFd(this.fd, this.rxFrame, 0, this.rxFrame.length);
+        if (n <= TAP_HEADER_LENGTH) break;
+        // No receive offload was enabled: the header says nothing the guest must act on.
+        this.heldLength = n - TAP_HEADER_LENGTH;
       }
       this.rxPieces.reset();
-      this.rxPieces.push(this.rxFrame, 0, this.heldLength, this.rxWide);
+      this.rxPieces.push(this.rxFrame, TAP_HEADER_LENGTH, this.heldLength, this.rxWide);
       const r = receiveFrame(this.rxq, this.rxPieces, 0, this.heldLength, false);
       if (r !== RX_DONE && r !== RX_DROPPED) break; // no room / miss: the frame waits
       this.heldLength = 0;

@@ -21,9 +21,10 @@ import { WALK_MISS, WALK_OK, SINGLE_REST } from '../virtqueue/chain.js';
 import { ACCESS_WRITE } from '../memory/address-space.js';
 import { NO_WIDE, type WideView } from '../memory/wide-view.js';
 import type { VirtQueue } from '../virtqueue/queue.js';
-import { ScatterList, copyPiece, DEFAULT_SG_CAPACITY } from '../virtqueue/scatter.js';
+import { ScatterList, copyBytes, copyPiece, DEFAULT_SG_CAPACITY } from '../virtqueue/scatter.js';
 import { BufferRun } from '../virtqueue/buffer-run.js';
 import type { FrameSink } from './endpoint.js';
+import { txHeaderProblem } from './offloads.js';
 
 export const NetCounter = {
   packets: 0,
@@ -69,6 +70,8 @@ export interface NetQueueOptions {
   mergeable: boolean;
   /** Counter block (NET_COUNTERS slots); a private one when omitted. */
   counters?: Float64Array;
+  /** TX: offloads.ts TxOffload bits the guest negotiated (checked in every header a sink takes). */
+  txOffloads?: number;
   sgCapacity?: number;
 }
 
@@ -85,6 +88,9 @@ export class NetQueue {
   readonly lens: Uint32Array;
   /** Scratch for a MAC swap that straddles pieces. */
   readonly mac = new Uint8Array(12);
+  /** TX: the current frame's virtio-net header, for endpoints that take it (FrameSink.takesHeader). */
+  readonly header = new Uint8Array(VIRTIO_NET_HDR_MRG_LEN);
+  readonly txOffloads: number;
   /** RX bursts: the buffers receiveBurst() fills in one go (buffer-run.ts says why). */
   readonly run = new BufferRun(RUN_CAPACITY);
 
@@ -98,6 +104,7 @@ export class NetQueue {
     this.queue = queue;
     this.hdrLen = opts.headerLength;
     this.mergeable = opts.mergeable;
+    this.txOffloads = opts.txOffloads ?? 0;
     this.counters = opts.counters ?? new Float64Array(NET_COUNTERS);
     this.sg = new ScatterList(opts.sgCapacity ?? DEFAULT_SG_CAPACITY);
     this.heads = new Uint16Array(this.sg.capacity);
@@ -134,6 +141,7 @@ export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): 
   const sg = txq.sg;
   const hdrLen = txq.hdrLen;
   const c = txq.counters;
+  const header = endpoint.takesHeader === true ? txq.header : null;
   let done = 0;
   let delivered = 0;
   while (done < avail) {
@@ -157,6 +165,18 @@ export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): 
       done++;
       continue;
     }
+    if (header !== null) {
+      gatherHeader(sg, hdrLen, header);
+      if (txHeaderProblem(header, total - hdrLen, txq.txOffloads) !== '') {
+        // Never handed on: the kernel would act on offsets and sizes the guest chose.
+        c[NetCounter.errors]++;
+        c[NetCounter.drops]++;
+        q.pushUsed(q.chainHead, 0);
+        q.consume(1);
+        done++;
+        continue;
+      }
+    }
     // Skip the header, which may span pieces (pieces are never empty).
     let p = 0;
     if (sg.len[0] > hdrLen) {
@@ -166,7 +186,7 @@ export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): 
       p = skipHeader(sg, hdrLen);
     }
     const flen = total - hdrLen;
-    if (!endpoint.transmit(sg, p, flen)) {
+    if (!endpoint.transmit(sg, p, flen, header)) {
       c[NetCounter.held]++;
       break;
     }
@@ -180,6 +200,16 @@ export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): 
   if (delivered !== 0) endpoint.flush();
   if (done !== 0) txq.finish();
   return done;
+}
+
+/** Copies the header, which may span pieces, into `out` (a 10-byte one leaves num_buffers 0). */
+function gatherHeader(sg: ScatterList, hdrLen: number, out: Uint8Array): void {
+  out.fill(0);
+  for (let p = 0, at = 0; at < hdrLen; p++) {
+    const n = Math.min(sg.len[p]!, hdrLen - at);
+    copyBytes(out, at, sg.bytes[p]!, sg.offset[p]!, n);
+    at += n;
+  }
 }
 
 function skipHeader(sg: ScatterList, hdrLen: number): number {

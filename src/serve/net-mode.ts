@@ -1,5 +1,6 @@
 /** Parses `serve --net` into the data path's NetMode. */
-import { openTap } from '../sys/index.js';
+import { openTap, setTapOffload } from '../sys/index.js';
+import { TAP_HEADER_LENGTH } from '../net/tap.js';
 import type { LoopbackFull, NetMode } from '../net/endpoint.js';
 
 export const NET_MODES = ['loopback', 'sink', 'source', 'tap:IFNAME'] as const;
@@ -16,7 +17,10 @@ export function parseNetMode(value: string, frameSize: number, frameCount = 0, l
   if (value.startsWith('tap:')) {
     const name = value.slice(4);
     if (name === '' || name.length > 15) throw new Error(`--net tap:IFNAME needs an interface name of 1..15 characters, got "${name}"`);
-    const tap = openTap(name);
+    // IFF_VNET_HDR: the guest's offloads go to the kernel with each frame. TUN_F_* 0: frames
+    // the host sends arrive whole and checksummed (no receive offloads are offered).
+    const tap = openTap(name, true);
+    setTapOffload(tap.fd, TAP_HEADER_LENGTH, 0);
     return { kind: 'tap', name: tap.name, fd: tap.fd };
   }
   throw new Error(`--net ${value} is not one of ${NET_MODES.join(', ')}`);

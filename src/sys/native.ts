@@ -34,6 +34,7 @@ export interface NativeBinding {
   memoryFence(): void;
   yieldCpu(): void;
   openTap(name: string, vnetHdr: boolean): { fd: number; name: string };
+  setTapOffload(fd: number, vnetHdrSize: number, offloadFlags: number): void;
   watchFd(fd: number, callback: (error?: Error) => void): number;
   unwatchFd(id: number): void;
 }

@@ -12,3 +12,13 @@ export function openTap(name: string, vnetHdr = false): { fd: number; name: stri
   if (typeof vnetHdr !== 'boolean') throw new TypeError('openTap vnetHdr must be a boolean');
   return native().openTap(name, vnetHdr);
 }
+
+/**
+ * A tap opened with IFF_VNET_HDR: the size of the virtio-net header that leads every frame
+ * read or written (10, or 12 with num_buffers), and which offloads (TUN_F_CSUM, TUN_F_TSO4...)
+ * the kernel may use in frames it gives us. Frames we write may carry any GSO type.
+ */
+export function setTapOffload(fd: number, vnetHdrSize: number, offloadFlags: number): void {
+  if (vnetHdrSize !== 10 && vnetHdrSize !== 12) throw new RangeError(`setTapOffload: header size ${vnetHdrSize} is not 10 or 12`);
+  native().setTapOffload(fd, vnetHdrSize, offloadFlags >>> 0);
+}

@@ -1,0 +1,66 @@
+/**
+ * virtio-net transmit offloads (virtio 1.2 §5.1.6.2): which ones an endpoint honours, and the
+ * check every guest header passes before it reaches the kernel. A tap opened with
+ * IFF_VNET_HDR takes the header as is, so a TCP segment of up to 64 KiB with a partial
+ * checksum crosses untouched and the kernel segments and checksums it (as QEMU's own
+ * `-netdev tap` does). A header the negotiated features do not allow, or whose offsets
+ * point past the frame, is refused: the frame is dropped and counted, never handed on
+ * (the class of CVE-2021-3839's unchecked header fields).
+ */
+import { featureMask, hasFeature, NetFeature } from '../protocol/features.js';
+
+/** Transmit offloads the guest may use, from the negotiated features. */
+export const TxOffload = { Csum: 1, Tso4: 2, Tso6: 4, Ecn: 8 } as const;
+
+/** Feature bits a device offers when its endpoint takes headers (the tap). */
+export const TX_OFFLOAD_FEATURES = featureMask(NetFeature.CSUM, NetFeature.HOST_TSO4, NetFeature.HOST_TSO6, NetFeature.HOST_ECN);
+
+export function txOffloadsOf(features: bigint): number {
+  let bits = 0;
+  if (hasFeature(features, NetFeature.CSUM)) bits |= TxOffload.Csum;
+  // The spec makes HOST_TSO* require CSUM: a segment's checksum is always partial.
+  if (bits !== 0 && hasFeature(features, NetFeature.HOST_TSO4)) bits |= TxOffload.Tso4;
+  if (bits !== 0 && hasFeature(features, NetFeature.HOST_TSO6)) bits |= TxOffload.Tso6;
+  if ((bits & (TxOffload.Tso4 | TxOffload.Tso6)) !== 0 && hasFeature(features, NetFeature.HOST_ECN)) bits |= TxOffload.Ecn;
+  return bits;
+}
+
+/** virtio_net_hdr fields (little-endian, VERSION_1 and the tap's default alike). */
+const FLAG_NEEDS_CSUM = 1;
+const FLAG_DATA_VALID = 2;
+const GSO_NONE = 0;
+const GSO_TCPV4 = 1;
+const GSO_TCPV6 = 4;
+const GSO_ECN = 0x80;
+/** An Ethernet header, the least a checksum or a segment can start after. */
+const ETH_HLEN = 14;
+
+/**
+ * Why the header `h` (its first 10 bytes) cannot go with a frame of `len` bytes under
+ * `allowed` offloads, or '' if it can. Called per frame: no allocation on the valid path.
+ */
+export function txHeaderProblem(h: Uint8Array, len: number, allowed: number): string {
+  const flags = h[0]!;
+  const gsoType = h[1]!;
+  const hdrLen = h[2]! | (h[3]! << 8);
+  const gsoSize = h[4]! | (h[5]! << 8);
+  const csumStart = h[6]! | (h[7]! << 8);
+  const csumOffset = h[8]! | (h[9]! << 8);
+  if ((flags & ~(FLAG_NEEDS_CSUM | FLAG_DATA_VALID)) !== 0) return `flags 0x${flags.toString(16)} has unknown bits`;
+  if ((flags & FLAG_NEEDS_CSUM) !== 0) {
+    if ((allowed & TxOffload.Csum) === 0) return 'NEEDS_CSUM without CSUM negotiated';
+    if (csumStart < ETH_HLEN || csumStart + csumOffset + 2 > len) {
+      return `csum_start ${csumStart} + csum_offset ${csumOffset} lies outside the ${len}-byte frame`;
+    }
+  }
+  const type = gsoType & ~GSO_ECN;
+  if (type === GSO_NONE) return (gsoType & GSO_ECN) !== 0 ? 'ECN bit without a GSO type' : '';
+  if (type === GSO_TCPV4 ? (allowed & TxOffload.Tso4) === 0 : type === GSO_TCPV6 ? (allowed & TxOffload.Tso6) === 0 : true) {
+    return `gso_type ${gsoType} not negotiated`;
+  }
+  if ((gsoType & GSO_ECN) !== 0 && (allowed & TxOffload.Ecn) === 0) return 'GSO ECN bit without HOST_ECN negotiated';
+  if ((flags & FLAG_NEEDS_CSUM) === 0) return 'a GSO frame without NEEDS_CSUM';
+  if (gsoSize === 0) return 'gso_size 0';
+  if (hdrLen > len) return `hdr_len ${hdrLen} beyond the ${len}-byte frame`;
+  return '';
+}
