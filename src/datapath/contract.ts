@@ -68,6 +68,8 @@ export interface WorkerSetup {
   batchMisses: boolean;
   /** net/offloads.ts TxOffload bits negotiated: what a guest header may ask of an endpoint that takes headers. */
   txOffloads: number;
+  /** net/offloads.ts TunOffload flags: what a tap may hand this guest (partial checksums, segments). */
+  rxOffloads: number;
   /** Bytes around a miss to ask for (0 = just the missing page). */
   prefetch: number;
   /**

@@ -14,7 +14,7 @@ import { RING_COUNTERS, type RingCounterName } from '../datapath/stats.js';
 import { LatencyHistogram } from '../stats/latency.js';
 import { IotlbType } from '../protocol/index.js';
 import { getStrategy } from '../iotlb/registry.js';
-import { TX_OFFLOAD_FEATURES, txOffloadsOf } from '../net/offloads.js';
+import { RX_OFFLOAD_FEATURES, TX_OFFLOAD_FEATURES, tunOffloadsOf, txOffloadsOf } from '../net/offloads.js';
 import type { IotlbStrategy } from '../iotlb/strategy.js';
 import { DeviceError } from './errors.js';
 import { MemoryTable } from './memory-table.js';
@@ -85,9 +85,9 @@ export class NetDevice {
 
   get offeredFeatures(): bigint {
     let offered = this.options.queuePairs > 1 ? OFFERED_FEATURES : OFFERED_FEATURES & ~(1n << BigInt(NetFeature.MQ));
-    // Only a tap takes the guest's header to the kernel, which segments and checksums for it;
+    // Only a tap passes headers between the guest and the kernel, which segments and checksums;
     // other endpoints would have to do that work themselves, so they do not offer it.
-    if (this.options.net.kind === 'tap') offered |= TX_OFFLOAD_FEATURES;
+    if (this.options.net.kind === 'tap') offered |= TX_OFFLOAD_FEATURES | RX_OFFLOAD_FEATURES;
     return offered;
   }
 
@@ -150,6 +150,7 @@ export class NetDevice {
       packed: this.packed,
       mergeableRx: this.has(NetFeature.MRG_RXBUF),
       txOffloads: txOffloadsOf(this.features),
+      rxOffloads: tunOffloadsOf(this.features),
       headerLength: this.has(VirtioFeature.VERSION_1) || this.has(NetFeature.MRG_RXBUF) ? 12 : 10,
       strategy: this.options.strategy,
       backendFd: this.backendFd,

@@ -9,6 +9,25 @@
  */
 import { featureMask, hasFeature, NetFeature } from '../protocol/features.js';
 
+/** Receive offloads a tap may use (TUN_F_* of linux/if_tun.h), from the guest's GUEST_* features. */
+export const TunOffload = { Csum: 1, Tso4: 2, Tso6: 4, TsoEcn: 8 } as const;
+
+/** Feature bits a device offers when its endpoint's frames come with headers (the tap). */
+export const RX_OFFLOAD_FEATURES = featureMask(NetFeature.GUEST_CSUM, NetFeature.GUEST_TSO4, NetFeature.GUEST_TSO6, NetFeature.GUEST_ECN);
+
+/**
+ * The TUN_F_* flags for a guest with `features`: a tap then hands us only what the guest can
+ * take (the kernel needs TUN_F_CSUM for any TSO, as the spec needs GUEST_CSUM).
+ */
+export function tunOffloadsOf(features: bigint): number {
+  if (!hasFeature(features, NetFeature.GUEST_CSUM)) return 0;
+  let flags: number = TunOffload.Csum;
+  if (hasFeature(features, NetFeature.GUEST_TSO4)) flags |= TunOffload.Tso4;
+  if (hasFeature(features, NetFeature.GUEST_TSO6)) flags |= TunOffload.Tso6;
+  if ((flags & (TunOffload.Tso4 | TunOffload.Tso6)) !== 0 && hasFeature(features, NetFeature.GUEST_ECN)) flags |= TunOffload.TsoEcn;
+  return flags;
+}
+
 /** Transmit offloads the guest may use, from the negotiated features. */
 export const TxOffload = { Csum: 1, Tso4: 2, Tso6: 4, Ecn: 8 } as const;
 

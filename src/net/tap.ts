@@ -2,10 +2,12 @@
  * A Linux tap device (opened by the main thread, IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, non-blocking,
  * src/serve/net-mode.ts): guest frames are written to it with their virtio-net header, so
  * checksum and segmentation offloads reach the kernel as the guest asked (offloads.ts checked
- * the header first); frames the host sends come back to the guest. One frame buffer each way,
+ * the header first); frames the host sends come back to the guest with the kernel's header,
+ * within the receive offloads the guest negotiated (up to 64 KiB segments over mergeable
+ * buffers). One frame buffer each way,
  * allocated once; a frame read while RX has no room waits in it for the next poll.
  */
-import { readFd, writeFd } from '../sys/index.js';
+import { readFd, setTapOffload, writeFd } from '../sys/index.js';
 import type { Endpoint } from './endpoint.js';
 import { ScatterList, copyBytes } from '../virtqueue/scatter.js';
 import { wideOf } from '../memory/wide-view.js';
@@ -30,7 +32,14 @@ export class TapEndpoint implements Endpoint {
   readonly takesHeader = true;
   readonly whyHeld = 'the host side does not read the tap fast enough; the guest\'s TX waits';
 
-  constructor(private readonly fd: number, private readonly rxq: NetQueue) {}
+  /**
+   * `rxOffloads` (TUN_F_*, offloads.ts tunOffloadsOf): what the kernel may hand us for this
+   * guest; frames then keep their header (partial checksum, GSO) on the way in.
+   */
+  constructor(private readonly fd: number, private readonly rxq: NetQueue, rxOffloads = 0) {
+    setTapOffload(fd, TAP_HEADER_LENGTH, rxOffloads);
+    rxq.rxHeader = this.rxFrame.subarray(0, TAP_HEADER_LENGTH);
+  }
 
   get readableFd(): number {
     return this.fd;
@@ -65,8 +74,8 @@ export class TapEndpoint implements Endpoint {
       if (this.heldLength === 0) {
         const n = readFd(this.fd, this.rxFrame, 0, this.rxFrame.length);
         if (n <= TAP_HEADER_LENGTH) break;
-        // No receive offload was enabled: the header says nothing the guest must act on.
-        this.heldLength = n - TAP_HEADER_LENGTH;
+        this.heldLength = n - TAP_HEADER_LENGTH; // the header stays in rxFrame: rxq.rxHeader
+
       }
       this.rxPieces.reset();
       this.rxPieces.push(this.rxFrame, TAP_HEADER_LENGTH, this.heldLength, this.rxWide);

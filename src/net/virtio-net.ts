@@ -91,6 +91,12 @@ export class NetQueue {
   /** TX: the current frame's virtio-net header, for endpoints that take it (FrameSink.takesHeader). */
   readonly header = new Uint8Array(VIRTIO_NET_HDR_MRG_LEN);
   readonly txOffloads: number;
+  /**
+   * RX: the virtio-net header to give the next frame (its first 10 bytes; num_buffers is
+   * ours), set by an endpoint whose frames come with one (a tap with receive offloads), so a
+   * partial checksum or a 64 KiB segment reaches the guest as the kernel left it. null: zeros.
+   */
+  rxHeader: Uint8Array | null = null;
   /** RX bursts: the buffers receiveBurst() fills in one go (buffer-run.ts says why). */
   readonly run = new BufferRun(RUN_CAPACITY);
 
@@ -247,6 +253,7 @@ export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len
   const wide = space.wide ?? NO_WIDE;
   const o = space.offset;
   writeHeader(b, wide, o, hdrLen, 1);
+  if (rxq.rxHeader !== null) copyBytes(b, o, rxq.rxHeader, 0, 10);
   const d = o + hdrLen;
   if (src.len[first] >= len) {
     const sb = src.bytes[first];
@@ -398,6 +405,7 @@ function receiveChains(rxq: NetQueue, src: ScatterList, first: number, len: numb
   let doff = 0;
   if (sg.len[0] >= hdrLen) {
     writeHeader(sg.bytes[0], sg.wide[0], sg.offset[0], hdrLen, chains);
+    if (rxq.rxHeader !== null) copyBytes(sg.bytes[0], sg.offset[0], rxq.rxHeader, 0, 10);
     doff = hdrLen;
   } else {
     for (let i = 0; i < hdrLen; i++) {
@@ -405,7 +413,7 @@ function receiveChains(rxq: NetQueue, src: ScatterList, first: number, len: numb
         doff = 0;
         dp++;
       }
-      sg.bytes[dp][sg.offset[dp] + doff] = i === 10 ? chains & 0xff : i === 11 ? chains >>> 8 : 0;
+      sg.bytes[dp][sg.offset[dp] + doff] = i === 10 ? chains & 0xff : i === 11 ? chains >>> 8 : rxq.rxHeader !== null ? rxq.rxHeader[i]! : 0;
       doff++;
     }
   }

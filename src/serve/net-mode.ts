@@ -17,8 +17,8 @@ export function parseNetMode(value: string, frameSize: number, frameCount = 0, l
   if (value.startsWith('tap:')) {
     const name = value.slice(4);
     if (name === '' || name.length > 15) throw new Error(`--net tap:IFNAME needs an interface name of 1..15 characters, got "${name}"`);
-    // IFF_VNET_HDR: the guest's offloads go to the kernel with each frame. TUN_F_* 0: frames
-    // the host sends arrive whole and checksummed (no receive offloads are offered).
+    // IFF_VNET_HDR: offloads cross with each frame. Until a guest says what it takes (the
+    // worker sets that per connection), frames the host sends arrive whole and checksummed.
     const tap = openTap(name, true);
     setTapOffload(tap.fd, TAP_HEADER_LENGTH, 0);
     return { kind: 'tap', name: tap.name, fd: tap.fd };

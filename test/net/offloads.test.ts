@@ -1,11 +1,11 @@
-// Transmit offloads (src/net/offloads.ts): which features turn which on, the header check, and
+// Offloads (src/net/offloads.ts): which features turn which on both ways, the transmit header check, and
 // transmitBurst handing a checked header to a sink that takes headers (the tap) while dropping
 // and counting a bogus one before the sink ever sees it.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeRig, poke, frame } from '../virtqueue/helpers.js';
 import { NetCounter, NetQueue, transmitBurst } from '../../src/net/virtio-net.js';
-import { TxOffload, txHeaderProblem, txOffloadsOf } from '../../src/net/offloads.js';
+import { TunOffload, TxOffload, tunOffloadsOf, txHeaderProblem, txOffloadsOf } from '../../src/net/offloads.js';
 import type { FrameSink } from '../../src/net/endpoint.js';
 import type { ScatterList } from '../../src/virtqueue/scatter.js';
 import { featureMask, NetFeature } from '../../src/protocol/features.js';
@@ -35,6 +35,15 @@ describe('transmit offloads', () => {
     assert.equal(txOffloadsOf(f(NetFeature.CSUM, NetFeature.HOST_TSO4)), TxOffload.Csum | TxOffload.Tso4);
     assert.equal(txOffloadsOf(f(NetFeature.CSUM, NetFeature.HOST_ECN)), TxOffload.Csum);
     assert.equal(txOffloadsOf(f(NetFeature.CSUM, NetFeature.HOST_TSO4, NetFeature.HOST_TSO6, NetFeature.HOST_ECN)), ALL);
+  });
+
+  it('receive: the tap may hand a guest only what it negotiated, checksums first', () => {
+    const f = (...bits: number[]): bigint => featureMask(...bits);
+    assert.equal(tunOffloadsOf(f(NetFeature.GUEST_TSO4, NetFeature.GUEST_TSO6)), 0, 'no segments without GUEST_CSUM');
+    assert.equal(tunOffloadsOf(f(NetFeature.GUEST_CSUM)), TunOffload.Csum);
+    assert.equal(tunOffloadsOf(f(NetFeature.GUEST_CSUM, NetFeature.GUEST_ECN)), TunOffload.Csum);
+    assert.equal(tunOffloadsOf(f(NetFeature.GUEST_CSUM, NetFeature.GUEST_TSO4, NetFeature.GUEST_TSO6, NetFeature.GUEST_ECN)),
+      TunOffload.Csum | TunOffload.Tso4 | TunOffload.Tso6 | TunOffload.TsoEcn);
   });
 
   it('accepts the headers a Linux guest sends, refuses each field that is wrong or not negotiated', () => {

@@ -132,6 +132,40 @@ test('RX without MRG_RXBUF: header + frame in one chain, num_buffers 1; too big 
   assert.equal(receiveFrame(rxq, oneFrame(f), 0, 150, false), RX_NO_ROOM);
 });
 
+test('RX with a header from the endpoint (a tap\'s receive offloads): its 10 bytes reach the guest, num_buffers ours, in every layout', () => {
+  const offload = Uint8Array.from([1, 1, 66, 0, 0xa8, 5, 34, 0, 16, 0, 0xee, 0xee]); // NEEDS_CSUM, TCPv4, num_buffers junk
+  // One buffer.
+  const rig = makeRig();
+  const rxq = netq(rig.queue, 12, false);
+  rxBuffers(rig, 1, 200);
+  rxq.rxHeader = offload;
+  assert.equal(receiveFrame(rxq, oneFrame(frame(100)), 0, 100, false), RX_DONE);
+  const got = peek(rig, rig.bufBase, 112);
+  assert.deepEqual(got.subarray(0, 10), offload.subarray(0, 10));
+  assert.equal(got[10] | (got[11] << 8), 1);
+  assert.deepEqual(got.subarray(12), frame(100));
+  // Mergeable, over three chains.
+  const rig2 = makeRig();
+  const rxq2 = netq(rig2.queue, 12, true);
+  rxBuffers(rig2, 4, 48);
+  rxq2.rxHeader = offload;
+  assert.equal(receiveFrame(rxq2, oneFrame(frame(100)), 0, 100, false), RX_DONE);
+  const first = peek(rig2, rig2.bufBase, 12);
+  assert.deepEqual(first.subarray(0, 10), offload.subarray(0, 10));
+  assert.equal(first[10] | (first[11] << 8), 3);
+  // The header split over a 5-byte chain and the next.
+  const rig3 = makeRig();
+  const rxq3 = netq(rig3.queue, 12, true);
+  rig3.driver.addBuffer(rig3.bufBase, 5, true);
+  rig3.driver.addBuffer(rig3.bufBase + 0x100, 100, true);
+  rig3.driver.publish();
+  rxq3.rxHeader = offload;
+  assert.equal(receiveFrame(rxq3, oneFrame(frame(30)), 0, 30, false), RX_DONE);
+  const split = new Uint8Array([...peek(rig3, rig3.bufBase, 5), ...peek(rig3, rig3.bufBase + 0x100, 7)]);
+  assert.deepEqual(split.subarray(0, 10), offload.subarray(0, 10));
+  assert.equal(split[10] | (split[11] << 8), 2);
+});
+
 test('RX legacy 10-byte header', () => {
   const rig = makeRig();
   const rxq = netq(rig.queue, 10, false);
