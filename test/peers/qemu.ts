@@ -43,6 +43,13 @@ export interface GuestOptions {
   reconnect?: boolean;
   /** A guest reboot restarts the guest instead of ending QEMU (no -no-reboot). */
   reboot?: boolean;
+  /**
+   * QEMU's own userspace network back-end instead of vhost-user: `-netdev tap,ifname=NAME,
+   * vhost=off` (the yardstick serve is measured against); socketPath is then unused.
+   */
+  tap?: string;
+  /** argv QEMU runs under, e.g. ['ip', 'netns', 'exec', NS] (must exec, so the pid is QEMU's). */
+  prefix?: string[];
   /** Guest MAC; default 52:54:00:12:34:56. */
   mac?: string;
   /** Guest memory (memfd, share=on); default 512. */
@@ -147,7 +154,7 @@ export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: st
   let chardev = `socket,id=char0,path=${opts.socketPath}`;
   if (opts.server) chardev += ',server=on,wait=off';
   else if (opts.reconnect) chardev += ',reconnect=1';
-  let netdev = 'vhost-user,id=net0,chardev=char0';
+  let netdev = opts.tap ? `tap,id=net0,ifname=${opts.tap},script=no,downscript=no,vhost=off` : 'vhost-user,id=net0,chardev=char0';
   if (queues > 1) netdev += `,queues=${queues}`;
   let dev = `virtio-net-pci,netdev=net0,mac=${mac},romfile=,vectors=0`;
   if (queues > 1) dev += ',mq=on';
@@ -170,7 +177,8 @@ export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: st
     '-append', kargs.join(' '),
   ];
   if (opts.iommu) a.push('-device', 'intel-iommu,intremap=off,device-iotlb=on');
-  a.push('-chardev', chardev, '-netdev', netdev, '-device', dev);
+  if (!opts.tap) a.push('-chardev', chardev);
+  a.push('-netdev', netdev, '-device', dev);
   a.push(...(opts.extraQemuArgs ?? []));
   return a;
 }
@@ -214,7 +222,8 @@ export function startGuest(opts: GuestOptions): Guest {
   const argv = qemuArgs(opts, image);
   const timeoutMs = opts.timeoutMs ?? 90_000;
   const started = Date.now();
-  const child = spawn(bin, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const command = [...(opts.prefix ?? []), bin, ...argv];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   killOnExit(child);
   const log = new LineLog();
   if (opts.echo !== undefined) log.echoPrefix = opts.echo;
@@ -253,7 +262,7 @@ export function startGuest(opts: GuestOptions): Guest {
     lines: log.lines,
     serial,
     exited: closed,
-    argv: [bin, ...argv],
+    argv: command,
     waitFor: (re, ms = timeoutMs) => log.waitFor(re, ms, `guest(${opts.mode})`),
     async result() {
       const exit = await closed;
