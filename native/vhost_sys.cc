@@ -151,6 +151,7 @@ class VhostSys : public Napi::Addon<VhostSys> {
         InstanceMethod("yieldCpu", &VhostSys::YieldCpu),
         InstanceMethod("openTap", &VhostSys::OpenTap),
         InstanceMethod("setTapOffload", &VhostSys::SetTapOffload),
+        InstanceMethod("setInterfaceMtu", &VhostSys::SetInterfaceMtu),
         InstanceMethod("watchFd", &VhostSys::WatchFd),
         InstanceMethod("unwatchFd", &VhostSys::UnwatchFd),
         InstanceValue("pageSize", Napi::Number::New(env, static_cast<double>(sysconf(_SC_PAGESIZE)))),
@@ -569,6 +570,25 @@ class VhostSys : public Napi::Addon<VhostSys> {
     unsigned int flags = info[2].As<Napi::Number>().Uint32Value();
     if (ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) ThrowErrno(env, "ioctl TUNSETVNETHDRSZ", errno);
     if (ioctl(fd, TUNSETOFFLOAD, flags) < 0) ThrowErrno(env, "ioctl TUNSETOFFLOAD", errno);
+    return env.Undefined();
+  }
+
+  // setInterfaceMtu(name, mtu): SIOCSIFMTU through a throwaway datagram socket.
+  Napi::Value SetInterfaceMtu(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    int mtu = info[1].As<Napi::Number>().Int32Value();
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) ThrowErrno(env, "socket", errno);
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+    ifr.ifr_mtu = mtu;
+    if (ioctl(s, SIOCSIFMTU, &ifr) < 0) {
+      int err = errno;
+      close(s);
+      ThrowErrno(env, "ioctl SIOCSIFMTU", err);
+    }
+    close(s);
     return env.Undefined();
   }
 

@@ -58,6 +58,8 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
     protocolFeatures: { bits: hex(device.protocolFeatures), names: featureNames(device.protocolFeatures, PROTOCOL_FEATURES) },
     iommu: device.iommu,
     status: device.status,
+    /** The MTU the front-end set (NET_SET_MTU, applied to the tap); null if it set none. */
+    mtu: device.mtu,
     memory: device.memory.regions.map((r) => ({
       guestAddr: hex(r.guestAddr), userAddr: hex(r.userAddr), size: r.size, mmapOffset: hex(r.mmapOffset),
     })),

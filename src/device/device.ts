@@ -5,7 +5,9 @@
  */
 import { availableParallelism } from 'node:os';
 import { hasFeature, NetFeature, VirtioFeature } from '../protocol/features.js';
-import { closeFd } from '../sys/index.js';
+import { closeFd, setInterfaceMtu, writeFd } from '../sys/index.js';
+import { macOfRarpPayload, RARP_FRAME_LENGTH, rarpFrame } from '../net/announce.js';
+import { TAP_HEADER_LENGTH } from '../net/tap.js';
 import { DEFAULT_BUSY_POLL_US, type NetMode, type QueueSnapshot, type RegionConfig } from '../datapath/contract.js';
 import { IotlbOp } from '../datapath/iotlb-ring.js';
 import { QueuePairHost } from '../datapath/queue-pair-host.js';
@@ -18,7 +20,7 @@ import { RX_OFFLOAD_FEATURES, TX_OFFLOAD_FEATURES, tunOffloadsOf, txOffloadsOf }
 import type { IotlbStrategy } from '../iotlb/strategy.js';
 import { DeviceError } from './errors.js';
 import { MemoryTable } from './memory-table.js';
-import { MAX_MEM_SLOTS, OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES } from './offered-features.js';
+import { MAX_MEM_SLOTS, OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, TAP_FEATURES, TAP_PROTOCOL_FEATURES } from './offered-features.js';
 import { VringState } from './vring-state.js';
 import type { TraceWriter } from '../trace/writer.js';
 
@@ -87,12 +89,38 @@ export class NetDevice {
     let offered = this.options.queuePairs > 1 ? OFFERED_FEATURES : OFFERED_FEATURES & ~(1n << BigInt(NetFeature.MQ));
     // Only a tap passes headers between the guest and the kernel, which segments and checksums;
     // other endpoints would have to do that work themselves, so they do not offer it.
-    if (this.options.net.kind === 'tap') offered |= TX_OFFLOAD_FEATURES | RX_OFFLOAD_FEATURES;
+    if (this.options.net.kind === 'tap') offered |= TX_OFFLOAD_FEATURES | RX_OFFLOAD_FEATURES | TAP_FEATURES;
     return offered;
   }
 
   get offeredProtocolFeatures(): bigint {
-    return OFFERED_PROTOCOL_FEATURES;
+    return this.options.net.kind === 'tap' ? OFFERED_PROTOCOL_FEATURES | TAP_PROTOCOL_FEATURES : OFFERED_PROTOCOL_FEATURES;
+  }
+
+  /** The MTU the front-end gave the guest (NET_SET_MTU), applied to the tap; null: never set. */
+  mtu: number | null = null;
+
+  setMtu(mtu: number): void {
+    if (this.options.net.kind !== 'tap') throw new DeviceError('NET_SET_MTU: only a tap has an MTU to set');
+    try {
+      setInterfaceMtu(this.options.net.name, mtu);
+    } catch (err) {
+      throw new DeviceError(`NET_SET_MTU ${mtu}: the tap ${this.options.net.name} refused it: ${(err as Error).message}`);
+    }
+    this.mtu = mtu;
+    this.options.log('info', `MTU ${mtu} (tap ${this.options.net.name})`);
+  }
+
+  /** SEND_RARP: a RARP from the guest's MAC into the tap, as if the guest had sent it. */
+  announce(payload: bigint): void {
+    if (this.options.net.kind !== 'tap') throw new DeviceError('SEND_RARP: only a tap has a network to announce to');
+    const frame = new Uint8Array(TAP_HEADER_LENGTH + RARP_FRAME_LENGTH);
+    frame.set(rarpFrame(macOfRarpPayload(payload)), TAP_HEADER_LENGTH); // after a zero vnet header
+    try {
+      writeFd(this.options.net.fd, frame, 0, frame.length);
+    } catch (err) {
+      throw new DeviceError(`SEND_RARP: the tap refused the frame: ${(err as Error).message}`);
+    }
   }
 
   has(bit: number): boolean {
@@ -405,6 +433,7 @@ export class NetDevice {
     this.protocolFeatures = 0n;
     this.owner = false;
     this.status = 0;
+    this.mtu = null;
     this.iotlbShadow.clear();
   }
 

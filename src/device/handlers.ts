@@ -195,8 +195,18 @@ export const handlers = {
     await device.reconcile(vring);
   },
 
-  SEND_RARP: accepted,
-  NET_SET_MTU: unsupported,
+  SEND_RARP: (device, msg) => {
+    if (!device.hasProtocol(ProtocolFeature.RARP)) throw new DeviceError('SEND_RARP without the RARP protocol feature');
+    device.announce(u64(msg));
+  },
+
+  NET_SET_MTU: (device, msg) => {
+    if (!device.hasProtocol(ProtocolFeature.NET_MTU)) throw new DeviceError('NET_SET_MTU without the NET_MTU protocol feature');
+    const mtu = u64(msg);
+    // virtio 1.2 §5.1.4: the device MTU field is at least 68; a tap takes up to 65535.
+    if (mtu < 68n || mtu > 65535n) throw new DeviceError(`NET_SET_MTU: ${mtu} is not in 68..65535`);
+    device.setMtu(Number(mtu));
+  },
 
   SET_BACKEND_REQ_FD: async (device, msg, ctx) => {
     if (!device.hasProtocol(ProtocolFeature.BACKEND_REQ)) throw new DeviceError('SET_BACKEND_REQ_FD without the BACKEND_REQ protocol feature');

@@ -16,7 +16,7 @@ export {
   openFdCount,
 } from './fd.js';
 export type { FdKindName } from './fd.js';
-export { openTap, setTapOffload } from './tap.js';
+export { openTap, setInterfaceMtu, setTapOffload } from './tap.js';
 export { FdWatcher } from './watcher.js';
 export { systemError } from './errors.js';
 export type { SystemError } from './errors.js';

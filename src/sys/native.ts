@@ -35,6 +35,7 @@ export interface NativeBinding {
   yieldCpu(): void;
   openTap(name: string, vnetHdr: boolean): { fd: number; name: string };
   setTapOffload(fd: number, vnetHdrSize: number, offloadFlags: number): void;
+  setInterfaceMtu(name: string, mtu: number): void;
   watchFd(fd: number, callback: (error?: Error) => void): number;
   unwatchFd(id: number): void;
 }

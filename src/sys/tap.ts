@@ -22,3 +22,10 @@ export function setTapOffload(fd: number, vnetHdrSize: number, offloadFlags: num
   if (vnetHdrSize !== 10 && vnetHdrSize !== 12) throw new RangeError(`setTapOffload: header size ${vnetHdrSize} is not 10 or 12`);
   native().setTapOffload(fd, vnetHdrSize, offloadFlags >>> 0);
 }
+
+/** Sets a network interface's MTU (SIOCSIFMTU), e.g. the tap's to what the guest was given. */
+export function setInterfaceMtu(name: string, mtu: number): void {
+  checkString('setInterfaceMtu name', name, 15);
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new RangeError(`setInterfaceMtu: ${mtu} is not in 68..65535`);
+  native().setInterfaceMtu(name, mtu);
+}

@@ -11,7 +11,7 @@ import { NetDevice } from '../../src/device/device.js';
 import { DeviceError } from '../../src/device/errors.js';
 import { handlerFor, type HandlerContext } from '../../src/device/handlers.js';
 import {
-  decodeMessage, encodeMessage, featureMask, FrontendRequest, IotlbType, VirtioFeature, VRING_NOFD_FLAG, type Body,
+  decodeMessage, encodeMessage, featureMask, FrontendRequest, IotlbType, NetFeature, ProtocolFeature, VirtioFeature, VRING_NOFD_FLAG, type Body,
 } from '../../src/protocol/index.js';
 
 function device(): NetDevice {
@@ -115,6 +115,26 @@ describe('device handlers', () => {
     assert.deepEqual(dev.iotlbShadow.entries(), [], 'nothing from the previous start survives');
     assert.equal(lines.filter((l) => l.startsWith('IOMMU negotiated')).length, 1, `said once: ${lines.join(' | ')}`);
     assert.match(lines[0]!, /--iotlb-reuse per-burst/);
+  });
+
+  it('NET_SET_MTU and SEND_RARP: offered with a tap only, refused without their protocol feature, MTU range checked before the tap is touched', async () => {
+    const sink = device();
+    assert.equal(sink.offeredProtocolFeatures & featureMask(ProtocolFeature.NET_MTU, ProtocolFeature.RARP), 0n, 'a sink has no link');
+    assert.equal(sink.offeredFeatures & featureMask(NetFeature.MTU, NetFeature.GUEST_ANNOUNCE), 0n);
+    await refused(sink, FrontendRequest.NET_SET_MTU, u64(1500n), /without the NET_MTU protocol feature/);
+    await refused(sink, FrontendRequest.SEND_RARP, u64(0x563412005452n), /without the RARP protocol feature/);
+    // A tap device (its fd and name are never used: every request below is refused first).
+    const tap = new NetDevice({
+      queuePairs: 1, net: { kind: 'tap', name: 'vit-none', fd: -1 }, strategy: 'coalescing', batchMisses: false, prefetch: 0,
+      traceTranslations: false, log: () => undefined,
+    });
+    const wanted = featureMask(ProtocolFeature.NET_MTU, ProtocolFeature.RARP);
+    assert.equal(tap.offeredProtocolFeatures & wanted, wanted);
+    assert.equal(tap.offeredFeatures & featureMask(NetFeature.MTU, NetFeature.GUEST_ANNOUNCE), featureMask(NetFeature.MTU, NetFeature.GUEST_ANNOUNCE));
+    await handle(tap, FrontendRequest.SET_PROTOCOL_FEATURES, u64(wanted));
+    await refused(tap, FrontendRequest.NET_SET_MTU, u64(67n), /67 is not in 68..65535/);
+    await refused(tap, FrontendRequest.NET_SET_MTU, u64(65536n), /65536 is not in 68..65535/);
+    assert.equal(tap.mtu, null);
   });
 
   it('requests whose protocol feature was not offered are refused by name', async () => {

@@ -48,6 +48,8 @@ export interface GuestOptions {
    * vhost=off` (the yardstick serve is measured against); socketPath is then unused.
    */
   tap?: string;
+  /** virtio-net-pci host_mtu: the MTU QEMU gives the guest (and the back-end, NET_SET_MTU). */
+  hostMtu?: number;
   /** argv QEMU runs under, e.g. ['ip', 'netns', 'exec', NS] (must exec, so the pid is QEMU's). */
   prefix?: string[];
   /** Guest MAC; default 52:54:00:12:34:56. */
@@ -159,6 +161,7 @@ export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: st
   let dev = `virtio-net-pci,netdev=net0,mac=${mac},romfile=,vectors=0`;
   if (queues > 1) dev += ',mq=on';
   if (opts.packed) dev += ',packed=on';
+  if (opts.hostMtu) dev += `,host_mtu=${opts.hostMtu}`;
   if (opts.iommu) dev += ',iommu_platform=on,ats=on,disable-legacy=on';
 
   const a = [

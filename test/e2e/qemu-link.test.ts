@@ -1,0 +1,75 @@
+// The link a tap gives a guest, with a real QEMU (and, for what QEMU only does after a
+// migration, the hostile front-end speaking for it):
+//
+//   1. host_mtu=9000 on the NIC: QEMU sends NET_SET_MTU, serve sets the tap's MTU, the guest's
+//      eth0 has it, and an 8000-byte ping crosses; GUEST_ANNOUNCE negotiated.
+//   2. SEND_RARP: the RARP from the guest's MAC comes out of the tap (tcpdump in the namespace).
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { FrontendRequest, ProtocolFeature, featureMask } from '../../src/protocol/index.js';
+import { GuestShell } from '../support/guest-shell.js';
+import { HostileFrontend } from '../support/hostile-frontend.js';
+import { boot, closeAllRigs, GUEST_CIDR, HOST_IP, startRig, TAP } from '../support/qemu-rig.js';
+
+after(async () => {
+  const leaks = await closeAllRigs();
+  assert.deepEqual(leaks, [], 'processes left behind in test namespaces');
+});
+
+describe('serve --net tap: the guest\'s link', () => {
+  it('host_mtu=9000: the tap and the guest get MTU 9000 and an 8000-byte ping crosses; GUEST_ANNOUNCE negotiated', { timeout: 120_000 }, async () => {
+    const rig = await startRig([]);
+    try {
+      const guest = boot(rig, { mode: 'shell', hostMtu: 9000, timeoutMs: 110_000 });
+      const sh = new GuestShell(guest);
+      await sh.ready();
+      assert.ok((await sh.ok('cat /sys/class/net/eth0/mtu')).includes('9000'), 'the guest\'s eth0 MTU');
+      const tapLink = spawnSync('ip', ['-n', rig.ns.name, 'link', 'show', TAP], { encoding: 'utf8' }).stdout;
+      assert.match(tapLink, /mtu 9000/, `the tap: ${tapLink}`);
+      const state = await rig.serve.state();
+      assert.equal(state.mtu, 9000);
+      for (const f of ['MTU', 'GUEST_ANNOUNCE']) assert.ok(state.features.names.includes(f), `${f} not negotiated: ${state.features.names.join(' ')}`);
+      await sh.ok(`ip addr add ${GUEST_CIDR} dev eth0 && ip link set eth0 up`);
+      await sh.ok('i=0; while [ "$(cat /sys/class/net/eth0/carrier)" != 1 ]; do [ $i -gt 300 ] && exit 1; sleep 0.1; i=$((i+1)); done', 40_000);
+      // One 8028-byte frame each way now that both ends have MTU 9000.
+      await sh.ok(`ping -c 3 -W 3 -s 8000 ${HOST_IP}`, 30_000);
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('SEND_RARP: a broadcast RARP from the guest\'s MAC leaves through the tap', { timeout: 60_000 }, async (t) => {
+    if (spawnSync('tcpdump', ['--version']).error) assert.fail('tcpdump is missing (Debian package tcpdump; .ci/run installs it)');
+    const rig = await startRig([]);
+    try {
+      const dump = spawn('ip', ['netns', 'exec', rig.ns.name, 'tcpdump', '-l', '-n', '-e', '-c', '1', '-i', TAP, 'rarp'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      t.after(() => void dump.kill('SIGKILL'));
+      let out = '';
+      let err = '';
+      dump.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+      dump.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+      const listening = Date.now() + 10_000;
+      while (!/listening on/.test(err)) {
+        assert.ok(Date.now() < listening, `tcpdump did not start: ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const fe = await HostileFrontend.connect(rig.serve.socket);
+      try {
+        await fe.negotiate({ protocol: featureMask(ProtocolFeature.REPLY_ACK, ProtocolFeature.RARP) });
+        // QEMU's payload: the MAC's six bytes, in memory order, in a u64.
+        await fe.ok(FrontendRequest.SEND_RARP, { kind: 'u64', value: 0x0000_5634_1200_5452n });
+      } finally {
+        fe.close();
+      }
+      const end = Date.now() + 10_000;
+      while (!out.includes('\n')) {
+        assert.ok(Date.now() < end, `no RARP seen on the tap: ${out} ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.match(out, /52:54:00:12:34:56 > ff:ff:ff:ff:ff:ff, ethertype Reverse ARP \(0x8035\), length 60/);
+    } finally {
+      await rig.close();
+    }
+  });
+});
