@@ -66,12 +66,13 @@ export default class Serve extends Command {
     };
     let net;
     try {
-      net = parseNetMode(flags.net, flags['frame-size'], flags['frame-count'], flags['loopback-full'] as LoopbackFull);
+      net = parseNetMode(flags.net, flags['frame-size'], flags['frame-count'], flags['loopback-full'] as LoopbackFull, flags.queues);
     } catch (err) {
       this.error((err as Error).message, { exit: 2 });
     }
-    if (net.kind === 'tap' && (flags.queues > 1 || flags.socket.length > 1)) {
-      this.error('--net tap serves exactly one socket with one queue pair', { exit: 2 });
+    if (net.kind === 'tap' && flags.socket.length > 1) {
+      for (const fd of net.fds) closeFd(fd);
+      this.error('--net tap serves exactly one socket (one tap queue per queue pair)', { exit: 2 });
     }
     const controlPath = flags.control ?? join(dirname(flags.socket[0]), `${flags.socket[0].split('/').pop()}.ctl`);
     const problems = servePathProblems(flags.socket, controlPath, flags.client);
@@ -136,6 +137,6 @@ export default class Serve extends Command {
     await control.close();
     await Promise.all(servers.map((s) => s.stop()));
     trace?.close();
-    if (net.kind === 'tap') closeFd(net.fd);
+    if (net.kind === 'tap') for (const fd of net.fds) closeFd(fd);
   }
 }

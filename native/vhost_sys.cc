@@ -541,15 +541,16 @@ class VhostSys : public Napi::Addon<VhostSys> {
     return info.Env().Undefined();
   }
 
-  // openTap(name, vnetHdr) -> { fd, name } with the name the kernel chose.
+  // openTap(name, vnetHdr, multiQueue) -> { fd, name } with the name the kernel chose.
   Napi::Value OpenTap(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::string name = info[0].As<Napi::String>().Utf8Value();
     bool vnet_hdr = info[1].As<Napi::Boolean>().Value();
+    bool multi_queue = info.Length() > 2 && info[2].As<Napi::Boolean>().Value();
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) ThrowErrno(env, "open", errno);
     ifreq ifr{};
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0) | (multi_queue ? IFF_MULTI_QUEUE : 0);
     std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
       int err = errno;

@@ -70,7 +70,7 @@ export class QueuePairRuntime implements IotlbOpSink {
         sent: (queue, iotlbType, iova, perm, at) => traceRing.record(queue, iova, 0, perm, sentRequestCode(iotlbType), at),
       };
     }
-    this.endpoint = createEndpoint(setup.net, this.rx.net, setup.rxOffloads);
+    this.endpoint = createEndpoint(setup.net, this.rx.net, setup.rxOffloads, setup.pairIndex);
     for (const ring of this.rings) this.buildSpaces(ring);
     this.updateWaitFds();
   }

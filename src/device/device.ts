@@ -117,7 +117,7 @@ export class NetDevice {
     const frame = new Uint8Array(TAP_HEADER_LENGTH + RARP_FRAME_LENGTH);
     frame.set(rarpFrame(macOfRarpPayload(payload)), TAP_HEADER_LENGTH); // after a zero vnet header
     try {
-      writeFd(this.options.net.fd, frame, 0, frame.length);
+      writeFd(this.options.net.fds[0]!, frame, 0, frame.length);
     } catch (err) {
       throw new DeviceError(`SEND_RARP: the tap refused the frame: ${(err as Error).message}`);
     }

@@ -260,19 +260,19 @@ export const handlers = {
     requireOwner(device, msg);
     if (msg.body.kind !== 'memRegion') throw new DeviceError('ADD_MEM_REG: expected a memory region');
     const fd = ctx.takeFd(0);
+    let changed: boolean;
     try {
-      device.memory.add(msg.body.region, fd);
+      changed = device.memory.add(msg.body.region, fd);
     } catch (err) {
       device.closeQuietly(fd);
       throw err;
     }
-    await device.memoryChanged();
+    if (changed) await device.memoryChanged();
   },
 
   REM_MEM_REG: async (device, msg) => {
     if (msg.body.kind !== 'memRegion') throw new DeviceError('REM_MEM_REG: expected a memory region');
-    device.memory.remove(msg.body.region);
-    await device.memoryChanged();
+    if (device.memory.remove(msg.body.region)) await device.memoryChanged();
   },
 
   SET_STATUS: (device, msg) => {

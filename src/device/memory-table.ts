@@ -15,6 +15,8 @@ export interface ControlRegion {
   size: number;
   mmapOffset: number;
   fd: number;
+  /** ADD_MEM_REGs of this very region not yet removed (see add()). */
+  users: number;
 }
 
 function overlaps(aStart: number, aSize: number, bStart: number, bSize: number): boolean {
@@ -38,6 +40,7 @@ export class MemoryTable {
       size: toSafeNumber(wire.size, `${label}.memory_size`),
       mmapOffset: toSafeNumber(wire.mmapOffset, `${label}.mmap_offset`),
       fd,
+      users: 1,
     };
     if (region.size === 0) throw new DeviceError(`${label}.memory_size is 0`);
     for (const [field, start] of [['guest_phys_addr', region.guestAddr], ['userspace_addr', region.userAddr], ['mmap_offset', region.mmapOffset]] as const) {
@@ -72,18 +75,36 @@ export class MemoryTable {
     this.list = next;
   }
 
-  /** ADD_MEM_REG. */
-  add(wire: MemoryRegion, fd: number): void {
+  /**
+   * ADD_MEM_REG; false if the table did not change. QEMU with several queue pairs runs one
+   * vhost device per pair over the same connection, and each adds (and later removes) every
+   * region itself: the same region again (same guest and user address, size and offset) is
+   * one more user of the mapping we have, its fd closed, never a second mapping.
+   */
+  add(wire: MemoryRegion, fd: number): boolean {
+    const same = this.find(wire);
+    if (same && BigInt(same.mmapOffset) === wire.mmapOffset) {
+      closeFd(fd);
+      same.users++;
+      return false;
+    }
     if (this.list.length >= this.maxRegions) throw new DeviceError(`ADD_MEM_REG: all ${this.maxRegions} memory slots are in use`);
     this.list = [...this.list, MemoryTable.validate(wire, fd, this.list, 'region')];
+    return true;
   }
 
-  /** REM_MEM_REG: the region is identified by its guest address, user address and size. */
-  remove(wire: MemoryRegion): void {
-    const index = this.list.findIndex((r) => BigInt(r.guestAddr) === wire.guestAddr && BigInt(r.userAddr) === wire.userAddr && BigInt(r.size) === wire.size);
-    if (index < 0) throw new DeviceError(`REM_MEM_REG: no region at guest 0x${wire.guestAddr.toString(16)} size 0x${wire.size.toString(16)}`);
-    closeFd(this.list[index].fd);
-    this.list = this.list.filter((_, i) => i !== index);
+  /** REM_MEM_REG (by guest address, user address and size); false if other users keep it. */
+  remove(wire: MemoryRegion): boolean {
+    const region = this.find(wire);
+    if (!region) throw new DeviceError(`REM_MEM_REG: no region at guest 0x${wire.guestAddr.toString(16)} size 0x${wire.size.toString(16)}`);
+    if (--region.users > 0) return false;
+    closeFd(region.fd);
+    this.list = this.list.filter((r) => r !== region);
+    return true;
+  }
+
+  private find(wire: MemoryRegion): ControlRegion | undefined {
+    return this.list.find((r) => BigInt(r.guestAddr) === wire.guestAddr && BigInt(r.userAddr) === wire.userAddr && BigInt(r.size) === wire.size);
   }
 
   closeAll(): void {

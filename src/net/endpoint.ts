@@ -13,7 +13,7 @@ export type NetMode =
   | { kind: 'loopback'; /** A frame RX has no room for: wait for room (default) or drop it. */ whenFull?: LoopbackFull }
   | { kind: 'sink' }
   | { kind: 'source'; frameSize: number; /** Frames per queue pair, 0 = unbounded. */ count: number }
-  | { kind: 'tap'; name: string; fd: number };
+  | { kind: 'tap'; name: string; /** One per queue pair (IFF_MULTI_QUEUE when several). */ fds: number[] };
 
 /** Where TX frames go: all transmitBurst (virtio-net.ts) needs. */
 export interface FrameSink {

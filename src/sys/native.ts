@@ -33,7 +33,7 @@ export interface NativeBinding {
   pollReadable(fds: Int32Array, count: number, timeoutMs: number, ready: Uint8Array): number;
   memoryFence(): void;
   yieldCpu(): void;
-  openTap(name: string, vnetHdr: boolean): { fd: number; name: string };
+  openTap(name: string, vnetHdr: boolean, multiQueue: boolean): { fd: number; name: string };
   setTapOffload(fd: number, vnetHdrSize: number, offloadFlags: number): void;
   setInterfaceMtu(name: string, mtu: number): void;
   watchFd(fd: number, callback: (error?: Error) => void): number;

@@ -58,6 +58,8 @@ export interface GuestOptions {
   memMiB?: number;
   /** Queue pairs (> 1 adds mq=on). Default 1. */
   queues?: number;
+  /** vCPUs (Linux uses min(queue pairs, CPUs) queue pairs). Default 1. */
+  cpus?: number;
   /** Hard limit: QEMU is killed after this long. Default 90 s. */
   timeoutMs?: number;
   /** Image directory holding vmlinuz + initramfs.cpio.gz. Default <repo>/.guest (built on demand). */
@@ -167,6 +169,7 @@ export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: st
   const a = [
     '-machine', 'q35,accel=tcg',
     '-m', `${mem}M`,
+    ...(opts.cpus && opts.cpus > 1 ? ['-smp', String(opts.cpus)] : []),
     '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
     '-numa', 'node,memdev=mem',
     '-display', 'none',
