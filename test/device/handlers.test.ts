@@ -125,7 +125,7 @@ describe('device handlers', () => {
     await refused(sink, FrontendRequest.SEND_RARP, u64(0x563412005452n), /without the RARP protocol feature/);
     // A tap device (its fd and name are never used: every request below is refused first).
     const tap = new NetDevice({
-      queuePairs: 1, net: { kind: 'tap', name: 'vit-none', fd: -1 }, strategy: 'coalescing', batchMisses: false, prefetch: 0,
+      queuePairs: 1, net: { kind: 'tap', name: 'vit-none', fds: [] }, strategy: 'coalescing', batchMisses: false, prefetch: 0,
       traceTranslations: false, log: () => undefined,
     });
     const wanted = featureMask(ProtocolFeature.NET_MTU, ProtocolFeature.RARP);
