@@ -2,7 +2,9 @@
 // migration, the hostile front-end speaking for it):
 //
 //   1. host_mtu=9000 on the NIC: QEMU sends NET_SET_MTU, serve sets the tap's MTU, the guest's
-//      eth0 has it, and an 8000-byte ping crosses; GUEST_ANNOUNCE negotiated.
+//      eth0 has it, an 8000-byte ping crosses and jumbo TCP arrives intact; GUEST_ANNOUNCE negotiated.
+//   1b. offloads: the guest sees the ones serve offers; with them all turned off on the NIC,
+//      TCP both ways is still intact (the kernel checksums and segments everything itself).
 //   2. SEND_RARP: the RARP from the guest's MAC comes out of the tap (tcpdump in the namespace).
 //   3. --queues 2: a multiqueue tap, one queue per pair; 16 TCP flows from the host into a
 //      2-vCPU guest arrive intact (sha256 per flow), over both queue pairs.
@@ -12,7 +14,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { FrontendRequest, ProtocolFeature, featureMask } from '../../src/protocol/index.js';
 import { GuestShell } from '../support/guest-shell.js';
 import { HostileFrontend } from '../support/hostile-frontend.js';
-import { boot, closeAllRigs, GUEST_CIDR, HOST_IP, SOURCE_PORT, startRig, TAP } from '../support/qemu-rig.js';
+import { boot, closeAllRigs, HOST_IP, receiveOk, shellLinkUp, shellSendChecked, SOURCE_PORT, startRig, TAP, transferOk, waitDisconnected } from '../support/qemu-rig.js';
+import { total } from '../support/serve.js';
 
 after(async () => {
   const leaks = await closeAllRigs();
@@ -20,8 +23,8 @@ after(async () => {
 });
 
 describe('serve --net tap: the guest\'s link', () => {
-  it('host_mtu=9000: the tap and the guest get MTU 9000 and an 8000-byte ping crosses; GUEST_ANNOUNCE negotiated', { timeout: 120_000 }, async () => {
-    const rig = await startRig([]);
+  it('host_mtu=9000: the tap and the guest get MTU 9000, an 8000-byte ping crosses and 8 MiB of jumbo TCP arrive intact; GUEST_ANNOUNCE negotiated', { timeout: 120_000 }, async () => {
+    const rig = await startRig([], { tcp: true });
     try {
       const guest = boot(rig, { mode: 'shell', hostMtu: 9000, timeoutMs: 110_000 });
       const sh = new GuestShell(guest);
@@ -32,10 +35,10 @@ describe('serve --net tap: the guest\'s link', () => {
       const state = await rig.serve.state();
       assert.equal(state.mtu, 9000);
       for (const f of ['MTU', 'GUEST_ANNOUNCE']) assert.ok(state.features.names.includes(f), `${f} not negotiated: ${state.features.names.join(' ')}`);
-      await sh.ok(`ip addr add ${GUEST_CIDR} dev eth0 && ip link set eth0 up`);
-      await sh.ok('i=0; while [ "$(cat /sys/class/net/eth0/carrier)" != 1 ]; do [ $i -gt 300 ] && exit 1; sleep 0.1; i=$((i+1)); done', 40_000);
+      await shellLinkUp(sh);
       // One 8028-byte frame each way now that both ends have MTU 9000.
       await sh.ok(`ping -c 3 -W 3 -s 8000 ${HOST_IP}`, 30_000);
+      await shellSendChecked(rig, sh, 8);
     } finally {
       await rig.close();
     }
@@ -82,8 +85,7 @@ describe('serve --net tap: the guest\'s link', () => {
       const guest = boot(rig, { mode: 'shell', queues: 2, cpus: 2, timeoutMs: 160_000 });
       const sh = new GuestShell(guest);
       await sh.ready();
-      await sh.ok(`ip addr add ${GUEST_CIDR} dev eth0 && ip link set eth0 up`);
-      await sh.ok('i=0; while [ "$(cat /sys/class/net/eth0/carrier)" != 1 ]; do [ $i -gt 300 ] && exit 1; sleep 0.1; i=$((i+1)); done', 40_000);
+      await shellLinkUp(sh);
       const from = rig.source!.log.lines.length;
       // (a fifo opened read-write keeps nc's stdin open: at stdin EOF busybox nc half-closes,
       // and the source stops sending)
@@ -96,6 +98,39 @@ describe('serve --net tap: the guest\'s link', () => {
       const rx = state.queues.filter((q) => q.kind === 'rx').map((q) => q.counters?.packets ?? 0);
       assert.equal(rx.length, 2);
       assert.ok(rx.every((n) => n > 0), `frames per RX queue: ${rx.join(', ')} (the tap spreads flows over its queues)`);
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('offloads: the guest sees CSUM/TSO both ways; with every offload off on the NIC, TCP each way is still intact in MTU-sized frames', { timeout: 150_000 }, async () => {
+    const rig = await startRig([], { tcp: true, source: 8 });
+    try {
+      // virtio feature bits as the guest's sysfs shows them: one character per bit.
+      const bits = async (offloads: boolean): Promise<string> => {
+        const g = boot(rig, { mode: 'shell', offloads, timeoutMs: 60_000 });
+        const sh = new GuestShell(g);
+        await sh.ready();
+        const line = (await sh.ok('cat /sys/bus/virtio/devices/*/features')).find((l) => /^[01]{64}$/.test(l));
+        await g.kill();
+        await waitDisconnected(rig.serve);
+        assert.ok(line, 'no feature bits in the guest\'s sysfs');
+        return line;
+      };
+      const on = await bits(true);
+      for (const [name, bit] of [['CSUM', 0], ['GUEST_CSUM', 1], ['GUEST_TSO4', 7], ['GUEST_TSO6', 8], ['HOST_TSO4', 11], ['HOST_TSO6', 12]] as const) {
+        assert.equal(on[bit], '1', `the guest does not see ${name}: ${on}`);
+      }
+      const off = await bits(false);
+      for (const bit of [0, 1, 7, 8, 11, 12]) assert.equal(off[bit], '0', `bit ${bit} still on with offloads off: ${off}`);
+      const before = await rig.serve.state();
+      await transferOk(rig, 8, { offloads: false });
+      await receiveOk(rig, { offloads: false });
+      const after = await waitDisconnected(rig.serve);
+      for (const kind of ['tx', 'rx'] as const) {
+        const perFrame = (total(after, kind, 'bytes') - total(before, kind, 'bytes')) / (total(after, kind) - total(before, kind));
+        assert.ok(perFrame <= 1514, `${kind}: ${perFrame.toFixed(0)} bytes per frame with every offload off`);
+      }
     } finally {
       await rig.close();
     }

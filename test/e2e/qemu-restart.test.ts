@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { startGuest, waitForGuestSocket, type Guest } from '../peers/qemu.js';
 import { sleep } from '../peers/util.js';
 import { GuestShell } from '../support/guest-shell.js';
-import { boot, closeAllRigs, GUEST_CIDR, HOST_IP, onCleanup, PORT, startRig, type Rig } from '../support/qemu-rig.js';
+import { boot, closeAllRigs, HOST_IP, onCleanup, PORT, shellLinkUp, shellSendChecked, startRig, type Rig } from '../support/qemu-rig.js';
 import { total } from '../support/serve.js';
 import type { DeviceState } from '../../src/control/state.js';
 import { decodeMessage, FrontendRequest, IotlbType } from '../../src/protocol/index.js';
@@ -31,33 +31,6 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
   assert.deepEqual(leaks, [], 'processes left behind in test namespaces');
 });
-
-async function bringUp(sh: GuestShell): Promise<void> {
-  await sh.ok(`ip addr add ${GUEST_CIDR} dev eth0 && ip link set eth0 up`);
-  await sh.ok('i=0; while [ "$(cat /sys/class/net/eth0/carrier)" != 1 ]; do [ $i -gt 300 ] && exit 1; sleep 0.1; i=$((i+1)); done', 40_000);
-}
-
-/** The guest sends `mib` MiB of fresh random bytes; the namespace's sink must hash the same. */
-async function sendChecked(rig: Rig, sh: GuestShell, mib: number): Promise<void> {
-  const out = await sh.ok(`dd if=/dev/urandom of=/tmp/d bs=1048576 count=${mib} 2>/dev/null && sha256sum /tmp/d`);
-  // (the console echoes the typed line too, wrapped at its width: pick the digest itself)
-  const sent = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
-  assert.ok(sent, `no sha256 from the guest:\n${out.join('\n')}`);
-  const from = rig.tcp!.log.lines.length;
-  await sh.ok(`nc -w 10 ${HOST_IP} ${PORT} < /tmp/d`, 90_000);
-  const bytes = mib * 1024 * 1024;
-  // Earlier connections (one cut by a restart) may report too: take the one of this size.
-  const end = Date.now() + 15_000;
-  for (;;) {
-    const line = rig.tcp!.log.lines.slice(from).find((l) => l.startsWith(`SINK sha256 `) && l.includes(` bytes ${bytes} `));
-    if (line) {
-      assert.equal(line.split(' ')[2], sent, 'sha256 of what the namespace received vs what the guest sent');
-      return;
-    }
-    assert.ok(Date.now() < end, `the sink reported no ${mib} MiB connection:\n${rig.tcp!.log.lines.slice(from).join('\n')}`);
-    await sleep(100);
-  }
-}
 
 /** serve's state once a front-end is connected with both rings running. */
 async function waitRunning(rig: Rig, timeoutMs = 30_000): Promise<DeviceState> {
@@ -125,13 +98,13 @@ describe('serve restarted under a running guest', () => {
         const guest = boot(rig, { mode: 'shell', iommu, reconnect: true, timeoutMs: 170_000 });
         const sh = new GuestShell(guest);
         await sh.ready();
-        await bringUp(sh);
-        await sendChecked(rig, sh, 8);
+        await shellLinkUp(sh);
+        await shellSendChecked(rig, sh, 8);
         await killServeMidTransfer(rig, guest, sh);
         await rig.restartServe();
         const state = await waitRunning(rig);
         assert.equal(state.iommu, iommu);
-        await sendChecked(rig, sh, 8);
+        await shellSendChecked(rig, sh, 8);
         if (iommu) {
           const after = await rig.serve.state();
           assert.ok(after.queues.every((q) => (q.counters?.missesSent ?? 0) > 0), 'the new serve learnt its translations by misses');
@@ -151,12 +124,12 @@ describe('serve restarted under a running guest', () => {
     try {
       const sh = new GuestShell(guest);
       await sh.ready();
-      await bringUp(sh);
-      await sendChecked(rig, sh, 8);
+      await shellLinkUp(sh);
+      await shellSendChecked(rig, sh, 8);
       await killServeMidTransfer(rig, guest, sh);
       await rig.restartServe();
       await waitRunning(rig);
-      await sendChecked(rig, sh, 8);
+      await shellSendChecked(rig, sh, 8);
     } finally {
       await rig.close();
       await guest.kill();
@@ -171,14 +144,14 @@ describe('a guest rebooting on the same connection', () => {
       const guest = boot(rig, { mode: 'shell', iommu: true, reboot: true, timeoutMs: 170_000 });
       const sh = new GuestShell(guest);
       await sh.ready();
-      await bringUp(sh);
-      await sendChecked(rig, sh, 8);
+      await shellLinkUp(sh);
+      await shellSendChecked(rig, sh, 8);
       const first = await rig.serve.state({ entries: true });
       assert.ok(first.queues.some((q) => (q.iotlb?.entries.length ?? 0) > 0), 'IOTLB entries before the reboot');
       guest.write('reboot -f\n');
       await sh.ready(2);
-      await bringUp(sh);
-      await sendChecked(rig, sh, 8);
+      await shellLinkUp(sh);
+      await shellSendChecked(rig, sh, 8);
       const state = await rig.serve.state();
       assert.equal(state.connections, 1, 'the reboot happened on the same connection');
       await rig.close();

@@ -48,6 +48,8 @@ export interface GuestOptions {
    * vhost=off` (the yardstick serve is measured against); socketPath is then unused.
    */
   tap?: string;
+  /** false: the NIC offers no checksum or segmentation offload (csum=off, guest_csum=off, ...). */
+  offloads?: boolean;
   /** virtio-net-pci host_mtu: the MTU QEMU gives the guest (and the back-end, NET_SET_MTU). */
   hostMtu?: number;
   /** argv QEMU runs under, e.g. ['ip', 'netns', 'exec', NS] (must exec, so the pid is QEMU's). */
@@ -164,6 +166,9 @@ export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: st
   if (queues > 1) dev += ',mq=on';
   if (opts.packed) dev += ',packed=on';
   if (opts.hostMtu) dev += `,host_mtu=${opts.hostMtu}`;
+  if (opts.offloads === false) {
+    for (const f of ['csum', 'guest_csum', 'gso', 'host_tso4', 'host_tso6', 'host_ecn', 'host_ufo', 'guest_tso4', 'guest_tso6', 'guest_ecn', 'guest_ufo']) dev += `,${f}=off`;
+  }
   if (opts.iommu) dev += ',iommu_platform=on,ats=on,disable-legacy=on';
 
   const a = [

@@ -106,14 +106,17 @@ export function netnsPids(name: string): number[] {
 
 // A TCP server inside the namespace: for every connection it hashes what arrives until EOF and
 // prints `SINK sha256 <hex> bytes <n> ms <first byte to EOF>`. With `send` it instead writes that many bytes of
-// pseudo-random data, prints `SOURCE sha256 <hex> bytes <n>`, and closes.
+// pseudo-random data, closes, and once the receiver has closed too prints
+// `SOURCE sha256 <hex> bytes <n> ms <connection to close>`.
 const SINK_SCRIPT = `
 const net = require('node:net'), crypto = require('node:crypto');
 const [host, port, send] = process.argv.slice(1);
 const server = net.createServer((s) => {
   if (Number(send) > 0) {
     const h = crypto.createHash('sha256');
+    const start = process.hrtime.bigint();
     let left = Number(send);
+    let digest = '';
     const write = () => {
       while (left > 0) {
         const chunk = crypto.randomBytes(Math.min(left, 65536));
@@ -121,12 +124,19 @@ const server = net.createServer((s) => {
         h.update(chunk);
         if (!s.write(chunk)) return s.once('drain', write);
       }
-      console.log('SOURCE sha256 ' + h.digest('hex') + ' bytes ' + send);
+      digest = h.digest('hex');
       s.end();
     };
     write();
     s.resume();
-    s.on('error', (e) => console.log('SOURCE error ' + e.message));
+    let failed = false;
+    s.on('error', (e) => { failed = true; console.log('SOURCE error ' + e.message); });
+    // Once the receiver has closed too: every byte is there, so ms is the whole transfer.
+    s.on('close', () => {
+      if (failed) return;
+      if (!digest) return console.log('SOURCE error closed with ' + left + ' bytes unsent');
+      console.log('SOURCE sha256 ' + digest + ' bytes ' + send + ' ms ' + (Number(process.hrtime.bigint() - start) / 1e6).toFixed(1));
+    });
     return;
   }
   const h = crypto.createHash('sha256');
@@ -146,7 +156,7 @@ server.listen(Number(port), host, () => console.log('LISTENING'));
 export interface TcpPeer {
   child: ChildProcess;
   log: LineLog;
-  /** The next `SINK|SOURCE sha256 ...` line after `from` (line index), parsed (ms: SINK only, first byte to EOF). */
+  /** The next `SINK|SOURCE sha256 ...` line after `from` (line index), parsed (ms: SINK first byte to EOF, SOURCE connection to close). */
   result(timeoutMs: number, from?: number): Promise<{ hex: string; bytes: number; ms?: number }>;
   stop(): Promise<Exit>;
 }

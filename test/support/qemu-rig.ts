@@ -19,6 +19,7 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { startGuest, type Guest, type GuestOptions, type GuestResult } from '../peers/qemu.js';
 import { sleep } from '../peers/util.js';
+import type { GuestShell } from './guest-shell.js';
 import { createNetns, netnsPids, startTcpPeer, type Netns, type TcpPeer } from './netns.js';
 import { startServe, type ServeProcess } from './serve.js';
 import type { DeviceState } from '../../src/control/state.js';
@@ -222,5 +223,34 @@ export async function waitDisconnected(serve: ServeProcess, timeoutMs = 10_000):
     if (!s.connected) return s;
     if (Date.now() > end) throw new Error('serve still reports a connection after QEMU exited');
     await sleep(50);
+  }
+}
+
+/** In a guest booted with mode 'shell': the rig's address on eth0, up, carrier seen. */
+export async function shellLinkUp(sh: GuestShell): Promise<void> {
+  await sh.ok(`ip addr add ${GUEST_CIDR} dev eth0 && ip link set eth0 up`);
+  await sh.ok('i=0; while [ "$(cat /sys/class/net/eth0/carrier)" != 1 ]; do [ $i -gt 300 ] && exit 1; sleep 0.1; i=$((i+1)); done', 40_000);
+}
+
+/** The shell guest sends `mib` MiB of fresh random bytes; the namespace's sink must hash the same. */
+export async function shellSendChecked(rig: Rig, sh: GuestShell, mib: number): Promise<void> {
+  assert.ok(rig.tcp, 'rig without a TCP peer');
+  const out = await sh.ok(`dd if=/dev/urandom of=/tmp/d bs=1048576 count=${mib} 2>/dev/null && sha256sum /tmp/d`);
+  // (the console echoes the typed line too, wrapped at its width: pick the digest itself)
+  const sent = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
+  assert.ok(sent, `no sha256 from the guest:\n${out.join('\n')}`);
+  const from = rig.tcp.log.lines.length;
+  await sh.ok(`nc -w 10 ${HOST_IP} ${PORT} < /tmp/d`, 90_000);
+  const bytes = mib * 1024 * 1024;
+  // Earlier connections (one cut by a restart) may report too: take the one of this size.
+  const end = Date.now() + 15_000;
+  for (;;) {
+    const line = rig.tcp.log.lines.slice(from).find((l) => l.startsWith('SINK sha256 ') && l.includes(` bytes ${bytes} `));
+    if (line) {
+      assert.equal(line.split(' ')[2], sent, 'sha256 of what the namespace received vs what the guest sent');
+      return;
+    }
+    assert.ok(Date.now() < end, `the sink reported no ${mib} MiB connection:\n${rig.tcp.log.lines.slice(from).join('\n')}`);
+    await sleep(100);
   }
 }
