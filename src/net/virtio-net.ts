@@ -164,10 +164,7 @@ export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): 
     const total = q.chainReadLen;
     if (total < hdrLen + MIN_FRAME) {
       // Malformed: give the chain back unread, count it.
-      c[NetCounter.errors]++;
-      c[NetCounter.drops]++;
-      q.pushUsed(q.chainHead, 0);
-      q.consume(1);
+      dropChain(q, c);
       done++;
       continue;
     }
@@ -175,10 +172,7 @@ export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): 
       gatherHeader(sg, hdrLen, header);
       if (txHeaderProblem(header, total - hdrLen, txq.txOffloads) !== '') {
         // Never handed on: the kernel would act on offsets and sizes the guest chose.
-        c[NetCounter.errors]++;
-        c[NetCounter.drops]++;
-        q.pushUsed(q.chainHead, 0);
-        q.consume(1);
+        dropChain(q, c);
         done++;
         continue;
       }
@@ -206,6 +200,14 @@ export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): 
   if (delivered !== 0) endpoint.flush();
   if (done !== 0) txq.finish();
   return done;
+}
+
+/** A TX chain refused: back to the driver unread, counted as an error and a drop. */
+function dropChain(q: VirtQueue, c: Float64Array): void {
+  c[NetCounter.errors]++;
+  c[NetCounter.drops]++;
+  q.pushUsed(q.chainHead, 0);
+  q.consume(1);
 }
 
 /** Copies the header, which may span pieces, into `out` (a 10-byte one leaves num_buffers 0). */

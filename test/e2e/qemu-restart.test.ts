@@ -90,21 +90,30 @@ async function hitsFromAnEarlierStart(trace: string): Promise<string[]> {
   return stale;
 }
 
+/**
+ * The guest sends 8 MiB intact; serve is SIGKILLed in the middle of a bigger transfer and
+ * started again; once the front-end has its rings running again the guest sends 8 MiB intact.
+ */
+async function restartUnderGuest(rig: Rig, guest: Guest): Promise<DeviceState> {
+  const sh = new GuestShell(guest);
+  await sh.ready();
+  await shellLinkUp(sh);
+  await shellSendChecked(rig, sh, 8);
+  await killServeMidTransfer(rig, guest, sh);
+  await rig.restartServe();
+  const state = await waitRunning(rig);
+  await shellSendChecked(rig, sh, 8);
+  return state;
+}
+
 describe('serve restarted under a running guest', () => {
   for (const iommu of [false, true]) {
     it(`QEMU reconnect=1, serve SIGKILLed mid-transfer and started again: the same guest sends 8 MiB intact (${iommu ? 'intel-iommu' : 'no IOMMU'})`, { timeout: 180_000 }, async () => {
       const rig = await startRig(['--iotlb-strategy', 'coalescing'], { tcp: true });
       try {
         const guest = boot(rig, { mode: 'shell', iommu, reconnect: true, timeoutMs: 170_000 });
-        const sh = new GuestShell(guest);
-        await sh.ready();
-        await shellLinkUp(sh);
-        await shellSendChecked(rig, sh, 8);
-        await killServeMidTransfer(rig, guest, sh);
-        await rig.restartServe();
-        const state = await waitRunning(rig);
+        const state = await restartUnderGuest(rig, guest);
         assert.equal(state.iommu, iommu);
-        await shellSendChecked(rig, sh, 8);
         if (iommu) {
           const after = await rig.serve.state();
           assert.ok(after.queues.every((q) => (q.counters?.missesSent ?? 0) > 0), 'the new serve learnt its translations by misses');
@@ -122,14 +131,7 @@ describe('serve restarted under a running guest', () => {
     await waitForGuestSocket(socket);
     const rig = await startRig(['--client'], { socket, tcp: true });
     try {
-      const sh = new GuestShell(guest);
-      await sh.ready();
-      await shellLinkUp(sh);
-      await shellSendChecked(rig, sh, 8);
-      await killServeMidTransfer(rig, guest, sh);
-      await rig.restartServe();
-      await waitRunning(rig);
-      await shellSendChecked(rig, sh, 8);
+      await restartUnderGuest(rig, guest);
     } finally {
       await rig.close();
       await guest.kill();
