@@ -5,9 +5,8 @@
  */
 import { availableParallelism } from 'node:os';
 import { hasFeature, NetFeature, VirtioFeature } from '../protocol/features.js';
-import { closeFd, setInterfaceMtu, writeFd } from '../sys/index.js';
-import { macOfRarpPayload, RARP_FRAME_LENGTH, rarpFrame } from '../net/announce.js';
-import { TAP_HEADER_LENGTH } from '../net/tap.js';
+import { closeFd, setInterfaceMtu } from '../sys/index.js';
+import { announceOnTap } from '../net/announce.js';
 import { DEFAULT_BUSY_POLL_US, type NetMode, type QueueSnapshot, type RegionConfig } from '../datapath/contract.js';
 import { IotlbOp } from '../datapath/iotlb-ring.js';
 import { QueuePairHost } from '../datapath/queue-pair-host.js';
@@ -114,10 +113,8 @@ export class NetDevice {
   /** SEND_RARP: a RARP from the guest's MAC into the tap, as if the guest had sent it. */
   announce(payload: bigint): void {
     if (this.options.net.kind !== 'tap') throw new DeviceError('SEND_RARP: only a tap has a network to announce to');
-    const frame = new Uint8Array(TAP_HEADER_LENGTH + RARP_FRAME_LENGTH);
-    frame.set(rarpFrame(macOfRarpPayload(payload)), TAP_HEADER_LENGTH); // after a zero vnet header
     try {
-      writeFd(this.options.net.fds[0]!, frame, 0, frame.length);
+      announceOnTap(this.options.net.fds[0]!, payload);
     } catch (err) {
       throw new DeviceError(`SEND_RARP: the tap refused the frame: ${(err as Error).message}`);
     }

@@ -1,3 +1,6 @@
+import { writeFd } from '../sys/index.js';
+import { TAP_HEADER_LENGTH } from './tap.js';
+
 /**
  * The frame a back-end sends on a guest's behalf after it moved (vhost-user SEND_RARP, which
  * QEMU issues after a migration when the guest cannot announce itself): a broadcast RARP
@@ -31,4 +34,11 @@ export function rarpFrame(mac: Uint8Array): Uint8Array {
   f.set(mac, 22); // sender hardware address; sender IP 0
   f.set(mac, 32); // target hardware address; target IP 0
   return f;
+}
+
+/** Writes the RARP for the MAC of a SEND_RARP payload into a tap, behind a zero vnet header. */
+export function announceOnTap(tapFd: number, payload: bigint): void {
+  const frame = new Uint8Array(TAP_HEADER_LENGTH + RARP_FRAME_LENGTH);
+  frame.set(rarpFrame(macOfRarpPayload(payload)), TAP_HEADER_LENGTH);
+  writeFd(tapFd, frame, 0, frame.length);
 }

@@ -4,8 +4,8 @@
  * checksum and segmentation offloads reach the kernel as the guest asked (offloads.ts checked
  * the header first); frames the host sends come back to the guest with the kernel's header,
  * within the receive offloads the guest negotiated (up to 64 KiB segments over mergeable
- * buffers). One frame buffer each way,
- * allocated once; a frame read while RX has no room waits in it for the next poll.
+ * buffers). One frame buffer each way, allocated once; a frame read while RX has no room
+ * waits in it for the next poll.
  */
 import { readFd, setTapOffload, writeFd } from '../sys/index.js';
 import type { Endpoint } from './endpoint.js';
@@ -75,7 +75,6 @@ export class TapEndpoint implements Endpoint {
         const n = readFd(this.fd, this.rxFrame, 0, this.rxFrame.length);
         if (n <= TAP_HEADER_LENGTH) break;
         this.heldLength = n - TAP_HEADER_LENGTH; // the header stays in rxFrame: rxq.rxHeader
-
       }
       this.rxPieces.reset();
       this.rxPieces.push(this.rxFrame, TAP_HEADER_LENGTH, this.heldLength, this.rxWide);
