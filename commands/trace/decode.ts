@@ -10,7 +10,7 @@ export default class TraceDecode extends ColorCommand {
   // One line per paragraph: oclif wraps help to the terminal's width.
   static override description = [
     'Messages show the relative time, the direction (→ front-end to back-end, ← back-end to front-end), the channel '
-    + '(main or backend), the request and its key fields; SET_MEM_TABLE adds a table of regions. Runs of translation '
+    + '(frontend or backend), the request and its key fields; SET_MEM_TABLE adds a table of regions. Runs of translation '
     + 'records are summarised in one line unless --translations.',
     '--stats prints counts per request, IOTLB message counts, the translation hit rate and the IOTLB round trips '
     + 'measured from the time stamps: back-end MISS → the UPDATE that covers it, and UPDATE / INVALIDATE → the '
@@ -36,7 +36,7 @@ export default class TraceDecode extends ColorCommand {
     json: Flags.boolean({ summary: 'one JSON object per line (bigints as "0x..." strings)' }),
     filter: Flags.string({
       char: 'f', multiple: true,
-      summary: 'only messages of this request (any case, e.g. IOTLB_MSG) or channel (main, backend); repeatable',
+      summary: 'only messages of this request (any case, e.g. IOTLB_MSG) or channel (frontend, backend); repeatable',
     }),
     stats: Flags.boolean({ summary: 'print counts per request, IOTLB message counts, IOTLB round-trip latencies and the translation hit rate instead of the records' }),
     translations: Flags.boolean({ summary: 'print every translation record instead of a summary line per run' }),

@@ -36,7 +36,8 @@ export function formatTime(timeNs: bigint): string {
   return `${ms}.${frac} ms`.padStart(13);
 }
 
-export const channelLabel = (channel: 'frontend' | 'backend'): string => (channel === 'frontend' ? 'main' : 'backend');
+/** The channel as text, --filter and JSON name it: the front-end's socket or the back-end channel. */
+export const channelLabel = (channel: 'frontend' | 'backend'): string => channel;
 export const arrow = (direction: 'to-backend' | 'to-frontend'): string => (direction === 'to-backend' ? '→' : '←');
 
 const PERM = ['none', 'RO', 'WO', 'RW'];
@@ -181,7 +182,7 @@ export interface DescribeOptions {
 }
 
 /**
- * One message as text: a line `time  #conn → main  NAME  fields  [flags]  fds`, followed
+ * One message as text: a line `time  #conn → frontend  NAME  fields  [flags]  fds`, followed
  * by a region table for SET_MEM_TABLE (so the result may hold several lines).
  */
 export function describeMessage(record: MessageRecord, options: DescribeOptions = {}, decoded: Decoded = decodeRecord(record)): string {
@@ -189,7 +190,7 @@ export function describeMessage(record: MessageRecord, options: DescribeOptions 
   const parts: string[] = [c.dim(formatTime(record.timeNs))];
   if (options.connection !== false) parts.push(c.dim(`#${record.connection}`));
   const dirColor = record.direction === 'to-backend' ? c.cyan : c.magenta;
-  parts.push(dirColor(`${arrow(record.direction)} ${channelLabel(record.channel).padEnd(7)}`));
+  parts.push(dirColor(`${arrow(record.direction)} ${channelLabel(record.channel).padEnd(8)}`));
   let extra = '';
   if (decoded.ok) {
     const m = decoded.message;

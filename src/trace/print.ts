@@ -30,7 +30,8 @@ export function allRequestNames(): Set<string> {
 }
 
 /**
- * Parses `--filter` values: channel names (main, backend) or request names (any case).
+ * Parses `--filter` values: channel names (frontend, backend; `main` is accepted for frontend)
+ * or request names (any case).
  * Several of one kind are alternatives; a channel and a request filter must both match.
  * Throws an Error naming the bad value and the accepted ones.
  */
@@ -47,7 +48,7 @@ export function parseFilters(values: readonly string[]): MessageFilter {
       }
       const upper = value.toUpperCase().replace(/^VHOST_USER_(BACKEND_|SLAVE_)?/, '');
       if (!names.has(upper)) {
-        throw new Error(`unknown --filter value "${value}": use main, backend or a request name (e.g. ${[...names].slice(0, 4).join(', ')}, ...)`);
+        throw new Error(`unknown --filter value "${value}": use frontend, backend or a request name (e.g. ${[...names].slice(0, 4).join(', ')}, ...)`);
       }
       filter.requests.add(upper);
     }

@@ -87,8 +87,8 @@ test('text output: one line per message with decoded fields, region table, trans
     assert.ok(line, `no line matches ${re}\n${text}`);
     return line;
   };
-  assert.match(find(/GET_FEATURES$/), /^\s+0\.001 ms {2}#0 {2}→ main {5}GET_FEATURES$/);
-  assert.match(find(/GET_FEATURES reply/), /← main .*GET_FEATURES reply {2}0x340008000 MRG_RXBUF\|PROTOCOL_FEATURES\|VERSION_1\|ACCESS_PLATFORM/);
+  assert.match(find(/GET_FEATURES$/), /^\s+0\.001 ms {2}#0 {2}→ frontend {2}GET_FEATURES$/);
+  assert.match(find(/GET_FEATURES reply/), /← frontend .*GET_FEATURES reply {2}0x340008000 MRG_RXBUF\|PROTOCOL_FEATURES\|VERSION_1\|ACCESS_PLATFORM/);
   find(/SET_PROTOCOL_FEATURES {2}0x28 REPLY_ACK\|BACKEND_REQ/);
   find(/SET_MEM_TABLE {2}2 regions {2}\[need-reply\] {2}fds: memfd\(4 GiB\), memfd\(4 GiB\)/);
   find(/SET_MEM_TABLE reply {2}ack 0 \(ok\)/);
@@ -99,7 +99,7 @@ test('text output: one line per message with decoded fields, region table, trans
   find(/SET_VRING_KICK {2}vring 1 {2}fds: eventfd/);
   find(/… 1 translation on q0: 1 miss/);
   find(/← backend .*IOTLB_MSG {2}MISS iova 0xfffff000 perm RO$/);
-  find(/→ main .*IOTLB_MSG {2}UPDATE iova 0xfffff000 size 0x1000 \(4 KiB\) uaddr 0x7f00fffff000 perm RW {2}\[need-reply\]/);
+  find(/→ frontend .*IOTLB_MSG {2}UPDATE iova 0xfffff000 size 0x1000 \(4 KiB\) uaddr 0x7f00fffff000 perm RW {2}\[need-reply\]/);
   find(/… 3 translations on q0,q1: 3 hit/);
   find(/IOTLB_MSG {2}INVALIDATE iova 0xfffff000 size 0x1000 \(4 KiB\)/);
   find(/SET_OWNER {2}undecodable: reserved bits set in flags 0x8001 \[BAD_FLAGS flags\]/);
@@ -149,7 +149,8 @@ test('--filter by request names (any case) and by channel', async () => {
   assert.deepEqual(await names(['IOTLB_MSG', 'set_mem_table']),
     ['SET_MEM_TABLE', 'SET_MEM_TABLE reply', 'b:IOTLB_MSG', 'IOTLB_MSG', 'IOTLB_MSG reply', 'IOTLB_MSG']);
   assert.deepEqual(await names(['backend']), ['b:IOTLB_MSG']);
-  assert.deepEqual(await names(['main', 'iotlb_msg']), ['IOTLB_MSG', 'IOTLB_MSG reply', 'IOTLB_MSG']);
+  assert.deepEqual(await names(['frontend', 'iotlb_msg']), ['IOTLB_MSG', 'IOTLB_MSG reply', 'IOTLB_MSG']);
+  assert.deepEqual(await names(['main', 'iotlb_msg']), await names(['frontend', 'iotlb_msg']), '`main` is accepted for frontend');
   assert.deepEqual(await names(['vhost_user_set_owner']), ['SET_OWNER']);
   assert.deepEqual(await names(['get_features,set_vring_num']), ['GET_FEATURES', 'GET_FEATURES reply', 'SET_VRING_NUM']);
   assert.throws(() => parseFilters(['SET_MEMTABLE']), /unknown --filter value "SET_MEMTABLE"/);
@@ -169,7 +170,7 @@ test('--stats: counts per request, IOTLB counts, hit rate', async () => {
   assert.deepEqual(row('GET_FEATURES'), { channel: 'frontend', name: 'GET_FEATURES', requests: 1, replies: 1 });
   const text = stats.render();
   assert.match(text, /messages 14 \(2 undecodable\), connections 1/);
-  assert.match(text, /│ main +│ IOTLB_MSG +│ +2 │ +1 │/);
+  assert.match(text, /│ frontend +│ IOTLB_MSG +│ +2 │ +1 │/);
   assert.match(text, /│ update +│ +1 │/);
   assert.match(text, /│ hit rate +│ +75\.00% │/);
   // Filtered stats count only the matching messages (translations always).
@@ -240,4 +241,14 @@ test('decoding never throws on arbitrary message bytes', async () => {
     await decodeTrace(records, { json }, (l) => lines.push(l));
     assert.equal(lines.length, 2000);
   }
+});
+
+test('text and --json name each channel the same way, the way --filter takes it', async () => {
+  const { lines: text } = await decodeLines(sampleTrace(), {});
+  const { lines: json } = await decodeLines(sampleTrace(), { json: true });
+  const jsonChannels = new Set(json.map((l) => JSON.parse(l) as { type: string; channel?: string }).filter((o) => o.type === 'message').map((o) => o.channel));
+  const textChannels = new Set(text.map((l) => l.match(/#\d+ {2}[→←] (\S+)/)?.[1]).filter((c): c is string => c !== undefined));
+  assert.deepEqual([...textChannels].sort(), ['backend', 'frontend']);
+  assert.deepEqual([...jsonChannels].sort(), [...textChannels].sort());
+  for (const c of textChannels) assert.doesNotThrow(() => parseFilters([c]));
 });

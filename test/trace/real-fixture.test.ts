@@ -104,8 +104,8 @@ test('committed fixture qemu-dpdk-iommu.vhtrace: intel-iommu + iommu-support=1, 
   assert.ok(filtered.every((m) => m.channel === 'backend' && m.iotlbType === 'MISS'));
 
   const text = runDecode([IOMMU, '--no-color']);
-  assert.match(text, /← backend {2}IOTLB_MSG {2}MISS iova 0x[0-9a-f]+ perm R[OW]/);
-  assert.match(text, /→ main {5}IOTLB_MSG {2}UPDATE iova 0x[0-9a-f]+ size 0x1000 \(4 KiB\) uaddr 0x[0-9a-f]+ perm RW {2}\[need-reply\]/);
+  assert.match(text, /← backend {3}IOTLB_MSG {2}MISS iova 0x[0-9a-f]+ perm R[OW]/);
+  assert.match(text, /→ frontend {2}IOTLB_MSG {2}UPDATE iova 0x[0-9a-f]+ size 0x1000 \(4 KiB\) uaddr 0x[0-9a-f]+ perm RW {2}\[need-reply\]/);
   const statsText = runDecode([IOMMU, '--stats', '--no-color']);
   assert.match(statsText, /miss \(back-end → front-end\)\s*│\s*12 │/);
   assert.match(statsText, /update\s*│\s*14 │/);
