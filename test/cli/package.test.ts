@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,12 +16,14 @@ const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 test('the packed tarball installs into an empty project and its CLI runs', { timeout: 600_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'vit-pack-'));
   try {
-    // dist is built already (npm test compiles first): pack it as is.
-    const pack = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', dir, '--json'], { cwd: ROOT, encoding: 'utf8' });
+    // As npm publish would: prepack builds and writes oclif.manifest.json, postpack removes it.
+    const pack = spawnSync('npm', ['pack', '--pack-destination', dir, '--json'], { cwd: ROOT, encoding: 'utf8' });
     assert.equal(pack.status, 0, pack.stderr);
-    const [{ filename, files }] = JSON.parse(pack.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
+    const [{ filename, files }] = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as Array<{ filename: string; files: Array<{ path: string }> }>;
     const paths = files.map((f) => f.path);
     assert.ok(paths.includes('LICENSE') && paths.includes('binding.gyp') && paths.includes('dist/commands/bench.js'), 'what a user runs is shipped');
+    assert.ok(paths.includes('oclif.manifest.json'), 'the command manifest is shipped');
+    assert.ok(!existsSync(join(ROOT, 'oclif.manifest.json')), 'postpack removed the manifest from the checkout');
     assert.deepEqual(paths.filter((p) => /^dist\/(test|bench)\/|\.map$/.test(p)), [], 'tests, benchmarks and source maps stay home');
 
     const app = join(dir, 'app');
@@ -31,6 +33,8 @@ test('the packed tarball installs into an empty project and its CLI runs', { tim
     assert.equal(install.status, 0, `npm install of the tarball failed (it needs the npm registry and a C++ toolchain):\n${(install.stdout + install.stderr).slice(-3000)}`);
     assert.ok(readdirSync(join(app, 'node_modules', 'vhost-iotlb', 'build', 'Release')).includes('vhost_sys.node'), 'npm built the native addon');
 
+    const manifest = JSON.parse(readFileSync(join(app, 'node_modules', 'vhost-iotlb', 'oclif.manifest.json'), 'utf8')) as { commands: Record<string, unknown> };
+    assert.deepEqual(Object.keys(manifest.commands).sort(), ['bench', 'inspect', 'serve', 'trace:decode', 'trace:record', 'trace:synth']);
     const bin = join(app, 'node_modules', '.bin', 'vhost-iotlb');
     const trace = join(dir, 'static-2m.vhtrace');
     const synth = spawnSync(bin, ['trace', 'synth', '--scenario', 'static-2m', '--packets', '50', '-o', trace], { cwd: app, encoding: 'utf8' });
