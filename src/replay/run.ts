@@ -6,6 +6,7 @@
  * analysis replay (hit rate, misses sent, evictions, memory); a strategy that answers
  * wrongly is reported as an error and not timed.
  */
+import { makeChartSelfContained } from './chart.js';
 import { format } from 'node:util';
 import { renameSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
@@ -102,6 +103,7 @@ export async function benchStrategies(
   ));
 
   if (saved !== undefined && options.chart !== undefined && saved !== options.chart) renameSync(saved, options.chart);
+  if (options.chart !== undefined) makeChartSelfContained(options.chart, lookups);
   if (options.chart !== undefined) progress(`${trace}: chart written to ${options.chart}`);
 
   const rows: BenchRow[] = [];
