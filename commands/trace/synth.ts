@@ -33,11 +33,20 @@ The same options and --seed always produce the same bytes.`;
     const problem = outputPathProblem('--output', flags.output);
     if (problem) this.error(problem, { exit: 2 });
     let summary: SynthSummary;
+    // Progress on stderr, at most once a second, so a big area does not look hung.
+    const started = Date.now();
+    let said = started;
+    const progress = (messages: number): void => {
+      const now = Date.now();
+      if (now - said < 1000) return;
+      said = now;
+      process.stderr.write(`${flags.output}: ${messages} messages written (${((now - started) / 1000).toFixed(0)} s)\n`);
+    };
     try {
       summary = writeSynthTrace(flags.output, {
         scenario: flags.scenario as ScenarioName, seed: flags.seed, packets: flags.packets, queues: flags.queues,
         guestMib: flags['guest-mib'], ringSize: flags['ring-size'],
-      });
+      }, progress);
     } catch (err) {
       if (err instanceof RangeError) this.error(err.message, { exit: 2 });
       throw err;

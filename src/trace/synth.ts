@@ -83,10 +83,11 @@ export function synthesize(options: SynthOptions, writer: TraceWriter): SynthSum
   return generate(resolve(options), writer);
 }
 
-function generate(o: Required<SynthOptions>, writer: TraceWriter): SynthSummary {
+function generate(o: Required<SynthOptions>, writer: TraceWriter, onProgress: ((messages: number) => void) | null = null): SynthSummary {
   const rng = new Prng(o.seed);
   const unit = unitOf(o.scenario);
   const e = new Emitter(writer, rng, unit);
+  e.onProgress = onProgress;
   if (o.scenario === 'dynamic') runDynamic(e, rng, o);
   else runStatic(e, rng, unit, o);
   e.summary.durationNs = e.t;
@@ -104,12 +105,12 @@ export function synthTrace(options: SynthOptions): { bytes: Uint8Array; summary:
   return { bytes: writer.bytes(), summary };
 }
 
-/** A scenario written to `path`. */
-export function writeSynthTrace(path: string, options: SynthOptions): SynthSummary {
+/** A scenario written to `path`; `onProgress` hears the messages written so far, now and then. */
+export function writeSynthTrace(path: string, options: SynthOptions, onProgress: ((messages: number) => void) | null = null): SynthSummary {
   const o = resolve(options); // bad options throw before the file is created
   const writer = TraceWriter.open(path, SYNTH_WRITER_OPTIONS);
   try {
-    return generate(o, writer);
+    return generate(o, writer, onProgress);
   } finally {
     writer.close();
   }

@@ -125,3 +125,19 @@ test('trace synth refuses a static area too large to map instead of running for 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('trace synth of a big area says how far it got on stderr, once a second; stdout stays the one JSON document', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vit-cli-'));
+  try {
+    const out = join(dir, 'big.vhtrace');
+    // ~3 M messages: several seconds here, long enough for the first line after 1 s.
+    const r = runCli(['trace', 'synth', '--scenario', 'static-4k', '--guest-mib', '6000', '--packets', '10', '-o', out, '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const summary = JSON.parse(r.stdout) as { messages: number };
+    const lines = r.stderr.trim().split('\n').filter(Boolean);
+    assert.ok(lines.length >= 1, `no progress on stderr for ${summary.messages} messages`);
+    for (const line of lines) assert.match(line, /big\.vhtrace: \d+ messages written \(\d+ s\)$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
