@@ -5,7 +5,7 @@
  * Synchronous on purpose: a front-end that waits for a reply blocks in poll(2) on both
  * sockets, exactly as QEMU's process_message_reply() blocks on its socket. While it waits,
  * back-end requests (IOTLB misses) are read and queued, never interleaved with the pending
- * request: the caller handles them afterwards (takeBackendRequests()). The data path polls
+ * request: the caller handles them afterwards (nextBackendRequest()). The data path polls
  * the back-end channel with pollBackend(), one non-blocking recvmsg.
  */
 import {
