@@ -1,8 +1,14 @@
 // Runs every compiled test file under dist/test with node's own test runner.
 // Node 20 has no glob support in `node --test`, so the file list is built here.
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+// tsc never deletes outputs, so dist/test still holds the .js of tests whose .ts was deleted
+// or renamed; only compiled files whose source test/**/*.test.ts still exists are run.
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const compiled = join(root, 'dist', 'test');
 
 function findTests(dir) {
   const found = [];
@@ -14,11 +20,22 @@ function findTests(dir) {
   return found;
 }
 
+/** test/<same path>.test.ts for dist/test/<path>.test.js. */
+function sourceOf(file) {
+  return join(root, 'test', relative(compiled, file)).replace(/\.js$/, '.ts');
+}
+
 const only = process.argv.slice(2);
-const files = findTests('dist/test').filter((f) => only.length === 0 || only.some((o) => f.includes(o)));
+const all = existsSync(compiled) ? findTests(compiled) : [];
+const stale = all.filter((f) => !existsSync(sourceOf(f)));
+for (const f of stale) console.error(`run-tests: skipping ${relative(root, f)}: its source ${relative(root, sourceOf(f))} no longer exists`);
+const files = all
+  .filter((f) => existsSync(sourceOf(f)))
+  .map((f) => relative(root, f))
+  .filter((f) => only.length === 0 || only.some((o) => f.includes(o)));
 if (files.length === 0) {
   console.error('no test files found under dist/test');
   process.exit(1);
 }
-const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=300000', ...files], { stdio: 'inherit' });
+const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=300000', ...files], { stdio: 'inherit', cwd: root });
 process.exit(result.status ?? 1);

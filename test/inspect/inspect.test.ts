@@ -9,7 +9,8 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestpmd, type Testpmd } from '../peers/dpdk.js';
-import { repoRoot, sleep } from '../peers/util.js';
+import { repoRoot } from '../peers/util.js';
+import { expectFdsBack, waitFor } from '../support/hostile-frontend.js';
 import { startServe, total, type ServeProcess } from '../support/serve.js';
 import { controlRequest } from '../../src/control/control-client.js';
 
@@ -74,9 +75,22 @@ describe('inspect with DPDK virtio-user as the peer', () => {
   it('counters move with traffic, also while many clients ask at once', async () => {
     const first = total(await serve.state(), 'tx');
     const answers = await Promise.all(Array.from({ length: 40 }, () => serve.state({ entries: true })));
-    assert.equal(answers.length, 40);
-    await sleep(500);
-    const second = total(await serve.state(), 'tx');
+    // Every one of the 40 is a whole answer: the device as it is, with the worker's own view of
+    // the running TX ring (its snapshot reached this request) and counters that only grow.
+    answers.forEach((a, i) => {
+      assert.equal(a.socket, serve.socket, `answer ${i}: socket`);
+      assert.equal(a.connected, true, `answer ${i}: connected`);
+      const tx = a.queues.find((q) => q.index === 1);
+      assert.ok(tx, `answer ${i}: no TX queue in ${JSON.stringify(a.queues)}`);
+      assert.equal(tx.running, true, `answer ${i}: TX ring not running`);
+      assert.ok(tx.availIdx !== null && tx.usedIdx !== null, `answer ${i}: no worker snapshot of the TX ring: ${JSON.stringify(tx)}`);
+      assert.ok(total(a, 'tx') >= first, `answer ${i}: tx packets went back from ${first} to ${total(a, 'tx')}`);
+    });
+    // The traffic keeps going: wait (bounded) for the counter to pass what was read first.
+    const second = await waitFor('tx packets to move past the first reading', async () => {
+      const now = total(await serve.state(), 'tx');
+      return now > first ? now : 0;
+    }, 10_000);
     assert.ok(second > first, `tx packets did not move: ${first} -> ${second}`);
   });
 
@@ -96,7 +110,9 @@ describe('inspect with DPDK virtio-user as the peer', () => {
     const child = spawn(process.execPath, [bin, 'inspect', '--control', serve.control, '--watch', '--interval', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    await sleep(2500);
+    // Two snapshots at --interval 1 take about a second; wait for them, not for a fixed time.
+    await waitFor('two --watch snapshots', () => (out.match(/^--- \d{4}-\d\d-\d\dT/gm) ?? []).length >= 2, 15_000)
+      .catch((err: Error) => assert.fail(`${err.message}; got: ${out.slice(0, 500)}`));
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGINT');
     await exited;
@@ -124,7 +140,8 @@ describe('inspect with DPDK virtio-user as the peer', () => {
         });
       });
     }
-    await sleep(300);
+    // Closes happen asynchronously: wait (bounded) for serve's fd count to come back.
+    await expectFdsBack(pid, before, 'fd count of serve after hostile control clients');
     assert.equal(fdCount(pid), before, 'fd count of serve changed');
     const state = (await controlRequest(serve.control, 'state')) as { connected: boolean };
     assert.equal(state.connected, true, 'serve stopped serving after hostile control clients');

@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { checkLoopedFrame, frameLength, writeFrame } from '../support/frontend/frames.js';
 import { BackendRequest, IotlbType } from '../../src/protocol/index.js';
 import type { VhostUserFrontend } from '../support/frontend/frontend.js';
+import { waitFor } from '../support/hostile-frontend.js';
+import type { ServeProcess } from '../support/serve.js';
 import { assertClean, loopFrames, startPair, stopPair, type Pair } from './helpers.js';
 
 const POSTED = 8;
@@ -16,21 +18,28 @@ const POSTED = 8;
  * Posts POSTED dynamically mapped TX frames and returns the misses the device sent before
  * any was answered; then answers them and checks those frames come back intact.
  */
-async function missesBeforeAnswering(fe: VhostUserFrontend): Promise<number[]> {
-  // First let the device learn the rings (their misses are answered while the front-end runs).
-  await fe.runFor(300);
+async function missesBeforeAnswering(fe: VhostUserFrontend, serve: ServeProcess): Promise<number[]> {
+  // First let the device learn the rings (their misses are answered while the front-end runs):
+  // run the front-end until serve has both rings mapped, with no miss outstanding.
+  await waitFor('both rings mapped by the device', async () => {
+    await fe.runFor(20);
+    const rings = (await serve.state()).queues.filter((q) => q.index === 0 || q.index === 1);
+    return rings.length === 2 && rings.every((q) => q.running && !q.waitingForMapping && q.iotlb?.pendingMisses === 0);
+  }, 10_000);
   assert.ok(fe.stats.missesReceived > 0, 'the device never asked for its rings');
   for (let seq = 0; seq < POSTED; seq++) assert.ok(fe.txSendWith(frameLength(seq), (m, o) => writeFrame(m, o, seq, frameLength(seq))));
   fe.flush();
-  // Read the back-end channel without answering (service() would) until it stays quiet for
-  // 20 ms — well before an unanswered miss is asked again (MISS_RETRY_MS, 100 ms).
+  // Read the back-end channel without answering (service() would): wait (bounded) for the
+  // first request, however long the device takes to get to the burst, then read until the
+  // channel stays quiet for 20 ms — well before an unanswered miss is asked again
+  // (MISS_RETRY_MS, 100 ms).
   const c = fe.conn;
-  let seen = -1;
   const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    c.waitReadable(20);
-    if (c.backendPending === seen) break;
+  while (c.backendPending === 0 && Date.now() < deadline) c.waitReadable(20);
+  let seen = -1;
+  while (c.backendPending !== seen && Date.now() < deadline) {
     seen = c.backendPending;
+    c.waitReadable(20);
   }
   const iovas: number[] = [];
   const queued = [];
@@ -57,7 +66,7 @@ describe('IOTLB miss policies with dynamic mappings', () => {
   it('stop-at-first sends one miss for a burst of freshly mapped buffers, and waits', async () => {
     await stopPair(pair);
     pair = await startPair(['--iotlb-strategy', 'coalescing'], { iommu: 'dynamic' });
-    const misses = await missesBeforeAnswering(pair.fe);
+    const misses = await missesBeforeAnswering(pair.fe, pair.serve);
     assert.equal(misses.length, 1, `misses sent: ${misses.map((m) => m.toString(16))}`);
     const r = await loopFrames(pair.fe, 200, { firstSeq: POSTED, maxLen: 1514 });
     assert.deepEqual(r.errors, []);
@@ -66,7 +75,7 @@ describe('IOTLB miss policies with dynamic mappings', () => {
   it('--iotlb-batch-misses sends every distinct miss of the burst at once, each once', async () => {
     await stopPair(pair);
     pair = await startPair(['--iotlb-strategy', 'coalescing', '--iotlb-batch-misses'], { iommu: 'dynamic' });
-    const misses = await missesBeforeAnswering(pair.fe);
+    const misses = await missesBeforeAnswering(pair.fe, pair.serve);
     // One IOVA page per posted buffer (each dma_map gets its own IOVA), none twice.
     assert.equal(new Set(misses.map((m) => Math.floor(m / 4096))).size, misses.length, 'a miss was sent twice');
     assert.equal(misses.length, POSTED, `misses sent: ${misses.map((m) => m.toString(16))}`);

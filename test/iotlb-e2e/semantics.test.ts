@@ -7,7 +7,7 @@ import { IotlbPerm } from '../../src/protocol/index.js';
 import { PAGE_4K } from '../support/frontend/iommu.js';
 import { canaryByte } from '../support/frontend/frontend.js';
 import { FRAME_DST, FRAME_SRC, writeFrame } from '../support/frontend/frames.js';
-import { sleep } from '../peers/util.js';
+import { waitFor } from '../support/hostile-frontend.js';
 import { total } from '../support/serve.js';
 import { assertClean, loopFrames, startPair, stopPair, STRATEGIES, type Pair } from './helpers.js';
 
@@ -36,8 +36,15 @@ for (const strategy of STRATEGIES) {
       let posted = 0;
       for (let seq = 200; seq < 232; seq++) if (fe.txSendWith(100, (m, o) => writeFrame(m, o, seq, 100))) posted++;
       assert.equal(posted, 32);
-      await fe.runFor(400);
-      const stuck = await serve.state();
+      // Run the front-end until the outcome shows (bounded): the device asked for the ring
+      // again and the front-end deferred that miss — or, wrongly, TX moved.
+      const stuck = await waitFor('the TX ring to ask for its mapping again (or to move)', async () => {
+        await fe.runFor(20);
+        const st = await serve.state();
+        const waiting = st.queues.find((q) => q.index === 1)!.waitingForMapping && fe.stats.missesDeferred >= 1;
+        const moved = total(st, 'tx') !== txBefore || fe.stats.txCompleted !== 200;
+        return waiting || moved ? st : null;
+      }, 10_000);
       const txq = stuck.queues.find((q) => q.index === 1)!;
       assert.equal(total(stuck, 'tx'), txBefore, 'TX made progress on an unmapped ring');
       assert.equal(fe.stats.txCompleted, 200, 'used entries appeared for an unmapped ring');
@@ -67,8 +74,15 @@ for (const strategy of STRATEGIES) {
       assert.ok(fe.rxPostRaw(iova, PAGE_4K) >= 0);
       assert.ok(fe.txSendWith(100, (m, o) => writeFrame(m, o, 51, 100)));
       fe.flush();
-      await fe.runFor(600);
-      const state = await serve.state();
+      // Run the front-end until the outcome shows (bounded): the RX queue broke and the
+      // ACCESS_FAIL arrived — or, wrongly, the frame was delivered into the read-only buffer.
+      const state = await waitFor('the RX queue to refuse the read-only buffer (or to use it)', async () => {
+        await fe.runFor(20);
+        const st = await serve.state();
+        const refused = st.queues.find((q) => q.index === 0)!.broken !== null && fe.accessFails.length > 0;
+        const used = total(st, 'rx') > 0 || fe.rx.driver.usedCount() > 0;
+        return refused || used ? st : null;
+      }, 10_000);
       const rxq = state.queues.find((q) => q.index === 0)!;
       assert.ok(rxq.broken !== null, `RX queue not broken: ${JSON.stringify(rxq)}`);
       assert.match(rxq.broken!, /denies write/);

@@ -22,7 +22,7 @@ describe('serve --trace with a dynamic-mapping front-end', () => {
     const result = await loopFrames(pair.fe, 200);
     assert.deepEqual(result.errors, []);
     const state = await pair.serve.state();
-    const lookups = state.queues.reduce((sum, q) => sum + (q.iotlb?.stats.lookups ?? 0), 0);
+    const lookups = new Map(state.queues.map((q) => [q.index, q.iotlb?.stats.lookups ?? 0]));
     await stopPair(pair);
 
     let translations = 0;
@@ -31,11 +31,11 @@ describe('serve --trace with a dynamic-mapping front-end', () => {
     let updates = 0;
     let invalidates = 0;
     let missRequests = 0;
-    const queues = new Set<number>();
+    const perQueue = new Map<number, number>();
     for await (const record of readTrace(file)) {
       if (record.type === 'translation') {
         translations++;
-        queues.add(record.queue);
+        perQueue.set(record.queue, (perQueue.get(record.queue) ?? 0) + 1);
         if (record.result === 'miss') misses++;
         if (record.result === 'hit') hits++;
       } else if (record.channel === 'backend' && record.direction === 'to-frontend') {
@@ -52,9 +52,19 @@ describe('serve --trace with a dynamic-mapping front-end', () => {
     assert.ok(misses > 0 && hits > 0, `translations: ${hits} hits, ${misses} misses`);
     const sent = state.queues.reduce((sum, q) => sum + (q.counters?.missesSent ?? 0), 0);
     assert.equal(missRequests, sent, 'every IOTLB MISS sent on the backend channel is in the trace');
-    assert.deepEqual([...queues].sort(), [0, 1]);
-    // One recorded translation per address-space lookup the device made (rings and buffers).
-    assert.ok(translations >= lookups, `${translations} translations recorded, the caches saw ${lookups} lookups`);
+    assert.deepEqual([...perQueue.keys()].sort(), [0, 1]);
+    // One recorded translation per address-space lookup the device made (rings and buffers),
+    // queue by queue. Exact here, though not in every session: under --trace each ring's
+    // address spaces are RecordingAddressSpace over IotlbAddressSpace, and every map() counts
+    // one lookup and records one translation (the recording space offers no span window, so
+    // nothing is counted in bulk). Only three things could part them, none of which this
+    // session does: --iotlb-prefetch (its probes look the cache up directly, unrecorded), a
+    // full translation ring (65536 records, dropped when full; this session makes ~1000), and
+    // translations after the state was read (the test front-end does nothing unless polled,
+    // and loopFrames has returned with every frame back and every TX buffer completed).
+    for (const [queue, recorded] of perQueue) {
+      assert.equal(recorded, lookups.get(queue), `queue ${queue}: ${recorded} translations recorded, its cache saw ${lookups.get(queue)} lookups`);
+    }
     assert.ok(updates >= 200 && invalidates >= 200, `${updates} updates, ${invalidates} invalidates for 200 dynamically mapped frames`);
     // inspect's live round trips: every IOTLB message acked is one sample, and parked rings
     // resumed by an UPDATE are timed.

@@ -7,6 +7,29 @@ import { FdWatcher, closeFd, eventfdCreate, eventfdRead, eventfdWrite, readFd, s
 
 const sysUrl = new URL('../../src/sys/index.js', import.meta.url).href;
 
+/**
+ * Resolves after the loop has polled fds `turns` times: a watcher on a fresh eventfd that is
+ * left readable fires once per loop iteration (uv_poll is level-triggered). An fd made
+ * readable before this is called is in every one of those polls, so a watcher still active
+ * on it has run by the time this resolves: no fixed sleep needed to show one is gone.
+ */
+async function loopPolls(turns: number): Promise<void> {
+  const efd = eventfdCreate();
+  try {
+    await new Promise<void>((resolve) => {
+      let fired = 0;
+      const probe = new FdWatcher(efd, () => {
+        if (++fired < turns) return;
+        probe.stop();
+        resolve();
+      });
+      eventfdWrite(efd);
+    });
+  } finally {
+    closeFd(efd);
+  }
+}
+
 test('FdWatcher fires when the peer writes', async () => {
   const [a, b] = socketPair();
   let calls = 0;
@@ -27,6 +50,19 @@ test('FdWatcher fires when the peer writes', async () => {
   setTimeout(() => writeFd(a, new TextEncoder().encode('kick'), 0, 4), 20);
   assert.equal(await received, 'kick');
   assert.equal(calls, 1);
+  // Stopped means gone: b readable again must not reach the old callback.
+  writeFd(a, new TextEncoder().encode('again'), 0, 5);
+  await loopPolls(3);
+  assert.equal(calls, 1, 'a stopped FdWatcher ran again when its fd became readable');
+  // The fd is free for a new watcher, and the bytes the old one must not have read are there.
+  const again = await new Promise<string>((resolve) => {
+    const watcher = new FdWatcher(b, () => {
+      const n = readFd(b, into, 0, into.length);
+      watcher.stop();
+      resolve(new TextDecoder().decode(into.subarray(0, n)));
+    });
+  });
+  assert.equal(again, 'again');
   closeFd(a);
   closeFd(b);
 });
@@ -48,6 +84,11 @@ test('FdWatcher callbacks drain microtasks (napi_make_callback)', async () => {
   eventfdWrite(efd);
   await done;
   assert.deepEqual(order, ['callback', 'microtask']);
+  // Stopped from inside its callback, it stays stopped: readable again, it is not called.
+  eventfdWrite(efd);
+  await loopPolls(3);
+  assert.deepEqual(order, ['callback', 'microtask'], 'a stopped FdWatcher ran again');
+  assert.equal(eventfdRead(efd), 1, 'the stopped watcher consumed the eventfd');
   closeFd(efd);
 });
 
