@@ -48,7 +48,7 @@ export default class Bench extends ColorCommand {
     }),
     csv: Flags.string({ summary: 'also write the rows as CSV to this file' }),
     chart: Flags.string({
-      summary: 'also write benny\'s chart (replays/s) to this .html file; with several traces one file per trace (FILE-TRACE.html)',
+      summary: 'also write benny\'s chart (lookups/s; works offline) to this .html file; with several traces one file per trace (FILE-TRACE.html)',
     }),
     time: Flags.string({ char: 't', summary: `seconds of sampling per strategy and trace (default ${DEFAULT_TIME})` }),
   };

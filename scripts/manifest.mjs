@@ -10,7 +10,9 @@ const file = fileURLToPath(new URL('../oclif.manifest.json', import.meta.url));
 if (process.argv[2] === 'clean') {
   rmSync(file, { force: true });
 } else {
-  const plugin = new Plugin({ root, type: 'core', ignoreManifest: true, errorOnManifestCreate: true });
+  // The options `oclif manifest` (oclif 4) passes: build from the commands, never from an old
+  // manifest, fail on a command that does not load, keep defaults marked noCacheDefault out.
+  const plugin = new Plugin({ root, type: 'core', ignoreManifest: true, errorOnManifestCreate: true, respectNoCacheDefault: true });
   await plugin.load();
   writeFileSync(file, JSON.stringify(plugin.manifest, null, 2) + '\n');
   console.error(`oclif.manifest.json: ${Object.keys(plugin.manifest.commands).length} commands`);

@@ -1,21 +1,35 @@
 /**
- * benny's chart page made to work offline and to say what it plots: benny's template loads
- * Chart.js from a CDN (a blank page without network) and labels bars "ops/s"; here the script
- * tag is replaced by the installed Chart.js itself and the unit named (one op = one replay of
- * the trace, `lookups` lookups).
+ * benny's chart page made to work offline and to plot what the table prints. benny's template
+ * loads Chart.js from a CDN (a blank page without network) and plots ops/s, which here is
+ * replays/s; it has no option for either. So the written page is edited: the script tag
+ * becomes the installed Chart.js itself, and the bars, tooltip and axis become lookups/s
+ * (replays/s x lookups per replay, as BenchRow.lookupsPerSec).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
-const CDN_SCRIPT = /<script src="https:\/\/cdn\.jsdelivr\.net\/npm\/chart\.js@[^"]*"><\/script>/;
+// What benny 3.7's chart.html template (lib/internal/prepareFileContent.js) writes; a test
+// checks it, and an edit that no longer matches throws rather than write a half-edited page.
+const EDITS: Array<[RegExp, (lookups: number, match: string, ...groups: string[]) => string]> = [
+  [/<script src="https:\/\/cdn\.jsdelivr\.net\/npm\/chart\.js@[^"]*"><\/script>/, () => `<script>${chartJs()}</script>`],
+  [/\bdata: (\[[^\]]*\])/, (lookups, _, values) => `data: ${JSON.stringify((JSON.parse(values) as number[]).map((v) => v * lookups))}`],
+  [/' ops\/s'/, () => `' lookups/s'`],
+  [/text: 'Operations per second'/, (lookups) => `text: 'Lookups per second (whole replays of ${lookups} lookups)'`],
+];
 
+/** The installed Chart.js UMD build (benny's template asks for 3.x), safe inside a script element. */
+function chartJs(): string {
+  const file = createRequire(import.meta.url).resolve('chart.js/dist/chart.min.js');
+  return readFileSync(file, 'utf8').replace(/<\/script/gi, '<\\/script');
+}
+
+/** Rewrites benny's chart `file` in place; `lookups`: lookups in one replay of the trace. */
 export function makeChartSelfContained(file: string, lookups: number): void {
-  const html = readFileSync(file, 'utf8');
-  if (!CDN_SCRIPT.test(html)) throw new Error(`${file}: benny's chart no longer loads Chart.js the way this code expects`);
-  const library = readFileSync(createRequire(import.meta.url).resolve('chart.js/dist/chart.min.js'), 'utf8');
-  // (a function replacement: the library's text holds `$` sequences a string replacement would expand)
-  const out = html
-    .replace(CDN_SCRIPT, () => `<script>${library.replace(/<\/script/gi, '<\\/script')}</script>`)
-    .replace(/' ops\/s'/g, () => `' replays/s (${lookups} lookups each)'`);
-  writeFileSync(file, out);
+  let html = readFileSync(file, 'utf8');
+  for (const [pattern, replace] of EDITS) {
+    if (!pattern.test(html)) throw new Error(`${file}: benny's chart page no longer has ${pattern.source}; src/replay/chart.ts needs updating`);
+    // (a function replacement: Chart.js's text holds `$` sequences a string replacement would expand)
+    html = html.replace(pattern, (match, ...groups: string[]) => replace(lookups, match, ...groups));
+  }
+  writeFileSync(file, html);
 }

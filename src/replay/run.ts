@@ -6,7 +6,6 @@
  * analysis replay (hit rate, misses sent, evictions, memory); a strategy that answers
  * wrongly is reported as an error and not timed.
  */
-import { makeChartSelfContained } from './chart.js';
 import { format } from 'node:util';
 import { renameSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
@@ -14,6 +13,7 @@ import b from 'benny';
 import type { StrategyDefinition } from '../iotlb/strategy.js';
 import type { OpStream } from './ops.js';
 import { Replayer, analyse, type ReplayMetrics } from './replay.js';
+import { makeChartSelfContained } from './chart.js';
 
 export interface BenchRow extends ReplayMetrics {
   trace: string;
@@ -39,7 +39,7 @@ export interface BenchError {
 export interface BenchOptions {
   /** Seconds of sampling per case (benny maxTime). */
   time: number;
-  /** Write benny's chart (replays/s per strategy) to this .html file. */
+  /** Write benny's chart (lookups/s per strategy, viewable offline: chart.ts) to this .html file. */
   chart?: string;
   /** Progress lines (meant for stderr). */
   progress?: (line: string) => void;

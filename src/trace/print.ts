@@ -135,7 +135,7 @@ export class TraceStats {
     const out = [table.toString()];
     if (report.miss.coveredBefore > 0) {
       out.push(chalk.yellow(`note: ${report.miss.coveredBefore} unanswered miss${report.miss.coveredBefore === 1 ? ' has' : 'es have'} a covering UPDATE ` +
-        'stamped up to 1 ms before them: the back-end channel\'s clock runs ahead of the main channel\'s, or the page was already mapped'));
+        'stamped up to 1 ms before them: the backend channel\'s clock runs ahead of the frontend channel\'s, or the page was already mapped'));
     }
     for (const k of ROUND_TRIP_KINDS) {
       if (report[k].count === 0) continue;

@@ -3,17 +3,17 @@
  * Fed one message at a time, in record order; keeps per connection only what is still
  * waiting for an answer (bounded), and one LatencyHistogram per kind — never the samples.
  *
- * * **miss**: a back-end-channel IOTLB MISS (iova X, perm P) → the first later main-channel
+ * * **miss**: a back-end-channel IOTLB MISS (iova X, perm P) → the first later frontend-channel
  *   IOTLB UPDATE whose [iova, iova + size) covers X and whose perm has every bit of P. One
  *   UPDATE answers every outstanding miss it covers (each is a sample). A miss still waiting
  *   at the end of the trace is *unanswered*, not a sample. "Later" is by time stamp, not by
  *   position: `serve --trace` writes its workers' MISS records when the main thread drains
  *   them (every 20 ms), often after the UPDATE that answered them, with the worker's time.
- *   So each connection keeps its last RECENT_UPDATES UPDATEs (main-channel messages are
+ *   So each connection keeps its last RECENT_UPDATES UPDATEs (frontend-channel messages are
  *   written in time order) and a MISS first looks there for the earliest covering UPDATE
  *   stamped after it; only if there is none does it wait for the UPDATEs still to come.
- * * **updateAck**, **invalidateAck**: a main-channel IOTLB UPDATE / INVALIDATE with
- *   NEED_REPLY → its reply. The main channel is strictly request/reply in order, so a reply
+ * * **updateAck**, **invalidateAck**: a frontend-channel IOTLB UPDATE / INVALIDATE with
+ *   NEED_REPLY → its reply. The frontend channel is strictly request/reply in order, so a reply
  *   answers the oldest request still waiting for one; requests waiting ahead of it that have
  *   another request number got no reply (a NEED_REPLY without REPLY_ACK negotiated, say) and
  *   are dropped — counted as unanswered when they were IOTLB requests.
@@ -202,7 +202,7 @@ export interface RoundTripReport {
   miss: RoundTripSummary & {
     /**
      * Of the unanswered misses, those with a covering UPDATE stamped at most 1 ms *before* them:
-     * the miss's clock runs ahead of the main channel's (serve --trace stamps its workers'
+     * the miss's clock runs ahead of the frontend channel's (serve --trace stamps its workers'
      * MISS records with the worker's clock), or it asked for a page already mapped.
      */
     coveredBefore: number;
@@ -270,7 +270,7 @@ export class RoundTrips {
       if (isReply) this.reply(this.connection(record.connection), request, t);
       return;
     }
-    if (isReply) return; // a reply sent to the back-end on the main channel: not part of any round trip
+    if (isReply) return; // a reply sent to the back-end on the frontend channel: not part of any round trip
 
     const c = this.connection(record.connection);
     if (iotlb !== null && iotlb.iotlbType === IotlbType.UPDATE) this.update(c, iotlb.iova, iotlb.size, iotlb.perm, t);

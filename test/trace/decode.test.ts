@@ -243,12 +243,29 @@ test('decoding never throws on arbitrary message bytes', async () => {
   }
 });
 
-test('text and --json name each channel the same way, the way --filter takes it', async () => {
-  const { lines: text } = await decodeLines(sampleTrace(), {});
-  const { lines: json } = await decodeLines(sampleTrace(), { json: true });
-  const jsonChannels = new Set(json.map((l) => JSON.parse(l) as { type: string; channel?: string }).filter((o) => o.type === 'message').map((o) => o.channel));
-  const textChannels = new Set(text.map((l) => l.match(/#\d+ {2}[→←] (\S+)/)?.[1]).filter((c): c is string => c !== undefined));
-  assert.deepEqual([...textChannels].sort(), ['backend', 'frontend']);
-  assert.deepEqual([...jsonChannels].sort(), [...textChannels].sort());
-  for (const c of textChannels) assert.doesNotThrow(() => parseFilters([c]));
+test('CLI: text and --json name each message\'s channel the same way, frontend or backend, the names --filter takes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vhtrace-'));
+  try {
+    const file = join(dir, 'sample.vhtrace');
+    writeFileSync(file, sampleTrace());
+    const decode = (...args: string[]): string => {
+      const r = runCli(['trace', 'decode', file, ...args], {});
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout;
+    };
+    const jsonChannels = (stdout: string): string[] => stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; channel?: string })
+      .filter((o) => o.type === 'message').map((o) => o.channel!);
+    // Message by message, in order: the text line's channel is the JSON record's.
+    const text = decode().split('\n').flatMap((l) => l.match(/#\d+ {2}[→←] (\S+)/)?.[1] ?? []);
+    const json = jsonChannels(decode('--json'));
+    assert.deepEqual([...new Set(text)].sort(), ['backend', 'frontend']);
+    assert.deepEqual(text, json);
+    assert.match(decode('--stats'), /│ frontend +│ IOTLB_MSG /);
+    // Each printed name filters its channel; the old name `main` still means frontend.
+    for (const name of ['frontend', 'backend']) assert.deepEqual(jsonChannels(decode('--json', '--filter', name)), json.filter((c) => c === name));
+    assert.equal(decode('--json', '--filter', 'main'), decode('--json', '--filter', 'frontend'));
+    assert.doesNotMatch(decode(), /\bmain\b/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -163,7 +163,7 @@ export function assertRealNegotiation(msgs: DecodedMessage[], exp: NegotiationEx
     const iotlb = msgs.filter((m) => m.name === 'IOTLB_MSG' && !m.isReply);
     const updates = iotlb.filter((m) => m.channel === 'frontend' && m.direction === 'to-backend' && m.iotlbType === 'UPDATE');
     const misses = iotlb.filter((m) => m.channel === 'backend' && m.direction === 'to-frontend' && m.iotlbType === 'MISS');
-    assert.ok(updates.length > 0, `QEMU sent IOTLB UPDATEs on the main channel${ctx}`);
+    assert.ok(updates.length > 0, `QEMU sent IOTLB UPDATEs on the frontend channel${ctx}`);
     assert.ok(misses.length > 0, `DPDK sent IOTLB MISSes on the back-end channel${ctx}`);
     for (const u of updates) {
       assert.ok(BigInt(u.body!.size as string) > 0n, `UPDATE has a size: ${JSON.stringify(u.body)}`);
