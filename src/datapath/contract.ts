@@ -25,6 +25,13 @@ export interface RegionConfig {
   mmapOffset: number;
 }
 
+/** SET_LOG_BASE's shared memory: the dirty bitmap at fd[offset, offset + size). */
+export interface DirtyLogConfig {
+  fd: number;
+  offset: number;
+  size: number;
+}
+
 export interface RingConfig {
   index: number;
   size: number;
@@ -96,6 +103,8 @@ export type ToWorker =
   | { type: 'set-backend'; backendFd: number; id: number }
   | { type: 'snapshot'; id: number; entries: boolean }
   | { type: 'clear-iotlb'; index: number; id: number }
+  /** Mark every write into guest memory in this log from the next round on (null: stop). */
+  | { type: 'dirty-log'; log: DirtyLogConfig | null; id: number }
   /** Read plain IOTLB requests off the front-end socket until one is not (iotlb-fast-path.ts). */
   | { type: 'lend-socket'; fd: number; id: number }
   /** Give the lent socket back now (the session is closing). */

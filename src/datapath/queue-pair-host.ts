@@ -5,7 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { eventfdCreate, eventfdWrite, closeFd } from '../sys/index.js';
-import type { FromWorker, QueueSnapshot, RegionConfig, RingConfig, ToWorker, WorkerSetup } from './contract.js';
+import type { DirtyLogConfig, FromWorker, QueueSnapshot, RegionConfig, RingConfig, ToWorker, WorkerSetup } from './contract.js';
 import { createIotlbRing, IotlbRingConsumer, IotlbRingProducer, type IotlbOpCode, type IotlbOpSink } from './iotlb-ring.js';
 import type { SocketReturn } from './iotlb-fast-path.js';
 import { createTranslationRing, SENT_REQUEST, TranslationRingConsumer } from './translation-ring.js';
@@ -156,6 +156,11 @@ export class QueuePairHost {
 
   clearIotlb(index: number): Promise<void> {
     return this.send({ type: 'clear-iotlb', index });
+  }
+
+  /** Resolves once the worker marks every later write in `log` (null: stops marking). */
+  setDirtyLog(log: DirtyLogConfig | null): Promise<void> {
+    return this.send({ type: 'dirty-log', log });
   }
 
   /**

@@ -15,6 +15,7 @@
 import { eventfdRead, eventfdWrite, mapFd, unmap } from '../sys/index.js';
 import { PAGE_SIZE } from '../iotlb/address.js';
 import { GuestMemory } from '../memory/guest-memory.js';
+import { DirtyLog } from '../memory/dirty-log.js';
 import { GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../memory/address-space.js';
 import { getStrategy } from '../iotlb/registry.js';
 import { PendingMisses } from '../iotlb/pending-misses.js';
@@ -22,7 +23,7 @@ import { RING_OK, RING_MISS } from '../virtqueue/chain.js';
 import { transmitBurst } from '../net/virtio-net.js';
 import type { Endpoint } from '../net/endpoint.js';
 import { createEndpoint } from '../net/create.js';
-import type { QueueSnapshot, RegionConfig, RingConfig, WorkerSetup } from './contract.js';
+import type { DirtyLogConfig, QueueSnapshot, RegionConfig, RingConfig, WorkerSetup } from './contract.js';
 import { IotlbRingConsumer, IotlbRingProducer, type IotlbOpSink } from './iotlb-ring.js';
 import { IotlbFastPath, type SocketReturn } from './iotlb-fast-path.js';
 import { MissReporter } from './miss-reporter.js';
@@ -37,6 +38,9 @@ export const BURST = 32;
 export class QueuePairRuntime implements IotlbOpSink {
   readonly memory = new GuestMemory();
   private mappings: ArrayBuffer[] = [];
+  /** The dirty-page log while the front-end migrates the guest, and its mapping. */
+  private dirtyLog: DirtyLog | null = null;
+  private logMapping: ArrayBuffer | null = null;
   readonly rx: Ring;
   readonly tx: Ring;
   private readonly rings: Ring[];
@@ -117,6 +121,35 @@ export class QueuePairRuntime implements IotlbOpSink {
         bytes: new Uint8Array(buffer, slack, region.size),
       });
     }
+  }
+
+  /**
+   * Starts marking every write into guest memory in the log at fd[offset, offset + size)
+   * (mapped here, in this thread), or stops when `log` is null. Applied between two rounds,
+   * so every write of every later burst is marked, and the main thread tells the front-end
+   * the log is on only after every worker answered.
+   */
+  setDirtyLog(log: DirtyLogConfig | null): void {
+    this.dropDirtyLog();
+    if (log !== null) {
+      const page = PAGE_SIZE;
+      const slack = log.offset % page;
+      this.logMapping = mapFd(log.fd, log.offset - slack, log.size + slack, true);
+      this.dirtyLog = new DirtyLog(new Uint8Array(this.logMapping, slack, log.size), this.memory);
+    }
+    for (const ring of this.rings) ring.queue.log = this.dirtyLog;
+  }
+
+  private dropDirtyLog(): void {
+    for (const ring of this.rings) ring.queue.log = null;
+    this.dirtyLog = null;
+    if (this.logMapping !== null) unmap(this.logMapping);
+    this.logMapping = null;
+  }
+
+  /** Pages marked and writes the log could not hold, for inspect. */
+  get dirtyLogCounts(): { marks: number; outside: number } | null {
+    return this.dirtyLog === null ? null : { marks: this.dirtyLog.marks, outside: this.dirtyLog.outside };
   }
 
   unmapAll(): void {

@@ -48,9 +48,10 @@ function handle(msg: ToWorker): void {
       case 'set-backend': runtime.misses.backendFd = msg.backendFd; break;
       case 'snapshot': value = runtime.snapshot(msg.entries); break;
       case 'clear-iotlb': runtime.clearCache(msg.index); break;
+      case 'dirty-log': runtime.setDirtyLog(msg.log); break;
       case 'lend-socket': runtime.lendSocket(msg.fd); break;
       case 'return-socket': giveSocketBack('taken back by the session'); break;
-      case 'shutdown': stopping = true; giveSocketBack('the worker is stopping'); runtime.unmapAll(); break;
+      case 'shutdown': stopping = true; giveSocketBack('the worker is stopping'); runtime.setDirtyLog(null); runtime.unmapAll(); break;
     }
     post({ type: 'done', id: msg.id, value });
   } catch (err) {

@@ -17,6 +17,7 @@
  * Counters live in a Float64Array (the lead's shared-memory counter block can be passed
  * in); indices match src/datapath/stats.ts RingCounter.
  */
+import type { DirtyLog } from '../memory/dirty-log.js';
 import { WALK_MISS, WALK_OK, SINGLE_REST } from '../virtqueue/chain.js';
 import { ACCESS_WRITE } from '../memory/address-space.js';
 import { NO_WIDE, type WideView } from '../memory/wide-view.js';
@@ -278,6 +279,7 @@ export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len
     }
     if (swapMacs && len >= 12) swapMacsInPlace(b, d, rxq.mac);
   }
+  if (q.log !== null) q.log.markHost(b, o, need);
   q.pushUsed(q.chainHead, need);
   q.consume(1);
   const c = rxq.counters;
@@ -426,6 +428,7 @@ function receiveChains(rxq: NetQueue, src: ScatterList, first: number, len: numb
   sgCopy(sg, dp, doff, src, first, 0, len);
   if (swapMacs && len >= 12) swapMacsSlow(rxq, hdrLen);
 
+  if (q.log !== null) logPieces(q.log, sg, need);
   for (let i = 0; i < chains; i++) q.pushUsed(heads[i], lens[i]);
   q.consume(chains);
   const c = rxq.counters;
@@ -489,11 +492,22 @@ function receiveRun(rxq: NetQueue, frames: ScatterList, first: number, max: numb
     used[j] = hdrLen + len;
     bytes += len;
   }
+  const log = rxq.queue.log;
+  if (log !== null) for (let j = 0; j < k; j++) log.markHost(b, offsets[j], used[j]);
   rxq.queue.completeRun(run, k);
   const c = rxq.counters;
   c[NetCounter.packets] += k;
   c[NetCounter.bytes] += bytes;
   return k;
+}
+
+/** Marks the first `len` bytes of sg's pieces (a frame just written) in the dirty log. */
+function logPieces(log: DirtyLog, sg: ScatterList, len: number): void {
+  for (let p = 0; len > 0; p++) {
+    const n = sg.len[p] < len ? sg.len[p] : len;
+    log.markHost(sg.bytes[p], sg.offset[p], n);
+    len -= n;
+  }
 }
 
 /** Copies len bytes from src (piece sp, offset soff within it) to dst (piece dp, offset doff). */

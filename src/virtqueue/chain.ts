@@ -15,6 +15,7 @@ import type { ScatterList } from './scatter.js';
 import { NO_WIDE } from '../memory/wide-view.js';
 import type { VirtQueueConfig } from './queue.js';
 import type { BufferRun } from './buffer-run.js';
+import type { DirtyLog } from '../memory/dirty-log.js';
 
 /** walkChain() results. */
 export const WALK_OK = 0;
@@ -155,6 +156,16 @@ export abstract class ChainWalker {
   protected areaBytes: Uint8Array = EMPTY8;
   protected areaOffset = 0;
 
+  /** The dirty-page log while a migration is under way (dirty-log.ts), else null. */
+  log: DirtyLog | null = null;
+  // The (at most two) ring areas the device writes, as mapRings() found them, for the log.
+  private logBytes0: Uint8Array = EMPTY8;
+  private logOffset0 = 0;
+  private logLen0 = 0;
+  private logBytes1: Uint8Array = EMPTY8;
+  private logOffset1 = 0;
+  private logLen1 = 0;
+
   /** @param areas the kind's ring layout (mapRings, ringsOverlap). */
   constructor(private readonly areas: RingAreas) {}
 
@@ -207,6 +218,7 @@ export abstract class ChainWalker {
     if (st !== RING_OK) return st;
     const uBytes = this.areaBytes;
     const uOff = uBytes.byteOffset + this.areaOffset;
+    this.keepWrittenAreas(dBytes, dOff - dBytes.byteOffset, aBytes, aOff - aBytes.byteOffset, uBytes, uOff - uBytes.byteOffset);
     if (dOff % desc.hostAlign !== 0 || aOff % avail.hostAlign !== 0 || uOff % used.hostAlign !== 0) {
       return this.ringFault('ring host mapping is not aligned (region bytes misaligned)');
     }
@@ -215,9 +227,43 @@ export abstract class ChainWalker {
     return RING_OK;
   }
 
+  /** Remembers where the areas the device writes (access WRITE) are, for logRingWrites(). */
+  private keepWrittenAreas(dBytes: Uint8Array, dOff: number, aBytes: Uint8Array, aOff: number, uBytes: Uint8Array, uOff: number): void {
+    const { desc, avail, used } = this.areas;
+    this.logLen0 = this.logLen1 = 0;
+    const keep = (area: RingArea, bytes: Uint8Array, off: number): void => {
+      if ((area.access & ACCESS_WRITE) === 0) return;
+      const len = areaLen(area, this.size);
+      if (this.logLen0 === 0) {
+        this.logBytes0 = bytes;
+        this.logOffset0 = off;
+        this.logLen0 = len;
+      } else {
+        this.logBytes1 = bytes;
+        this.logOffset1 = off;
+        this.logLen1 = len;
+      }
+    };
+    keep(desc, dBytes, dOff);
+    keep(avail, aBytes, aOff);
+    keep(used, uBytes, uOff);
+  }
+
+  /**
+   * Marks the ring areas the device writes (split: used ring; packed: descriptor ring and
+   * device event area) in the dirty log, whole: a ring is a page or two, so marking all of
+   * it after a publish costs a few ORs and never misses an entry or flag. Call with log set.
+   */
+  protected logRingWrites(): void {
+    const log = this.log!;
+    if (this.logLen0 !== 0) log.markHost(this.logBytes0, this.logOffset0, this.logLen0);
+    if (this.logLen1 !== 0) log.markHost(this.logBytes1, this.logOffset1, this.logLen1);
+  }
+
   /** Drops the ring views (an IOTLB invalidation covered a ring). mapRings() restores them. */
   unmapRings(): void {
     this.ready = false;
+    this.logLen0 = this.logLen1 = 0;
     this.dropViews();
   }
 

@@ -543,7 +543,10 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     if (n === 0) return 0;
     this.pending = 0;
     // Not after unmapRings() (the views are empty then and the entries are lost with the mapping).
-    if (this.desc16.length !== 0) Atomics.store(this.desc16, (this.headPos << 3) + 7, this.headFlags);
+    if (this.desc16.length !== 0) {
+      Atomics.store(this.desc16, (this.headPos << 3) + 7, this.headFlags);
+      if (this.log !== null) this.logRingWrites();
+    }
     this.usedPos = this.shadowPos;
     this.usedWrap = this.shadowWrap;
     this.usedIdx = offWrap(this.usedPos, this.usedWrap);
@@ -579,6 +582,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   disableNotifications(): void {
     if (!this.ready) return;
     Atomics.store(this.device16, 1, VRING_PACKED_EVENT_FLAG_DISABLE);
+    if (this.log !== null) this.logRingWrites();
   }
 
   /**
@@ -595,6 +599,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     } else {
       Atomics.store(this.device16, 1, VRING_PACKED_EVENT_FLAG_ENABLE);
     }
+    if (this.log !== null) this.logRingWrites();
     return this.availableCount();
   }
 

@@ -7,6 +7,7 @@
  * worker sees one class: V8 keeps those sites monomorphic and inlines them, and the
  * split hot path costs what it did when net.ts named SplitQueue directly.
  */
+import type { DirtyLog } from '../memory/dirty-log.js';
 import type { AddressSpace } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
 import type { BufferRun } from './buffer-run.js';
@@ -40,6 +41,8 @@ export interface VirtQueue {
   deniedAddr: number;
   deniedAccess: number;
   missPending: boolean;
+  /** The dirty-page log while a migration is under way, else null (chain.ts logRingWrites). */
+  log: DirtyLog | null;
   missAddr: number;
   missLen: number;
   missAccess: number;

@@ -355,6 +355,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     if (n !== 0 && this.used16.length !== 0) {
       Atomics.store(this.used16, 1, this.usedShadow);
       this.usedIdx = this.usedShadow;
+      if (this.log !== null) this.logRingWrites();
     }
     return n;
   }
@@ -386,6 +387,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     if (!this.ready || this.eventIdx) return;
     this.usedFlags |= VRING_USED_F_NO_NOTIFY;
     this.used16[0] = this.usedFlags;
+    if (this.log !== null) this.logRingWrites();
   }
 
   /**
@@ -402,6 +404,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
       this.usedFlags &= ~VRING_USED_F_NO_NOTIFY;
       Atomics.store(this.used16, 0, this.usedFlags);
     }
+    if (this.log !== null) this.logRingWrites();
     return this.availableCount();
   }
 
