@@ -19,6 +19,11 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
   out.push(`features ${state.features.bits}: ${state.features.names.join(' ') || '-'}`);
   out.push(`protocol ${state.protocolFeatures.bits}: ${state.protocolFeatures.names.join(' ') || '-'}`);
   out.push(`IOMMU: ${state.iommu ? chalk.cyan('on (ACCESS_PLATFORM)') : 'off'}  status: 0x${state.status.toString(16)}${state.mtu === null ? '' : `  MTU: ${state.mtu}`}`);
+  if (state.dirtyLog.logging) {
+    const d = state.dirtyLog;
+    out.push(chalk.cyan(`dirty-page logging on (migration): ${d.logBytes}-byte log, ${d.pagesMarked} page marks`) +
+      (d.outside > 0 ? chalk.red(`, ${d.outside} writes outside the log`) : ''));
+  }
   if (state.memory.length > 0) {
     const mem = new Table({ head: ['guest address', 'size', 'user address', 'mmap offset'], style });
     for (const r of state.memory) mem.push([r.guestAddr, `${(r.size / 2 ** 20).toFixed(1)} MiB`, r.userAddr, r.mmapOffset]);

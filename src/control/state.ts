@@ -60,6 +60,16 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
     status: device.status,
     /** The MTU the front-end set (NET_SET_MTU, applied to the tap); null if it set none. */
     mtu: device.mtu,
+    /**
+     * Live migration: whether writes into guest memory are being logged (LOG_ALL and a log set),
+     * the log's size, and per running pair the pages marked and the writes that fell outside it.
+     */
+    dirtyLog: {
+      logging: device.logging,
+      logBytes: device.dirtyLog.config?.size ?? null,
+      pagesMarked: [...snapshots.values()].reduce((n, s) => n + (s.index % 2 === 0 ? s.dirtyLog?.marks ?? 0 : 0), 0),
+      outside: [...snapshots.values()].reduce((n, s) => n + (s.index % 2 === 0 ? s.dirtyLog?.outside ?? 0 : 0), 0),
+    },
     memory: device.memory.regions.map((r) => ({
       guestAddr: hex(r.guestAddr), userAddr: hex(r.userAddr), size: r.size, mmapOffset: hex(r.mmapOffset),
     })),

@@ -136,6 +136,8 @@ export interface QueueSnapshot {
   descAddr: number;
   availAddr: number;
   usedAddr: number;
+  /** The pair's dirty log (the same on both of its queues): pages marked, writes it could not hold. */
+  dirtyLog: { marks: number; outside: number } | null;
   iotlb: null | {
     strategy: string;
     stats: Record<string, number>;

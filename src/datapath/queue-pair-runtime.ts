@@ -147,11 +147,6 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.logMapping = null;
   }
 
-  /** Pages marked and writes the log could not hold, for inspect. */
-  get dirtyLogCounts(): { marks: number; outside: number } | null {
-    return this.dirtyLog === null ? null : { marks: this.dirtyLog.marks, outside: this.dirtyLog.outside };
-  }
-
   unmapAll(): void {
     this.memory.clear();
     for (const buffer of this.mappings) unmap(buffer);
@@ -434,6 +429,7 @@ export class QueuePairRuntime implements IotlbOpSink {
         index: ring.index, size: q.size, started: ring.running, broken: q.broken ? q.brokenReason : null,
         waitingForMapping: ring.waitingForMapping, lastAvailIdx: q.lastAvailIdx, availIdx: q.availIdx, usedIdx: q.usedIdx,
         descAddr: q.descAddr, availAddr: q.availAddr, usedAddr: q.usedAddr,
+        dirtyLog: this.dirtyLog === null ? null : { marks: this.dirtyLog.marks, outside: this.dirtyLog.outside },
         iotlb: cache === null ? null : {
           strategy: cache.name,
           stats: { ...cache.stats },

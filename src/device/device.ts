@@ -21,6 +21,7 @@ import { DeviceError } from './errors.js';
 import { MemoryTable } from './memory-table.js';
 import { MAX_MEM_SLOTS, OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, TAP_FEATURES, TAP_PROTOCOL_FEATURES } from './offered-features.js';
 import { VringState } from './vring-state.js';
+import { DirtyLogBase } from './dirty-log-base.js';
 import type { TraceWriter } from '../trace/writer.js';
 
 /**
@@ -94,6 +95,48 @@ export class NetDevice {
 
   get offeredProtocolFeatures(): bigint {
     return this.options.net.kind === 'tap' ? OFFERED_PROTOCOL_FEATURES | TAP_PROTOCOL_FEATURES : OFFERED_PROTOCOL_FEATURES;
+  }
+
+  /** SET_LOG_BASE's log; workers mark it while LOG_ALL is negotiated (a migration). */
+  readonly dirtyLog = new DirtyLogBase();
+  /** What workers were last told to log into (null: nothing). */
+  private loggingTo: DirtyLogBase['config'] = null;
+  /** SET_LOG_FD's eventfd, kept until replaced or the connection ends. */
+  private logFd = -1;
+
+  /** Pages are logged while LOG_ALL is negotiated and a log is set. */
+  get logging(): boolean {
+    return this.has(VirtioFeature.LOG_ALL) && this.dirtyLog.config !== null;
+  }
+
+  /** SET_LOG_BASE: checks the new log, moves every worker onto it, then lets the old one go. */
+  async setDirtyLog(fd: number, size: bigint, offset: bigint): Promise<void> {
+    const guestEnd = Math.max(0, ...this.memory.regions.map((r) => r.guestAddr + r.size));
+    let previous;
+    try {
+      previous = this.dirtyLog.replace(fd, size, offset, guestEnd);
+    } catch (err) {
+      this.closeQuietly(fd);
+      throw err;
+    }
+    await this.applyDirtyLog();
+    if (previous !== null) this.closeQuietly(previous.fd);
+  }
+
+  setLogFd(fd: number): void {
+    if (this.logFd >= 0) this.closeQuietly(this.logFd);
+    this.logFd = fd;
+  }
+
+  /** Tells every worker to log (or stop) when that changed; resolves once all have. */
+  async applyDirtyLog(): Promise<void> {
+    const target = this.logging ? this.dirtyLog.config : null;
+    if (target === this.loggingTo) return;
+    this.loggingTo = target;
+    for (const pair of this.pairs.values()) await pair.setDirtyLog(target);
+    this.options.log('info', target === null
+      ? 'dirty-page logging off'
+      : `dirty-page logging on: ${target.size}-byte log, writes into guest memory marked (migration)`);
   }
 
   /** The MTU the front-end gave the guest (NET_SET_MTU), applied to the tap; null: never set. */
@@ -195,6 +238,7 @@ export class NetDevice {
     });
     this.pairs.set(pairIndex, pair);
     await pair.setMemory(this.regionConfigs());
+    if (this.loggingTo !== null) await pair.setDirtyLog(this.loggingTo);
     for (const entry of this.iotlbShadow.entries()) {
       await pair.pushIotlbOp(IotlbOp.Update, entry.iova, entry.size, entry.uaddr, entry.perm);
     }
@@ -423,6 +467,10 @@ export class NetDevice {
       this.vrings[vring.index] = new VringState(vring.index);
     }
     this.memory.closeAll();
+    const log = this.dirtyLog.clear();
+    if (log !== null) this.closeQuietly(log.fd);
+    this.loggingTo = null;
+    this.setLogFd(-1);
     if (this.backendFd >= 0) this.closeQuietly(this.backendFd);
     this.backendFd = -1;
     this.features = 0n;

@@ -62,8 +62,10 @@ export const handlers = {
     const features = u64(msg);
     const unknown = features & ~device.offeredFeatures;
     if (unknown !== 0n) throw new DeviceError(`SET_FEATURES: bits 0x${unknown.toString(16)} were not offered`);
-    if (device.vrings.some((v) => v.running) && features !== device.features) {
-      throw new DeviceError('SET_FEATURES: features cannot change while rings run');
+    // LOG_ALL is the one bit a running device may toggle: it starts and ends a migration.
+    const logAll = 1n << BigInt(VirtioFeature.LOG_ALL);
+    if (device.vrings.some((v) => v.running) && (features & ~logAll) !== (device.features & ~logAll)) {
+      throw new DeviceError('SET_FEATURES: features other than LOG_ALL cannot change while rings run');
     }
     const hadIommu = device.iommu;
     device.features = features;
@@ -71,6 +73,9 @@ export const handlers = {
     if (device.iommu && !hadIommu) device.iommuNegotiated();
     await device.dropIdleWorkers();
     device.forgetIotlbIfStopped();
+    // Replied (REPLY_ACK) or followed by GET_FEATURES only once every worker logs: QEMU
+    // counts on every write after this reply being in the log.
+    await device.applyDirtyLog();
   },
 
   SET_OWNER: (device) => {
@@ -98,8 +103,19 @@ export const handlers = {
     await device.memoryChanged();
   },
 
-  SET_LOG_BASE: unsupported,
-  SET_LOG_FD: unsupported,
+  SET_LOG_BASE: async (device, msg, ctx) => {
+    requireOwner(device, msg);
+    if (msg.body.kind !== 'log') throw new DeviceError('SET_LOG_BASE: expected a log size and offset');
+    const fd = ctx.takeFd(0);
+    await device.setDirtyLog(fd, msg.body.size, msg.body.offset);
+    return reply(0);
+  },
+
+  /** An eventfd the front-end may want signalled after log writes; QEMU relies on the shared log alone. */
+  SET_LOG_FD: (device, msg, ctx) => {
+    requireOwner(device, msg);
+    device.setLogFd(ctx.takeFd(0));
+  },
 
   SET_VRING_NUM: (device, msg) => {
     const { index, num } = vringState(msg);

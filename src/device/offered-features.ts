@@ -3,6 +3,7 @@ import { featureMask, NetFeature, ProtocolFeature, VirtioFeature } from '../prot
 
 export const OFFERED_FEATURES = featureMask(
   VirtioFeature.VERSION_1,
+  VirtioFeature.LOG_ALL,
   VirtioFeature.PROTOCOL_FEATURES,
   VirtioFeature.ACCESS_PLATFORM,
   VirtioFeature.EVENT_IDX,
@@ -14,6 +15,7 @@ export const OFFERED_FEATURES = featureMask(
 
 export const OFFERED_PROTOCOL_FEATURES = featureMask(
   ProtocolFeature.MQ,
+  ProtocolFeature.LOG_SHMFD,
   ProtocolFeature.REPLY_ACK,
   ProtocolFeature.BACKEND_REQ,
   ProtocolFeature.CONFIGURE_MEM_SLOTS,

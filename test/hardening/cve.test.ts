@@ -165,21 +165,18 @@ describe('DPDK vhost-user CVE classes against serve', () => {
   });
 
   describe('CVE-2020-10722: integer overflow in the dirty-log base/size', () => {
-    it('SET_LOG_BASE with huge size and offset is refused and its fd closed; the session goes on', async () => {
+    it('SET_LOG_BASE with huge size and offset, or beyond its fd, is refused and its fd closed; the session goes on', async () => {
       const fe = await negotiated();
       const mem = new SharedGuestMemory(4096);
       const before = fdCountOf(pid);
-      for (const [size, offset] of [[(1n << 64n) - 1n, (1n << 64n) - 4096n], [1n << 63n, 1n << 63n], [4096n, 0n]] as const) {
+      for (const [size, offset] of [[(1n << 64n) - 1n, (1n << 64n) - 4096n], [1n << 63n, 1n << 63n], [4096n, 4096n], [8192n, 0n]] as const) {
         const reply = await fe.call(F.SET_LOG_BASE, { kind: 'log', size, offset }, { fds: [mem.fd] });
         assert.deepEqual(reply?.body, u64(1), `size 0x${size.toString(16)} offset 0x${offset.toString(16)}`);
       }
       // Without NEED_REPLY too: SET_LOG_BASE always replies.
       const reply = await fe.call(F.SET_LOG_BASE, { kind: 'log', size: 1n << 40n, offset: 0n }, { fds: [mem.fd], needsReply: false });
       assert.deepEqual(reply?.body, u64(1));
-      const [ev] = makeFds(1);
-      assert.equal(await fe.ack(F.SET_LOG_FD, { kind: 'none' }, [ev!]), 1n);
-      closeFds([ev!]);
-      await expectFdsBack(pid, before, 'SET_LOG_BASE / SET_LOG_FD fds');
+      await expectFdsBack(pid, before, 'SET_LOG_BASE fds');
       mem.dispose();
       assert.equal(await fe.ack(F.SET_VRING_NUM, state(0, 8)), 0n, 'session goes on');
       assert.ok(await logged(/SET_LOG_BASE refused/));
