@@ -1,7 +1,7 @@
 import { Command, Flags } from '@oclif/core';
 import { dirname, join } from 'node:path';
 import { VhostUserServer } from '../src/device/server.js';
-import { IOTLB_READERS, type IotlbReader } from '../src/device/device.js';
+import { IOTLB_READERS, type IotlbReader } from '../src/device/device-iotlb.js';
 import { ControlServer } from '../src/control/control-server.js';
 import { LOOPBACK_FULL, type LoopbackFull } from '../src/net/endpoint.js';
 import { servePathProblems } from '../src/serve/socket-paths.js';

@@ -131,10 +131,19 @@ export const handlers = {
   SET_VRING_ADDR: (device, msg) => {
     if (msg.body.kind !== 'vringAddr') throw new DeviceError('SET_VRING_ADDR: expected a vring address');
     const vring = device.vring(msg.body.index, msg.name);
-    if (vring.running) throw new DeviceError(`SET_VRING_ADDR: vring ${vring.index} is running`);
-    vring.descAddr = toSafeNumber(msg.body.descUser, 'SET_VRING_ADDR.desc_user_addr');
-    vring.availAddr = toSafeNumber(msg.body.availUser, 'SET_VRING_ADDR.avail_user_addr');
-    vring.usedAddr = toSafeNumber(msg.body.usedUser, 'SET_VRING_ADDR.used_user_addr');
+    const desc = toSafeNumber(msg.body.descUser, 'SET_VRING_ADDR.desc_user_addr');
+    const avail = toSafeNumber(msg.body.availUser, 'SET_VRING_ADDR.avail_user_addr');
+    const used = toSafeNumber(msg.body.usedUser, 'SET_VRING_ADDR.used_user_addr');
+    if (vring.running) {
+      // QEMU resends the same addresses to a running ring to switch used-ring logging on or
+      // off (VHOST_VRING_F_LOG) when a migration starts or ends; the workers log every ring
+      // write while LOG_ALL is on, so only a real move is refused.
+      if (desc === vring.descAddr && avail === vring.availAddr && used === vring.usedAddr) return;
+      throw new DeviceError(`SET_VRING_ADDR: vring ${vring.index} is running`);
+    }
+    vring.descAddr = desc;
+    vring.availAddr = avail;
+    vring.usedAddr = used;
     vring.addressSet = true;
     vring.broken = null;
   },

@@ -7,6 +7,7 @@
 import type { MemoryRegion } from '../protocol/index.js';
 import { closeFd, fdKind } from '../sys/index.js';
 import { ADDRESS_LIMIT } from '../iotlb/address.js';
+import type { RegionConfig } from '../datapath/contract.js';
 import { DeviceError, toSafeNumber } from './errors.js';
 
 export interface ControlRegion {
@@ -30,6 +31,16 @@ export class MemoryTable {
 
   get regions(): readonly ControlRegion[] {
     return this.list;
+  }
+
+  /** The regions as a worker maps them: without the control path's bookkeeping (users). */
+  configs(): RegionConfig[] {
+    return this.list.map(({ fd, guestAddr, userAddr, size, mmapOffset }) => ({ fd, guestAddr, userAddr, size, mmapOffset }));
+  }
+
+  /** Where guest-physical memory ends (0 with no regions): what a dirty log must cover. */
+  get guestEnd(): number {
+    return Math.max(0, ...this.list.map((r) => r.guestAddr + r.size));
   }
 
   /** Checks one region from the wire (and its fd) against itself and `others`. */

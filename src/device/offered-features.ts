@@ -1,7 +1,9 @@
 /** What this vhost-user-net device offers the front-end. */
 import { featureMask, NetFeature, ProtocolFeature, VirtioFeature } from '../protocol/features.js';
+import { RX_OFFLOAD_FEATURES, TX_OFFLOAD_FEATURES } from '../net/offloads.js';
+import type { NetMode } from '../datapath/contract.js';
 
-export const OFFERED_FEATURES = featureMask(
+const OFFERED_FEATURES = featureMask(
   VirtioFeature.VERSION_1,
   VirtioFeature.LOG_ALL,
   VirtioFeature.PROTOCOL_FEATURES,
@@ -13,7 +15,7 @@ export const OFFERED_FEATURES = featureMask(
   NetFeature.MQ,
 );
 
-export const OFFERED_PROTOCOL_FEATURES = featureMask(
+const OFFERED_PROTOCOL_FEATURES = featureMask(
   ProtocolFeature.MQ,
   ProtocolFeature.LOG_SHMFD,
   ProtocolFeature.REPLY_ACK,
@@ -28,8 +30,22 @@ export const OFFERED_PROTOCOL_FEATURES = featureMask(
  * control queue) or, for a guest that cannot, a RARP the back-end sends (SEND_RARP). The link
  * status (STATUS) QEMU keeps itself and never asks a vhost-user back-end for.
  */
-export const TAP_FEATURES = featureMask(NetFeature.MTU, NetFeature.GUEST_ANNOUNCE);
-export const TAP_PROTOCOL_FEATURES = featureMask(ProtocolFeature.NET_MTU, ProtocolFeature.RARP);
+const TAP_FEATURES = featureMask(NetFeature.MTU, NetFeature.GUEST_ANNOUNCE);
+const TAP_PROTOCOL_FEATURES = featureMask(ProtocolFeature.NET_MTU, ProtocolFeature.RARP);
 
 /** Memory slots we accept with CONFIGURE_MEM_SLOTS: the classic table size, as DPDK does. */
 export const MAX_MEM_SLOTS = 8;
+
+/** GET_FEATURES' answer for a device of `queuePairs` pairs over `net`. */
+export function offeredFeatures(queuePairs: number, net: NetMode): bigint {
+  let offered = queuePairs > 1 ? OFFERED_FEATURES : OFFERED_FEATURES & ~(1n << BigInt(NetFeature.MQ));
+  // Only a tap passes headers between the guest and the kernel, which segments and checksums;
+  // other endpoints would have to do that work themselves, so they do not offer it.
+  if (net.kind === 'tap') offered |= TX_OFFLOAD_FEATURES | RX_OFFLOAD_FEATURES | TAP_FEATURES;
+  return offered;
+}
+
+/** GET_PROTOCOL_FEATURES' answer for a device over `net`. */
+export function offeredProtocolFeatures(net: NetMode): bigint {
+  return net.kind === 'tap' ? OFFERED_PROTOCOL_FEATURES | TAP_PROTOCOL_FEATURES : OFFERED_PROTOCOL_FEATURES;
+}

@@ -1,0 +1,136 @@
+/**
+ * The device's side of IOTLB_MSG: UPDATE and INVALIDATE handed to every worker under their
+ * ack rules (docs/architecture.md, "IOTLB updates without locks"), the main thread's shadow
+ * of every live mapping, and lending the front-end socket to a worker that reads them itself.
+ */
+import { IotlbOp } from '../datapath/iotlb-ring.js';
+import type { QueuePairHost } from '../datapath/queue-pair-host.js';
+import type { SocketReturn } from '../datapath/iotlb-fast-path.js';
+import { getStrategy } from '../iotlb/registry.js';
+import type { IotlbStrategy } from '../iotlb/strategy.js';
+import type { QueuePairs, WorkerOptions } from './queue-pairs.js';
+
+/**
+ * Which thread reads IOTLB UPDATE/INVALIDATE requests while the rings run. `worker`: the
+ * queue-pair worker, from the socket the session lends it (datapath/iotlb-fast-path.ts):
+ * no hop between threads, which matters when they share a CPU. `control`: the session on the
+ * main thread, as every other request. `auto`: worker when serve has fewer CPUs than
+ * threads that poll, else control (measured both ways in docs/performance.md).
+ */
+export const IOTLB_READERS = ['auto', 'worker', 'control'] as const;
+export type IotlbReader = (typeof IOTLB_READERS)[number];
+
+export interface DeviceIotlbOptions extends Pick<WorkerOptions, 'queuePairs' | 'forgetAfterBurst' | 'log'> {
+  /** Default auto. */
+  iotlbReader?: IotlbReader;
+}
+
+export class DeviceIotlb {
+  /**
+   * Every live IOTLB mapping, kept on the main thread so a worker started later is seeded
+   * with what the front-end already sent, and so `inspect` can show the device's view.
+   */
+  readonly shadow: IotlbStrategy = getStrategy('interval').create({ capacity: 1 << 20 });
+  /** Where workers report what they applied from a lent socket. */
+  readonly applied = {
+    update: (iova: number, size: number, uaddr: number, perm: number) => this.shadow.insert({ iova, size, uaddr, perm }),
+    invalidate: (iova: number, size: number) => this.shadow.invalidate(iova, size),
+  };
+
+  constructor(private readonly options: DeviceIotlbOptions, private readonly workers: QueuePairs) {}
+
+  /**
+   * Said once per negotiation: no message tells a back-end which guests flush lazily, so the
+   * log names what the reuse mode means for one (docs/peers.md).
+   */
+  negotiated(): void {
+    this.options.log('info', this.options.forgetAfterBurst
+      ? 'IOMMU negotiated: translations forgotten after every burst that returned buffers (--iotlb-reuse per-burst)'
+      : 'IOMMU negotiated: translations kept until invalidated; a Linux guest in its default lazy IOMMU mode needs --iotlb-reuse per-burst (or iommu.strict=1)');
+  }
+
+  /** A new worker starts with every mapping the front-end already sent. */
+  async seed(pair: QueuePairHost): Promise<void> {
+    for (const entry of this.shadow.entries()) {
+      await pair.pushIotlbOp(IotlbOp.Update, entry.iova, entry.size, entry.uaddr, entry.perm);
+    }
+  }
+
+  /**
+   * An UPDATE is acknowledged as soon as every worker has it queued: a lookup that runs before
+   * the worker applies it only misses again (and the pending-miss list keeps that miss from
+   * being re-sent), so waiting would only add a worker round trip to every answered miss —
+   * the latency that makes dynamic mappings slow. INVALIDATE, below, must wait.
+   * Both return synchronously (no promise, no event-loop turn) unless a worker's ring is
+   * full or a worker is stuck inside a burst: they sit on the path of every guest DMA map.
+   */
+  update(iova: number, size: number, uaddr: number, perm: number): Promise<void> | void {
+    this.shadow.insert({ iova, size, uaddr, perm });
+    let slow: Array<Promise<number>> | null = null;
+    for (const pair of this.workers.values()) {
+      if (pair.tryPushIotlbOp(IotlbOp.Update, iova, size, uaddr, perm) < 0) {
+        (slow ??= []).push(pair.pushIotlbOp(IotlbOp.Update, iova, size, uaddr, perm));
+      }
+    }
+    if (slow !== null) return Promise.all(slow).then(() => undefined);
+  }
+
+  /** Returns (or resolves) only when every worker has dropped the range: the caller acks after this. */
+  invalidate(iova: number, size: number): Promise<void> | void {
+    this.shadow.invalidate(iova, size);
+    // Every worker gets the operation before any is waited for: their bursts end in parallel.
+    const pairs = [...this.workers.values()];
+    const seqs = pairs.map((pair) => pair.tryPushIotlbOp(IotlbOp.Invalidate, iova, size, 0, 0));
+    let slow: Array<Promise<void>> | null = null;
+    pairs.forEach((pair, i) => {
+      const seq = seqs[i];
+      if (seq >= 0 && pair.appliedNow(seq)) return;
+      const waited = seq >= 0 ? pair.waitApplied(seq)
+        : pair.pushIotlbOp(IotlbOp.Invalidate, iova, size, 0, 0).then((s) => pair.waitApplied(s));
+      (slow ??= []).push(waited);
+    });
+    if (slow !== null) return Promise.all(slow).then(() => undefined);
+  }
+
+  /**
+   * SET_FEATURES with no ring running is QEMU starting the device (vhost_dev_start; after a
+   * guest reboot or driver reload too, on the same connection and often with no new memory
+   * table). The guest's IOMMU starts over then, so translations learnt before would map its
+   * new IOVAs to old pages, and QEMU invalidates none of them: they go, as DPDK drops its
+   * cache on a new memory table. (Idle workers were just retired: the shadow is all there is.)
+   */
+  forgetIfStopped(): void {
+    if (this.workers.anyRunning || this.shadow.stats.entries === 0) return;
+    this.shadow.clear();
+  }
+
+  /** inspect --clear-iotlb: empties one ring's cache (the shadow keeps its mappings). */
+  async clear(index: number): Promise<void> {
+    const pair = this.workers.get(index >> 1);
+    if (pair) await pair.clearIotlb(index);
+  }
+
+  /**
+   * Whether the session may lend its socket to the worker, which then reads and acks IOTLB
+   * requests itself (datapath/iotlb-fast-path.ts): when --iotlb-reader says so, and not
+   * without IOMMU_PLATFORM (there are none), not with several queue pairs (every worker
+   * needs each request), not while a trace records every message on the main thread, not
+   * before the worker exists.
+   */
+  lendable(iommu: boolean, tracing: boolean): boolean {
+    const reader = this.options.iotlbReader ?? 'auto';
+    if (reader === 'control' || (reader === 'auto' && !this.workers.sharesCpu)) return false;
+    if (!iommu || tracing || this.options.queuePairs !== 1 || this.workers.size !== 1) return false;
+    return !this.workers.values().next().value!.socketLent;
+  }
+
+  /** Lends the socket (the caller checked lendable); resolves when the worker gives it back. */
+  lend(fd: number): Promise<SocketReturn> {
+    return this.workers.values().next().value!.lendSocket(fd);
+  }
+
+  /** Asks for a lent socket back (the session is closing). */
+  reclaim(): void {
+    for (const pair of this.workers.values()) pair.reclaimSocket();
+  }
+}

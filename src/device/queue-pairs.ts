@@ -1,0 +1,208 @@
+/**
+ * The device's workers, one per queue pair, and the lifecycle of the rings they run. Handlers
+ * only change VringState; `reconcile` turns that state into worker commands, so "when does a
+ * ring run" is decided in one place. A worker is created when its first ring starts and takes
+ * the negotiated features then (see dropIdle).
+ */
+import { availableParallelism } from 'node:os';
+import { hasFeature, NetFeature, VirtioFeature } from '../protocol/features.js';
+import { DEFAULT_BUSY_POLL_US, type NetMode } from '../datapath/contract.js';
+import { QueuePairHost, type QueuePairOptions } from '../datapath/queue-pair-host.js';
+import { tunOffloadsOf, txOffloadsOf } from '../net/offloads.js';
+import type { MemoryTable } from './memory-table.js';
+import { VringState } from './vring-state.js';
+
+/** What serve decides for every worker of a device. */
+export interface WorkerOptions {
+  queuePairs: number;
+  net: NetMode;
+  strategy: string;
+  batchMisses: boolean;
+  prefetch: number;
+  /** WorkerSetup.forgetAfterBurst (serve --iotlb-reuse per-burst). */
+  forgetAfterBurst?: boolean;
+  /** WorkerSetup.busyPollUs; undefined: DEFAULT_BUSY_POLL_US with a CPU per worker, else 0. */
+  busyPollUs?: number;
+  log(level: string, text: string): void;
+}
+
+/** What a new worker needs from the rest of the device (NetDevice wires these). */
+export interface WorkerHooks {
+  /**
+   * Read when a worker is created, which keeps them for its life: negotiated features, the
+   * trace of this connection, and where it reports IOTLB operations it applied from a lent socket.
+   */
+  current(): { features: bigint; trace: QueuePairOptions['trace']; applied: QueuePairOptions['applied'] };
+  /** Brings a new worker (memory already set) up to the device: dirty log, IOTLB mappings. */
+  seed(pair: QueuePairHost): Promise<void>;
+  /** A worker is about to finish: keep what it counted. */
+  retiring(pair: QueuePairHost): void;
+  close(fd: number): void;
+}
+
+/** The ring and header format negotiated features give a worker. */
+function ringFormat(features: bigint) {
+  const has = (bit: number) => hasFeature(features, bit);
+  return {
+    iommu: has(VirtioFeature.ACCESS_PLATFORM),
+    eventIdx: has(VirtioFeature.EVENT_IDX),
+    packed: has(VirtioFeature.RING_PACKED),
+    mergeableRx: has(NetFeature.MRG_RXBUF),
+    txOffloads: txOffloadsOf(features),
+    rxOffloads: tunOffloadsOf(features),
+    headerLength: has(VirtioFeature.VERSION_1) || has(NetFeature.MRG_RXBUF) ? 12 : 10,
+  };
+}
+
+export class QueuePairs {
+  private readonly pairs = new Map<number, QueuePairHost>();
+  /** One CPU per polling worker plus one for the control thread, or they take turns (CPUs counted once: a syscall). */
+  readonly sharesCpu: boolean;
+  /** The backend channel workers send IOTLB misses on; -1: none. */
+  private backendFd = -1;
+
+  constructor(
+    private readonly options: WorkerOptions,
+    /** The device's vrings: entries are replaced on reset, the array stays. */
+    private readonly vrings: VringState[],
+    private readonly memory: MemoryTable,
+    private readonly hooks: WorkerHooks,
+  ) {
+    this.sharesCpu = availableParallelism() <= options.queuePairs;
+  }
+
+  get(pairIndex: number): QueuePairHost | undefined {
+    return this.pairs.get(pairIndex);
+  }
+
+  /** The live workers, in creation order; no copy, as IOTLB requests walk it on every guest DMA map. */
+  values(): IterableIterator<QueuePairHost> {
+    return this.pairs.values();
+  }
+
+  get size(): number {
+    return this.pairs.size;
+  }
+
+  get anyRunning(): boolean {
+    return this.vrings.some((v) => v.running);
+  }
+
+  private async pairFor(index: number): Promise<QueuePairHost> {
+    const pairIndex = index >> 1;
+    let pair = this.pairs.get(pairIndex);
+    if (pair) return pair;
+    const { features, trace, applied } = this.hooks.current();
+    const sharesCpu = this.sharesCpu;
+    pair = new QueuePairHost({
+      pairIndex,
+      net: this.options.net,
+      ...ringFormat(features),
+      strategy: this.options.strategy,
+      backendFd: this.backendFd,
+      batchMisses: this.options.batchMisses,
+      prefetch: this.options.prefetch,
+      forgetAfterBurst: this.options.forgetAfterBurst ?? false,
+      busyPollUs: this.options.busyPollUs ?? (sharesCpu ? 0 : DEFAULT_BUSY_POLL_US),
+      sharesCpu,
+      trace,
+      applied,
+      onBroken: (ring, reason) => {
+        this.vrings[ring].broken = reason;
+        this.vrings[ring].running = false;
+        this.options.log('error', `vring ${ring} broken: ${reason}`);
+      },
+      onLog: (level, text) => this.options.log(level, text),
+    });
+    this.pairs.set(pairIndex, pair);
+    await pair.setMemory(this.memory.configs());
+    await this.hooks.seed(pair);
+    return pair;
+  }
+
+  /** Starts or stops the ring's worker processing so it matches the control state. */
+  async reconcile(vring: VringState): Promise<void> {
+    const shouldRun = vring.ready && this.memory.regions.length > 0;
+    if (shouldRun && !vring.running) {
+      const pair = await this.pairFor(vring.index);
+      await pair.startRing({
+        index: vring.index, size: vring.size, descAddr: vring.descAddr, availAddr: vring.availAddr,
+        usedAddr: vring.usedAddr, lastAvailIdx: vring.base, kickFd: vring.kickFd, callFd: vring.callFd,
+      });
+      vring.running = true;
+    } else if (!shouldRun && vring.running) {
+      const pair = this.pairs.get(vring.index >> 1);
+      vring.running = false;
+      if (pair) vring.base = await pair.stopRing(vring.index);
+    }
+  }
+
+  /** Memory changes: stop what runs, hand workers the new table, restart. */
+  async memoryChanged(): Promise<void> {
+    const running = this.vrings.filter((v) => v.running);
+    for (const vring of running) {
+      vring.running = false;
+      vring.base = await this.pairs.get(vring.index >> 1)!.stopRing(vring.index);
+    }
+    for (const pair of this.pairs.values()) await pair.setMemory(this.memory.configs());
+    // Every ring, not only those that ran: a ring kicked and enabled before the first
+    // SET_MEM_TABLE (a front-end may order it so) is ready but could not start without memory.
+    for (const vring of this.vrings) await this.reconcile(vring);
+  }
+
+  /** Workers send IOTLB misses themselves; they switch to the new socket before the old closes. */
+  async setBackend(fd: number): Promise<void> {
+    const old = this.backendFd;
+    this.backendFd = fd;
+    for (const pair of this.pairs.values()) await pair.setBackend(fd);
+    if (old >= 0) this.hooks.close(old);
+  }
+
+  async setCall(vring: VringState, fd: number): Promise<void> {
+    const old = vring.callFd;
+    vring.callFd = fd;
+    const pair = this.pairs.get(vring.index >> 1);
+    if (vring.running && pair) await pair.setCall(vring.index, fd);
+    if (old >= 0) this.hooks.close(old);
+  }
+
+  /** Workers take features at creation; after SET_FEATURES the idle ones are recreated on demand. */
+  async dropIdle(): Promise<void> {
+    for (const [index, pair] of this.pairs) {
+      if (this.vrings[index * 2].running || this.vrings[index * 2 + 1].running) continue;
+      this.pairs.delete(index);
+      await this.retire(pair);
+    }
+  }
+
+  /** RESET_DEVICE: every ring stops and forgets its configuration; workers stay. */
+  async resetRings(): Promise<void> {
+    for (const vring of this.vrings) {
+      vring.enabled = false;
+      vring.kickSet = false;
+      await this.reconcile(vring);
+      this.forget(vring);
+    }
+  }
+
+  /** The connection ended: every worker finishes, every ring and the backend channel are let go. */
+  async shutdown(): Promise<void> {
+    const pairs = [...this.pairs.values()];
+    this.pairs.clear();
+    await Promise.all(pairs.map((p) => this.retire(p)));
+    for (const vring of this.vrings) this.forget(vring);
+    if (this.backendFd >= 0) this.hooks.close(this.backendFd);
+    this.backendFd = -1;
+  }
+
+  /** Closes a ring's fds and puts a blank state in its place. */
+  private forget(vring: VringState): void {
+    for (const fd of [vring.kickFd, vring.callFd, vring.errFd]) if (fd >= 0) this.hooks.close(fd);
+    this.vrings[vring.index] = new VringState(vring.index);
+  }
+
+  private retire(pair: QueuePairHost): Promise<void> {
+    this.hooks.retiring(pair);
+    return pair.shutdown();
+  }
+}
