@@ -10,6 +10,12 @@
  * Each benchmark call performs BATCH lookups of 64..1500 bytes at random IOVAs within
  * the mapped range; lookups/s = calls/s x BATCH.
  *
+ * Then, where the time goes on fixtures/traces/dynamic.vhtrace (a buffer mapped and unmapped
+ * per packet): each strategy replays the trace's ops in order with and without its lookups
+ * (lookups change no state without evictions, so both runs see the same tables), interleaved
+ * round by round, best of the rounds; ns per mutation = mutations-only time / mutations, ns
+ * per lookup = the difference / lookups.
+ *
  *   node dist/bench/strategies-micro.js          (BENCH_MAX_TIME=seconds per case, default 2)
  */
 import b from 'benny';
@@ -18,6 +24,8 @@ import { strategies } from '../src/iotlb/registry.js';
 import { Access } from '../src/iotlb/strategy.js';
 import type { IotlbEntry, IotlbStrategy, LookupOut, StrategyDefinition } from '../src/iotlb/strategy.js';
 import { Prng } from '../src/iotlb/prng.js';
+import { loadOps, OP_LOOKUP, OP_UPDATE, type OpStream } from '../src/replay/ops.js';
+import { fixtureTraces } from '../src/replay/fixtures.js';
 
 const K4 = 0x1000;
 const M2 = 0x200000;
@@ -127,6 +135,55 @@ function fmtRate(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)} M` : `${(n / 1e3).toFixed(1)} k`;
 }
 
+/** One pass over `ops` on `caches` (one per slot), lookups included or not; caches cleared after. */
+type Pass = (ops: OpStream, caches: IotlbStrategy[], out: LookupOut, entry: IotlbEntry) => number;
+
+function pass(withLookups: boolean): Pass {
+  // A private copy per strategy and mode keeps the calls monomorphic (see src/replay/replay.ts, replayFor).
+  return new Function('ops', 'caches', 'out', 'entry', `
+    const { kind, slot, iova, size, uaddr, perm } = ops;
+    let acc = 0;
+    for (let i = 0; i < ops.count; i++) {
+      const c = caches[slot[i]];
+      const k = kind[i];
+      if (k === ${OP_LOOKUP}) { ${withLookups ? 'acc += c.lookup(iova[i], size[i], perm[i], out);' : ''} }
+      else if (k === ${OP_UPDATE}) { entry.iova = iova[i]; entry.size = size[i]; entry.uaddr = uaddr[i]; entry.perm = perm[i]; c.insert(entry); }
+      else c.invalidate(iova[i], size[i]);
+    }
+    for (const c of caches) c.clear();
+    return acc;`) as Pass;
+}
+
+interface SplitRow { strategy: string; full: number; mutations: number; nsPerMutation: number; nsPerLookup: number }
+
+async function dynamicSplit(rounds: number): Promise<SplitRow[]> {
+  const file = fixtureTraces().find((f) => /[\\/]dynamic\.vhtrace$/.test(f));
+  if (file === undefined) return [];
+  const ops = await loadOps(file);
+  let lookups = 0;
+  for (let i = 0; i < ops.count; i++) if (ops.kind[i] === OP_LOOKUP) lookups++;
+  const mutations = ops.count - lookups;
+  const out: LookupOut = { uaddr: 0, spanStart: 0, spanEnd: 0 };
+  const entry: IotlbEntry = { iova: 0, size: 0, uaddr: 0, perm: 0 };
+  const cases = strategies.flatMap((def) => [true, false].map((withLookups) => {
+    return { def, withLookups, run: pass(withLookups), caches: ops.slots.map(() => def.create({ seed: 1 })), best: Infinity };
+  }));
+  for (let round = 0; round < rounds; round++) {
+    for (const c of cases) {
+      const n = 100;
+      const t0 = process.hrtime.bigint();
+      for (let k = 0; k < n; k++) sink += c.run(ops, c.caches, out, entry);
+      const ns = Number(process.hrtime.bigint() - t0) / n;
+      if (ns < c.best) c.best = ns;
+    }
+  }
+  return strategies.map((def) => {
+    const full = cases.find((c) => c.def === def && c.withLookups)!.best;
+    const mut = cases.find((c) => c.def === def && !c.withLookups)!.best;
+    return { strategy: def.name, full, mutations: mut, nsPerMutation: mut / mutations, nsPerLookup: (full - mut) / lookups };
+  });
+}
+
 async function main(): Promise<void> {
   const maxTime = Number(process.env.BENCH_MAX_TIME ?? 2);
   const workloads = [
@@ -149,6 +206,18 @@ async function main(): Promise<void> {
     ]);
   }
   console.log(table.toString());
+
+  const split = await dynamicSplit(Number(process.env.BENCH_ROUNDS ?? 20));
+  if (split.length > 0) {
+    const t2 = new Table({
+      head: ['dynamic.vhtrace', 'replay µs', 'mutations only µs', 'ns / insert or invalidate', 'ns / lookup'],
+      style: { head: [], border: [] },
+    });
+    for (const row of split) {
+      t2.push([row.strategy, (row.full / 1000).toFixed(1), (row.mutations / 1000).toFixed(1), row.nsPerMutation.toFixed(1), row.nsPerLookup.toFixed(1)]);
+    }
+    console.log(t2.toString());
+  }
   if (sink === 0) console.log('(no bytes translated?)');
 }
 
