@@ -1,9 +1,10 @@
 /** Where `bench` finds things: the package root, the bundled trace fixtures, strategy lists. */
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getStrategy, strategies } from '../iotlb/registry.js';
 import type { StrategyDefinition } from '../iotlb/strategy.js';
+import { TRACE_MAGIC, TraceFlags } from '../trace/format.js';
 
 /** The directory holding this package's package.json (works from src/ and from dist/). */
 export function packageRoot(from: string = import.meta.url): string {
@@ -23,11 +24,42 @@ export function packageRoot(from: string = import.meta.url): string {
   }
 }
 
-/** The bundled traces: every fixtures/traces/*.vhtrace under `root`, sorted by name. */
+/** The top-level fixtures/traces/*.vhtrace under `root`, sorted by name (`npm run bench`'s set). */
 export function fixtureTraces(root: string = packageRoot()): string[] {
-  const dir = join(root, 'fixtures', 'traces');
+  return tracesIn(join(root, 'fixtures', 'traces'));
+}
+
+function tracesIn(dir: string): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir).filter((f) => f.endsWith('.vhtrace')).sort().map((f) => join(dir, f));
+}
+
+/**
+ * Every bundled trace `bench` runs without arguments: fixtures/traces/*.vhtrace and the
+ * proxy recordings in fixtures/traces/recorded/ — real sessions first (the header's
+ * SYNTHETIC flag is clear), then synthetic ones, each group by name. Real sessions lead
+ * because choosing a strategy for real workloads is what the benchmark is for.
+ */
+export function bundledTraces(root: string = packageRoot()): string[] {
+  const all = [...fixtureTraces(root), ...tracesIn(join(root, 'fixtures', 'traces', 'recorded'))];
+  const real = all.filter((f) => !isSynthetic(f));
+  return [...real, ...all.filter((f) => !real.includes(f))];
+}
+
+/** Whether a trace file's header has the SYNTHETIC flag; false if unreadable (its load reports why). */
+function isSynthetic(path: string): boolean {
+  const head = new Uint8Array(12);
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    if (readSync(fd, head, 0, head.length, 0) < head.length) return false;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+  if (!TRACE_MAGIC.every((b, i) => head[i] === b)) return false;
+  return ((head[10] | (head[11] << 8)) & TraceFlags.Synthetic) !== 0;
 }
 
 /**

@@ -14,8 +14,16 @@
  * `rejected`, not replayed); an INVALIDATE reaching past 2^53 is clamped. Messages the
  * codec refuses are counted as rejected too. A connection with IOTLB traffic but no
  * translations gets one cache (queue -1) so its updates are still replayed.
+ *
+ * Two kinds of replay (docs/trace-format.md, "Replaying a trace"): a trace with translation
+ * records replays those as its lookups ('translations'); a trace without any — a
+ * `trace record` proxy sees none — replays each back-end-channel IOTLB MISS as a lookup of
+ * that IOVA and perm that the recorded back-end missed ('revealed-misses'), ordered by time
+ * stamp among the UPDATEs and INVALIDATEs. Never both: a `serve --trace` file holds its
+ * workers' MISS messages as well as the translations that caused them, so counting both
+ * would count every miss twice.
  */
-import { FrontendRequest, IotlbType, decodeMessage } from '../protocol/index.js';
+import { BackendRequest, FrontendRequest, IotlbType, decodeMessage } from '../protocol/index.js';
 import { ADDRESS_LIMIT } from '../iotlb/address.js';
 import { parseTrace, readTrace } from '../trace/reader.js';
 import type { TraceRecord } from '../trace/records.js';
@@ -24,6 +32,15 @@ import { ReferenceIotlb, type ReferenceAnswer } from '../iotlb/reference.js';
 export const OP_LOOKUP = 0;
 export const OP_UPDATE = 1;
 export const OP_INVALIDATE = 2;
+/** Builder-internal: a back-end MISS, which becomes an OP_LOOKUP row or is dropped (see above). */
+const OP_REVEALED_MISS = 3;
+
+/** Where a replay's lookups came from. */
+export type ReplayKind = 'translations' | 'revealed-misses';
+export const REPLAY_KIND_LABELS: Record<ReplayKind, string> = {
+  translations: 'translations recorded by serve or synth',
+  'revealed-misses': 'misses revealed by the back-end',
+};
 
 /** Recorded translation results, as the trace stores them (docs/trace-format.md). */
 export const RECORDED_RESULTS = ['hit', 'miss', 'denied', 'fault'] as const;
@@ -39,6 +56,8 @@ export interface CacheSlot {
 export interface OpStream {
   /** Trace name used in messages (the file name). */
   readonly source: string;
+  /** What the lookups are: translation records, or the back-end's MISS messages. */
+  readonly replay: ReplayKind;
   readonly count: number;
   /** OP_LOOKUP, OP_UPDATE or OP_INVALIDATE. */
   readonly kind: Uint8Array;
@@ -65,7 +84,7 @@ export interface OpStream {
   readonly refEntryUaddr: Float64Array;
   readonly refEntryPerm: Uint8Array;
   readonly slots: readonly CacheSlot[];
-  /** Lookup rows. */
+  /** Lookup rows (translations, or revealed misses). */
   readonly lookups: number;
   /** UPDATE / INVALIDATE messages (before fan-out to the slots). */
   readonly updates: number;
@@ -74,7 +93,11 @@ export interface OpStream {
   readonly rejected: number;
   /** MISS messages the recording back-end sent (back-end channel), for comparison. */
   readonly recordedMisses: number;
-  /** Lookups whose recorded result disagrees with the reference (0 for synthetic traces). */
+  /**
+   * Lookups whose recorded result disagrees with the reference (0 for synthetic traces). With
+   * revealed misses: MISSes for an IOVA the front-end had mapped and not invalidated at that
+   * moment (the back-end had evicted it, or its MISS is stamped after the UPDATE answering it).
+   */
   readonly recordedDisagreements: number;
   /** Most ranges the reference held at once on any connection. */
   readonly referencePeak: number;
@@ -110,26 +133,38 @@ export class OpStreamBuilder {
   private readonly perm = new Column(u8(1024), u8);
   private readonly record = new Column(u32(1024), u32);
   private readonly recorded = new Column(u8(1024), u8);
+  /** Time stamps (ns): revealed misses are ordered by them. */
+  private readonly time = new Column(f64(1024), f64);
   /** connection -> queues seen in translations. */
   private readonly queues = new Map<number, Set<number>>();
   private readonly iotlbConnections = new Set<number>();
+  /** Connections with back-end MISS messages (they get a cache only in a revealed-miss replay). */
+  private readonly missConnections = new Set<number>();
   private records = 0;
   private lookups = 0;
   private updates = 0;
   private invalidates = 0;
   private rejected = 0;
   private recordedMisses = 0;
+  private revealedMisses = 0;
+  private missRejected = 0;
+  /** Whether the records so far are in time-stamp order (then no reordering is needed). */
+  private ordered = true;
+  private lastTime = 0;
 
   constructor(private readonly source: string) {}
 
   add(record: TraceRecord): void {
     const index = this.records++;
+    const time = Number(record.timeNs);
+    if (time < this.lastTime) this.ordered = false;
+    this.lastTime = time;
     if (record.type === 'translation') {
       let qs = this.queues.get(record.connection);
       if (qs === undefined) this.queues.set(record.connection, (qs = new Set()));
       qs.add(record.queue);
       this.push(OP_LOOKUP, record.connection, record.queue, clampAddress(record.iova), record.length, 0,
-        record.access, index, RESULT_INDEX[record.result] ?? NO_RESULT);
+        record.access, index, RESULT_INDEX[record.result] ?? NO_RESULT, time);
       this.lookups++;
       return;
     }
@@ -138,7 +173,7 @@ export class OpStreamBuilder {
     if (bytes.length < 4) return;
     const request = bytes[0] | (bytes[1] << 8) | (bytes[2] << 16) | (bytes[3] << 24);
     if (record.channel === 'backend') {
-      if (record.direction === 'to-frontend' && request === 1 && isIotlbType(record.bytes, IotlbType.MISS)) this.recordedMisses++;
+      if (record.direction === 'to-frontend' && request === BackendRequest.IOTLB_MSG) this.addMiss(record.connection, bytes, index, time);
       return;
     }
     if (record.direction !== 'to-backend' || request !== FrontendRequest.IOTLB_MSG) return;
@@ -162,7 +197,7 @@ export class OpStreamBuilder {
         return;
       }
       this.iotlbConnections.add(record.connection);
-      this.push(OP_UPDATE, record.connection, 0, Number(iova), Number(size), Number(userAddr), perm, index, NO_RESULT);
+      this.push(OP_UPDATE, record.connection, 0, Number(iova), Number(size), Number(userAddr), perm, index, NO_RESULT, time);
       this.updates++;
     } else if (body.iotlbType === IotlbType.INVALIDATE) {
       // As the device does: an invalidation may name the whole 64-bit space; clamping only widens it.
@@ -170,15 +205,39 @@ export class OpStreamBuilder {
       const end = body.iova + body.size >= LIMIT ? LIMIT : body.iova + body.size;
       const size = end - start > 0n ? end - start : 1n;
       this.iotlbConnections.add(record.connection);
-      this.push(OP_INVALIDATE, record.connection, 0, Number(start), Number(size), 0, 0, index, NO_RESULT);
+      this.push(OP_INVALIDATE, record.connection, 0, Number(start), Number(size), 0, 0, index, NO_RESULT, time);
       this.invalidates++;
     } else {
       this.rejected++;
     }
   }
 
+  /**
+   * A back-end MISS (iova, perm): kept as a one-byte lookup that the recorded back-end
+   * missed. MISS messages the codec refuses, or with a perm that is no access, are counted
+   * as rejected when they would be replayed (build()).
+   */
+  private addMiss(connection: number, bytes: Uint8Array, index: number, time: number): void {
+    let body;
+    try {
+      body = decodeMessage('backend', bytes, []).body;
+    } catch {
+      this.missRejected++;
+      return;
+    }
+    if (body.kind !== 'iotlb' || body.iotlbType !== IotlbType.MISS) return;
+    this.recordedMisses++;
+    if (body.perm < 1 || body.perm > 3) {
+      this.missRejected++;
+      return;
+    }
+    this.missConnections.add(connection);
+    this.push(OP_REVEALED_MISS, connection, 0, clampAddress(body.iova), 1, 0, body.perm, index, RESULT_INDEX.miss, time);
+    this.revealedMisses++;
+  }
+
   private push(kind: number, conn: number, queue: number, iova: number, size: number, uaddr: number,
-    perm: number, record: number, recorded: number): void {
+    perm: number, record: number, recorded: number, time: number): void {
     this.kind.push(kind);
     this.conn.push(conn);
     this.queue.push(queue);
@@ -188,6 +247,7 @@ export class OpStreamBuilder {
     this.perm.push(perm);
     this.record.push(record);
     this.recorded.push(recorded);
+    this.time.push(time);
   }
 
   /** Number of lookup + IOTLB message rows so far (0 = nothing to replay). */
@@ -197,16 +257,38 @@ export class OpStreamBuilder {
 
   /** The op stream; EmptyTraceError when there is no lookup to replay. */
   buildOrThrow(): OpStream {
-    if (this.lookups === 0) throw new EmptyTraceError(this.source, this.rawCount);
+    if (this.lookups === 0 && this.revealedMisses === 0) throw new EmptyTraceError(this.source, this.rawCount);
     return this.build();
   }
 
+  /**
+   * Builder rows in replay order, as indices: revealed-miss rows become lookups or are
+   * dropped (module comment); with revealed misses, rows are stably sorted by time stamp,
+   * because a back-end's MISS may be written after the UPDATE that answered it (serve
+   * drains its workers' MISS records every 20 ms) — the proxy's own records are in order.
+   */
+  private replayOrder(replay: ReplayKind): Uint32Array {
+    const n = this.kind.length;
+    const keep: number[] = [];
+    for (let i = 0; i < n; i++) {
+      if (this.kind.data[i] !== OP_REVEALED_MISS || replay === 'revealed-misses') keep.push(i);
+    }
+    const time = this.time.data;
+    if (replay === 'revealed-misses' && !this.ordered) keep.sort((a, b) => time[a] - time[b] || a - b);
+    return Uint32Array.from(keep);
+  }
+
   build(): OpStream {
+    // Translation records win when there are any (module comment).
+    const replay: ReplayKind = this.lookups > 0 || this.revealedMisses === 0 ? 'translations' : 'revealed-misses';
+    const order = this.replayOrder(replay);
     // Slots: every (connection, queue) seen in translations, sorted; -1 for IOTLB-only connections.
     const slots: CacheSlot[] = [];
     const slotsOf = new Map<number, number[]>();
     const slotIndex = new Map<string, number>();
-    const connections = [...new Set([...this.queues.keys(), ...this.iotlbConnections])].sort((a, b) => a - b);
+    const revealed = replay === 'revealed-misses';
+    const connections = [...new Set([...this.queues.keys(), ...this.iotlbConnections, ...(revealed ? this.missConnections : [])])]
+      .sort((a, b) => a - b);
     for (const connection of connections) {
       const qs = [...(this.queues.get(connection) ?? [-1])].sort((a, b) => a - b);
       const list: number[] = [];
@@ -218,10 +300,11 @@ export class OpStreamBuilder {
       slotsOf.set(connection, list);
     }
 
-    const n = this.kind.length;
     let count = 0;
-    for (let i = 0; i < n; i++) {
-      count += this.kind.data[i] === OP_LOOKUP ? 1 : slotsOf.get(this.conn.data[i])!.length;
+    // Revealed-miss rows are lookups from here on (only kept in a revealed-miss replay).
+    const kindOf = (i: number): number => (this.kind.data[i] === OP_REVEALED_MISS ? OP_LOOKUP : this.kind.data[i]);
+    for (const i of order) {
+      count += kindOf(i) === OP_LOOKUP ? 1 : slotsOf.get(this.conn.data[i])!.length;
     }
     const out = {
       kind: new Uint8Array(count),
@@ -244,8 +327,8 @@ export class OpStreamBuilder {
     const answer: ReferenceAnswer = { result: 0, uaddr: 0, entryIova: 0, entrySize: 0, entryUaddr: 0, entryPerm: 0 };
     let disagreements = 0;
     let j = 0;
-    for (let i = 0; i < n; i++) {
-      const kind = this.kind.data[i];
+    for (const i of order) {
+      const kind = kindOf(i);
       const conn = this.conn.data[i];
       const iova = this.iova.data[i];
       const size = this.size.data[i];
@@ -285,8 +368,9 @@ export class OpStreamBuilder {
     let referencePeak = 0;
     for (const r of refs.values()) referencePeak = Math.max(referencePeak, r.peak);
     return {
-      source: this.source, count, ...out, slots,
-      lookups: this.lookups, updates: this.updates, invalidates: this.invalidates, rejected: this.rejected,
+      source: this.source, replay, count, ...out, slots,
+      lookups: revealed ? this.revealedMisses : this.lookups, updates: this.updates, invalidates: this.invalidates,
+      rejected: this.rejected + (revealed ? this.missRejected : 0),
       recordedMisses: this.recordedMisses, recordedDisagreements: disagreements, referencePeak,
     };
   }
@@ -296,17 +380,12 @@ function clampAddress(v: bigint): number {
   return v >= LIMIT ? ADDRESS_LIMIT : Number(v);
 }
 
-function isIotlbType(bytes: Uint8Array, type: number): boolean {
-  // 12-byte header, then iova, size, uaddr (u64 each), perm u8, type u8.
-  return bytes.length >= 12 + 26 && bytes[12 + 25] === type;
-}
-
 /** Thrown for a trace with nothing to replay. */
 export class EmptyTraceError extends Error {
   override readonly name = 'EmptyTraceError';
   constructor(readonly source: string, messagesOnly = 0) {
     super(messagesOnly > 0
-      ? `${source} holds ${messagesOnly} IOTLB operations but no translation records (a \`trace record\` proxy sees none): no lookups to replay`
+      ? `${source} holds ${messagesOnly} IOTLB operations but no translation records and no back-end IOTLB misses: no lookups to replay`
       : `no IOTLB operations or translations in ${source}`);
   }
 }

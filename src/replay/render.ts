@@ -2,6 +2,7 @@
 import type { ChalkInstance } from 'chalk';
 import Table from 'cli-table3';
 import type { BenchError, BenchRow } from './run.js';
+import { renderProfile, type WorkloadProfile } from './profile.js';
 
 export function formatRate(n: number): string {
   if (!Number.isFinite(n)) return '-';
@@ -19,8 +20,13 @@ export function formatBytes(n: number | null): string {
 
 const pct = (x: number): string => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : '-');
 
-/** One table for one trace's rows; the fastest strategy gets a ✓ (and green, with colour). */
-export function renderTable(trace: string, rows: readonly BenchRow[], chalk: ChalkInstance, baseline = 'dpdk'): string {
+/**
+ * One table for one trace's rows; the fastest strategy gets a ✓ (and green, with colour).
+ * With `profile`, the kind of replay and of workload go between the title and the table.
+ */
+export function renderTable(
+  trace: string, rows: readonly BenchRow[], chalk: ChalkInstance, baseline = 'dpdk', profile?: WorkloadProfile,
+): string {
   const base = rows.find((r) => r.strategy === baseline);
   const table = new Table({
     head: ['strategy', 'lookups/s', '±%', `vs ${baseline}`, 'hit rate', 'extra misses', 'misses sent', 'evictions', 'peak entries', 'memory ≈'],
@@ -43,11 +49,12 @@ export function renderTable(trace: string, rows: readonly BenchRow[], chalk: Cha
       formatBytes(r.approxBytes),
     ]);
   }
-  return `${chalk.bold(trace)}\n${table.toString()}`;
+  const about = profile === undefined ? '' : `${renderProfile(profile).map((l) => chalk.dim(l)).join('\n')}\n`;
+  return `${chalk.bold(trace)}\n${about}${table.toString()}`;
 }
 
 export const CSV_COLUMNS = [
-  'trace', 'strategy', 'lookups', 'lookupsPerSec', 'marginPct', 'replaysPerSec', 'samples', 'relative', 'best',
+  'trace', 'replay', 'strategy', 'lookups', 'lookupsPerSec', 'marginPct', 'replaysPerSec', 'samples', 'relative', 'best',
   'hits', 'misses', 'extraMisses', 'denied', 'hitRate', 'missesSent', 'evictions', 'peakEntries', 'totalPeakEntries',
   'approxBytes', 'memoryModel',
 ] as const satisfies readonly (keyof BenchRow)[];
@@ -68,6 +75,10 @@ export interface BenchJson {
   /** Seconds of sampling per case. */
   time: number;
   node: string;
+  /** One per trace that ran: the kind of replay and of workload (profile.ts). */
+  traces: WorkloadProfile[];
   rows: BenchRow[];
   errors: BenchError[];
+  /** Bundled traces left out of a run without TRACE arguments (nothing to replay, e.g. no IOMMU). */
+  skipped: { trace: string; reason: string }[];
 }

@@ -11,12 +11,14 @@ import { renameSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import b from 'benny';
 import type { StrategyDefinition } from '../iotlb/strategy.js';
-import type { OpStream } from './ops.js';
+import type { OpStream, ReplayKind } from './ops.js';
 import { Replayer, analyse, type ReplayMetrics } from './replay.js';
 import { makeChartSelfContained } from './chart.js';
 
 export interface BenchRow extends ReplayMetrics {
   trace: string;
+  /** Where the lookups came from: translation records, or the back-end's revealed misses. */
+  replay: ReplayKind;
   /** Lookups per second over whole replays (replays/s x lookups). */
   lookupsPerSec: number;
   /** Replays (whole trace) per second — what benny measured. */
@@ -115,7 +117,7 @@ export async function benchStrategies(
     const result = summary.results.find((r) => r.name === def.name);
     if (result === undefined) continue;
     rows.push({
-      trace, ...metrics,
+      trace, replay: ops.replay, ...metrics,
       lookupsPerSec: result.ops * lookups,
       replaysPerSec: result.ops,
       marginPct: result.margin,

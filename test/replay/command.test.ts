@@ -4,7 +4,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { strategyNames } from '../../src/iotlb/registry.js';
-import { fixtureTraces, packageRoot, traceName } from '../../src/replay/fixtures.js';
+import { bundledTraces, packageRoot, traceName } from '../../src/replay/fixtures.js';
 import { TraceWriter } from '../../src/trace/writer.js';
 import { FrontendRequest, IotlbType, encodeMessage } from '../../src/protocol/index.js';
 import { runCli, type CliRun } from '../support/cli.js';
@@ -26,17 +26,25 @@ function smallTrace(path: string): void {
   w.close();
 }
 
-test('bench --json: one row per strategy per bundled trace', () => {
-  const fixtures = fixtureTraces(ROOT);
+test('bench --json: one row per strategy per bundled trace, real sessions first, a session without IOMMU skipped', () => {
+  // qemu-dpdk.vhtrace (recorded/, no IOMMU) has no IOTLB traffic: listed as skipped, not an error.
+  const fixtures = bundledTraces(ROOT).filter((f) => traceName(f) !== 'qemu-dpdk');
   assert.ok(fixtures.length > 0, 'fixtures/traces/*.vhtrace present');
+  assert.deepEqual(fixtures.slice(0, 2).map(traceName), ['qemu-iommu-guest', 'qemu-dpdk-iommu'], 'real sessions first');
   const dir = mkdtempSync(join(tmpdir(), 'bench-cmd-'));
   try {
     // From another directory: the fixtures are found relative to the package, not the cwd.
     const csv = join(dir, 'out.csv');
     const r = bench(['--json', '--time', '0.01', '--csv', csv], dir);
     assert.equal(r.status, 0, r.stderr);
-    const doc = JSON.parse(r.stdout) as { rows: Array<Record<string, unknown>>; errors: unknown[] };
+    const doc = JSON.parse(r.stdout) as {
+      rows: Array<Record<string, unknown>>; errors: unknown[]; skipped: Array<{ trace: string }>; traces: Array<{ trace: string; replay: string }>;
+    };
     assert.deepEqual(doc.errors, []);
+    assert.deepEqual(doc.skipped.map((s) => s.trace), ['qemu-dpdk']);
+    assert.deepEqual(doc.traces.map((t) => t.trace), fixtures.map(traceName), 'a profile per trace, in run order');
+    assert.equal(doc.traces.find((t) => t.trace === 'qemu-dpdk-iommu')?.replay, 'revealed-misses');
+    assert.equal(doc.traces.find((t) => t.trace === 'static-2m')?.replay, 'translations');
     const expected = fixtures.flatMap((f) => strategyNames().map((s) => `${traceName(f)}/${s}`));
     assert.deepEqual(doc.rows.map((row) => `${row.trace}/${row.strategy}`).sort(), expected.sort());
     for (const row of doc.rows) {
