@@ -12,6 +12,8 @@ import { TraceWriter } from '../src/trace/writer.js';
 import { closeFd } from '../src/sys/index.js';
 import { DEFAULT_BUSY_POLL_US } from '../src/datapath/contract.js';
 import { outputPathProblem } from '../src/cli/paths.js';
+import { keepOffWorkerCpus, parseCpuList } from '../src/serve/placement.js';
+import { defaultWorkers } from '../src/device/queue-pairs.js';
 
 export default class Serve extends Command {
   static override summary = 'Run a vhost-user-net backend with device-IOTLB support.';
@@ -47,6 +49,13 @@ export default class Serve extends Command {
       summary: `how long a worker keeps polling its rings with no work before it sleeps (-1 = never, as DPDK's lcores; default ${DEFAULT_BUSY_POLL_US} when every worker has a CPU of its own, else 0)`,
       min: -1,
     }),
+    workers: Flags.integer({
+      summary: 'worker threads per device; queue pairs are spread over them round-robin, each worker serving its pairs burst by burst (default: min(--queues, CPUs))',
+      min: 1, max: 16,
+    }),
+    cpus: Flags.string({
+      summary: 'CPUs for the workers, e.g. 2-3 or 1,3: worker k pinned to the k-th; serve\'s other threads are kept off them while other CPUs remain',
+    }),
     'iotlb-reader': Flags.string({
       summary: 'which thread reads and acks IOTLB UPDATE/INVALIDATE: the queue-pair worker, the control thread, or auto (the worker when it shares a CPU with the control thread)',
       options: [...IOTLB_READERS], default: 'auto',
@@ -74,6 +83,20 @@ export default class Serve extends Command {
       for (const fd of net.fds) closeFd(fd);
       this.error('--net tap serves exactly one socket (one tap queue per queue pair)', { exit: 2 });
     }
+    let cpus: number[] = [];
+    if (flags.cpus !== undefined) {
+      try {
+        cpus = parseCpuList(flags.cpus);
+      } catch (err) {
+        this.error((err as Error).message, { exit: 2 });
+      }
+    }
+    const workers = flags.workers ?? defaultWorkers(flags.queues);
+    if (workers > flags.queues) log('warn', `--workers ${workers} with ${flags.queues} queue pair(s): ${workers - flags.queues} worker(s) would have nothing to serve`);
+    if (cpus.length > 0) {
+      const rest = keepOffWorkerCpus(cpus.slice(0, workers));
+      log('info', `workers on CPU ${cpus.slice(0, workers).join(',')}; ${rest === null ? 'no CPU left for the other threads: they share the workers\' CPUs' : `other threads on CPU ${rest.join(',')}`}`);
+    }
     const controlPath = flags.control ?? join(dirname(flags.socket[0]), `${flags.socket[0].split('/').pop()}.ctl`);
     const problems = servePathProblems(flags.socket, controlPath, flags.client);
     if (problems.length > 0) this.error(problems.join('\n'), { exit: 2 });
@@ -89,7 +112,7 @@ export default class Serve extends Command {
       socketPath, client: flags.client, trace, queuePairs: flags.queues, net, strategy: flags['iotlb-strategy'],
       batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'],
       forgetAfterBurst: flags['iotlb-reuse'] === 'per-burst', busyPollUs: flags['busy-poll-us'],
-      iotlbReader: flags['iotlb-reader'] as IotlbReader,
+      iotlbReader: flags['iotlb-reader'] as IotlbReader, workers, cpus,
       traceTranslations: trace !== null && flags['trace-translations'],
       log: (level, text) => log(level, `${socketPath}: ${text}`),
     }));

@@ -149,6 +149,7 @@ class VhostSys : public Napi::Addon<VhostSys> {
         InstanceMethod("pollReadable", &VhostSys::PollReadable),
         InstanceMethod("memoryFence", &VhostSys::MemoryFence),
         InstanceMethod("yieldCpu", &VhostSys::YieldCpu),
+        InstanceMethod("setThreadAffinity", &VhostSys::SetThreadAffinity),
         InstanceMethod("openTap", &VhostSys::OpenTap),
         InstanceMethod("setTapOffload", &VhostSys::SetTapOffload),
         InstanceMethod("setInterfaceMtu", &VhostSys::SetInterfaceMtu),
@@ -539,6 +540,21 @@ class VhostSys : public Napi::Addon<VhostSys> {
   Napi::Value YieldCpu(const Napi::CallbackInfo& info) {
     sched_yield();
     return info.Env().Undefined();
+  }
+
+  // setThreadAffinity(tid, cpus[]): sched_setaffinity(2) of one thread (tid 0: the calling one).
+  Napi::Value SetThreadAffinity(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    pid_t tid = static_cast<pid_t>(info[0].As<Napi::Number>().Int32Value());
+    Napi::Array list = info[1].As<Napi::Array>();
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      int cpu = list.Get(i).As<Napi::Number>().Int32Value();
+      if (cpu >= 0 && cpu < CPU_SETSIZE) CPU_SET(cpu, &set);
+    }
+    if (sched_setaffinity(tid, sizeof(set), &set) != 0) ThrowErrno(env, "sched_setaffinity", errno);
+    return env.Undefined();
   }
 
   // openTap(name, vnetHdr, multiQueue) -> { fd, name } with the name the kernel chose.

@@ -46,6 +46,30 @@ export interface RingConfig {
   callFd: number;
 }
 
+/**
+ * What a worker thread starts with. The queue pairs it serves arrive later, each with its
+ * WorkerSetup ('add-pair'), and it serves them in turn, burst by burst (worker.ts).
+ */
+export interface ThreadSetup {
+  /** Worker number (serve --workers), for thread names and logs. */
+  worker: number;
+  /** Eventfd the main thread writes to wake a sleeping worker. */
+  wakeFd: number;
+  /**
+   * Int32 [0]: commands the main thread has posted. The worker visits its event loop (where
+   * postMessage deliveries arrive) when this is ahead of what it received, not on every
+   * few rounds: each visit costs a trip through libuv, which at full rate is time lost.
+   */
+  doorbell: SharedArrayBuffer;
+  /** Microseconds the worker spins without work before it sleeps; < 0: it never sleeps. */
+  busyPollUs: number;
+  /** serve may run on fewer CPUs than it has threads that poll: an idle worker yields its CPU. */
+  sharesCpu: boolean;
+  /** CPUs this thread pins itself to (serve --cpus); empty: wherever the scheduler puts it. */
+  cpus: number[];
+}
+
+/** One queue pair as its worker thread serves it. */
 export interface WorkerSetup {
   pairIndex: number;
   net: NetMode;
@@ -59,14 +83,6 @@ export interface WorkerSetup {
   strategy: string;
   /** Socket of the backend channel, for IOTLB MISS requests; -1 if none. */
   backendFd: number;
-  /** Eventfd the main thread writes to wake a sleeping worker. */
-  wakeFd: number;
-  /**
-   * Int32 [0]: commands the main thread has posted. The worker visits its event loop (where
-   * postMessage deliveries arrive) when this is ahead of what it received, not on every
-   * few rounds: each visit costs a trip through libuv, which at full rate is time lost.
-   */
-  doorbell: SharedArrayBuffer;
   iotlbRing: SharedArrayBuffer;
   /** IOTLB operations the worker read off a lent front-end socket, back to the main thread (iotlb-fast-path.ts). */
   appliedRing: SharedArrayBuffer;
@@ -85,36 +101,40 @@ export interface WorkerSetup {
    * mode under QEMU, docs/peers.md) may reuse an IOVA for a new page once its buffer is back.
    */
   forgetAfterBurst: boolean;
-  /** Microseconds the worker spins without work before it sleeps; < 0: it never sleeps. */
-  busyPollUs: number;
-  /** serve may run on fewer CPUs than it has threads that poll: an idle worker yields its CPU. */
-  sharesCpu: boolean;
   /** Record translations into this shared ring for the trace writer (null = off). */
   translationRing: SharedArrayBuffer | null;
   /** process.hrtime (ns) of the trace's time zero (TraceWriter.startHrNs). */
   traceStartHrNs: number;
 }
 
-export type ToWorker =
-  | { type: 'memory'; regions: RegionConfig[]; id: number }
-  | { type: 'start-ring'; ring: RingConfig; id: number }
-  | { type: 'stop-ring'; index: number; id: number }
-  | { type: 'set-call'; index: number; callFd: number; id: number }
-  | { type: 'set-backend'; backendFd: number; id: number }
-  | { type: 'snapshot'; id: number; entries: boolean }
-  | { type: 'clear-iotlb'; index: number; id: number }
+/** Commands for one queue pair of a worker thread. */
+export type ToPair =
+  | { type: 'memory'; regions: RegionConfig[] }
+  | { type: 'start-ring'; ring: RingConfig }
+  | { type: 'stop-ring'; index: number }
+  | { type: 'set-call'; index: number; callFd: number }
+  | { type: 'set-backend'; backendFd: number }
+  | { type: 'snapshot'; entries: boolean }
+  | { type: 'clear-iotlb'; index: number }
   /** Mark every write into guest memory in this log from the next round on (null: stop). */
-  | { type: 'dirty-log'; log: DirtyLogConfig | null; id: number }
+  | { type: 'dirty-log'; log: DirtyLogConfig | null }
   /** Read plain IOTLB requests off the front-end socket until one is not (iotlb-fast-path.ts). */
-  | { type: 'lend-socket'; fd: number; id: number }
+  | { type: 'lend-socket'; fd: number }
   /** Give the lent socket back now (the session is closing). */
-  | { type: 'return-socket'; id: number }
+  | { type: 'return-socket' }
+  /** The pair leaves this thread: its socket back, its memory unmapped. */
+  | { type: 'remove-pair' };
+
+export type ToWorker =
+  | (ToPair & { pair: number; id: number })
+  /** A queue pair to serve from now on. */
+  | { type: 'add-pair'; setup: WorkerSetup; id: number }
   | { type: 'shutdown'; id: number };
 
 export type FromWorker =
   | { type: 'done'; id: number; value?: unknown; error?: string }
   | { type: 'broken'; index: number; reason: string }
-  | { type: 'socket-returned'; reason: string; fatal: boolean }
+  | { type: 'socket-returned'; pair: number; reason: string; fatal: boolean }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };
 
 export interface IotlbEntrySnapshot {

@@ -1,11 +1,9 @@
 /**
- * The main thread's handle on one queue-pair worker: spawns it, sends ordered commands and
- * awaits their completion, pushes IOTLB operations through the shared ring.
+ * The main thread's handle on one queue pair served by a worker thread (worker-thread.ts):
+ * its shared buffers (IOTLB rings, counters, traced translations), its commands, the IOTLB
+ * operations pushed through the shared ring, and the lending of the front-end socket.
  */
-import { Worker } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
-import { eventfdCreate, eventfdWrite, closeFd } from '../sys/index.js';
-import type { DirtyLogConfig, FromWorker, QueueSnapshot, RegionConfig, RingConfig, ToWorker, WorkerSetup } from './contract.js';
+import type { DirtyLogConfig, QueueSnapshot, RegionConfig, RingConfig, ToPair, WorkerSetup } from './contract.js';
 import { createIotlbRing, IotlbRingConsumer, IotlbRingProducer, type IotlbOpCode, type IotlbOpSink } from './iotlb-ring.js';
 import type { SocketReturn } from './iotlb-fast-path.js';
 import { createTranslationRing, SENT_REQUEST, TranslationRingConsumer } from './translation-ring.js';
@@ -13,56 +11,43 @@ import { encodeIotlbRequest } from './miss-reporter.js';
 import type { TraceWriter } from '../trace/writer.js';
 import { createStatsBuffer, missLatency, readCounters, workerAckLatency, type RingCounterName } from './stats.js';
 import type { LatencyHistogram } from '../stats/latency.js';
+import type { WorkerThread } from './worker-thread.js';
 
-const WORKER_URL = new URL('./worker.js', import.meta.url);
 const COMMAND_TIMEOUT_MS = 5000;
 /** While the socket is lent, what the worker applied is collected this often (the ring holds 1024). */
 const COLLECT_APPLIED_MS = 5;
 
-type Command = ToWorker extends infer T ? T extends { id: number } ? Omit<T, 'id'> : never : never;
-
-/** What the device decides for a worker; the host adds the shared buffers and the wake fd. */
-export interface QueuePairOptions extends Omit<WorkerSetup, 'wakeFd' | 'doorbell' | 'iotlbRing' | 'appliedRing' | 'stats' | 'translationRing' | 'traceStartHrNs'> {
+/** What the device decides for a queue pair; the host adds the shared buffers. */
+export interface QueuePairOptions extends Omit<WorkerSetup, 'iotlbRing' | 'appliedRing' | 'stats' | 'translationRing' | 'traceStartHrNs'> {
   /** The trace to record translations into, or null. */
   trace: { writer: TraceWriter; connection: number } | null;
   /** Gets the IOTLB operations the worker applied from a lent socket, in order. */
   applied: IotlbOpSink;
-  onBroken(index: number, reason: string): void;
-  onLog(level: string, text: string): void;
 }
 
 export class QueuePairHost {
   readonly pairIndex: number;
-  private readonly worker: Worker;
-  private readonly wakeFd: number;
-  /** Commands posted, as the worker's doorbell (contract.ts). */
-  private readonly posted = new Int32Array(new SharedArrayBuffer(4));
   private readonly iotlb: IotlbRingProducer;
   readonly stats: SharedArrayBuffer;
-  private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
-  private exited = false;
   private drainTranslations: (() => void) | null = null;
   private drainTimer: NodeJS.Timeout | null = null;
   private readonly applied: IotlbRingConsumer;
   private readonly appliedSink: IotlbOpSink;
   /** Set while the worker has the front-end socket: settles when it gives it back. */
   private lent: { resolve(back: SocketReturn): void; timer: NodeJS.Timeout } | null = null;
+  /** Settles once the thread serves the pair; a failure is reported by the first command. */
+  private readonly joined: Promise<void>;
 
-  constructor(options: QueuePairOptions) {
+  constructor(options: QueuePairOptions, readonly thread: WorkerThread) {
     this.pairIndex = options.pairIndex;
-    this.wakeFd = eventfdCreate(0);
     const iotlbRing = createIotlbRing();
     this.iotlb = new IotlbRingProducer(iotlbRing);
     this.stats = createStatsBuffer();
     const appliedRing = createIotlbRing();
     this.applied = new IotlbRingConsumer(appliedRing);
     this.appliedSink = options.applied;
-    const { trace: _trace, onBroken: _onBroken, onLog: _onLog, applied: _applied, ...decided } = options;
-    const setup: WorkerSetup = {
-      ...decided, wakeFd: this.wakeFd, doorbell: this.posted.buffer as SharedArrayBuffer, iotlbRing, appliedRing,
-      stats: this.stats, translationRing: null, traceStartHrNs: 0,
-    };
+    const { trace: _trace, applied: _applied, ...decided } = options;
+    const setup: WorkerSetup = { ...decided, iotlbRing, appliedRing, stats: this.stats, translationRing: null, traceStartHrNs: 0 };
     if (options.trace) {
       const { writer, connection } = options.trace;
       setup.translationRing = createTranslationRing();
@@ -80,53 +65,22 @@ export class QueuePairHost {
       this.drainTranslations = () => consumer.drain(sink);
       this.drainTimer = setInterval(this.drainTranslations, 20);
     }
-    this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData: setup, name: `queue-pair-${options.pairIndex}` });
-    this.worker.on('message', (msg: FromWorker) => {
-      if (msg.type === 'done') {
-        const pending = this.waiting.get(msg.id);
-        if (!pending) return;
-        this.waiting.delete(msg.id);
-        clearTimeout(pending.timer);
-        if (msg.error) pending.reject(new Error(msg.error));
-        else pending.resolve(msg.value);
-      } else if (msg.type === 'socket-returned') {
-        this.socketReturned(msg);
-      } else if (msg.type === 'broken') {
-        options.onBroken(msg.index, msg.reason);
-      } else {
-        options.onLog(msg.level, msg.text);
-      }
-    });
-    this.worker.on('error', (err) => options.onLog('error', `queue pair ${this.pairIndex} worker failed: ${err.stack ?? err}`));
-    this.worker.on('exit', () => {
-      this.exited = true;
-      this.socketReturned({ reason: `queue pair ${this.pairIndex} worker exited`, fatal: false });
-      for (const [, pending] of this.waiting) {
-        clearTimeout(pending.timer);
-        pending.reject(new Error(`queue pair ${this.pairIndex} worker exited`));
-      }
-      this.waiting.clear();
-    });
+    this.joined = thread.addPair(setup, { socketReturned: (back) => this.socketReturned(back) });
+    this.joined.catch(() => undefined);
   }
 
-  private send<T>(command: Command): Promise<T> {
-    if (this.exited) return Promise.reject(new Error(`queue pair ${this.pairIndex} worker is not running`));
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        reject(new Error(`queue pair ${this.pairIndex}: '${command.type}' not done within ${COMMAND_TIMEOUT_MS} ms`));
-      }, COMMAND_TIMEOUT_MS);
-      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
-      this.worker.postMessage({ ...command, id } as ToWorker);
-      Atomics.add(this.posted, 0, 1);
-      this.wake();
-    });
+  private get exited(): boolean {
+    return this.thread.exited;
   }
 
-  /** Interrupts a worker sleeping in poll() so it reads its messages and the IOTLB ring. */
+  private async send<T>(command: ToPair): Promise<T> {
+    await this.joined;
+    return this.thread.send<T>(this.pairIndex, command);
+  }
+
+  /** Interrupts the thread if it sleeps in poll(), so it reads its messages and IOTLB rings. */
   wake(): void {
-    if (!this.exited) eventfdWrite(this.wakeFd, 1);
+    this.thread.wake();
   }
 
   setMemory(regions: RegionConfig[]): Promise<void> {
@@ -249,17 +203,16 @@ export class QueuePairHost {
     }
   }
 
+  /** The pair leaves its thread (the device shuts the thread down once it serves no pair). */
   async shutdown(): Promise<void> {
     if (!this.exited) {
       try {
-        await this.send({ type: 'shutdown' });
+        await this.thread.removePair(this.pairIndex);
       } catch {
-        // fall through to terminate
+        // the thread is gone or stuck: the device terminates it
       }
-      await this.worker.terminate();
     }
     if (this.drainTimer) clearInterval(this.drainTimer);
     this.drainTranslations?.();
-    closeFd(this.wakeFd);
   }
 }

@@ -50,10 +50,9 @@ export class QueuePairRuntime implements IotlbOpSink {
   private readonly traceRing: TranslationRingProducer | null;
   private readonly missPolicy: MissPolicy;
   private readonly fastPath: IotlbFastPath;
-  /** Fds to sleep on: kick fds of running rings, the tap, a lent front-end socket, and the wake eventfd. */
-  readonly waitFds = new Int32Array(5);
+  /** Fds to sleep on: kick fds of running rings, the tap, a lent front-end socket (the thread adds its wake eventfd). */
+  readonly waitFds = new Int32Array(4);
   waitCount = 0;
-  private readonly ready = new Uint8Array(5);
 
   constructor(readonly setup: WorkerSetup) {
     const base = setup.pairIndex * 2;
@@ -216,7 +215,6 @@ export class QueuePairRuntime implements IotlbOpSink {
     for (const ring of this.rings) if (ring.running && ring.kickFd >= 0) this.waitFds[n++] = ring.kickFd;
     if (this.endpoint.readableFd >= 0) this.waitFds[n++] = this.endpoint.readableFd;
     if (this.fastPath.lent) this.waitFds[n++] = this.fastPath.fd;
-    this.waitFds[n++] = this.setup.wakeFd;
     this.waitCount = n;
   }
 
@@ -404,10 +402,10 @@ export class QueuePairRuntime implements IotlbOpSink {
     for (const ring of this.rings) if (ring.running && !ring.waitingForMapping) ring.queue.disableNotifications();
   }
 
-  /** After poll() woke us: clear the eventfds that fired and count the kicks. */
-  consumeWakeups(readyFlags: Uint8Array): void {
+  /** After poll() woke us: clear the eventfds that fired and count the kicks (ready[at + i] is waitFds[i]'s). */
+  consumeWakeups(ready: Uint8Array, at: number): void {
     for (let i = 0; i < this.waitCount; i++) {
-      if (readyFlags[i] === 0) continue;
+      if (ready[at + i] === 0) continue;
       const fd = this.waitFds[i];
       if (fd === this.endpoint.readableFd) continue; // data, not a counter
       if (fd === this.fastPath.fd) continue; // the front-end socket: pollSocket reads it
@@ -415,10 +413,6 @@ export class QueuePairRuntime implements IotlbOpSink {
       if (fd === this.rx.kickFd) this.rx.counters[RingCounter.kicks] += n;
       else if (fd === this.tx.kickFd) this.tx.counters[RingCounter.kicks] += n;
     }
-  }
-
-  get readyFlags(): Uint8Array {
-    return this.ready;
   }
 
   snapshot(entries: boolean): QueueSnapshot[] {

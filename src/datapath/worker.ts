@@ -1,21 +1,24 @@
 /**
- * Entry point of a queue-pair worker thread. Busy-polls its rings while there is work and
- * for a budget of idle time after it (`serve --busy-poll-us`), then sleeps in poll(2) on the
- * kick eventfds (plus a wake eventfd the main thread writes, and the front-end socket when it
- * is lent), and turns to its event loop when a command is waiting (or, as a safety net,
- * every ROUNDS_PER_YIELD rounds).
+ * Entry point of a worker thread. It serves one or more queue pairs (serve --workers), each a
+ * QueuePairRuntime, in turn: one burst of each per round, so no pair starves another. It
+ * busy-polls while any of them has work and for a budget of idle time after it (`serve
+ * --busy-poll-us`), then sleeps in poll(2) on every pair's kick eventfds, tap and lent socket
+ * plus the thread's wake eventfd, and turns to its event loop when a command is waiting (or,
+ * as a safety net, every ROUNDS_PER_YIELD rounds).
+ *
+ * IOTLB consistency is per pair: a pair is resumed (its IOTLB ring drained) just before its
+ * burst and quiescent again right after it, so an INVALIDATE for one pair waits at most for
+ * that pair's burst in flight, never for the other pairs this thread serves.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { pollReadable, eventfdRead, yieldCpu } from '../sys/index.js';
-import type { FromWorker, ToWorker, WorkerSetup } from './contract.js';
+import { pollReadable, eventfdRead, setThreadAffinity, yieldCpu } from '../sys/index.js';
+import type { FromWorker, ThreadSetup, ToPair, ToWorker } from './contract.js';
 import { QueuePairRuntime } from './queue-pair-runtime.js';
 
-const setup = workerData as WorkerSetup;
+const setup = workerData as ThreadSetup;
 const port = parentPort!;
-const runtime = new QueuePairRuntime(setup);
 const post = (msg: FromWorker): void => port.postMessage(msg);
-runtime.onBroken = (index, reason) => post({ type: 'broken', index, reason });
-runtime.onHeld = (text) => post({ type: 'log', level: 'warn', text });
+if (setup.cpus.length > 0) setThreadAffinity(0, setup.cpus);
 
 /**
  * Busy rounds between visits to the event loop when no command is waiting (commands ring
@@ -24,12 +27,20 @@ runtime.onHeld = (text) => post({ type: 'log', level: 'warn', text });
 const ROUNDS_PER_YIELD = 16384;
 /** A sleeper wakes at least this often, in case a kick was lost (and to retry a miss). */
 const SLEEP_MS = 50;
-/** How long to spin without work before sleeping (WorkerSetup.busyPollUs; < 0: never sleep). */
+/** How long to spin without work before sleeping (ThreadSetup.busyPollUs; < 0: never sleep). */
 const busyPollMs = setup.busyPollUs < 0 ? Infinity : setup.busyPollUs / 1000;
+/** At most this many fds per pair (QueuePairRuntime.waitFds), plus the wake eventfd. */
+const FDS_PER_PAIR = 4;
 
 let stopping = false;
+/** The pairs served, in the order they arrived: each round visits them in this order. */
+let runtimes: QueuePairRuntime[] = [];
+const byPair = new Map<number, QueuePairRuntime>();
+let waitFds = new Int32Array(1);
+let ready = new Uint8Array(1);
+
 const inbox: ToWorker[] = [];
-/** Commands posted by the main thread (contract.ts WorkerSetup.doorbell) and received here. */
+/** Commands posted by the main thread (contract.ts ThreadSetup.doorbell) and received here. */
 const posted = new Int32Array(setup.doorbell);
 let received = 0;
 port.on('message', (msg: ToWorker) => {
@@ -37,21 +48,58 @@ port.on('message', (msg: ToWorker) => {
   received++;
 });
 
+function addPair(runtime: QueuePairRuntime): void {
+  const pair = runtime.setup.pairIndex;
+  runtime.onBroken = (index, reason) => post({ type: 'broken', index, reason });
+  runtime.onHeld = (text) => post({ type: 'log', level: 'warn', text });
+  runtimes = [...runtimes, runtime];
+  byPair.set(pair, runtime);
+  waitFds = new Int32Array(runtimes.length * FDS_PER_PAIR + 1);
+  ready = new Uint8Array(waitFds.length);
+}
+
+function removePair(runtime: QueuePairRuntime): void {
+  giveSocketBack(runtime, 'the queue pair left its worker');
+  runtime.setDirtyLog(null);
+  runtime.unmapAll();
+  runtimes = runtimes.filter((r) => r !== runtime);
+  byPair.delete(runtime.setup.pairIndex);
+}
+
+function handlePair(runtime: QueuePairRuntime, msg: ToPair): unknown {
+  switch (msg.type) {
+    case 'memory': runtime.setMemory(msg.regions); return undefined;
+    case 'start-ring': runtime.startRing(msg.ring); return undefined;
+    case 'stop-ring': return runtime.stopRing(msg.index);
+    case 'set-call': runtime.setCall(msg.index, msg.callFd); return undefined;
+    case 'set-backend': runtime.misses.backendFd = msg.backendFd; return undefined;
+    case 'snapshot': return runtime.snapshot(msg.entries);
+    case 'clear-iotlb': runtime.clearCache(msg.index); return undefined;
+    case 'dirty-log': runtime.setDirtyLog(msg.log); return undefined;
+    case 'lend-socket': runtime.lendSocket(msg.fd); return undefined;
+    case 'return-socket': giveSocketBack(runtime, 'taken back by the session'); return undefined;
+    case 'remove-pair': removePair(runtime); return undefined;
+  }
+}
+
 function handle(msg: ToWorker): void {
   let value: unknown;
   try {
-    switch (msg.type) {
-      case 'memory': runtime.setMemory(msg.regions); break;
-      case 'start-ring': runtime.startRing(msg.ring); break;
-      case 'stop-ring': value = runtime.stopRing(msg.index); break;
-      case 'set-call': runtime.setCall(msg.index, msg.callFd); break;
-      case 'set-backend': runtime.misses.backendFd = msg.backendFd; break;
-      case 'snapshot': value = runtime.snapshot(msg.entries); break;
-      case 'clear-iotlb': runtime.clearCache(msg.index); break;
-      case 'dirty-log': runtime.setDirtyLog(msg.log); break;
-      case 'lend-socket': runtime.lendSocket(msg.fd); break;
-      case 'return-socket': giveSocketBack('taken back by the session'); break;
-      case 'shutdown': stopping = true; giveSocketBack('the worker is stopping'); runtime.setDirtyLog(null); runtime.unmapAll(); break;
+    if (msg.type === 'add-pair') {
+      addPair(new QueuePairRuntime(msg.setup));
+    } else if (msg.type === 'shutdown') {
+      stopping = true;
+      for (const runtime of runtimes) removePair(runtime);
+    } else {
+      const runtime = byPair.get(msg.pair);
+      if (runtime === undefined) throw new Error(`queue pair ${msg.pair} is not served by worker ${setup.worker}`);
+      // Resumed like a burst: a command may translate (a ring started through the IOTLB).
+      runtime.resume();
+      try {
+        value = handlePair(runtime, msg);
+      } finally {
+        runtime.quiesce();
+      }
     }
     post({ type: 'done', id: msg.id, value });
   } catch (err) {
@@ -59,40 +107,54 @@ function handle(msg: ToWorker): void {
   }
 }
 
-function giveSocketBack(reason: string): void {
+function giveSocketBack(runtime: QueuePairRuntime, reason: string): void {
   const back = runtime.returnSocket(reason);
-  if (back) post({ type: 'socket-returned', ...back });
+  if (back) post({ type: 'socket-returned', pair: runtime.setup.pairIndex, ...back });
 }
 
-/** Reads the lent front-end socket (iotlb-fast-path.ts); true if it applied an IOTLB request. */
-function pollSocket(): boolean {
+/** Reads a pair's lent front-end socket (iotlb-fast-path.ts); true if it applied an IOTLB request. */
+function pollSocket(runtime: QueuePairRuntime): boolean {
   const before = runtime.socketRequests;
   const back = runtime.pollSocket();
-  if (back) post({ type: 'socket-returned', ...back });
+  if (back) post({ type: 'socket-returned', pair: runtime.setup.pairIndex, ...back });
   return runtime.socketRequests !== before;
 }
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+const quiesceAll = (): void => {
+  for (const runtime of runtimes) runtime.quiesce();
+};
+
 /**
- * Arms the rings' notifications and sleeps in poll(2) until a kick, the tap, or the wake
- * eventfd (a command, or an IOTLB operation for a sleeper), unless work arrived meanwhile.
+ * Arms every pair's notifications and sleeps in poll(2) until a kick, a tap, a lent socket or
+ * the wake eventfd (a command, or an IOTLB operation for a sleeper), unless work arrived
+ * meanwhile on any pair. Every pair is quiescent on entry and stays so while asleep.
  */
 function sleep(): void {
-  if (!runtime.armNotifications()) {
-    const ready = runtime.readyFlags;
-    runtime.quiesce();
-    if (runtime.mayStartSleeping()) {
-      const woke = pollReadable(runtime.waitFds, runtime.waitCount, SLEEP_MS, ready);
-      runtime.stoppedSleeping();
-      runtime.resume();
-      if (woke > 0) runtime.consumeWakeups(ready);
-    } else {
-      runtime.stoppedSleeping();
-      runtime.resume();
+  let fresh = false;
+  for (const runtime of runtimes) if (runtime.armNotifications()) fresh = true;
+  let mayPoll = !fresh;
+  let started = 0;
+  for (; mayPoll && started < runtimes.length; started++) if (!runtimes[started]!.mayStartSleeping()) mayPoll = false;
+  if (mayPoll) {
+    let n = 0;
+    for (const runtime of runtimes) {
+      for (let i = 0; i < runtime.waitCount; i++) waitFds[n++] = runtime.waitFds[i]!;
+    }
+    waitFds[n++] = setup.wakeFd;
+    const woke = pollReadable(waitFds, n, SLEEP_MS, ready);
+    if (woke > 0) {
+      let at = 0;
+      for (const runtime of runtimes) {
+        runtime.consumeWakeups(ready, at);
+        at += runtime.waitCount;
+      }
+      if (ready[n - 1] !== 0) eventfdRead(setup.wakeFd);
     }
   }
-  runtime.disarmNotifications();
+  for (let i = 0; i < started; i++) runtimes[i]!.stoppedSleeping();
+  for (const runtime of runtimes) runtime.disarmNotifications();
 }
 
 /**
@@ -108,23 +170,34 @@ const SPIN_ROUNDS = 512;
  */
 const BUSY_STEPS_PER_SOCKET_CHECK = 8;
 
+/** One burst of every pair, each resumed for its burst and quiescent after it; the chains moved. */
+function round(checkSocket: boolean): number {
+  let work = 0;
+  for (const runtime of runtimes) {
+    // Resumed for its burst: the pair's IOTLB ring is drained first, and the pair is
+    // quiescent again right after (iotlb-ring.ts), so an INVALIDATE waits at most for the
+    // burst in flight, never for a thread the scheduler took off its CPU between bursts.
+    runtime.resume();
+    let moved = runtime.step();
+    if (runtime.socketLent && (checkSocket || moved === 0) && pollSocket(runtime)) moved++;
+    runtime.quiesce();
+    work += moved;
+  }
+  return work;
+}
+
 async function run(): Promise<void> {
   let idle = 0;
   let idleSince = -1;
   let rounds = 0;
   let busySteps = 0;
   while (!stopping) {
-    // Resumed for one round: the IOTLB ring is drained first, and the worker is quiescent
-    // again between rounds (iotlb-ring.ts), so an INVALIDATE waits at most for the round in
-    // flight, never for a worker the scheduler took off its CPU between two rounds.
-    runtime.resume();
     while (inbox.length > 0 && !stopping) handle(inbox.shift()!);
     if (stopping) break;
-    let work = runtime.step();
-    if (runtime.socketLent && (work === 0 || ++busySteps >= BUSY_STEPS_PER_SOCKET_CHECK)) {
-      busySteps = 0;
-      if (pollSocket()) work++;
-    }
+    // A lent socket is read every BUSY_STEPS_PER_SOCKET_CHECK busy rounds, and on every idle one.
+    const checkSocket = ++busySteps >= BUSY_STEPS_PER_SOCKET_CHECK;
+    if (checkSocket) busySteps = 0;
+    const work = round(checkSocket);
     if (work > 0) {
       idle = 0;
       idleSince = -1;
@@ -134,10 +207,8 @@ async function run(): Promise<void> {
         // Polling on past SPIN_ROUNDS without a CPU of our own: give way to the thread that
         // wants this one (the control thread with an IOTLB message would otherwise wait out
         // our time slice). Not by default: a yield also hands the CPU to whatever else spins
-        // there (a DPDK lcore, a vCPU) for a whole slice.
-        runtime.quiesce();
+        // there (a DPDK lcore, a vCPU) for a whole slice. Every pair is quiescent here.
         yieldCpu();
-        runtime.resume();
       }
       // Poll on for the busy-poll budget: the answer to a miss, or a guest's next frame, is
       // then seen without a wake-up across CPUs (tens of µs here). Commands are still read.
@@ -149,22 +220,21 @@ async function run(): Promise<void> {
       }
       if (!pollOn) {
         idleSince = -1;
-        // Woken by a kick, the tap, the lent socket or the wake eventfd: straight back to the
+        // Woken by a kick, a tap, a lent socket or the wake eventfd: straight back to the
         // rings. The event loop is visited below only when the doorbell says a command waits
         // (each visit is a trip through libuv, on the path of every wake-up).
         sleep();
       }
     }
-    runtime.quiesce();
     if (Atomics.load(posted, 0) !== received || ++rounds >= ROUNDS_PER_YIELD) {
       rounds = 0;
       await yieldToLoop();
     }
   }
-  runtime.quiesce();
+  quiesceAll();
   eventfdRead(setup.wakeFd);
 }
 
 run().catch((err) => {
-  post({ type: 'log', level: 'error', text: `queue pair ${setup.pairIndex} stopped: ${(err as Error).stack ?? err}` });
+  post({ type: 'log', level: 'error', text: `worker ${setup.worker} stopped: ${(err as Error).stack ?? err}` });
 });

@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { hasFeature, NetFeature, VirtioFeature } from '../protocol/features.js';
 import { DEFAULT_BUSY_POLL_US, type NetMode } from '../datapath/contract.js';
 import { QueuePairHost, type QueuePairOptions } from '../datapath/queue-pair-host.js';
+import { WorkerThread } from '../datapath/worker-thread.js';
 import { tunOffloadsOf, txOffloadsOf } from '../net/offloads.js';
 import type { MemoryTable } from './memory-table.js';
 import { VringState } from './vring-state.js';
@@ -21,8 +22,12 @@ export interface WorkerOptions {
   prefetch: number;
   /** WorkerSetup.forgetAfterBurst (serve --iotlb-reuse per-burst). */
   forgetAfterBurst?: boolean;
-  /** WorkerSetup.busyPollUs; undefined: DEFAULT_BUSY_POLL_US with a CPU per worker, else 0. */
+  /** ThreadSetup.busyPollUs; undefined: DEFAULT_BUSY_POLL_US with a CPU per worker, else 0. */
   busyPollUs?: number;
+  /** Worker threads (serve --workers); pairs are spread over them round-robin. Default: min(queue pairs, CPUs). */
+  workers?: number;
+  /** CPUs for the workers (serve --cpus), worker k on cpus[k % length]; empty: the scheduler decides. */
+  cpus?: number[];
   log(level: string, text: string): void;
 }
 
@@ -54,9 +59,19 @@ function ringFormat(features: bigint) {
   };
 }
 
+/** Worker threads a device runs by default: one per queue pair, at most one per CPU. */
+export function defaultWorkers(queuePairs: number): number {
+  return Math.max(1, Math.min(queuePairs, availableParallelism()));
+}
+
 export class QueuePairs {
   private readonly pairs = new Map<number, QueuePairHost>();
-  /** One CPU per polling worker plus one for the control thread, or they take turns (CPUs counted once: a syscall). */
+  /** Worker threads by number; a thread exists while it serves a pair. */
+  private readonly threads: Array<WorkerThread | null>;
+  /**
+   * One CPU per polling worker plus one for the control thread, or they take turns (CPUs
+   * counted once: a syscall): pinned, the workers' CPUs; else every CPU.
+   */
   readonly sharesCpu: boolean;
   /** The backend channel workers send IOTLB misses on; -1: none. */
   private backendFd = -1;
@@ -68,7 +83,10 @@ export class QueuePairs {
     private readonly memory: MemoryTable,
     private readonly hooks: WorkerHooks,
   ) {
-    this.sharesCpu = availableParallelism() <= options.queuePairs;
+    const workers = options.workers ?? defaultWorkers(options.queuePairs);
+    this.threads = new Array<WorkerThread | null>(workers).fill(null);
+    const cpus = new Set(options.cpus ?? []).size;
+    this.sharesCpu = cpus > 0 ? cpus < workers || cpus >= availableParallelism() : availableParallelism() <= workers;
   }
 
   get(pairIndex: number): QueuePairHost | undefined {
@@ -93,7 +111,6 @@ export class QueuePairs {
     let pair = this.pairs.get(pairIndex);
     if (pair) return pair;
     const { features, trace, applied } = this.hooks.current();
-    const sharesCpu = this.sharesCpu;
     pair = new QueuePairHost({
       pairIndex,
       net: this.options.net,
@@ -103,17 +120,9 @@ export class QueuePairs {
       batchMisses: this.options.batchMisses,
       prefetch: this.options.prefetch,
       forgetAfterBurst: this.options.forgetAfterBurst ?? false,
-      busyPollUs: this.options.busyPollUs ?? (sharesCpu ? 0 : DEFAULT_BUSY_POLL_US),
-      sharesCpu,
       trace,
       applied,
-      onBroken: (ring, reason) => {
-        this.vrings[ring].broken = reason;
-        this.vrings[ring].running = false;
-        this.options.log('error', `vring ${ring} broken: ${reason}`);
-      },
-      onLog: (level, text) => this.options.log(level, text),
-    });
+    }, this.threadFor(pairIndex));
     this.pairs.set(pairIndex, pair);
     await pair.setMemory(this.memory.configs());
     await this.hooks.seed(pair);
@@ -201,8 +210,37 @@ export class QueuePairs {
     this.vrings[vring.index] = new VringState(vring.index);
   }
 
-  private retire(pair: QueuePairHost): Promise<void> {
+  /** The thread that serves `pairIndex` (pairs round-robin over --workers), started on demand. */
+  private threadFor(pairIndex: number): WorkerThread {
+    const k = pairIndex % this.threads.length;
+    const existing = this.threads[k];
+    if (existing && !existing.exited) return existing;
+    const cpus = this.options.cpus ?? [];
+    const thread = new WorkerThread({
+      worker: k,
+      busyPollUs: this.options.busyPollUs ?? (this.sharesCpu ? 0 : DEFAULT_BUSY_POLL_US),
+      sharesCpu: this.sharesCpu,
+      cpus: cpus.length > 0 ? [cpus[k % cpus.length]!] : [],
+      onBroken: (ring, reason) => {
+        this.vrings[ring].broken = reason;
+        this.vrings[ring].running = false;
+        this.options.log('error', `vring ${ring} broken: ${reason}`);
+      },
+      onLog: (level, text) => this.options.log(level, text),
+    });
+    this.threads[k] = thread;
+    return thread;
+  }
+
+  /** The pair leaves its thread; a thread left with no pair stops. */
+  private async retire(pair: QueuePairHost): Promise<void> {
     this.hooks.retiring(pair);
-    return pair.shutdown();
+    await pair.shutdown();
+    const thread = pair.thread;
+    if (thread.pairCount === 0 || thread.exited) {
+      const k = this.threads.indexOf(thread);
+      if (k >= 0) this.threads[k] = null;
+      await thread.shutdown();
+    }
   }
 }

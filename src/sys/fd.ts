@@ -71,6 +71,17 @@ export function yieldCpu(): void {
   native().yieldCpu();
 }
 
+/**
+ * Pins one thread of this process (a tid from /proc/self/task; 0: the calling thread) to
+ * `cpus`. Threads it creates afterwards inherit the set.
+ */
+export function setThreadAffinity(tid: number, cpus: readonly number[]): void {
+  checkInt('setThreadAffinity tid', tid, 0, 0x7fffffff);
+  if (cpus.length === 0) throw new RangeError('setThreadAffinity needs at least one CPU');
+  for (const cpu of cpus) checkInt('setThreadAffinity cpu', cpu, 0, 1023);
+  native().setThreadAffinity(tid, [...cpus]);
+}
+
 export type FdKindName = 'memfd' | 'eventfd' | 'socket' | 'other';
 
 /** What an fd refers to, from /proc/self/fd, plus its fstat size. Throws EBADF if not open. */

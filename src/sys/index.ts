@@ -12,6 +12,7 @@ export {
   pollReadable,
   memoryFence,
   yieldCpu,
+  setThreadAffinity,
   fdKind,
   openFdCount,
 } from './fd.js';

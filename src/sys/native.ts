@@ -33,6 +33,7 @@ export interface NativeBinding {
   pollReadable(fds: Int32Array, count: number, timeoutMs: number, ready: Uint8Array): number;
   memoryFence(): void;
   yieldCpu(): void;
+  setThreadAffinity(tid: number, cpus: number[]): void;
   openTap(name: string, vnetHdr: boolean, multiQueue: boolean): { fd: number; name: string };
   setTapOffload(fd: number, vnetHdrSize: number, offloadFlags: number): void;
   setInterfaceMtu(name: string, mtu: number): void;
