@@ -8,7 +8,7 @@
  * interleavedRates say why): the ratio compares them in the same seconds of the machine. --sequential: each back-end alone with
  * its own front-end, serve then DPDK, per round (what earlier reports used).
  *
- *   node dist/bench/datapath-vs-dpdk.js [--seconds S] [--queues N] [--packed] [--repeat R] [--direction rx|tx]
+ *   node dist/bench/datapath-vs-dpdk.js [--seconds S] [--queues N] [--workers W] [--packed] [--repeat R] [--direction rx|tx]
  *        [--processes P] [--sequential]
  */
 import { startTestpmd, type NicStats, type Testpmd } from '../test/peers/dpdk.js';
@@ -87,8 +87,14 @@ async function measure(pmd: Testpmd, field: 'rxPps' | 'txPps', seconds: number):
 
 type Direction = DatapathResult['direction'];
 
+/** serve --workers W (--workers on this command line): worker threads for the queue pairs; default serve's own. */
+const WORKER_ARGS = ((): string[] => {
+  const at = process.argv.indexOf('--workers');
+  return at < 0 ? [] : ['--workers', process.argv[at + 1] ?? '1'];
+})();
+
 async function oursRate(direction: Direction, queues: number, packed: boolean, seconds: number): Promise<number> {
-  const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), '--quiet'], { prefix: SERVE_PIN });
+  const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), ...WORKER_ARGS, '--quiet'], { prefix: SERVE_PIN });
   try {
     const pmd = startTestpmd({ role: 'virtio-user', socket: serve.socket, queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs: ['--txpkts=64'] });
     await pmd.waitForLinkUp();
@@ -144,7 +150,7 @@ async function interleavedRates(direction: Direction, queues: number, packed: bo
   try {
     const sockets: string[] = [];
     for (let i = 0; i < processes; i++) {
-      const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), '--quiet'], { prefix: SERVE_PIN });
+      const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), ...WORKER_ARGS, '--quiet'], { prefix: SERVE_PIN });
       serves.push(serve);
       const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
       const backend = startTestpmd({ role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly', lcores: [1 - BACKEND_CORE, BACKEND_CORE], extraArgs: ['--txpkts=64'] });

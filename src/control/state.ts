@@ -16,6 +16,11 @@ export interface StateRequest {
   limit?: number;
 }
 
+/** A ring's round trips while the IOMMU is negotiated, or once there were any (kept across connections). */
+function roundTrips<T extends { count: number }>(iommu: boolean, miss: T): { miss: T } | null {
+  return iommu || miss.count > 0 ? { miss } : null;
+}
+
 export async function deviceState(server: VhostUserServer, socketPath: string, strategy: string, request: StateRequest) {
   const device = server.device;
   const updates = device.ackLatency(false);
@@ -44,8 +49,8 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
         usedIdx: snap?.usedIdx ?? null,
         counters: device.counters(v.index),
         iotlb,
-        /** Ring parked on a miss -> the covering UPDATE applied by its worker. */
-        roundTrips: device.iommu ? { miss: device.missLatency(v.index).summary() } : null,
+        /** Ring parked on a miss -> the covering UPDATE applied by its worker (over the device's life). */
+        roundTrips: roundTrips(device.iommu, device.missLatency(v.index).summary()),
       };
     });
   return {

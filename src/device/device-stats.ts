@@ -74,7 +74,12 @@ export class DeviceStats {
       const past = this.pastCounters.get(index);
       if (past) for (const name of RING_COUNTERS) live[name] += past[name];
       this.pastCounters.set(index, live);
-      this.pastMissLatency.set(index, this.missLatency(index));
+      // From the pair itself: it has already left the live list when it retires.
+      const misses = new LatencyHistogram();
+      const pastMisses = this.pastMissLatency.get(index);
+      if (pastMisses) misses.add(pastMisses);
+      misses.add(pair.missLatency(ringInPair));
+      this.pastMissLatency.set(index, misses);
     }
     this.pastWorkerAcks.update.add(pair.workerAckLatency(false));
     this.pastWorkerAcks.invalidate.add(pair.workerAckLatency(true));

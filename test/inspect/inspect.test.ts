@@ -13,6 +13,7 @@ import { repoRoot } from '../peers/util.js';
 import { expectFdsBack, waitFor } from '../support/hostile-frontend.js';
 import { startServe, total, type ServeProcess } from '../support/serve.js';
 import { controlRequest } from '../../src/control/control-client.js';
+import { loopFrames, startPair, stopPair } from '../iotlb-e2e/helpers.js';
 
 const run = promisify(execFile);
 
@@ -145,5 +146,24 @@ describe('inspect with DPDK virtio-user as the peer', () => {
     assert.equal(fdCount(pid), before, 'fd count of serve changed');
     const state = (await controlRequest(serve.control, 'state')) as { connected: boolean };
     assert.equal(state.connected, true, 'serve stopped serving after hostile control clients');
+  });
+});
+
+describe('inspect across front-end connections', () => {
+  it('a ring\'s miss round trips survive its worker: counted before the front-end leaves, still there after', async () => {
+    const pair = await startPair([], { iommu: 'dynamic' });
+    try {
+      const looped = await loopFrames(pair.fe, 50);
+      assert.equal(looped.received, 50);
+      const during = await pair.serve.state();
+      const before = during.queues.map((q) => q.roundTrips?.miss.count ?? 0);
+      assert.ok(before.every((n) => n > 0), `miss round trips while connected: ${before.join(' / ')}`);
+      pair.fe.close();
+      await waitFor('disconnect', async () => !(await pair.serve.state()).connected);
+      const after = (await pair.serve.state()).queues.map((q) => q.roundTrips?.miss.count ?? 0);
+      assert.deepEqual(after, before, 'the finished worker\'s round trips are kept');
+    } finally {
+      await stopPair(pair);
+    }
   });
 });
