@@ -30,7 +30,11 @@ test('bench --json: one row per strategy per bundled trace, real sessions first,
   // qemu-dpdk.vhtrace (recorded/, no IOMMU) has no IOTLB traffic: listed as skipped, not an error.
   const fixtures = bundledTraces(ROOT).filter((f) => traceName(f) !== 'qemu-dpdk');
   assert.ok(fixtures.length > 0, 'fixtures/traces/*.vhtrace present');
-  assert.deepEqual(fixtures.slice(0, 2).map(traceName), ['qemu-iommu-guest', 'qemu-dpdk-iommu'], 'real sessions first');
+  // Real sessions first (top level, then recorded/, each by name), then the synthetic ones.
+  const real = ['qemu-iommu-guest', 'qemu-serve-mq2-tcp-recv', 'qemu-serve-packed-tcp-send', 'qemu-serve-pktgen', 'qemu-serve-tcp-recv',
+    'qemu-serve-tcp-send', 'qemu-dpdk-iommu', 'qemu-dpdk-pktgen-iommu'];
+  assert.deepEqual(fixtures.slice(0, real.length).map(traceName), real, 'real sessions first');
+  assert.ok(fixtures.slice(real.length).every((f) => !traceName(f).startsWith('qemu-')), 'then the synthetic ones');
   const dir = mkdtempSync(join(tmpdir(), 'bench-cmd-'));
   try {
     // From another directory: the fixtures are found relative to the package, not the cwd.
