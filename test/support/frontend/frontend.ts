@@ -14,6 +14,8 @@
  *  - vring.ts, buffer-pool.ts, split-driver.ts: two split rings (RX = vring 0, TX = vring 1),
  *    each with a pool of buffer slots.
  *  - datapath.ts: frames through the pools; canaries.ts checks every buffer the device returns.
+ *  - dirty-log.ts: with the dirtyLog option, a migration's dirty log (SET_LOG_BASE, LOG_ALL,
+ *    VHOST_VRING_F_LOG), switched on by start(); syncDirtyLog() reads and clears it.
  *
  * The data path (txSend* / txPost* / poll) allocates nothing; in 'static' mode it makes no syscall
  * except kicks the device asks for and a periodic non-blocking read of the back-end channel.
@@ -24,9 +26,10 @@ import { BufferPool } from './buffer-pool.js';
 import { Canaries, type CanaryViolation } from './canaries.js';
 import { VhostUserConnection } from './connection.js';
 import { Datapath, type DatapathStats, type FrameHandler } from './datapath.js';
+import { FrontendDirtyLog } from './dirty-log.js';
 import { Dma } from './dma.js';
 import { SharedGuestMemory } from './guest-memory.js';
-import { enableRing, negotiate, setUpRing } from './handshake.js';
+import { enableRing, negotiate, setLogBase, setLogging, setUpRing, type Negotiated } from './handshake.js';
 import { EmulatedIommu, PAGE_4K } from './iommu.js';
 import { IotlbService, type IotlbStats } from './iotlb-service.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, resolveOptions, type FrontendOptions, type ResolvedFrontendOptions } from './options.js';
@@ -35,6 +38,7 @@ import { DriverRing } from './vring.js';
 export type { FrontendOptions, IommuMode } from './options.js';
 export { canaryByte, type CanaryViolation } from './canaries.js';
 export type { DriverRing } from './vring.js';
+export { LOG_PAGE, logBytesFor } from './dirty-log.js';
 
 export const RX_VRING = 0;
 export const TX_VRING = 1;
@@ -66,6 +70,9 @@ export class VhostUserFrontend {
   private readonly iotlb: IotlbService;
   private readonly dma: Dma;
   private readonly datapath: Datapath;
+  /** The dirty log once setDirtyLogging(true) made one (dirtyLog option: start()). */
+  private log: FrontendDirtyLog | null = null;
+  private negotiated: Negotiated | null = null;
   private iter = 0;
   private backendPollMask = BACKEND_POLL_MIN;
   private closed = false;
@@ -123,7 +130,7 @@ export class VhostUserFrontend {
   start(): void {
     const c = this.conn;
     const rings = [this.rx, this.tx];
-    const negotiated = negotiate(c, this.opts, this.guest.memfd);
+    const negotiated = (this.negotiated = negotiate(c, this.opts, this.guest.memfd));
     this.dma.mapRingsAndPools(this.rx, this.tx, this.guest.ringsEnd);
     for (const r of rings) setUpRing(c, this.opts, r);
     if (this.iommu !== null && this.opts.primeUsedRings) {
@@ -131,6 +138,8 @@ export class VhostUserFrontend {
       for (const r of rings) this.iotlb.answerMiss(r.usedDev, IotlbPerm.RW);
     }
     for (const r of rings) enableRing(c, negotiated, r);
+    // A migration starting on a running device, as QEMU sends it.
+    if (this.opts.dirtyLog) this.setDirtyLogging(true);
     if (this.opts.rxAutoRefill) this.refillRx();
     this.flush();
     this.service();
@@ -299,6 +308,40 @@ export class VhostUserFrontend {
     return this.iotlb.service();
   }
 
+  // ---------------------------------------------------------------- dirty logging (dirty-log.ts)
+
+  /**
+   * Migration start (true) or end (false), on a started device negotiated with the dirtyLog
+   * option: the first time SET_LOG_BASE with a memfd log of one bit per 4 KiB page of guest
+   * memory, then SET_FEATURES with / without LOG_ALL and SET_VRING_ADDR with / without
+   * VHOST_VRING_F_LOG (log_guest_addr = the used ring's guest-physical address) for both rings.
+   */
+  setDirtyLogging(on: boolean): void {
+    if (this.negotiated === null) throw new Error('setDirtyLogging: start() first');
+    if (!this.opts.dirtyLog) throw new Error('setDirtyLogging: needs the dirtyLog option (LOG_SHMFD is negotiated with it)');
+    if (on && this.log === null) {
+      const log = new FrontendDirtyLog(this.memoryBytes);
+      try {
+        setLogBase(this.conn, log);
+      } catch (err) {
+        log.close();
+        throw err;
+      }
+      this.log = log;
+    }
+    this.negotiated = setLogging(this.conn, this.negotiated, [this.rx, this.tx], on);
+  }
+
+  /** The dirty log (null until logging was first switched on). */
+  get dirtyLog(): FrontendDirtyLog | null {
+    return this.log;
+  }
+
+  /** Reads and clears the dirty bitmap (a migration's sync); pages marked since the last sync (0 without a log). */
+  syncDirtyLog(): number {
+    return this.log === null ? 0 : this.log.sync();
+  }
+
   // ---------------------------------------------------------------- canaries (canaries.ts)
 
   fillCanary(start: number, end: number): void {
@@ -334,5 +377,6 @@ export class VhostUserFrontend {
     this.rx.closeFds();
     this.tx.closeFds();
     this.guest.close();
+    this.log?.close();
   }
 }

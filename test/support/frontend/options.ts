@@ -56,6 +56,14 @@ export interface FrontendOptions {
    * collects the acks — what a front-end can do for a back-end that batches its misses.
    */
   missReplies?: 'serial' | 'pipelined';
+  /**
+   * Live-migration dirty logging (default false): negotiate LOG_SHMFD (and require LOG_ALL to
+   * be offered); start() then switches logging on as QEMU does when a migration starts —
+   * SET_LOG_BASE with a memfd log for guest memory, SET_FEATURES with LOG_ALL, SET_VRING_ADDR
+   * with VHOST_VRING_F_LOG. setDirtyLogging() turns it off and on again; syncDirtyLog() reads
+   * and clears the bitmap.
+   */
+  dirtyLog?: boolean;
   connectTimeoutMs?: number;
 }
 
@@ -92,6 +100,7 @@ export function resolveOptions(opts: FrontendOptions): ResolvedFrontendOptions {
     rxAutoRefill: opts.rxAutoRefill ?? true,
     ringPerms: opts.ringPerms ?? 'rw',
     missReplies: opts.missReplies ?? 'serial',
+    dirtyLog: opts.dirtyLog ?? false,
     connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
   };
   if (o.slotSize < NET_HDR + 60 || o.slotSize % 4 !== 0) throw new Error(`slotSize ${o.slotSize} must be a multiple of 4 and hold a header and a 60-byte frame`);
