@@ -9,7 +9,7 @@ import { strategyNames } from '../src/iotlb/registry.js';
 import { parseNetMode, NET_MODES } from '../src/serve/net-mode.js';
 import { statsTable, type StatsSnapshot } from '../src/serve/stats-table.js';
 import { TraceWriter } from '../src/trace/writer.js';
-import { closeFd } from '../src/sys/index.js';
+import { closeFd, setInterfaceMtu } from '../src/sys/index.js';
 import { DEFAULT_BUSY_POLL_US } from '../src/datapath/contract.js';
 import { outputPathProblem } from '../src/cli/paths.js';
 import { keepOffWorkerCpus, parseCpuList } from '../src/serve/placement.js';
@@ -32,6 +32,7 @@ export default class Serve extends Command {
     client: Flags.boolean({ summary: 'connect to a front-end that listens (QEMU server=on) and reconnect when it restarts' }),
     queues: Flags.integer({ summary: 'queue pairs offered', default: 1, min: 1, max: 16 }),
     net: Flags.string({ summary: `where frames go: ${NET_MODES.join(' | ')}`, default: 'loopback' }),
+    mtu: Flags.integer({ summary: 'with --net tap: the tap\'s MTU from the start, and the most a front-end may set (NET_SET_MTU; QEMU\'s host_mtu)', min: 68, max: 65535 }),
     'frame-size': Flags.integer({ summary: 'frame size for --net source', default: 64 }),
     'frame-count': Flags.integer({ summary: 'with --net source, stop after this many frames per queue pair (0 = never)', default: 0, min: 0 }),
     'loopback-full': Flags.string({
@@ -79,6 +80,15 @@ export default class Serve extends Command {
     } catch (err) {
       this.error((err as Error).message, { exit: 2 });
     }
+    if (flags.mtu !== undefined) {
+      if (net.kind !== 'tap') this.error('--mtu needs --net tap:IFNAME (only a tap has an MTU)', { exit: 2 });
+      try {
+        setInterfaceMtu(net.name, flags.mtu);
+      } catch (err) {
+        for (const fd of net.fds) closeFd(fd);
+        this.error(`--mtu ${flags.mtu}: the tap ${net.name} refused it: ${(err as Error).message}`, { exit: 2 });
+      }
+    }
     if (net.kind === 'tap' && flags.socket.length > 1) {
       for (const fd of net.fds) closeFd(fd);
       this.error('--net tap serves exactly one socket (one tap queue per queue pair)', { exit: 2 });
@@ -112,7 +122,7 @@ export default class Serve extends Command {
       socketPath, client: flags.client, trace, queuePairs: flags.queues, net, strategy: flags['iotlb-strategy'],
       batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'],
       forgetAfterBurst: flags['iotlb-reuse'] === 'per-burst', busyPollUs: flags['busy-poll-us'],
-      iotlbReader: flags['iotlb-reader'] as IotlbReader, workers, cpus,
+      iotlbReader: flags['iotlb-reader'] as IotlbReader, workers, cpus, maxMtu: flags.mtu,
       traceTranslations: trace !== null && flags['trace-translations'],
       log: (level, text) => log(level, `${socketPath}: ${text}`),
     }));

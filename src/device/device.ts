@@ -26,6 +26,8 @@ import { TapLink } from './tap-link.js';
 import { VringState } from './vring-state.js';
 
 export interface DeviceOptions extends WorkerOptions {
+  /** serve --mtu: the tap's MTU, the most NET_SET_MTU may set. */
+  maxMtu?: number;
   /** Default auto. */
   iotlbReader?: IotlbReader;
   /** Record translations (with the server's trace writer) — set per connection by the session. */
@@ -65,7 +67,7 @@ export class NetDevice {
     this.iotlb = new DeviceIotlb(options, this.workers);
     this.stats = new DeviceStats(this.workers);
     this.dirtyLog = new MigrationLog(this.memory, this.workers, () => this.has(VirtioFeature.LOG_ALL), close, options.log);
-    this.link = new TapLink(options.net, options.log);
+    this.link = new TapLink(options.net, options.log, options.maxMtu);
   }
 
   get offeredFeatures(): bigint {

@@ -9,13 +9,17 @@ import type { NetMode } from '../datapath/contract.js';
 import { DeviceError } from './errors.js';
 
 export class TapLink {
-  /** The MTU applied to the tap; null: never set. */
+  /** The MTU applied to the tap by the front-end; null: not set (the tap has serve --mtu, or its own). */
   mtu: number | null = null;
 
-  constructor(private readonly net: NetMode, private readonly log: (level: string, text: string) => void) {}
+  /** @param maxMtu serve --mtu: the tap's MTU from the start, and the most a front-end may set. */
+  constructor(private readonly net: NetMode, private readonly log: (level: string, text: string) => void, private readonly maxMtu?: number) {}
 
   setMtu(mtu: number): void {
     if (this.net.kind !== 'tap') throw new DeviceError('NET_SET_MTU: only a tap has an MTU to set');
+    if (this.maxMtu !== undefined && mtu > this.maxMtu) {
+      throw new DeviceError(`NET_SET_MTU ${mtu}: above the tap's MTU ${this.maxMtu} (serve --mtu)`);
+    }
     try {
       setInterfaceMtu(this.net.name, mtu);
     } catch (err) {
