@@ -69,9 +69,6 @@ export class CoalescingStrategy implements IotlbStrategy {
   private hi = 0.5;
   private d = 0.5;
   private p = 0;
-  /** IOVA of the lowest range and end of the highest (floor >= ceil when empty): whatever lies outside needs no search. */
-  private floor = 0.5;
-  private ceil = 0.5;
   /** Arguments of the out-of-line paths (see the header). */
   private key = 0.5;
   private want = 0.5;
@@ -92,8 +89,6 @@ export class CoalescingStrategy implements IotlbStrategy {
     this.lo = 0;
     this.hi = 0;
     this.d = 0;
-    this.floor = Infinity;
-    this.ceil = -Infinity;
   }
 
   /** Number of ranges. */
@@ -148,8 +143,8 @@ export class CoalescingStrategy implements IotlbStrategy {
   /** Copies the range holding this.key into lo/hi/d/p; false if no range holds it. */
   private refill(): boolean {
     const x = this.key;
-    if (!(x >= this.floor && x < this.ceil)) return false;
     const i = this.below();
+    if (i < this.b) return false;
     const r = this.r;
     const k = i * W;
     const e = r[k + 1];
@@ -186,9 +181,11 @@ export class CoalescingStrategy implements IotlbStrategy {
   }
 
   /**
-   * Inserts and invalidates are written out in one function each for their common cases (no
-   * overlap with an existing range; removing one whole range): a dynamic workload does one
-   * of each per packet, and every call layer showed in its profile.
+   * Inserts and invalidates are written out for their common cases (no overlap with an
+   * existing range; removing one whole range): a dynamic workload does one of each per
+   * packet. insert() keeps only the search, the merges and a map below every range (a
+   * top-down allocator's next buffer) in line, small enough for V8 to inline it into the
+   * caller; moving ranges to open a slot, bisection and joins are out of line.
    */
   insert(entry: IotlbEntry): void {
     this.stats.inserts++;
@@ -200,87 +197,153 @@ export class CoalescingStrategy implements IotlbStrategy {
     if (s <= this.hi && e >= this.lo) this.hi = 0; // it may merge into the copy, or replace part of it
     const delta = entry.uaddr - s;
     const p = entry.perm;
+    const b = this.b;
+    if (b > 0 && (b === this.t || e < this.r[b * W])) {
+      // Below every range, not touching it (a top-down allocator's next buffer): nothing moves.
+      const i = b - 1;
+      const k = i * W;
+      const r = this.r;
+      r[k] = s;
+      r[k + 1] = e;
+      r[k + 2] = delta;
+      r[k + 3] = ++this.clock;
+      this.perm[i] = p;
+      this.b = i;
+      const n = this.t - i;
+      if (n > this.capacity) {
+        this.settle();
+        return;
+      }
+      const stats = this.stats;
+      stats.entries = n;
+      if (n > stats.peakEntries) stats.peakEntries = n;
+      return;
+    }
+    this.cs = s;
+    this.ce = e;
+    this.cd = delta;
+    this.add(p);
+  }
+
+  /** insert() of [cs, ce) at user address IOVA + cd with perm p, other than below every range. */
+  private add(p: number): void {
+    const s = this.cs;
+    const e = this.ce;
+    const delta = this.cd;
     const r = this.r;
     const b = this.b;
     const t = this.t;
     // at = the first slot whose range ends above s.
     let at = b;
-    if (e < this.floor) {
+    if (b === t || e < r[b * W]) {
       // below every range (a top-down allocator's next buffer)
-    } else if (!(s < this.ceil)) {
+    } else if (!(s < r[t * W - W + 1])) {
       at = t;
     } else if (t - b <= LINEAR) {
-      while (at < t && r[at * W + 1] <= s) at++;
+      while (r[at * W + 1] <= s) at++; // stops below t: the last range ends above s
     } else {
-      let hi = t;
-      while (at < hi) {
-        const mid = (at + hi) >>> 1;
-        if (r[mid * W + 1] <= s) at = mid + 1;
-        else hi = mid;
-      }
+      this.key = s;
+      at = this.endsAbove();
     }
     if (at < t && r[at * W] < e) {
-      // Overlaps what is there: carve it out first.
-      this.cs = s;
-      this.ce = e;
-      this.cd = delta;
+      // Overlaps what is there: carve it out first (cs, ce, cd are set).
       this.at = at;
       this.place(p);
       return;
     }
     const perm = this.perm;
     const stamp = ++this.clock;
-    const left = at - 1;
-    if (left >= b && r[left * W + 1] === s && r[left * W + 2] === delta && perm[left] === p) {
-      const k = left * W;
+    // A merge never adds a range (nor evicts).
+    if (at > b && r[at * W - W + 1] === s && r[at * W - W + 2] === delta && perm[at - 1] === p) {
+      const k = at * W - W;
+      r[k + 3] = stamp;
       if (at < t && r[at * W] === e && r[at * W + 2] === delta && perm[at] === p) {
-        r[k + 1] = r[at * W + 1];
-        this.splice(at, 1, 0);
+        this.join(at);
       } else {
         r[k + 1] = e;
       }
-      r[k + 3] = stamp;
-    } else if (at < t && r[at * W] === e && r[at * W + 2] === delta && perm[at] === p) {
+      return;
+    }
+    if (at < t && r[at * W] === e && r[at * W + 2] === delta && perm[at] === p) {
       const k = at * W;
       r[k] = s;
       r[k + 3] = stamp;
-    } else {
-      let i: number;
-      if (at - b <= t - at && b > 0) {
-        // Open the slot by moving the lower ranges down one.
-        for (let j = b; j < at; j++) {
-          const k = j * W;
-          r[k - W] = r[k];
-          r[k - W + 1] = r[k + 1];
-          r[k - W + 2] = r[k + 2];
-          r[k - W + 3] = r[k + 3];
-          perm[j - 1] = perm[j];
-        }
-        this.b = b - 1;
-        i = at - 1;
-      } else if ((t + 1) * W <= r.length && t - at <= SHORT_MOVE) {
-        for (let j = t - 1; j >= at; j--) {
-          const k = j * W;
-          r[k + W] = r[k];
-          r[k + W + 1] = r[k + 1];
-          r[k + W + 2] = r[k + 2];
-          r[k + W + 3] = r[k + 3];
-          perm[j + 1] = perm[j];
-        }
-        this.t = t + 1;
-        i = at;
-      } else {
-        i = this.splice(at, 0, 1);
-      }
-      const rr = this.r; // splice may have moved everything to new arrays
-      const k = i * W;
-      rr[k] = s;
-      rr[k + 1] = e;
-      rr[k + 2] = delta;
-      rr[k + 3] = stamp;
-      this.perm[i] = p;
+      return;
     }
-    this.settle();
+    let i = at - 1;
+    if (at === b && b > 0) this.b = i; // below every range: nothing moves
+    else i = this.open(at);
+    const rr = this.r; // open() may have moved everything to new arrays
+    const k = i * W;
+    rr[k] = s;
+    rr[k + 1] = e;
+    rr[k + 2] = delta;
+    rr[k + 3] = stamp;
+    this.perm[i] = p;
+    const n = this.t - this.b;
+    if (n > this.capacity) {
+      this.settle();
+      return;
+    }
+    const stats = this.stats;
+    stats.entries = n;
+    if (n > stats.peakEntries) stats.peakEntries = n;
+  }
+
+  /** First slot whose range ends above this.key, by bisection (for tables above LINEAR ranges). */
+  private endsAbove(): number {
+    const s = this.key;
+    const r = this.r;
+    let at = this.b;
+    let hi = this.t;
+    while (at < hi) {
+      const mid = (at + hi) >>> 1;
+      if (r[mid * W + 1] <= s) at = mid + 1;
+      else hi = mid;
+    }
+    return at;
+  }
+
+  /** insert() merged the range at slot at - 1 up to the one at `at`: they become one. */
+  private join(at: number): void {
+    const r = this.r;
+    r[at * W - W + 1] = r[at * W + 1];
+    this.splice(at, 1, 0);
+    this.stats.entries = this.t - this.b;
+  }
+
+  /** Opens an uninitialised slot before slot `at`, moving the shorter side; returns its slot. */
+  private open(at: number): number {
+    const r = this.r;
+    const perm = this.perm;
+    const b = this.b;
+    const t = this.t;
+    if (at - b <= t - at && b > 0) {
+      // Move the lower ranges down one.
+      for (let j = b; j < at; j++) {
+        const k = j * W;
+        r[k - W] = r[k];
+        r[k - W + 1] = r[k + 1];
+        r[k - W + 2] = r[k + 2];
+        r[k - W + 3] = r[k + 3];
+        perm[j - 1] = perm[j];
+      }
+      this.b = b - 1;
+      return at - 1;
+    }
+    if ((t + 1) * W <= r.length && t - at <= SHORT_MOVE) {
+      for (let j = t - 1; j >= at; j--) {
+        const k = j * W;
+        r[k + W] = r[k];
+        r[k + W + 1] = r[k + 1];
+        r[k + W + 2] = r[k + 2];
+        r[k + W + 3] = r[k + 3];
+        perm[j + 1] = perm[j];
+      }
+      this.t = t + 1;
+      return at;
+    }
+    return this.splice(at, 0, 1);
   }
 
   /** insert() of [cs, ce) at user address IOVA + cd with perm p where it overlaps ranges (`at`: the first): carve, then merge or add. */
@@ -340,16 +403,15 @@ export class CoalescingStrategy implements IotlbStrategy {
     let e = iova + size;
     if (!(e < LIMIT)) e = LIMIT;
     if (!(e > iova)) return 0;
-    this.version++;
-    if (!(e > this.floor && iova < this.ceil)) return 0; // nothing there
-    if (iova < this.hi && e > this.lo) this.hi = 0;
     const r = this.r;
     const b = this.b;
     const t = this.t;
+    // Nothing there: no change, so no new version either.
+    if (b === t || !(e > r[b * W] && iova < r[t * W - W + 1])) return 0;
     // at = the first slot whose range ends above iova.
     let at = b;
     if (t - b <= LINEAR) {
-      while (at < t && r[at * W + 1] <= iova) at++;
+      while (r[at * W + 1] <= iova) at++; // stops below t: the last range ends above iova
     } else {
       let hi = t;
       while (at < hi) {
@@ -360,6 +422,8 @@ export class CoalescingStrategy implements IotlbStrategy {
     }
     const k = at * W;
     if (!(at < t && r[k] < e)) return 0;
+    this.version++;
+    if (iova < this.hi && e > this.lo) this.hi = 0;
     if (!(r[k] >= iova && r[k + 1] <= e && (at + 1 === t || r[k + W] >= e))) {
       // Trims or splits a range, or removes several.
       this.cs = iova;
@@ -390,7 +454,7 @@ export class CoalescingStrategy implements IotlbStrategy {
       }
       this.t = t - 1;
     }
-    this.bounds();
+    this.stats.entries = t - b - 1; // a removal never raises the peak
     return 1;
   }
 
@@ -520,23 +584,10 @@ export class CoalescingStrategy implements IotlbStrategy {
     this.t = nb + n;
   }
 
-  /** After a mutation: evicts the oldest insertions down to capacity, records the size and bounds. */
+  /** After a mutation: evicts the oldest insertions down to capacity, records the size. */
   private settle(): void {
     if (this.t - this.b > this.capacity) this.evict();
-    this.bounds();
-  }
-
-  /** Records the size, floor and ceil. */
-  private bounds(): void {
-    const n = this.t - this.b;
-    if (n === 0) {
-      this.floor = Infinity;
-      this.ceil = -Infinity;
-    } else {
-      this.floor = this.r[this.b * W];
-      this.ceil = this.r[(this.t - 1) * W + 1];
-    }
-    recordSize(this.stats, n);
+    recordSize(this.stats, this.t - this.b);
   }
 
   /** FIFO eviction: the smallest stamp goes until the table fits (never the newest range). */
@@ -573,8 +624,6 @@ export class CoalescingStrategy implements IotlbStrategy {
     this.b = this.t = this.perm.length >> 1;
     this.hi = 0;
     this.lo = 0;
-    this.floor = Infinity;
-    this.ceil = -Infinity;
     this.clock = 0; // stamps only order the ranges held; restarting keeps them small
     recordSize(this.stats, 0);
   }
