@@ -36,12 +36,9 @@ import { VhostUserFrontend } from '../test/support/frontend/frontend.js';
 import { writeFrame } from '../test/support/frontend/frames.js';
 import { startServe } from '../test/support/serve.js';
 import { startTestpmd } from '../test/peers/dpdk.js';
-import { GuestMemory } from '../src/memory/guest-memory.js';
-import { GuestPhysicalSpace, UserAddressSpace } from '../src/memory/address-space.js';
 import { DirtyLog, logBytesFor } from '../src/memory/dirty-log.js';
-import { SplitQueue, RING_OK } from '../src/virtqueue/split.js';
-import { NetQueue, transmitBurst } from '../src/net/virtio-net.js';
-import { LoopbackEndpoint } from '../src/net/loopback.js';
+import { transmitBurst } from '../src/net/virtio-net.js';
+import { inProcessDevice } from './in-process-device.js';
 
 export interface DirtyLogArgs {
   seconds: number;
@@ -282,19 +279,7 @@ export interface DeviceOnly {
 export function deviceOnly(seconds: number): DeviceOnly {
   const fe = VhostUserFrontend.detached({ canary: false, memoryBytes: 128 * 1024 * 1024, queueSize: 256, txSlots: 1024, rxSlots: 1024, slotSize: 2048 });
   try {
-    const memory = new GuestMemory();
-    memory.addRegion({ guestAddr: 0, userAddr: fe.opts.uaddrBase, size: fe.memoryBytes, mmapOffset: 0, bytes: fe.memory });
-    const mk = (r: typeof fe.rx): NetQueue => {
-      const q = new SplitQueue();
-      const st = q.configure({ size: 256, descAddr: fe.opts.uaddrBase + r.layout.descAddr, availAddr: fe.opts.uaddrBase + r.layout.availAddr,
-        usedAddr: fe.opts.uaddrBase + r.layout.usedAddr, ringSpace: new UserAddressSpace(memory), dataSpace: new GuestPhysicalSpace(memory),
-        eventIdx: false, lastAvailIdx: 0 });
-      if (st !== RING_OK) throw new Error('in-process device: rings did not map');
-      return new NetQueue(q, { headerLength: 12, mergeable: r === fe.rx });
-    };
-    const rxq = mk(fe.rx);
-    const txq = mk(fe.tx);
-    const lo = new LoopbackEndpoint(rxq);
+    const { memory, rxq, txq, loopback: lo } = inProcessDevice(fe);
     const bits = new Uint8Array(logBytesFor(fe.memoryBytes));
     const log = new DirtyLog(bits, memory);
     const frame = new Uint8Array(FRAME);

@@ -27,11 +27,8 @@ import { writeFrame } from '../test/support/frontend/frames.js';
 import { startServe, type ServeProcess } from '../test/support/serve.js';
 import { startTestpmd, type Testpmd } from '../test/peers/dpdk.js';
 import { mkdtempSync } from 'node:fs';
-import { GuestMemory } from '../src/memory/guest-memory.js';
-import { GuestPhysicalSpace, UserAddressSpace } from '../src/memory/address-space.js';
-import { SplitQueue, RING_OK } from '../src/virtqueue/split.js';
-import { NetQueue, transmitBurst } from '../src/net/virtio-net.js';
-import { LoopbackEndpoint } from '../src/net/loopback.js';
+import { transmitBurst } from '../src/net/virtio-net.js';
+import { inProcessDevice } from './in-process-device.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -328,19 +325,7 @@ function groupRatio(r: InterleavedResult, a: string, b: string): { ratio: number
  */
 function frontendCeiling(args: Args): number {
   const fe = VhostUserFrontend.detached({ canary: false, memoryBytes: 128 * 1024 * 1024, queueSize: 256, txSlots: args.slots, rxSlots: args.slots, slotSize: 2048 });
-  const memory = new GuestMemory();
-  memory.addRegion({ guestAddr: 0, userAddr: fe.opts.uaddrBase, size: fe.memoryBytes, mmapOffset: 0, bytes: fe.memory });
-  const mk = (r: typeof fe.rx): NetQueue => {
-    const q = new SplitQueue();
-    const st = q.configure({ size: 256, descAddr: fe.opts.uaddrBase + r.layout.descAddr, availAddr: fe.opts.uaddrBase + r.layout.availAddr,
-      usedAddr: fe.opts.uaddrBase + r.layout.usedAddr, ringSpace: new UserAddressSpace(memory), dataSpace: new GuestPhysicalSpace(memory),
-      eventIdx: false, lastAvailIdx: 0 });
-    if (st !== RING_OK) throw new Error('in-process device: rings did not map');
-    return new NetQueue(q, { headerLength: 12, mergeable: r === fe.rx });
-  };
-  const rxq = mk(fe.rx);
-  const txq = mk(fe.tx);
-  const lo = new LoopbackEndpoint(rxq);
+  const { rxq, txq, loopback: lo } = inProcessDevice(fe);
   const frame = new Uint8Array(FRAME);
   writeFrame(frame, 0, 1, FRAME);
   fe.prefillTx(frame);
