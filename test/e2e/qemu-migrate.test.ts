@@ -4,11 +4,12 @@
 //                                                    vbr0 (192.0.2.1, TCP sink) in a namespace
 //   dest QEMU   --vhost-user--> serve B --tap vitB--/   (dest started with -incoming unix:PATH)
 //
-// The guest sends 32 MiB of random bytes over TCP; in the middle of it the source is told to
-// `migrate` (QMP). QEMU asks serve A for dirty-page logging (SET_LOG_BASE, LOG_ALL) and copies
+// The guest sends 32 MiB of random bytes over TCP (or receives them: host -> guest); in the
+// middle of it the source is told to `migrate` (QMP). QEMU asks serve A for dirty-page logging (SET_LOG_BASE, LOG_ALL) and copies
 // the pages serve marked; the guest resumes on the destination, behind serve B, and the
-// transfer ends there: the sink's sha256 must equal the guest's. Split and packed rings, and
-// behind intel-iommu (strict), where serve writes through IOVAs and logs guest-physical pages.
+// transfer ends there: the sha256 of what one end sent must equal what the other received.
+// Split and packed rings, behind intel-iommu (strict), where serve writes through IOVAs and logs
+// guest-physical pages, and host -> guest, where most of what serve writes is receive buffers.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -18,7 +19,7 @@ import { join } from 'node:path';
 import { startGuest, type Guest, type GuestOptions } from '../peers/qemu.js';
 import { sleep, waitForPath } from '../peers/util.js';
 import { GuestShell } from '../support/guest-shell.js';
-import { closeAllRigs, GUEST_CIDR, HOST_IP, onCleanup, PORT, STRICT_IOMMU } from '../support/qemu-rig.js';
+import { closeAllRigs, GUEST_CIDR, HOST_IP, onCleanup, PORT, SOURCE_PORT, STRICT_IOMMU } from '../support/qemu-rig.js';
 import { createNetns, startTcpPeer, type Netns } from '../support/netns.js';
 import { startServe, total, type ServeProcess } from '../support/serve.js';
 
@@ -93,20 +94,24 @@ async function enslave(ns: Netns, tap: string): Promise<void> {
   ns.ip(['link', 'set', tap, 'up']);
 }
 
-/** Waits until serve A's guest has sent `bytes` more, so the migration lands mid-transfer. */
-async function waitSent(serve: ServeProcess, bytes: number): Promise<void> {
-  const start = total(await serve.state(), 'tx', 'bytes');
+/** Waits until `bytes` more crossed serve A (`kind`: tx from the guest, rx to it), so the migration lands mid-transfer. */
+async function waitMoved(serve: ServeProcess, kind: 'tx' | 'rx', bytes: number): Promise<void> {
+  const start = total(await serve.state(), kind, 'bytes');
   const end = Date.now() + 60_000;
-  while (total(await serve.state(), 'tx', 'bytes') < start + bytes) {
+  while (total(await serve.state(), kind, 'bytes') < start + bytes) {
     assert.ok(Date.now() < end, 'the transfer did not start');
     await sleep(50);
   }
 }
 
 describe('live migration between two serve processes', () => {
-  for (const variant of [{ packed: false, iommu: false }, { packed: true, iommu: false }, { packed: false, iommu: true }]) {
-    const name = `${variant.packed ? 'packed' : 'split'}${variant.iommu ? ', intel-iommu' : ''}`;
-    it(`${name}: a guest's ${MIB} MiB TCP stream started on serve A ends intact on serve B`, { timeout: 300_000 }, async () => {
+  const variants = [
+    { packed: false, iommu: false, receive: false }, { packed: true, iommu: false, receive: false },
+    { packed: false, iommu: true, receive: false }, { packed: false, iommu: false, receive: true },
+  ];
+  for (const variant of variants) {
+    const name = `${variant.packed ? 'packed' : 'split'}${variant.iommu ? ', intel-iommu' : ''}${variant.receive ? ', host -> guest' : ''}`;
+    it(`${name}: a ${MIB} MiB TCP stream started on serve A ends intact on serve B`, { timeout: 300_000 }, async () => {
       const ns = createNetns();
       const processes: Array<{ stop(): Promise<unknown> }> = [];
       const guests: Guest[] = [];
@@ -127,8 +132,8 @@ describe('live migration between two serve processes', () => {
         await enslave(ns, 'vitB');
         ns.ip(['addr', 'add', `${HOST_IP}/24`, 'dev', 'vbr0']);
         ns.ip(['link', 'set', 'vbr0', 'up']);
-        const sink = await startTcpPeer(ns, HOST_IP, PORT);
-        processes.push(sink);
+        const peer = variant.receive ? await startTcpPeer(ns, HOST_IP, SOURCE_PORT, MIB * 1024 * 1024) : await startTcpPeer(ns, HOST_IP, PORT);
+        processes.push(peer);
 
         const qmpPath = join(dir, `qmp-${name.replace(/\W+/g, '-')}.sock`);
         const incoming = join(dir, `incoming-${name.replace(/\W+/g, '-')}.sock`);
@@ -144,9 +149,14 @@ describe('live migration between two serve processes', () => {
         await sh.ready();
         await sh.ok(`ip addr add ${GUEST_CIDR} dev eth0 && ip link set eth0 up`);
         await sh.ok('i=0; while [ "$(cat /sys/class/net/eth0/carrier)" != 1 ]; do [ $i -gt 300 ] && exit 1; sleep 0.1; i=$((i+1)); done', 40_000);
-        const out = await sh.ok(`dd if=/dev/urandom of=/tmp/d bs=1048576 count=${MIB} 2>/dev/null && sha256sum /tmp/d`);
-        const sent = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
-        assert.ok(sent, `no sha256 from the guest:\n${out.join('\n')}`);
+        let sent: string | undefined;
+        if (!variant.receive) {
+          const out = await sh.ok(`dd if=/dev/urandom of=/tmp/d bs=1048576 count=${MIB} 2>/dev/null && sha256sum /tmp/d`);
+          sent = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
+          assert.ok(sent, `no sha256 from the guest:\n${out.join('\n')}`);
+        } else {
+          await sh.ok('mkfifo /tmp/hold');
+        }
 
         step(`guest ready, sha ${sent}`);
         const dest = startGuest({ ...machine, socketPath: serveB.socket, extraQemuArgs: ['-incoming', `unix:${incoming}`] });
@@ -156,8 +166,9 @@ describe('live migration between two serve processes', () => {
         try {
           // Unthrottled: a unix socket on one machine; the default 32 MiB/s would take most of a minute.
           await qmp.run('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 ** 3 });
-          source.write(`nc -w 20 ${HOST_IP} ${PORT} < /tmp/d &\n`);
-          await waitSent(serveA, 4 * 1024 * 1024);
+          // Receiving, stdin is a fifo held open: busybox nc half-closes on stdin EOF (build-guest.sh tcp-recv).
+          source.write(variant.receive ? `nc -w 20 ${HOST_IP} ${SOURCE_PORT} <> /tmp/hold > /tmp/r &\n` : `nc -w 20 ${HOST_IP} ${PORT} < /tmp/d &\n`);
+          await waitMoved(serveA, variant.receive ? 'rx' : 'tx', 4 * 1024 * 1024);
           step('transfer under way: migrate');
           let logged = false;
           await qmp.run('migrate', { uri: `unix:${incoming}` });
@@ -181,15 +192,22 @@ describe('live migration between two serve processes', () => {
         step('source killed');
         await waitForRunning(serveB);
         step('serve B runs the rings');
-        const host = await sink.result(150_000);
-        assert.equal(host.bytes, MIB * 1024 * 1024, 'bytes the sink received');
-        assert.equal(host.hex, sent, 'sha256 of what the sink received vs what the guest sent');
-        const b = await serveB.state();
-        assert.ok(total(b, 'tx', 'bytes') > 0, 'the transfer went on through serve B');
-        assert.equal(b.dirtyLog.logging, false, 'the destination does not log');
+        const host = await peer.result(150_000);
+        assert.equal(host.bytes, MIB * 1024 * 1024, 'bytes the host end sent or received');
         // The guest lives on at the destination: its console answers there.
         const sh2 = new GuestShell(dest);
-        await sh2.ok('cat /proc/uptime', 30_000);
+        if (variant.receive) {
+          const out = await sh2.ok('wait; sha256sum /tmp/r; stat -c %s /tmp/r', 150_000);
+          const got = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
+          assert.ok(out.includes(String(MIB * 1024 * 1024)), `bytes the guest received:\n${out.join('\n')}`);
+          assert.equal(got, host.hex, 'sha256 of what the guest received vs what the host sent');
+        } else {
+          assert.equal(host.hex, sent, 'sha256 of what the sink received vs what the guest sent');
+          await sh2.ok('cat /proc/uptime', 30_000);
+        }
+        const b = await serveB.state();
+        assert.ok(total(b, variant.receive ? 'rx' : 'tx', 'bytes') > 0, 'the transfer went on through serve B');
+        assert.equal(b.dirtyLog.logging, false, 'the destination does not log');
       } finally {
         await cleanup();
       }
