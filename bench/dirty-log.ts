@@ -297,6 +297,7 @@ export function deviceOnly(seconds: number): DeviceOnly {
           while (posted < BURST && fe.txPostPrefilled(FRAME)) posted++;
           fe.poll();
           transmitBurst(txq, lo, BURST);
+          if (on) log.flush(); // as the worker does after every step
         }
         now = performance.now();
       }

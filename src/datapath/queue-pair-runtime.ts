@@ -140,6 +140,7 @@ export class QueuePairRuntime implements IotlbOpSink {
   }
 
   private dropDirtyLog(): void {
+    this.dirtyLog?.flush();
     for (const ring of this.rings) ring.queue.log = null;
     this.dirtyLog = null;
     if (this.logMapping !== null) unmap(this.logMapping);
@@ -188,6 +189,8 @@ export class QueuePairRuntime implements IotlbOpSink {
     // a front-end that stops and exits (testpmd) has already counted them as transmitted.
     if (ring === this.tx) this.drainTransmit();
     if (ring.running && ring.queue.ready) ring.net.finish();
+    // Before GET_VRING_BASE is answered: the front-end's last sync of the log follows it.
+    this.dirtyLog?.flush();
     ring.running = false;
     ring.waitingForMapping = false;
     ring.kickFd = -1;
@@ -351,6 +354,8 @@ export class QueuePairRuntime implements IotlbOpSink {
       work += this.endpoint.poll(BURST);
       this.afterBurst(rx);
     }
+    // The step's writes are done: their pages go into the log (dirty-log.ts gathers them).
+    if (this.dirtyLog !== null) this.dirtyLog.flush();
     return work;
   }
 
@@ -395,11 +400,13 @@ export class QueuePairRuntime implements IotlbOpSink {
       if (avail !== ring.lastSeenAvail) fresh = true;
       ring.lastSeenAvail = avail;
     }
+    if (this.dirtyLog !== null) this.dirtyLog.flush();
     return fresh;
   }
 
   disarmNotifications(): void {
     for (const ring of this.rings) if (ring.running && !ring.waitingForMapping) ring.queue.disableNotifications();
+    if (this.dirtyLog !== null) this.dirtyLog.flush();
   }
 
   /** After poll() woke us: clear the eventfds that fired and count the kicks (ready[at + i] is waitFds[i]'s). */

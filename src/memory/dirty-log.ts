@@ -10,7 +10,11 @@
  * the IOTLB), so marking goes host bytes -> region -> guest-physical, the one translation
  * that is right in all three cases (DPDK needs translate_log_addr for the IOVA case).
  *
- * Marks are atomic ORs: the front-end reads and clears the bitmap while workers mark it.
+ * Marks are atomic ORs (the front-end reads and clears the bitmap while workers mark it), one
+ * per distinct bitmap byte per burst, as DPDK's log cache does: markGuest() gathers them, and
+ * flush() applies them once the burst's writes are done (the worker calls it after every step
+ * and before it stops a ring or drops the log). Marking after the write is what matters: a
+ * bit the front-end clears in between is set again by the flush and the page copied later.
  */
 import type { GuestMemory } from './guest-memory.js';
 
@@ -24,9 +28,16 @@ export function logBytesFor(guestEnd: number): number {
   return Math.ceil(Math.ceil(guestEnd / LOG_PAGE) / 8);
 }
 
+/** Distinct bitmap bytes gathered before flush() must run. */
+const PENDING = 64;
+
 export class DirtyLog {
   /** Pages marked, counting a page once per write that touched it (for inspect). */
   marks = 0;
+  // Marks not applied yet: bitmap byte index and bits, consecutive pages of one byte merged.
+  private readonly pendingByte = new Float64Array(PENDING);
+  private readonly pendingBits = new Uint8Array(PENDING);
+  private pending = 0;
   /** Writes the log could not record: past the end of the bitmap, or in no region. */
   outside = 0;
   // The region of the last markHost(): its bytes and guest-physical start.
@@ -63,8 +74,24 @@ export class DirtyLog {
         this.outside++;
         return;
       }
-      Atomics.or(bits, byte, 1 << bit);
+      const n = this.pending;
+      if (n > 0 && this.pendingByte[n - 1] === byte) {
+        this.pendingBits[n - 1] |= 1 << bit;
+      } else {
+        if (n === PENDING) this.flush();
+        const k = this.pending;
+        this.pendingByte[k] = byte;
+        this.pendingBits[k] = 1 << bit;
+        this.pending = k + 1;
+      }
       this.marks++;
     }
+  }
+
+  /** Applies the gathered marks to the bitmap. */
+  flush(): void {
+    const bits = this.bits;
+    for (let i = 0; i < this.pending; i++) Atomics.or(bits, this.pendingByte[i]!, this.pendingBits[i]!);
+    this.pending = 0;
   }
 }

@@ -181,6 +181,7 @@ for (const packed of [false, true]) {
           }
           if (used > 0) for (const p of lr.ringPages(rig)) expected.add(p);
           assert.ok(rig.queue.brokenReason === '', rig.queue.brokenReason);
+          lr.log.flush(); // as the worker does after every step
           const marked = lr.marked();
           assert.deepEqual(sorted(marked), sorted(expected), `round ${round} (${rx ? 'rx' : 'tx'}): marked pages differ from pages written`);
           for (const p of lr.changed()) assert.ok(marked.has(p), `round ${round}: page 0x${p.toString(16)} changed but was not marked`);
@@ -203,5 +204,13 @@ test('dirty log: a write past the end of a short bitmap is counted, never stored
   log.markHost(new Uint8Array(16), 0, 16);
   assert.equal(log.outside, 2, 'bytes of no region are counted as outside');
   log.markGuest(0x2000, 0x1001);
+  assert.equal(bits[0], 0, 'gathered, not applied before flush()');
+  log.flush();
   assert.equal(bits[0], 0b1100, 'pages 2 and 3');
+  // More distinct bytes than are gathered at once: applied early, none lost.
+  const wide = new Uint8Array(200);
+  const big = new DirtyLog(wide, rig.memory);
+  for (let page = 0; page < 1600; page += 3) big.markGuest(page * 0x1000, 1);
+  big.flush();
+  for (let page = 0; page < 1600; page++) assert.equal((wide[page >> 3]! >> (page & 7)) & 1, page % 3 === 0 ? 1 : 0, `page ${page}`);
 });
