@@ -107,17 +107,7 @@ async function openCase(group: GroupName, args: DirtyLogArgs): Promise<Case> {
     fe.conn.recordSent = false;
     fe.start();
     const f = fe;
-    if (ready !== null) {
-      let up = false;
-      let failed: unknown = null;
-      ready().then(() => (up = true), (e) => (failed = e));
-      while (!up && failed === null) {
-        f.poll();
-        f.conn.waitReadable(1);
-        await new Promise((r) => setImmediate(r));
-      }
-      if (failed !== null) throw failed;
-    }
+    if (ready !== null) await f.serveUntil(ready());
     const frame = new Uint8Array(FRAME);
     writeFrame(frame, 0, 1, FRAME);
     f.prefillTx(frame);

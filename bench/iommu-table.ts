@@ -168,18 +168,7 @@ async function openCase(backend: Backend, mapping: Mapping, args: Args): Promise
     });
     fe.conn.recordSent = false;
     fe.start();
-    if (be.ready) {
-      // Keep answering misses while the back-end gets ready (DPDK needs its rings translated first).
-      let ready = false;
-      let failed: unknown = null;
-      be.ready().then(() => (ready = true), (e) => (failed = e));
-      while (!ready && failed === null) {
-        fe.poll();
-        fe.conn.waitReadable(1);
-        await new Promise((r) => setImmediate(r));
-      }
-      if (failed !== null) throw failed;
-    }
+    if (be.ready) await fe.serveUntil(be.ready());
     const frame = new Uint8Array(FRAME);
     writeFrame(frame, 0, 1, FRAME);
     fe.prefillTx(frame);

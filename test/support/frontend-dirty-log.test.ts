@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VhostUserFrontend, logBytesFor } from './frontend/frontend.js';
+import { VhostUserFrontend } from './frontend/frontend.js';
+import { logBytesFor } from '../../src/memory/dirty-log.js';
 import { assertClean, loopFrames, startPair, stopPair, type Pair } from '../iotlb-e2e/helpers.js';
 import { startTestpmd, testpmdBinary, type Testpmd } from '../peers/dpdk.js';
 import { MissingPeerError } from '../peers/util.js';
@@ -99,15 +100,7 @@ describe('front-end dirty logging', () => {
       const sent = f.conn.sent;
       const enable = sent.lastIndexOf('SET_VRING_ENABLE');
       assert.deepEqual(sent.slice(enable + 1, enable + 1 + LOG_SEQUENCE.length), LOG_SEQUENCE);
-      let ready = false;
-      let failed: unknown = null;
-      tp.waitForLinkUp(30_000).then(() => (ready = true), (e) => (failed = e));
-      while (!ready && failed === null) {
-        f.poll();
-        f.conn.waitReadable(1);
-        await new Promise((r) => setImmediate(r));
-      }
-      if (failed !== null) throw failed;
+      await f.serveUntil(tp.waitForLinkUp(30_000));
       f.syncDirtyLog();
       const r = await loopFrames(f, 500);
       assert.deepEqual(r.errors, []);

@@ -8,15 +8,8 @@
  * per word, so marks the back-end makes meanwhile are not lost) and counts the pages marked.
  */
 import { closeFd, mapFd, memfdCreate, unmap } from '../../../src/sys/index.js';
+import { LOG_PAGE, logBytesFor } from '../../../src/memory/dirty-log.js';
 import { PAGE_4K } from './iommu.js';
-
-/** Guest bytes per log bit (VHOST_LOG_PAGE). */
-export const LOG_PAGE = 4096;
-
-/** Bitmap bytes for guest-physical memory [0, guestBytes): ceil(pages / 8). */
-export function logBytesFor(guestBytes: number): number {
-  return Math.ceil(Math.ceil(guestBytes / LOG_PAGE) / 8);
-}
 
 function popcount32(x: number): number {
   x -= (x >>> 1) & 0x55555555;

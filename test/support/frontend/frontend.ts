@@ -38,7 +38,6 @@ import { DriverRing } from './vring.js';
 export type { FrontendOptions, IommuMode } from './options.js';
 export { canaryByte, type CanaryViolation } from './canaries.js';
 export type { DriverRing } from './vring.js';
-export { LOG_PAGE, logBytesFor } from './dirty-log.js';
 
 export const RX_VRING = 0;
 export const TX_VRING = 1;
@@ -189,6 +188,17 @@ export class VhostUserFrontend {
         if ((this.iter & 255) === 0) await new Promise((r) => setImmediate(r));
       }
     }
+  }
+
+  /**
+   * Keeps the front-end serving (polling, answering misses) until `p` settles, e.g. while a
+   * back-end comes up and needs its rings translated first; returns p's value or throws its error.
+   */
+  async serveUntil<T>(p: Promise<T>): Promise<T> {
+    let settled = false;
+    p.then(() => (settled = true), () => (settled = true));
+    await this.runUntil(() => settled, Infinity);
+    return p;
   }
 
   /** Runs poll() for `ms` milliseconds (async, yields). */
