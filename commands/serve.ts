@@ -12,7 +12,7 @@ import { TraceWriter } from '../src/trace/writer.js';
 import { closeFd, setInterfaceMtu } from '../src/sys/index.js';
 import { DEFAULT_BUSY_POLL_US } from '../src/datapath/contract.js';
 import { outputPathProblem } from '../src/cli/paths.js';
-import { keepOffWorkerCpus, parseCpuList } from '../src/serve/placement.js';
+import { allowedCpus, keepOffWorkerCpus, parseCpuList } from '../src/serve/placement.js';
 import { defaultWorkers } from '../src/device/queue-pairs.js';
 
 export default class Serve extends Command {
@@ -97,6 +97,9 @@ export default class Serve extends Command {
     if (flags.cpus !== undefined) {
       try {
         cpus = parseCpuList(flags.cpus);
+        const allowed = allowedCpus();
+        const outside = cpus.filter((cpu) => !allowed.includes(cpu));
+        if (outside.length > 0) throw new Error(`--cpus: CPU ${outside.join(',')} is not among the CPUs serve may use (${allowed.join(',')})`);
       } catch (err) {
         this.error((err as Error).message, { exit: 2 });
       }

@@ -5,7 +5,7 @@
  * and never takes its CPU from it.
  */
 import { cpus as hostCpus } from 'node:os';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { setThreadAffinity } from '../sys/index.js';
 
 /** "2-3,5" -> [2, 3, 5]; throws naming what is wrong. CPUs must exist on this machine. */
@@ -25,14 +25,20 @@ export function parseCpuList(text: string, cpuCount = hostCpus().length): number
   return out;
 }
 
+/** The CPUs this process may run on (its affinity, e.g. under taskset or a cpuset). */
+export function allowedCpus(): number[] {
+  const m = /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? parseCpuList(m[1]!, Number.MAX_SAFE_INTEGER) : [...hostCpus().keys()];
+}
+
 /**
- * Moves every thread of this process onto the CPUs not in `workerCpus` (threads created
- * later, the workers included, inherit that; workers then pin themselves). Returns the CPUs
- * the other threads got, or null when the workers' CPUs are all there is (nothing moved).
+ * Moves every thread of this process onto the CPUs it may use that are not in `workerCpus`
+ * (threads created later, the workers included, inherit that; workers then pin themselves).
+ * Returns the CPUs the other threads got, or null when the workers' CPUs are all there is
+ * (nothing moved).
  */
-export function keepOffWorkerCpus(workerCpus: readonly number[], cpuCount = hostCpus().length): number[] | null {
-  const rest: number[] = [];
-  for (let cpu = 0; cpu < cpuCount; cpu++) if (!workerCpus.includes(cpu)) rest.push(cpu);
+export function keepOffWorkerCpus(workerCpus: readonly number[], allowed: readonly number[] = allowedCpus()): number[] | null {
+  const rest = allowed.filter((cpu) => !workerCpus.includes(cpu));
   if (rest.length === 0) return null;
   for (const tid of readdirSync('/proc/self/task')) setThreadAffinity(Number(tid), rest);
   return rest;

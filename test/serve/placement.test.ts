@@ -62,3 +62,7 @@ test('serve --cpus 1: the worker runs on CPU 1, every other thread on the other 
 test('serve refuses a --cpus list naming a CPU this machine lacks', async () => {
   await assert.rejects(startServe(['--net', 'loopback', '--cpus', '4096']), /CPU 4096 does not exist/);
 });
+
+test('serve under taskset refuses --cpus naming a CPU outside what it may use', { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : false }, async () => {
+  await assert.rejects(startServe(['--net', 'loopback', '--cpus', '1'], { prefix: ['taskset', '-c', '0'] }), /CPU 1 is not among the CPUs serve may use \(0\)/);
+});
