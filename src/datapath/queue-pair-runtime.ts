@@ -189,6 +189,10 @@ export class QueuePairRuntime implements IotlbOpSink {
     // a front-end that stops and exits (testpmd) has already counted them as transmitted.
     if (ring === this.tx) this.drainTransmit();
     if (ring.running && ring.queue.ready) ring.net.finish();
+    // An interrupt the last entries called for goes out now: the front-end reads the call
+    // eventfd once more after GET_VRING_BASE (QEMU does, before it saves the device for a
+    // migration), and nothing after this would send it.
+    if (ring.net.takeInterrupt() && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);
     // Before GET_VRING_BASE is answered: the front-end's last sync of the log follows it.
     this.dirtyLog?.flush();
     ring.running = false;
@@ -261,6 +265,11 @@ export class QueuePairRuntime implements IotlbOpSink {
   lendSocket(fd: number): void {
     this.fastPath.fd = fd;
     this.updateWaitFds();
+  }
+
+  /** The TX ring is parked on a miss it sent: it waits for the front-end's UPDATE. */
+  get transmitParked(): boolean {
+    return this.tx.missStalled;
   }
 
   get socketLent(): boolean {

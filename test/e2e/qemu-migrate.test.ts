@@ -198,7 +198,9 @@ describe('live migration between two serve processes', () => {
         await waitForRunning(serveB);
         step('serve B runs the rings');
         const host = await peer.result(150_000);
-        assert.equal(host.bytes, MIB * 1024 * 1024, 'bytes the host end sent or received');
+        if (host.bytes !== MIB * 1024 * 1024) {
+          assert.fail(`the host end ${variant.receive ? 'sent' : 'received'} ${host.bytes} of ${MIB * 1024 * 1024} bytes (${host.ms} ms)\n${await shortTransferReport(dest, serveB)}`);
+        }
         // The guest lives on at the destination: its console answers there.
         const sh2 = new GuestShell(dest);
         if (variant.receive) {
@@ -229,4 +231,20 @@ async function waitForRunning(serve: ServeProcess): Promise<void> {
     assert.ok(Date.now() < end, `serve B never ran the migrated guest's rings: ${JSON.stringify(s)}`);
     await sleep(100);
   }
+}
+
+/** What a transfer that ended short left behind, for the failure message: serve B's rings and the guest's view. */
+async function shortTransferReport(dest: Guest, serveB: ServeProcess): Promise<string> {
+  const lines: string[] = [];
+  const b = await serveB.state().catch((err: Error) => err.message);
+  if (typeof b === 'string') lines.push(`serve B: ${b}`);
+  else {
+    for (const q of b.queues) {
+      lines.push(`serve B queue ${q.index}: running ${q.running} lastAvail ${q.lastAvailIdx} avail ${q.availIdx} used ${q.usedIdx} ${JSON.stringify(q.counters)}`);
+    }
+  }
+  const guest = await new GuestShell(dest)
+    .run('cat /proc/net/dev; grep -i tcp /proc/net/snmp; cat /sys/class/net/eth0/queues/tx-0/byte_queue_limits/inflight; grep -i virtio /proc/interrupts; dmesg | tail -n 15; ps', 30_000)
+    .then((r) => r.output, (err: Error) => [`guest shell: ${err.message}`]);
+  return [...lines, 'guest:', ...guest].join('\n');
 }
