@@ -8,7 +8,8 @@
  *                    tap, which passes the guest's offloads too
  * each a fresh guest, sha256 checked.
  *
- *   node dist/bench/tcp-vs-qemu.js [--mib 64] [--rounds 2] [--rows off,strict] [--directions tx,rx] [--json]
+ *   node dist/bench/tcp-vs-qemu.js [--mib 64] [--rounds 2] [--rows off,strict] [--directions tx,rx]
+ *        [--serve-args '--flag value'] [--json]
  *
  * Rows: `off` no IOMMU; `strict` intel-iommu (device-iotlb, ats; guest iommu.strict=1), which
  * QEMU's own back-end translates in-process and serve through IOTLB misses. Throughput: bytes /
@@ -26,10 +27,10 @@ type Direction = 'tx' | 'rx';
 type Backend = 'serve' | 'serve no-offload' | 'QEMU tap';
 const BACKENDS: Backend[] = ['serve', 'serve no-offload', 'QEMU tap'];
 
-interface Args { mib: number; rounds: number; rows: Row[]; directions: Direction[]; json: boolean }
+interface Args { mib: number; rounds: number; rows: Row[]; directions: Direction[]; serveArgs: string[]; json: boolean }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { mib: 64, rounds: 2, rows: ['off', 'strict'], directions: ['tx', 'rx'], json: false };
+  const a: Args = { mib: 64, rounds: 2, rows: ['off', 'strict'], directions: ['tx', 'rx'], serveArgs: [], json: false };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     switch (argv[i]) {
@@ -37,6 +38,7 @@ function parseArgs(argv: string[]): Args {
       case '--rounds': a.rounds = Number(v); i++; break;
       case '--rows': a.rows = (v ?? '').split(',') as Row[]; i++; break;
       case '--directions': a.directions = (v ?? '').split(',') as Direction[]; i++; break;
+      case '--serve-args': a.serveArgs.push(...(v ?? '').split(/\s+/).filter(Boolean)); i++; break;
       case '--json': a.json = true; break;
       default: throw new Error(`unknown argument ${argv[i]} (see the header of bench/tcp-vs-qemu.ts)`);
     }
@@ -45,7 +47,7 @@ function parseArgs(argv: string[]): Args {
 }
 
 /** MB/s of one transfer of `mib` MiB through `backend`, guest → host (tx) or host → guest (rx). */
-async function transfer(backend: Backend, row: Row, direction: Direction, mib: number): Promise<number> {
+async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[]): Promise<number> {
   const iommu = row === 'strict';
   const bytes = mib * 1024 * 1024;
   const mode = direction === 'tx' ? 'tcp-send' : 'tcp-recv';
@@ -56,7 +58,7 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
     return host.bytes / 1e6 / (host.ms! / 1000);
   };
   if (backend !== 'QEMU tap') {
-    const rig = await startRig([], direction === 'tx' ? { tcp: true } : { source: mib });
+    const rig = await startRig(serveArgs, direction === 'tx' ? { tcp: true } : { source: mib });
     try {
       const r = await boot(rig, { mode, iommu, args, ...(backend === 'serve no-offload' ? { offloads: false } : {}) }).result();
       return check(backend, r, await (direction === 'tx' ? rig.tcp! : rig.source!).result(15_000));
@@ -93,7 +95,7 @@ async function main(): Promise<void> {
       for (let round = 0; round < a.rounds; round++) {
         const order = BACKENDS.map((_, i) => BACKENDS[(i + round) % BACKENDS.length]!);
         for (const backend of order) {
-          const mbs = await transfer(backend, row, direction, a.mib);
+          const mbs = await transfer(backend, row, direction, a.mib, a.serveArgs);
           cell[backend].push(mbs);
           process.stderr.write(`[${direction} ${row} ${round + 1}/${a.rounds}] ${backend}: ${mbs.toFixed(1)} MB/s\n`);
         }
