@@ -208,8 +208,8 @@ async function run(): Promise<void> {
     // this CPU behind us. Spinning on would keep it waiting for our time slice (the miss
     // round trip's millisecond tail); a yield lets it run now, and costs one syscall when
     // nobody waits. Not for RX: there our interrupts keep waking the guest's vCPU onto this
-    // CPU, and a yield hands it a whole slice (measured: guest -> back-end +5-50%, back-end
-    // -> guest -10% when RX yielded too; docs/performance.md).
+    // CPU, and a yield hands it a whole slice (measured: guest -> back-end +6-33% in six
+    // same-run comparisons, back-end -> guest -10% when RX yielded too; docs/performance.md).
     if (work === 0 && transmitParked()) yieldCpu();
     if (work > 0) {
       idle = 0;
