@@ -127,7 +127,8 @@ describe('live migration between two serve processes', () => {
       };
       onCleanup(cleanup);
       try {
-        const serveArgs = ['--quiet', '--iotlb-strategy', 'coalescing'];
+        // Not --quiet: a failure message carries serve's log, connection closes and their reasons included.
+        const serveArgs = ['--iotlb-strategy', 'coalescing'];
         const serveA = await startServe(['--net', 'tap:vitA', ...serveArgs], { prefix: ns.execPrefix() });
         processes.push(serveA);
         const serveB = await startServe(['--net', 'tap:vitB', ...serveArgs], { prefix: ns.execPrefix() });
@@ -195,7 +196,7 @@ describe('live migration between two serve processes', () => {
         // The source is paused for good; its serve goes with it, as an operator would stop them.
         await source.kill();
         step('source killed');
-        await waitForRunning(serveB);
+        await waitForRunning(serveB, dest);
         step('serve B runs the rings');
         const host = await peer.result(150_000);
         if (host.bytes !== MIB * 1024 * 1024) {
@@ -223,12 +224,13 @@ describe('live migration between two serve processes', () => {
 });
 
 /** serve B once the migrated guest's rings run there. */
-async function waitForRunning(serve: ServeProcess): Promise<void> {
+async function waitForRunning(serve: ServeProcess, dest: Guest): Promise<void> {
   const end = Date.now() + 60_000;
   for (;;) {
     const s = await serve.state().catch(() => null);
     if (s?.connected && s.queues.length >= 2 && s.queues.every((q) => q.running)) return;
-    assert.ok(Date.now() < end, `serve B never ran the migrated guest's rings: ${JSON.stringify(s)}`);
+    assert.ok(Date.now() < end, `serve B never ran the migrated guest's rings: ${JSON.stringify(s)}\n` +
+      `serve B's log:\n${serve.log.lines.slice(-20).join('\n')}\ndestination QEMU (console, stderr):\n${dest.lines.slice(-30).join('\n')}`);
     await sleep(100);
   }
 }
