@@ -169,8 +169,17 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.updateWaitFds();
   }
 
+  /** Says so when a split ring resumed from the guest's used index instead of the base it was given (SplitQueue.checkResume). */
+  private reportResume(ring: Ring): void {
+    const q = ring.queue;
+    if (q.resumedAt === null) return;
+    this.onWarning(`queue ${ring.index}: given base ${q.resumedAt.given} but used->idx is ${q.resumedAt.used}: resumed from ${q.resumedAt.used} (chains in between are taken again)`);
+    q.resumedAt = null;
+  }
+
   private afterRingMap(ring: Ring, status: number): void {
     if (status === RING_OK) {
+      this.reportResume(ring);
       ring.waitingForMapping = false;
       ring.queue.disableNotifications();
     } else if (status === RING_MISS) {
@@ -207,8 +216,8 @@ export class QueuePairRuntime implements IotlbOpSink {
   }
 
   onBroken: (index: number, reason: string) => void = () => {};
-  /** Told once, the first time the endpoint refuses a frame (Endpoint.whyHeld). */
-  onHeld: (text: string) => void = () => {};
+  /** Warnings for the log: the first time the endpoint refuses a frame (Endpoint.whyHeld), a ring resumed elsewhere than its base. */
+  onWarning: (text: string) => void = () => {};
   private heldNoticed = false;
 
   private breakRing(ring: Ring, reason: string): void {
@@ -379,7 +388,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     const moved = !feedsReceive || rxUsable ? transmitBurst(tx.net, this.endpoint, BURST) : 0;
     if (!this.heldNoticed && tx.counters[RingCounter.held] > 0) {
       this.heldNoticed = true;
-      this.onHeld(`queue ${tx.index}: ${this.endpoint.whyHeld}`);
+      this.onWarning(`queue ${tx.index}: ${this.endpoint.whyHeld}`);
     }
     this.afterBurst(tx);
     if (rxUsable && feedsReceive) this.afterBurst(rx);

@@ -51,7 +51,7 @@ port.on('message', (msg: ToWorker) => {
 function addPair(runtime: QueuePairRuntime): void {
   const pair = runtime.setup.pairIndex;
   runtime.onBroken = (index, reason) => post({ type: 'broken', index, reason });
-  runtime.onHeld = (text) => post({ type: 'log', level: 'warn', text });
+  runtime.onWarning = (text) => post({ type: 'log', level: 'warn', text });
   runtimes = [...runtimes, runtime];
   byPair.set(pair, runtime);
   waitFds = new Int32Array(runtimes.length * FDS_PER_PAIR + 1);

@@ -106,6 +106,8 @@ const PACKED_AREAS: RingAreas = {
 };
 
 export class PackedQueue extends ChainWalker implements VirtQueue {
+  /** Packed rings resume from the base they are given (no used index to check it against). */
+  resumedAt = null;
   // Avail side.
   private availPos = 0;
   private availWrap = 1;

@@ -34,6 +34,8 @@ export interface VirtQueue {
   availAddr: number;
   usedAddr: number;
   ready: boolean;
+  /** Split: where the ring resumed when used->idx disagreed with its base at start (SplitQueue.checkResume); else null. */
+  resumedAt: { given: number; used: number } | null;
   error: string;
   broken: boolean;
   brokenReason: string;

@@ -103,7 +103,31 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     this.usedShadow = this.usedIdx;
     this.signalledValid = false;
     this.usedFlags = 0;
+    this.resumeChecked = false;
     return this.mapRings();
+  }
+
+  /**
+   * Set when the ring's first mapping after configure() found used->idx in guest memory
+   * other than the base it was given (SET_VRING_BASE): the indices it resumed from instead,
+   * for the caller to report. Null otherwise.
+   */
+  resumedAt: { given: number; used: number } | null = null;
+  private resumeChecked = false;
+
+  /**
+   * A ring resumes where the guest's used index says, as DPDK's vhost does: the base the
+   * front-end gives (the last avail index the previous back-end reported, e.g. across a
+   * migration) assumes every chain taken before it was returned. If used->idx disagrees,
+   * chains between them are taken again (RX buffers refilled, TX frames sent twice) rather
+   * than used entries written where the guest does not expect them.
+   */
+  private checkResume(): void {
+    this.resumeChecked = true;
+    const used = Atomics.load(this.used16, 1);
+    if (used === this.lastAvailIdx) return;
+    this.resumedAt = { given: this.lastAvailIdx, used };
+    this.lastAvailIdx = this.availIdx = this.usedIdx = this.usedShadow = used;
   }
 
   protected setViews(dBuf: ArrayBufferLike, dOff: number, aBuf: ArrayBufferLike, aOff: number, uBuf: ArrayBufferLike, uOff: number): void {
@@ -114,6 +138,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     this.used32 = new Uint32Array(uBuf, uOff + 4, 2 * size);
     this.usedEventIdx = 2 + size;
     this.availEventIdx = 2 + 4 * size;
+    if (!this.resumeChecked) this.checkResume();
   }
 
   protected dropViews(): void {

@@ -183,7 +183,7 @@ describe('live migration between two serve processes', () => {
             const s = await serveA.state().catch(() => null);
             if (s?.dirtyLog.logging && s.dirtyLog.pagesMarked > 0) logged = true;
             const status = (await qmp.run('query-migrate')).status as string;
-            step(`migration ${status}, serve A logging ${s?.dirtyLog.logging} marks ${s?.dirtyLog.pagesMarked}`);
+            step(`migration ${status}, serve A logging ${s?.dirtyLog.logging} marks ${s?.dirtyLog.pagesMarked} outside ${s?.dirtyLog.outside}`);
             if (status === 'completed') break;
             assert.ok(status !== 'failed' && status !== 'cancelled', `migration ${status}:\n${serveA.log.lines.slice(-10).join('\n')}`);
             assert.ok(Date.now() < end, `migration still ${status} after 180 s`);
