@@ -382,6 +382,8 @@ function writeRing(fake: Fake, spec: RingSpec, base: number): { desc: number; av
     const h = spec.heads[i % spec.heads.length]!;
     v.setUint16(o(avail) + 4 + 2 * i, h < 16 ? h % spec.size : h, true);
   }
+  // used->idx as the ring's last back-end left it: at the base, else the queue resumes from it.
+  v.setUint16(o(used) + 2, spec.lastAvail & 0xffff, true);
   // An indirect table some descriptors may point at (GPA 0x16000, in region 1).
   spec.indirect.forEach((d, j) => {
     const t = o(0x16000) + 16 * j;
