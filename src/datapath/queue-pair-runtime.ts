@@ -201,7 +201,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     // An interrupt the last entries called for goes out now: the front-end reads the call
     // eventfd once more after GET_VRING_BASE (QEMU does, before it saves the device for a
     // migration), and nothing after this would send it.
-    if (ring.net.takeInterrupt() && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);
+    this.interruptIfAsked(ring);
     // Before GET_VRING_BASE is answered: the front-end's last sync of the log follows it.
     this.dirtyLog?.flush();
     ring.running = false;
@@ -318,8 +318,13 @@ export class QueuePairRuntime implements IotlbOpSink {
       if (q.deniedAddr >= 0) this.misses.accessFail(ring.index, q.deniedAddr, q.deniedAccess);
       this.breakRing(ring, q.brokenReason);
     }
-    if (ring.net.takeInterrupt() && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);
+    this.interruptIfAsked(ring);
     if (this.setup.forgetAfterBurst) this.forgetReturned(ring);
+  }
+
+  /** Writes the ring's call eventfd if its last published entries asked for an interrupt. */
+  private interruptIfAsked(ring: Ring): void {
+    if (ring.net.takeInterrupt() && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);
   }
 
   /**
