@@ -22,7 +22,7 @@ import { WALK_MISS, WALK_OK, SINGLE_REST } from '../virtqueue/chain.js';
 import { ACCESS_WRITE } from '../memory/address-space.js';
 import { NO_WIDE, type WideView } from '../memory/wide-view.js';
 import type { VirtQueue } from '../virtqueue/queue.js';
-import { ScatterList, copyBytes, copyPiece, DEFAULT_SG_CAPACITY } from '../virtqueue/scatter.js';
+import { ScatterList, copyBytes, copyPiece, BUILTIN_COPY_MIN, DEFAULT_SG_CAPACITY } from '../virtqueue/scatter.js';
 import { BufferRun } from '../virtqueue/buffer-run.js';
 import type { FrameSink } from './endpoint.js';
 import { txHeaderProblem } from './offloads.js';
@@ -482,13 +482,38 @@ function receiveRun(rxq: NetQueue, frames: ScatterList, first: number, max: numb
   const offsets = run.offsets;
   const used = run.used;
   const flens = frames.len;
+  // The common case is written out here rather than left to writeHeader() and copyPiece()
+  // being inlined: V8 may inline this function into receiveBurst() with too little of its
+  // inlining budget left for them, and one call per frame then halved a worker's rate
+  // (backend -> guest, packed, against DPDK: 0.5x instead of 0.8x, decided per process at
+  // warm-up). Header: three word stores (num_buffers = 1); frame: 8 bytes at a time.
+  const w = wide.i32;
+  const f = wide.f64;
+  const wordHeader = hdrLen === VIRTIO_NET_HDR_MRG_LEN && w.length !== 0;
   let bytes = 0;
   for (let j = 0; j < k; j++) {
     const i = first + j;
     const o = offsets[j];
     const len = flens[i];
-    writeHeader(b, wide, o, hdrLen, 1);
-    copyPiece(b, wide, o + hdrLen, frames.bytes[i], frames.wide[i], frames.offset[i], len);
+    if (wordHeader && (o & 3) === 0) {
+      const h = o >>> 2;
+      w[h] = 0;
+      w[h + 1] = 0;
+      w[h + 2] = 1 << 16; // little-endian: num_buffers is bytes 10-11
+    } else {
+      writeHeader(b, wide, o, hdrLen, 1);
+    }
+    const d = o + hdrLen;
+    const s = frames.offset[i];
+    const sf = frames.wide[i].f64;
+    if (((d | s | len) & 7) === 0 && len < BUILTIN_COPY_MIN && f.length !== 0 && sf.length !== 0) {
+      const fd = d >>> 3;
+      const fs = s >>> 3;
+      const nf = len >>> 3;
+      for (let q = 0; q < nf; q++) f[fd + q] = sf[fs + q];
+    } else {
+      copyPiece(b, wide, d, frames.bytes[i], frames.wide[i], s, len);
+    }
     used[j] = hdrLen + len;
     bytes += len;
   }
