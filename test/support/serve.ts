@@ -25,11 +25,21 @@ export interface StartServeOptions {
   prefix?: string[];
 }
 
+/**
+ * Node flags for every serve a test or bench starts, from VIT_SERVE_NODE_ARGS (space-separated),
+ * e.g. `--cpu-prof --cpu-prof-dir=DIR` or `--trace-turbo-inlining`: how to see inside serve
+ * under a live benchmark (NODE_OPTIONS refuses --cpu-prof).
+ */
+function serveNodeFlags(): string[] {
+  const flags = process.env.VIT_SERVE_NODE_ARGS?.trim();
+  return flags ? flags.split(/\s+/) : [];
+}
+
 export async function startServe(args: string[], opts: StartServeOptions = {}): Promise<ServeProcess> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vit-serve-'));
   const socket = opts.socket ?? join(dir, 'vhost.sock');
   const control = join(dir, 'control.sock');
-  const argv = [process.execPath, join(repoRoot(), 'bin', 'run.js'), 'serve', '--socket', socket, '--control', control, ...args];
+  const argv = [process.execPath, ...serveNodeFlags(), join(repoRoot(), 'bin', 'run.js'), 'serve', '--socket', socket, '--control', control, ...args];
   if (opts.prefix) argv.unshift(...opts.prefix);
   const { child, log, exited } = spawnLogged(argv, 'serve');
   const deadline = Date.now() + 15_000;
