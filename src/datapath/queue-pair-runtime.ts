@@ -378,7 +378,7 @@ export class QueuePairRuntime implements IotlbOpSink {
       this.afterBurst(rx);
     }
     // The step's writes are done: their pages go into the log (dirty-log.ts gathers them).
-    if (this.dirtyLog !== null) this.dirtyLog.flush();
+    this.dirtyLog?.flush();
     return work;
   }
 
@@ -423,13 +423,13 @@ export class QueuePairRuntime implements IotlbOpSink {
       if (avail !== ring.lastSeenAvail) fresh = true;
       ring.lastSeenAvail = avail;
     }
-    if (this.dirtyLog !== null) this.dirtyLog.flush();
+    this.dirtyLog?.flush();
     return fresh;
   }
 
   disarmNotifications(): void {
     for (const ring of this.rings) if (ring.running && !ring.waitingForMapping) ring.queue.disableNotifications();
-    if (this.dirtyLog !== null) this.dirtyLog.flush();
+    this.dirtyLog?.flush();
   }
 
   /** After poll() woke us: clear the eventfds that fired and count the kicks (ready[at + i] is waitFds[i]'s). */
