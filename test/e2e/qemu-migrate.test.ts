@@ -146,7 +146,10 @@ describe('live migration between two serve processes', () => {
         // Source and destination must describe the same machine: only the socket and -incoming differ.
         const machine: Omit<GuestOptions, 'socketPath'> = {
           mode: 'shell', iommu: variant.iommu, packed: variant.packed, memMiB: 256, timeoutMs: 280_000,
-          ...(variant.iommu ? { extraKernelArgs: STRICT_IOMMU } : {}),
+          // A destination guest once hung in a kworker (soft lockup) after migration under load:
+          // panicking on it prints the stack (a panic shows every console message; the lockup
+          // report alone is cut by `quiet`) and ends the test at once.
+          extraKernelArgs: [...(variant.iommu ? [STRICT_IOMMU] : []), 'softlockup_panic=1'].join(' '),
         };
         const source = startGuest({ ...machine, socketPath: serveA.socket, extraQemuArgs: ['-qmp', `unix:${qmpPath},server=on,wait=off`] });
         guests.push(source);
@@ -198,14 +201,17 @@ describe('live migration between two serve processes', () => {
         step('source killed');
         await waitForRunning(serveB, dest);
         step('serve B runs the rings');
-        const host = await peer.result(150_000);
+        // A stall is reported like a short stream: where serve B's rings and the guest stopped.
+        const host = await peer.result(150_000).catch(async (err: Error) =>
+          assert.fail(`${err.message}\n${await shortTransferReport(dest, serveB)}\nserve B's log:\n${serveB.log.lines.slice(-20).join('\n')}`));
         if (host.bytes !== MIB * 1024 * 1024) {
           assert.fail(`the host end ${variant.receive ? 'sent' : 'received'} ${host.bytes} of ${MIB * 1024 * 1024} bytes (${host.ms} ms)\n${await shortTransferReport(dest, serveB)}`);
         }
         // The guest lives on at the destination: its console answers there.
         const sh2 = new GuestShell(dest);
         if (variant.receive) {
-          const out = await sh2.ok('wait; sha256sum /tmp/r; stat -c %s /tmp/r', 150_000);
+          const out = await sh2.ok('wait; sha256sum /tmp/r; stat -c %s /tmp/r', 150_000).catch(async (err: Error) =>
+            assert.fail(`${err.message}\n${(await serveReport(serveB)).join('\n')}\nserve B's log:\n${serveB.log.lines.slice(-20).join('\n')}`));
           const got = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
           assert.ok(out.includes(String(MIB * 1024 * 1024)), `bytes the guest received:\n${out.join('\n')}`);
           assert.equal(got, host.hex, 'sha256 of what the guest received vs what the host sent');
@@ -235,16 +241,24 @@ async function waitForRunning(serve: ServeProcess, dest: Guest): Promise<void> {
   }
 }
 
-/** What a transfer that ended short left behind, for the failure message: serve B's rings and the guest's view. */
-async function shortTransferReport(dest: Guest, serveB: ServeProcess): Promise<string> {
+/** Where serve B's rings stand, one line per ring, for failure messages. */
+async function serveReport(serveB: ServeProcess): Promise<string[]> {
   const lines: string[] = [];
   const b = await serveB.state().catch((err: Error) => err.message);
   if (typeof b === 'string') lines.push(`serve B: ${b}`);
   else {
     for (const q of b.queues) {
-      lines.push(`serve B queue ${q.index}: running ${q.running} lastAvail ${q.lastAvailIdx} avail ${q.availIdx} used ${q.usedIdx} ${JSON.stringify(q.counters)}`);
+      lines.push(`serve B queue ${q.index}: running ${q.running} waitingForMapping ${q.waitingForMapping} broken ${q.broken} `
+        + `lastAvail ${q.lastAvailIdx} avail ${q.availIdx} used ${q.usedIdx} ${JSON.stringify(q.counters)}`
+        + (q.iotlb ? ` iotlb ${JSON.stringify({ ...q.iotlb, entries: q.iotlb.entries.length })}` : ''));
     }
   }
+  return lines;
+}
+
+/** What a transfer that ended short left behind, for the failure message: serve B's rings and the guest's view. */
+async function shortTransferReport(dest: Guest, serveB: ServeProcess): Promise<string> {
+  const lines = await serveReport(serveB);
   const guest = await new GuestShell(dest)
     .run('cat /proc/net/dev; grep -i tcp /proc/net/snmp; cat /sys/class/net/eth0/queues/tx-0/byte_queue_limits/inflight; grep -i virtio /proc/interrupts; dmesg | tail -n 15; ps', 30_000)
     .then((r) => r.output, (err: Error) => [`guest shell: ${err.message}`]);
