@@ -129,9 +129,12 @@ describe('live migration between two serve processes', () => {
       try {
         // Not --quiet: a failure message carries serve's log, connection closes and their reasons included.
         const serveArgs = ['--iotlb-strategy', 'coalescing'];
-        const serveA = await startServe(['--net', 'tap:vitA', ...serveArgs], { prefix: ns.execPrefix() });
+        // VIT_MIGRATE_TRACE_DIR=DIR: each serve records its session (`trace decode`) for a failure's post-mortem.
+        const traceDir = process.env.VIT_MIGRATE_TRACE_DIR;
+        const traceOf = (which: string): string[] => (traceDir ? ['--trace', join(traceDir, `${name.replace(/\W+/g, '-')}-${which}.vhtrace`)] : []);
+        const serveA = await startServe(['--net', 'tap:vitA', ...serveArgs, ...traceOf('A')], { prefix: ns.execPrefix() });
         processes.push(serveA);
-        const serveB = await startServe(['--net', 'tap:vitB', ...serveArgs], { prefix: ns.execPrefix() });
+        const serveB = await startServe(['--net', 'tap:vitB', ...serveArgs, ...traceOf('B')], { prefix: ns.execPrefix() });
         processes.push(serveB);
         ns.ip(['link', 'add', 'vbr0', 'type', 'bridge']);
         await enslave(ns, 'vitA');
