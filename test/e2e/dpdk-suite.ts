@@ -54,8 +54,10 @@ export function dpdkServeSuite(ring: RingKind): void {
         assert.equal(total(state, 'tx'), sent, 'frames counted by serve vs sent by testpmd');
         assert.equal(total(state, 'tx', 'drops'), 0);
         assert.equal(total(state, 'tx', 'bytes'), sent * 64);
-        if (queues > 1) {
-          // Fair: testpmd offers both queues the same load, so a starved queue shows as fewer frames.
+        if (queues > workers) {
+          // Fair: testpmd offers both queues the same load, so a queue the shared worker starves
+          // shows as fewer frames. (With a worker per queue the split is the scheduler's: four
+          // polling threads on this 2-CPU machine once gave 1.7 M / 18.8 M.)
           const perQueue = state.queues.filter((x) => x.kind === 'tx').map((q) => q.counters?.packets ?? 0);
           assert.ok(Math.min(...perQueue) > 0.5 * Math.max(...perQueue), `frames per TX queue ${perQueue.join(' / ')}: one queue starved`);
         }
