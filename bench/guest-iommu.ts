@@ -5,7 +5,7 @@
  *
  *   node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2]
  *        [--only 'DPDK vhost,serve coalescing'] [--frames N] [--seconds S] [--json]
- *        [--serve-args '--flag value'] [--serve-bin name=/other/checkout/bin/run.js]... [--cpu N]
+ *        [--serve-args '--flag value'] [--serve-bin name=/other/checkout/bin/run.js]... [--cpu N] [--syscalls]
  *
  * Rows (guest configurations):
  *   off     no IOMMU
@@ -43,6 +43,9 @@
  * `taskset -c N` (testpmd with both lcores on N); the `DPDK lcores` column puts only the lcores
  * there, leaving DPDK's control thread (vhost-events, which reads and acks IOTLB messages) on
  * the other CPU. QEMU stays free to use every CPU.
+ * --syscalls records each back-end's sendmsg / recvmsg with perf from link up to the job's end
+ * and prints, per cell, how long QEMU took to answer its misses and how long the back-end took
+ * from an answer to its next miss (syscall-timeline.ts): the same view of DPDK and serve.
  * Not a test: figures depend on the machine (TCG guest, 2 CPUs, maybe shared).
  */
 import Table from 'cli-table3';
@@ -57,6 +60,7 @@ import { ensureGuest, guestDir, qemuBinary, startGuest, type Guest } from '../te
 import { startTestpmd, testpmdBinary, type Testpmd } from '../test/peers/dpdk.js';
 import { MissingPeerError, repoRoot, sleep, spawnLogged, terminate, waitForPath, type LineLog } from '../test/peers/util.js';
 import { median } from './median.js';
+import { describeTimeline, SyscallRecorder, type SyscallTimeline } from './syscall-timeline.js';
 
 /** The MAC test/peers/qemu.ts gives the guest (serve's source addresses its frames to it). */
 const GUEST_MAC = '52:54:00:12:34:56';
@@ -122,6 +126,8 @@ export interface CellRun {
   jobMs?: number;
   /** Wall time of the whole cell (back-end start to everything stopped). */
   wallMs: number;
+  /** --syscalls: the back-end's round trips from link up to the job's end. */
+  syscalls?: SyscallTimeline;
   error?: string;
 }
 
@@ -154,6 +160,8 @@ export interface GuestIommuOptions {
   serveBins?: Array<{ name: string; bin: string }>;
   /** Confine each back-end to this CPU (all its threads). */
   cpu?: number;
+  /** Record each back-end's sendmsg / recvmsg with perf and print where its round trips go (syscall-timeline.ts). */
+  syscalls?: boolean;
   progress?: (line: string) => void;
 }
 
@@ -200,6 +208,8 @@ interface Backend {
   state?(): Promise<unknown>;
   stop(): Promise<void>;
   log(): string[];
+  /** The back-end's process (for --syscalls). */
+  pid(): number | undefined;
 }
 
 const runJs = (): string => join(repoRoot(), 'bin', 'run.js');
@@ -238,6 +248,7 @@ async function startServeBackend(dir: string, col: GuestColumn, direction: Direc
       await terminate(child, exited, 'SIGTERM', 10_000);
     },
     log: () => log.lines,
+    pid: () => child.pid,
   };
 }
 
@@ -279,6 +290,7 @@ async function startDpdkBackend(dir: string, col: GuestColumn, direction: Direct
       return f?.txPackets ?? n?.txPackets;
     },
     stop: stopAll,
+    pid: () => tp.process.pid,
     log: () => [...tp.lines.slice(-20), ...(proxy?.log.lines.slice(-10) ?? [])],
   };
 }
@@ -360,7 +372,7 @@ export function missRoundTrip(state: unknown): { p50: number; count: number } | 
   return found[0]!;
 }
 
-async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, round: number, opts: Required<Pick<GuestIommuOptions, 'seconds' | 'serveArgs'>> & { frames: number; cpu?: number }): Promise<CellRun> {
+async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, round: number, opts: Required<Pick<GuestIommuOptions, 'seconds' | 'serveArgs'>> & { frames: number; cpu?: number; syscalls?: boolean }): Promise<CellRun> {
   const t0 = performance.now();
   const iommu = row !== 'off';
   const dir = mkdtempSync(join(tmpdir(), 'vit-gi-'));
@@ -382,11 +394,17 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
     });
     const g = guest;
     let linkMs: number | undefined;
-    void g.waitFor(/^VIT-LINK up/, 300_000).then(() => (linkMs = performance.now() - spawnAt), () => undefined);
+    let recorder: SyscallRecorder | undefined;
+    const pid = backend.pid();
+    void g.waitFor(/^VIT-LINK up/, 300_000).then(() => {
+      linkMs = performance.now() - spawnAt;
+      if (opts.syscalls && pid !== undefined) recorder = new SyscallRecorder(pid, join(dir, 'syscalls.perf'), g.process.pid);
+    }, () => undefined);
     // The job's end, while the guest is still connected: serve's state then has this session's figures.
     const end = direction === 'tx' ? /Result: |^VIT-RESULT pktgen|^VIT-RESULT error/ : /^VIT-RESULT (rx-count|error)/;
     await g.waitFor(end, 300_000).catch(() => undefined);
     const jobMs = performance.now() - spawnAt;
+    const syscalls = recorder === undefined ? undefined : await recorder.stop();
     let state: unknown;
     if (backend.state) state = await backend.state().catch(() => undefined);
     const r = await g.result();
@@ -394,6 +412,7 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
     const base = {
       round, wallMs: 0, jobMs, ...(r.bootMs !== undefined ? { bootMs: r.bootMs } : {}), ...(linkMs !== undefined ? { linkMs } : {}),
       ...(backendFrames !== undefined ? { backendFrames } : {}),
+      ...(syscalls !== undefined ? { syscalls } : {}),
     };
     const rt = state === undefined ? undefined : missRoundTrip(state);
     if (rt !== undefined) Object.assign(base, { missP50Us: rt.p50, missCount: rt.count });
@@ -440,7 +459,7 @@ export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<
         const k = round % cols.length;
         const order = [...cols.slice(k), ...cols.slice(0, k)];
         for (const col of order) {
-          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [], cpu: opts.cpu });
+          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [], cpu: opts.cpu, syscalls: opts.syscalls });
           runs.get(col.name)!.push(r);
           const where = `[${row} ${direction} ${round + 1}/${rounds}] ${col.name.padEnd(24)}`;
           const times = `boot ${fmtS(r.bootMs)} link ${fmtS(r.linkMs)} job ${fmtS(r.jobMs)} wall ${fmtS(r.wallMs)}`;
@@ -450,6 +469,7 @@ export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<
             const drop = r.dropped ? `, guest dropped ${r.dropped}` : '';
             const lat = r.missP50Us !== undefined ? `, miss p50 ${r.missP50Us} µs of ${r.missCount} misses` : '';
             progress(`${where} ${fmtPps(r.pps).padStart(8)} pps (${r.frames} frames in ${r.seconds.toFixed(2)} s${be}${drop}${lat})  [${times}]`);
+            if (r.syscalls) for (const line of describeTimeline(r.syscalls)) progress(`    ${line}`);
           }
         }
       }
@@ -610,9 +630,10 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
         break;
       }
       case '--json': a.json = true; break;
+      case '--syscalls': a.syscalls = true; break;
       case '-h': case '--help':
         console.log("node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2] [--only 'DPDK vhost,serve coalescing']\n" +
-          "    [--frames N] [--seconds S] [--json] [--serve-args '--flag value'] [--serve-bin NAME=PATH/bin/run.js]... [--cpu N]");
+          "    [--frames N] [--seconds S] [--json] [--serve-args '--flag value'] [--serve-bin NAME=PATH/bin/run.js]... [--cpu N] [--syscalls]");
         process.exit(0);
         break;
       default: throw new Error(`unknown argument ${flag} (--help)`);

@@ -65,13 +65,14 @@ export class DeviceIotlb {
    * full or a worker is stuck inside a burst: they sit on the path of every guest DMA map.
    */
   update(iova: number, size: number, uaddr: number, perm: number): Promise<void> | void {
-    this.shadow.insert({ iova, size, uaddr, perm });
     let slow: Array<Promise<number>> | null = null;
     for (const pair of this.workers.values()) {
       if (pair.tryPushIotlbOp(IotlbOp.Update, iova, size, uaddr, perm) < 0) {
         (slow ??= []).push(pair.pushIotlbOp(IotlbOp.Update, iova, size, uaddr, perm));
       }
     }
+    // After the workers have it: a parked ring resumes while this thread updates its shadow.
+    this.shadow.insert({ iova, size, uaddr, perm });
     if (slow !== null) return Promise.all(slow).then(() => undefined);
   }
 

@@ -1,0 +1,188 @@
+/**
+ * Where an IOTLB round trip spends its time, for any back-end, seen from outside: `perf
+ * record` of the back-end process's sendmsg and recvmsg syscalls while a guest runs, then
+ * three intervals per miss. The same for DPDK's vhost and serve, without the `trace record`
+ * proxy (which adds a hop to every message) and without either back-end's own counters.
+ *
+ *   miss → answer   a MISS sent on the back-end channel → the next message read from the front-end
+ *                   (QEMU's side: its main loop woken, the translation, the UPDATE sent)
+ *   read → ack      a message read → its ack sent (the back-end's control thread)
+ *   answer → miss   a message read → the next MISS sent (the back-end's side: the UPDATE applied,
+ *                   the ring resumed, the burst up to the next buffer that misses)
+ *
+ * With the front-end's pid as well (QEMU), a fourth:
+ *
+ *   sent → read     the front-end's sendmsg of a request (an UPDATE from its main loop, an
+ *                   INVALIDATE from a vCPU, which waits for the ack) → the back-end's read of it:
+ *                   how long the back-end takes to wake up and look
+ *
+ * A sendmsg is a MISS when its (thread, fd) is not the one acks go out on; the ack pair is the
+ * one most often seen right after a read on the same thread. A read is a recvmsg that returned
+ * bytes without MSG_PEEK. Needs `perf` and the
+ * syscalls tracepoints (root); a guest-iommu.ts cell with --syscalls fails loudly without them.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+
+export interface Interval {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  /** Sum of all samples, seconds: how much of the run the interval accounts for. */
+  totalS: number;
+}
+
+export interface SyscallTimeline {
+  misses: number;
+  reads: number;
+  missToAnswer: Interval;
+  readToAck: Interval;
+  answerToMiss: Interval;
+  /** Only when the front-end was recorded too. */
+  sentToRead?: Interval;
+}
+
+interface Event {
+  us: number;
+  /** The front-end's (true) or the back-end's. */
+  frontEnd: boolean;
+  tid: number;
+  kind: 'read' | 'send';
+  fd: number;
+}
+
+export class SyscallRecorder {
+  private readonly child: ChildProcess;
+  private stderr = '';
+
+  /** Records the back-end `pid`, and the front-end `frontEndPid` if given. */
+  constructor(private readonly pid: number, private readonly file: string, frontEndPid?: number) {
+    const pids = frontEndPid === undefined ? String(pid) : `${pid},${frontEndPid}`;
+    this.child = spawn('perf', ['record', '-q', '-o', file, '-e', 'syscalls:sys_enter_recvmsg,syscalls:sys_exit_recvmsg,syscalls:sys_enter_sendmsg', '-p', pids], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+  }
+
+  /** Stops recording and reads the timeline; throws with perf's own words if it could not record. */
+  async stop(): Promise<SyscallTimeline> {
+    if (this.child.exitCode === null) {
+      const exited = new Promise((r) => this.child.once('exit', r));
+      this.child.kill('SIGINT');
+      await exited;
+    }
+    try {
+      const script = spawnSync('perf', ['script', '-i', this.file, '-F', 'pid,tid,time,event,trace'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+      if (script.status !== 0) throw new Error(`perf could not record the back-end's syscalls: ${(this.stderr + script.stderr).trim().split('\n').slice(-2).join(' ')}`);
+      return analyse(parse(script.stdout, this.pid));
+    } finally {
+      rmSync(this.file, { force: true });
+    }
+  }
+}
+
+const LINE = /^\s*(\d+)\/(\d+)\s+([\d.]+):\s+syscalls:sys_(enter_recvmsg|exit_recvmsg|enter_sendmsg):\s*(.*)$/;
+/** recvmsg's flag for a look that leaves the message queued (serve's worker peeks first). */
+const MSG_PEEK = 2;
+
+function parse(text: string, backEndPid: number): Event[] {
+  const events: Event[] = [];
+  const peeking = new Set<number>();
+  for (const line of text.split('\n')) {
+    const m = LINE.exec(line);
+    if (!m) continue;
+    const frontEnd = Number(m[1]) !== backEndPid;
+    const tid = Number(m[2]);
+    const us = Number(m[3]) * 1e6;
+    if (m[4] === 'enter_recvmsg') {
+      const flags = /flags: (0x[0-9a-f]+)/.exec(m[5]!);
+      if (flags && (Number.parseInt(flags[1]!, 16) & MSG_PEEK) !== 0) peeking.add(tid);
+      else peeking.delete(tid);
+    } else if (m[4] === 'exit_recvmsg') {
+      if (peeking.delete(tid)) continue;
+      const ret = Number.parseInt(m[5]!.trim(), 16);
+      // 0x... of a 64-bit return: errors (EAGAIN of a poll) come out as huge numbers
+      if (ret > 0 && ret < 0x7fffffff && !frontEnd) events.push({ us, frontEnd, tid, kind: 'read', fd: -1 });
+    } else {
+      const fd = /fd: (0x[0-9a-f]+)/.exec(m[5]!);
+      events.push({ us, frontEnd, tid, kind: 'send', fd: fd ? Number.parseInt(fd[1]!, 16) : -1 });
+    }
+  }
+  return events.sort((a, b) => a.us - b.us);
+}
+
+function analyse(all: Event[]): SyscallTimeline {
+  const events = all.filter((e) => !e.frontEnd);
+  const afterRead = new Map<string, number>();
+  events.forEach((e, i) => {
+    const prev = events[i - 1];
+    if (e.kind === 'send' && prev?.kind === 'read' && prev.tid === e.tid) afterRead.set(`${e.tid}/${e.fd}`, (afterRead.get(`${e.tid}/${e.fd}`) ?? 0) + 1);
+  });
+  const ackKey = [...afterRead.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+  const missToAnswer: number[] = [];
+  const readToAck: number[] = [];
+  const answerToMiss: number[] = [];
+  let missAt = -1;
+  let readAt = -1;
+  let lastRead = -1;
+  let misses = 0;
+  let reads = 0;
+  for (const e of events) {
+    if (e.kind === 'read') {
+      reads++;
+      if (missAt >= 0) missToAnswer.push(e.us - missAt);
+      missAt = -1;
+      readAt = e.us;
+      lastRead = e.us;
+    } else if (`${e.tid}/${e.fd}` === ackKey) {
+      if (lastRead >= 0) readToAck.push(e.us - lastRead);
+      lastRead = -1;
+    } else {
+      misses++;
+      if (missAt < 0) missAt = e.us;
+      if (readAt >= 0) answerToMiss.push(e.us - readAt);
+      readAt = -1;
+    }
+  }
+  const timeline: SyscallTimeline = { misses, reads, missToAnswer: summarise(missToAnswer), readToAck: summarise(readToAck), answerToMiss: summarise(answerToMiss) };
+  if (all.some((e) => e.frontEnd)) timeline.sentToRead = summarise(sentToRead(all));
+  return timeline;
+}
+
+/**
+ * Each back-end read paired with the front-end's last send before it: QEMU sends a request
+ * only under its big lock and waits for the ack, so one at most is in flight (a send on
+ * another of its sockets just before a read would pair wrongly; none was seen in these jobs).
+ */
+function sentToRead(all: Event[]): number[] {
+  const out: number[] = [];
+  let sentAt = -1;
+  for (const e of all) {
+    if (e.frontEnd) sentAt = e.us;
+    else if (e.kind === 'read' && sentAt >= 0) {
+      out.push(e.us - sentAt);
+      sentAt = -1;
+    }
+  }
+  return out;
+}
+
+function summarise(samples: number[]): Interval {
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number): number => (s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(s.length * q))]!);
+  return { count: s.length, p50: at(0.5), p90: at(0.9), p99: at(0.99), totalS: s.reduce((a, b) => a + b, 0) / 1e6 };
+}
+
+/** One line per interval, for a bench log. */
+export function describeTimeline(t: SyscallTimeline): string[] {
+  const row = (name: string, i: Interval): string =>
+    `${name.padEnd(14)} p50 ${i.p50.toFixed(0).padStart(5)} µs  p90 ${i.p90.toFixed(0).padStart(5)}  p99 ${i.p99.toFixed(0).padStart(6)}  total ${i.totalS.toFixed(2)} s (${i.count})`;
+  return [
+    `${t.misses} misses, ${t.reads} messages read`,
+    row('miss → answer', t.missToAnswer),
+    row('read → ack', t.readToAck),
+    row('answer → miss', t.answerToMiss),
+    ...(t.sentToRead ? [row('sent → read', t.sentToRead)] : []),
+  ];
+}
