@@ -55,6 +55,7 @@ interface Event {
 export class SyscallRecorder {
   private readonly child: ChildProcess;
   private stderr = '';
+  private failed: Error | null = null;
 
   /** Records the back-end `pid`, and the front-end `frontEndPid` if given. */
   constructor(private readonly pid: number, private readonly file: string, frontEndPid?: number) {
@@ -63,11 +64,13 @@ export class SyscallRecorder {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.child.on('error', (err) => (this.failed = err));
   }
 
   /** Stops recording and reads the timeline; throws with perf's own words if it could not record. */
   async stop(): Promise<SyscallTimeline> {
-    if (this.child.exitCode === null) {
+    if (this.failed) throw new Error(`--syscalls needs perf (Debian: linux-perf): ${this.failed.message}`);
+    if (this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise((r) => this.child.once('exit', r));
       this.child.kill('SIGINT');
       await exited;
