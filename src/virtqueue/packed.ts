@@ -412,6 +412,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     let n = max < run.capacity ? max : run.capacity;
     if (n > size) n = size;
     const d = this.desc32;
+    const space = this.dataSpace!;
     const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
     const ids = run.ids;
     const offsets = run.offsets;
@@ -431,7 +432,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
       const hi = d[w + 1];
       if (len < minLen || len === 0 || hi >= 0x200000) break;
       const addr = hi * 4294967296 + d[w];
-      const span = want !== 0 ? writableSpan(len, minLen) : len;
+      const span = want !== 0 ? writableSpan(space, len, minLen) : len;
       if (addr < winStart || addr + span > winEnd) {
         if (!this.runWindow(addr, span, access, run, k)) break;
         winBase = run.winBase;

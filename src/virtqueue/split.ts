@@ -228,7 +228,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
   /**
    * The common chain without a scatter list: if the chain at lastAvailIdx + ahead is one
    * direct descriptor (no NEXT, no INDIRECT) with the given access and at least minLen
-   * bytes, maps it (whole if readable, its first minLen bytes if writable: writableSpan)
+   * bytes, maps it (whole, or its first minLen bytes if writable through an IOTLB: writableSpan)
    * and returns the length mapped: chainHead is set and the buffer is at
    * dataSpace.bytes / wide / offset. SINGLE_NO: anything else, nothing mapped (walkChain
    * handles and reports it). SINGLE_REST: the buffer mapped only in part, missed or
@@ -316,6 +316,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     const n = this.runLimit(max, run);
     const a = this.avail16;
     const d = this.desc32;
+    const space = this.dataSpace!;
     const mask = this.mask;
     const size = this.size;
     const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
@@ -335,7 +336,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
       const hi = d[w + 1];
       if (len < minLen || len === 0 || hi >= 0x200000) break;
       const addr = hi * 4294967296 + d[w];
-      const span = want !== 0 ? writableSpan(len, minLen) : len;
+      const span = want !== 0 ? writableSpan(space, len, minLen) : len;
       if (addr < winStart || addr + span > winEnd) {
         if (!this.runWindow(addr, span, access, run, k)) break;
         winBase = run.winBase;
