@@ -20,6 +20,9 @@ export class RecordingAddressSpace implements AddressSpace {
     return false;
   }
   countWindowed(): void {}
+  get translatesOnDemand(): boolean {
+    return this.inner.translatesOnDemand;
+  }
 
   constructor(private readonly inner: AddressSpace, private readonly ring: TranslationRingProducer, private readonly queue: number) {
     this.bytes = inner.bytes;

@@ -64,12 +64,21 @@ export interface AddressSpace {
   readonly windowEnd: number;
   /** Counts `n` translations a run made inside windows, as map() would have counted them. */
   countWindowed(n: number): void;
+  /**
+   * True when translating bytes the device will not touch costs the guest something (an
+   * IOTLB miss round trip): a device-writable buffer is then translated only as far as the
+   * device writes (virtqueue/chain.ts writableSpan). False for guest memory, where checking a
+   * whole buffer against the regions is free, so a descriptor claiming more memory than the
+   * guest has still breaks its ring.
+   */
+  readonly translatesOnDemand: boolean;
 }
 
 const EMPTY = new Uint8Array(0);
 
 /** Shared last-hit cache logic: [lo, hi) in the space's address kind -> bytes at base. */
 abstract class RegionSpace implements AddressSpace {
+  readonly translatesOnDemand = false;
   bytes: Uint8Array = EMPTY;
   offset = 0;
   wide: WideView = NO_WIDE;
@@ -164,6 +173,7 @@ export class UserAddressSpace extends RegionSpace {
  * thread) or the memory table changes, so it can never outlive its entry.
  */
 export class IotlbAddressSpace implements AddressSpace {
+  readonly translatesOnDemand = true;
   bytes: Uint8Array = EMPTY;
   offset = 0;
   wide: WideView = NO_WIDE;

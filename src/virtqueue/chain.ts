@@ -39,6 +39,20 @@ export const SINGLE_NO = 0;
 /** mapSingle(): the buffer mapped only in part, missed or faulted; walkSingle() finishes the walk. */
 export const SINGLE_REST = -1;
 
+/**
+ * How much of a device-writable buffer of `len` bytes the device translates through `space`
+ * when it will write at most `minLen` (> 0) of them: only those if the space translates on
+ * demand (an IOTLB), else the whole buffer (AddressSpace.translatesOnDemand). A receive
+ * buffer is usually far larger than a small frame (a Linux guest's mergeable buffers are
+ * ~1.5-4 KiB carved from pages, each mapped at its own IOVA page), and translating the rest
+ * cost a second IOTLB miss round trip for every buffer that crossed a page boundary (a fifth
+ * of them with 64-byte frames) for bytes never written. DPDK's vhost translates whole
+ * descriptors.
+ */
+export function writableSpan(space: AddressSpace, len: number, minLen: number): number {
+  return space.translatesOnDemand && minLen > 0 && minLen < len ? minLen : len;
+}
+
 export function hex(n: number): string {
   return '0x' + n.toString(16);
 }
@@ -450,16 +464,19 @@ export abstract class ChainWalker {
 
   /**
    * mapSingle()'s common part, for a direct descriptor without NEXT whose WRITE flag
-   * matches the access: maps the whole buffer if it is at least minLen bytes. Only the
-   * fall-short case stores anything (for walkSingle), so the common case costs a map().
+   * matches the access, if it is at least minLen bytes: mapped whole, or only its first
+   * minLen bytes if writable through an IOTLB (writableSpan). Only the fall-short case
+   * stores anything (for walkSingle), so the common case costs a map().
    */
   protected mapDirect(idx: number, lo: number, hi: number, len: number, writable: number, minLen: number): number {
     if (len < minLen || len === 0 || hi >= 0x200000) return SINGLE_NO;
-    const n = this.dataSpace!.map(hi * 4294967296 + lo, len, writable !== 0 ? ACCESS_WRITE : ACCESS_READ);
-    if (n === len) return len;
+    const space = this.dataSpace!;
+    const span = writable !== 0 ? writableSpan(space, len, minLen) : len;
+    const n = space.map(hi * 4294967296 + lo, span, writable !== 0 ? ACCESS_WRITE : ACCESS_READ);
+    if (n === span) return span;
     this.sLo = lo;
     this.sHi = hi;
-    this.sLen = len;
+    this.sLen = span;
     this.sWrite = writable;
     this.sIdx = idx;
     this.sFirst = n;

@@ -42,7 +42,7 @@
 import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
 import type { BufferRun } from './buffer-run.js';
-import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, type RingAreas } from './chain.js';
+import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, writableSpan, type RingAreas } from './chain.js';
 import type { VirtQueue, VirtQueueConfig } from './queue.js';
 import { MAX_QUEUE_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './split.js';
 
@@ -327,7 +327,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     return this.endWalk(st, sg, start, descs);
   }
 
-  /** As SplitQueue.mapSingle(): one direct descriptor of the given access and size, mapped whole, without a scatter list. */
+  /** As SplitQueue.mapSingle(): one direct descriptor of the given access and size, mapped (ChainWalker.mapDirect), without a scatter list. */
   mapSingle(ahead: number, access: number, minLen: number): number {
     if (ahead >= ((this.scanSeq - this.headSeq) >>> 0)) return SINGLE_NO;
     const slot = (this.headSeq + ahead) & this.cmask;
@@ -412,6 +412,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     let n = max < run.capacity ? max : run.capacity;
     if (n > size) n = size;
     const d = this.desc32;
+    const space = this.dataSpace!;
     const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
     const ids = run.ids;
     const offsets = run.offsets;
@@ -431,8 +432,9 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
       const hi = d[w + 1];
       if (len < minLen || len === 0 || hi >= 0x200000) break;
       const addr = hi * 4294967296 + d[w];
-      if (addr < winStart || addr + len > winEnd) {
-        if (!this.runWindow(addr, len, access, run, k)) break;
+      const span = want !== 0 ? writableSpan(space, len, minLen) : len;
+      if (addr < winStart || addr + span > winEnd) {
+        if (!this.runWindow(addr, span, access, run, k)) break;
         winBase = run.winBase;
         winStart = run.winStart;
         winEnd = run.winEnd;

@@ -77,7 +77,8 @@ export interface VirtQueue {
   pushUsed(id: number, len: number): void;
   /**
    * Reserves, from the next chain to consume, up to max chains that are each one direct
-   * descriptor with `access` and at least minLen bytes, inside a window of the data space
+   * descriptor with `access` and at least minLen bytes (a writable one translated through an
+   * IOTLB for its first minLen bytes only: chain.ts writableSpan), inside a window of the data space
    * (AddressSpace.window: a region, or an IOTLB span an earlier lookup vouched for) and all
    * in one region (run.bytes), into run.ids / run.offsets; returns how many. Stops at the first chain that is anything else, or outside every
    * window (a trace records each translation, so it has none): that chain takes the

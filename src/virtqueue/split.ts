@@ -33,7 +33,7 @@
 import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
 import type { BufferRun } from './buffer-run.js';
-import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, type RingAreas } from './chain.js';
+import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, writableSpan, type RingAreas } from './chain.js';
 import type { VirtQueue, VirtQueueConfig } from './queue.js';
 
 export { WALK_OK, WALK_MISS, WALK_BROKEN, RING_OK, RING_MISS, RING_FAULT, SINGLE_NO, SINGLE_REST } from './chain.js';
@@ -228,7 +228,8 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
   /**
    * The common chain without a scatter list: if the chain at lastAvailIdx + ahead is one
    * direct descriptor (no NEXT, no INDIRECT) with the given access and at least minLen
-   * bytes, maps it whole and returns its length: chainHead is set and the buffer is at
+   * bytes, maps it (whole, or its first minLen bytes if writable through an IOTLB: writableSpan)
+   * and returns the length mapped: chainHead is set and the buffer is at
    * dataSpace.bytes / wide / offset. SINGLE_NO: anything else, nothing mapped (walkChain
    * handles and reports it). SINGLE_REST: the buffer mapped only in part, missed or
    * faulted: walkSingle() finishes as walkChain would. Consumes nothing.
@@ -315,6 +316,7 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
     const n = this.runLimit(max, run);
     const a = this.avail16;
     const d = this.desc32;
+    const space = this.dataSpace!;
     const mask = this.mask;
     const size = this.size;
     const want = access === ACCESS_WRITE ? VRING_DESC_F_WRITE : 0;
@@ -334,8 +336,9 @@ export class SplitQueue extends ChainWalker implements VirtQueue {
       const hi = d[w + 1];
       if (len < minLen || len === 0 || hi >= 0x200000) break;
       const addr = hi * 4294967296 + d[w];
-      if (addr < winStart || addr + len > winEnd) {
-        if (!this.runWindow(addr, len, access, run, k)) break;
+      const span = want !== 0 ? writableSpan(space, len, minLen) : len;
+      if (addr < winStart || addr + span > winEnd) {
+        if (!this.runWindow(addr, span, access, run, k)) break;
         winBase = run.winBase;
         winStart = run.winStart;
         winEnd = run.winEnd;

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GPA, UVA, IOVA, HDR, Capture, StubIotlb, iovaOf, makeRig, netq, poke, frame, txStraddlingBuffer } from './helpers.js';
+import { GPA, UVA, IOVA, HDR, Capture, StubIotlb, iovaOf, makeRig, makePackedRig, netq, poke, frame, txStraddlingBuffer } from './helpers.js';
 import { ACCESS_READ, ACCESS_WRITE } from '../../src/memory/address-space.js';
 import { RING_OK, RING_MISS, RING_FAULT } from '../../src/virtqueue/split.js';
-import { transmitBurst, receiveFrame, RX_BROKEN, RX_MISS, RX_DONE, NetCounter } from '../../src/net/virtio-net.js';
+import { transmitBurst, receiveBurst, receiveFrame, RX_BROKEN, RX_MISS, RX_DONE, NetCounter } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { strategies } from '../../src/iotlb/registry.js';
 
@@ -187,3 +187,40 @@ test('IOTLB: every registered strategy serves the data path (split buffer, miss,
     assert.deepEqual(cap.frames[0], frame(100), def.name);
   }
 });
+
+for (const kind of ['split', 'packed'] as const) {
+  test(`IOTLB (${kind}): a receive buffer is translated only as far as the frame reaches: no miss for its unused tail`, () => {
+    const tlb = new StubIotlb();
+    const rig = kind === 'split' ? makeRig({ iotlb: tlb }) : makePackedRig({ iotlb: tlb });
+    const rxq = netq(rig.queue, 12, true);
+    // Two 2 KiB buffers that start 0xc00 into a mapped IOVA page and end in the next, unmapped one.
+    const bufs = [IOVA + 0x200c00, IOVA + 0x300c00];
+    tlb.insert({ iova: IOVA + 0x200000, size: 0x1000, uaddr: UVA + 0x60000, perm: ACCESS_WRITE });
+    tlb.insert({ iova: IOVA + 0x300000, size: 0x1000, uaddr: UVA + 0x70000, perm: ACCESS_WRITE });
+    for (const b of bufs) rig.driver.addBuffer(b, 2048, true);
+    rig.driver.publish();
+    // A 64-byte frame fits the mapped first KiB: delivered, no miss, through the run path and the single one.
+    const small = new ScatterList(2);
+    small.push(frame(64, 1), 0, 64);
+    assert.equal(receiveBurst(rxq, small), 1, rig.queue.brokenReason);
+    assert.equal(rig.queue.missPending, false);
+    assert.equal(rxq.counters[NetCounter.misses], 0);
+    assert.deepEqual(rig.bytes.subarray(0x60c0c, 0x60c0c + 64), frame(64, 1));
+    // 12 + 1100 bytes reach past the page: the miss is for the next page, where the frame needs it.
+    const big = new ScatterList(1);
+    big.push(frame(1100, 2), 0, 1100);
+    assert.equal(receiveFrame(rxq, big, 0, 1100, false), RX_MISS);
+    assert.equal(rig.queue.missAddr, IOVA + 0x301000);
+    assert.equal(rig.queue.missAccess, ACCESS_WRITE);
+    tlb.insert({ iova: IOVA + 0x301000, size: 0x1000, uaddr: UVA + 0x80000, perm: ACCESS_WRITE });
+    assert.equal(receiveFrame(rxq, big, 0, 1100, false), RX_DONE);
+    rxq.finish();
+    const f = frame(1100, 2);
+    assert.deepEqual(rig.bytes.subarray(0x70c0c, 0x71000), f.subarray(0, 0x400 - 12));
+    assert.deepEqual(rig.bytes.subarray(0x80000, 0x80000 + 1100 - (0x400 - 12)), f.subarray(0x400 - 12));
+    rig.driver.popUsed();
+    assert.equal(rig.driver.lastLen, 76);
+    rig.driver.popUsed();
+    assert.equal(rig.driver.lastLen, 1112);
+  });
+}
