@@ -378,6 +378,7 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
   const dir = mkdtempSync(join(tmpdir(), 'vit-gi-'));
   let backend: Backend | undefined;
   let guest: Guest | undefined;
+  let recorder: SyscallRecorder | undefined;
   const fail = (msg: string): CellRun => ({ round, pps: NaN, frames: 0, seconds: 0, wallMs: performance.now() - t0, error: msg });
   try {
     backend = col.kind === 'serve'
@@ -394,7 +395,6 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
     });
     const g = guest;
     let linkMs: number | undefined;
-    let recorder: SyscallRecorder | undefined;
     const pid = backend.pid();
     void g.waitFor(/^VIT-LINK up/, 300_000).then(() => {
       linkMs = performance.now() - spawnAt;
@@ -405,6 +405,7 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
     await g.waitFor(end, 300_000).catch(() => undefined);
     const jobMs = performance.now() - spawnAt;
     const syscalls = recorder === undefined ? undefined : await recorder.stop();
+    recorder = undefined;
     let state: unknown;
     if (backend.state) state = await backend.state().catch(() => undefined);
     const r = await g.result();
@@ -430,6 +431,7 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
     const more = backend ? `\n${backend.log().slice(-10).join('\n')}` : '';
     return fail(`${(err as Error).message.split('\n')[0]}${more ? ' (back-end log tail: ' + more.trim().split('\n').slice(-3).join(' | ') + ')' : ''}`);
   } finally {
+    recorder?.discard();
     await guest?.kill().catch(() => undefined);
     await backend?.stop().catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });

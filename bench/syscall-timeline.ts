@@ -23,24 +23,17 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
-
-export interface Interval {
-  count: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  /** Sum of all samples, seconds: how much of the run the interval accounts for. */
-  totalS: number;
-}
+import { LatencyHistogram } from '../src/stats/latency.js';
 
 export interface SyscallTimeline {
   misses: number;
   reads: number;
-  missToAnswer: Interval;
-  readToAck: Interval;
-  answerToMiss: Interval;
+  /** Each as trace decode --stats and inspect summarise round trips (±9% buckets). */
+  missToAnswer: LatencyHistogram;
+  readToAck: LatencyHistogram;
+  answerToMiss: LatencyHistogram;
   /** Only when the front-end was recorded too. */
-  sentToRead?: Interval;
+  sentToRead?: LatencyHistogram;
 }
 
 interface Event {
@@ -83,6 +76,11 @@ export class SyscallRecorder {
       rmSync(this.file, { force: true });
     }
   }
+
+  /** A cell that failed before stop(): perf goes, its file with the cell's directory. */
+  discard(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  }
 }
 
 const LINE = /^\s*(\d+)\/(\d+)\s+([\d.]+):\s+syscalls:sys_(enter_recvmsg|exit_recvmsg|enter_sendmsg):\s*(.*)$/;
@@ -123,9 +121,9 @@ function analyse(all: Event[]): SyscallTimeline {
     if (e.kind === 'send' && prev?.kind === 'read' && prev.tid === e.tid) afterRead.set(`${e.tid}/${e.fd}`, (afterRead.get(`${e.tid}/${e.fd}`) ?? 0) + 1);
   });
   const ackKey = [...afterRead.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
-  const missToAnswer: number[] = [];
-  const readToAck: number[] = [];
-  const answerToMiss: number[] = [];
+  const missToAnswer = new LatencyHistogram();
+  const readToAck = new LatencyHistogram();
+  const answerToMiss = new LatencyHistogram();
   let missAt = -1;
   let readAt = -1;
   let lastRead = -1;
@@ -134,22 +132,22 @@ function analyse(all: Event[]): SyscallTimeline {
   for (const e of events) {
     if (e.kind === 'read') {
       reads++;
-      if (missAt >= 0) missToAnswer.push(e.us - missAt);
+      if (missAt >= 0) missToAnswer.record(e.us - missAt);
       missAt = -1;
       readAt = e.us;
       lastRead = e.us;
     } else if (`${e.tid}/${e.fd}` === ackKey) {
-      if (lastRead >= 0) readToAck.push(e.us - lastRead);
+      if (lastRead >= 0) readToAck.record(e.us - lastRead);
       lastRead = -1;
     } else {
       misses++;
       if (missAt < 0) missAt = e.us;
-      if (readAt >= 0) answerToMiss.push(e.us - readAt);
+      if (readAt >= 0) answerToMiss.record(e.us - readAt);
       readAt = -1;
     }
   }
-  const timeline: SyscallTimeline = { misses, reads, missToAnswer: summarise(missToAnswer), readToAck: summarise(readToAck), answerToMiss: summarise(answerToMiss) };
-  if (all.some((e) => e.frontEnd)) timeline.sentToRead = summarise(sentToRead(all));
+  const timeline: SyscallTimeline = { misses, reads, missToAnswer, readToAck, answerToMiss };
+  if (all.some((e) => e.frontEnd)) timeline.sentToRead = sentToRead(all);
   return timeline;
 }
 
@@ -158,29 +156,26 @@ function analyse(all: Event[]): SyscallTimeline {
  * only under its big lock and waits for the ack, so one at most is in flight (a send on
  * another of its sockets just before a read would pair wrongly; none was seen in these jobs).
  */
-function sentToRead(all: Event[]): number[] {
-  const out: number[] = [];
+function sentToRead(all: Event[]): LatencyHistogram {
+  const out = new LatencyHistogram();
   let sentAt = -1;
   for (const e of all) {
     if (e.frontEnd) sentAt = e.us;
     else if (e.kind === 'read' && sentAt >= 0) {
-      out.push(e.us - sentAt);
+      out.record(e.us - sentAt);
       sentAt = -1;
     }
   }
   return out;
 }
 
-function summarise(samples: number[]): Interval {
-  const s = [...samples].sort((a, b) => a - b);
-  const at = (q: number): number => (s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor(s.length * q))]!);
-  return { count: s.length, p50: at(0.5), p90: at(0.9), p99: at(0.99), totalS: s.reduce((a, b) => a + b, 0) / 1e6 };
-}
-
 /** One line per interval, for a bench log. */
 export function describeTimeline(t: SyscallTimeline): string[] {
-  const row = (name: string, i: Interval): string =>
-    `${name.padEnd(14)} p50 ${i.p50.toFixed(0).padStart(5)} µs  p90 ${i.p90.toFixed(0).padStart(5)}  p99 ${i.p99.toFixed(0).padStart(6)}  total ${i.totalS.toFixed(2)} s (${i.count})`;
+  const row = (name: string, h: LatencyHistogram): string => {
+    const s = h.summary();
+    const totalS = (s.meanUs * s.count) / 1e6;
+    return `${name.padEnd(14)} p50 ${s.p50Us.toFixed(0).padStart(5)} µs  p90 ${s.p90Us.toFixed(0).padStart(5)}  p99 ${s.p99Us.toFixed(0).padStart(6)}  total ${totalS.toFixed(2)} s (${s.count})`;
+  };
   return [
     `${t.misses} misses, ${t.reads} messages read`,
     row('miss → answer', t.missToAnswer),
