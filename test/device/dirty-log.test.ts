@@ -81,7 +81,11 @@ describe('dirty-page logging through serve', () => {
         await loopbackFrames(rig, count);
         const marked = (gpa: number): boolean => (view[Math.floor(gpa / LOG_PAGE / 8)]! & (1 << (Math.floor(gpa / LOG_PAGE) % 8))) !== 0;
         // loopbackFrames puts RX buffers at bufBase, 2 KiB apart, and the TX buffers after them.
-        for (let i = 0; i < count; i++) assert.ok(marked(rig.bufBase + i * 2048), `RX buffer ${i} marked`);
+        // A worker applies its marks at the end of the step that wrote them, which may come just
+        // after the used index this side waited for: the marks must land, not be there already.
+        const rxBuffers = Array.from({ length: count }, (_, i) => rig.bufBase + i * 2048);
+        await waitFor('the RX buffers marked', () => rxBuffers.every(marked), 2000).catch(() => undefined);
+        for (let i = 0; i < count; i++) assert.ok(marked(rxBuffers[i]!), `RX buffer ${i} marked`);
         assert.ok(!marked(rig.bufBase + count * 2048 + 4 * LOG_PAGE), 'TX buffers are read, not written: not marked');
         // setupLoopback's rings: RX at the start of guest memory, TX on the next page after it.
         const rxRings = layoutRings(64, GUEST.GPA);

@@ -10,13 +10,24 @@
 // transfer ends there: the sha256 of what one end sent must equal what the other received.
 // Split and packed rings, behind intel-iommu (strict), where serve writes through IOVAs and logs
 // guest-physical pages, and host -> guest, where most of what serve writes is receive buffers.
+// Before the destination runs, its RAM is compared with the paused source's, page by page: a page
+// that differs is one QEMU did not move (a write serve did not log, or one QEMU lost itself).
+//
+// QEMU before 9.0 loses guest-CPU writes in a TCG migration (its fast dirty-bitmap sync left the
+// TCG TLB stale; fixed upstream by 03bfc2188f "physmem: Fix migration dirty bitmap coherency with
+// TCG memory access"): kernel pages of the migrated guest come out stale and it crashes. These
+// tests therefore need QEMU >= 9.0 (Debian 12: bookworm-backports, which .ci/run installs).
+//
+// VIT_MIGRATE_BACKEND=qemu-tap|dpdk runs the same migration with another back-end as an anchor:
+// QEMU's own tap netdev, or DPDK's vhost (testpmd, iommu-support=1, io-forwarding to a tap PMD).
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startGuest, type Guest, type GuestOptions } from '../peers/qemu.js';
+import { startTestpmd } from '../peers/dpdk.js';
+import { qemuVersion, startGuest, type Guest, type GuestOptions } from '../peers/qemu.js';
 import { sleep, waitForPath } from '../peers/util.js';
 import { GuestShell } from '../support/guest-shell.js';
 import { closeAllRigs, GUEST_CIDR, HOST_IP, onCleanup, PORT, SOURCE_PORT, STRICT_IOMMU } from '../support/qemu-rig.js';
@@ -31,6 +42,10 @@ after(async () => {
 });
 
 const MIB = 32;
+/** Guest RAM; also what the page comparison reads. */
+const MEM_MIB = 256;
+/** The first QEMU whose TCG migration keeps every guest write (see the top of this file). */
+const FIXED_QEMU: [number, number] = [9, 0];
 /** VIT_MIGRATE_DEBUG=1: progress on stderr. */
 const step = (what: string): void => {
   if (process.env.VIT_MIGRATE_DEBUG) console.error(`[migrate ${new Date().toISOString()}] ${what}`);
@@ -104,19 +119,79 @@ async function waitMoved(serve: ServeProcess, kind: 'tx' | 'rx', bytes: number):
   }
 }
 
+/** The back-end behind each QEMU: serve, or an anchor to tell QEMU's faults from ours. */
+type BackendKind = 'serve' | 'qemu-tap' | 'dpdk';
+
+interface Backend {
+  /** What this side's QEMU needs: a vhost-user socket, or its own tap. */
+  guest: Pick<GuestOptions, 'socketPath' | 'tap' | 'prefix'>;
+  serve: ServeProcess | null;
+  stop(): Promise<unknown>;
+}
+
+/** Starts side A's or B's back-end in the namespace, over tap `vitA` / `vitB`. */
+async function startBackend(kind: BackendKind, side: 'A' | 'B', ns: Netns, iommu: boolean, serveArgs: string[]): Promise<Backend> {
+  const tap = `vit${side}`;
+  if (kind === 'qemu-tap') return { guest: { socketPath: '', tap, prefix: ns.execPrefix() }, serve: null, stop: async () => undefined };
+  if (kind === 'dpdk') {
+    const socket = join(dir, `dpdk-${side}.sock`);
+    const testpmd = startTestpmd({
+      role: 'vhost', socket, iommu, forwardMode: 'io', prefix: ns.execPrefix(), lcores: [0, 1], timeoutMs: 280_000,
+      extraEal: ['--vdev', `net_tap0,iface=${tap}`],
+    });
+    await waitForPath(socket, 30_000, 'testpmd vhost-user socket');
+    return { guest: { socketPath: socket }, serve: null, stop: () => testpmd.stop() };
+  }
+  const serve = await startServe(['--net', `tap:${tap}`, ...serveArgs], { prefix: ns.execPrefix() });
+  return { guest: { socketPath: serve.socket }, serve, stop: () => serve.stop() };
+}
+
+/**
+ * Pages of guest RAM that differ between two paused QEMUs (pmemsave of each), as
+ * "0xGPA (bytes first-last)" for the first few, and how many there are.
+ */
+async function differingPages(source: Qmp, dest: Qmp, name: string): Promise<{ count: number; first: string[] }> {
+  const size = MEM_MIB * 1024 * 1024;
+  const files = [join(dir, `ram-${name}-source`), join(dir, `ram-${name}-dest`)];
+  try {
+    await source.run('pmemsave', { val: 0, size, filename: files[0] });
+    await dest.run('pmemsave', { val: 0, size, filename: files[1] });
+    const [a, b] = files.map((f) => readFileSync(f));
+    let count = 0;
+    const first: string[] = [];
+    for (let at = 0; at < size; at += 4096) {
+      if (a!.compare(b!, at, at + 4096, at, at + 4096) === 0) continue;
+      count++;
+      if (first.length < 8) {
+        let lo = at;
+        while (a![lo] === b![lo]) lo++;
+        let hi = at + 4095;
+        while (a![hi] === b![hi]) hi--;
+        first.push(`0x${at.toString(16)} (bytes ${lo - at}-${hi - at})`);
+      }
+    }
+    return { count, first };
+  } finally {
+    for (const f of files) rmSync(f, { force: true });
+  }
+}
+
 describe('live migration between two serve processes', () => {
+  const backend = (process.env.VIT_MIGRATE_BACKEND ?? 'serve') as BackendKind;
+  assert.ok(['serve', 'qemu-tap', 'dpdk'].includes(backend), `VIT_MIGRATE_BACKEND=${backend}: serve, qemu-tap or dpdk`);
+  const version = qemuVersion();
+  const tooOld = version[0] < FIXED_QEMU[0] || (version[0] === FIXED_QEMU[0] && version[1] < FIXED_QEMU[1]);
   const variants = [
     { packed: false, iommu: false, receive: false }, { packed: true, iommu: false, receive: false },
     { packed: false, iommu: true, receive: false }, { packed: false, iommu: false, receive: true },
   ];
   for (const variant of variants) {
     const name = `${variant.packed ? 'packed' : 'split'}${variant.iommu ? ', intel-iommu' : ''}${variant.receive ? ', host -> guest' : ''}`;
-    // Known failure, not understood yet: without an IOMMU, guest -> host, the sink sometimes gets a
-    // clean end of stream after 15-20 of the 32 MiB (about 1 run in 3, both variants in the same
-    // run). Until it is found these two run only with VIT_MIGRATE_KNOWN_FAILURE=1.
-    const knownFailure = !variant.iommu && !variant.receive && process.env.VIT_MIGRATE_KNOWN_FAILURE !== '1';
-    const skip = knownFailure ? 'KNOWN FAILURE, not run: guest -> host without an IOMMU sometimes ends short after migration (set VIT_MIGRATE_KNOWN_FAILURE=1 to run it)' : false;
-    it(`${name}: a ${MIB} MiB TCP stream started on serve A ends intact on serve B`, { timeout: 300_000, skip }, async () => {
+    it(`${name}: a ${MIB} MiB TCP stream started on serve A ends intact on serve B`, { timeout: 300_000 }, async () => {
+      // Loud, not skipped: on an older QEMU this test would fail now and then for QEMU's reason.
+      assert.ok(!tooOld, `\n\n*** QEMU ${version.join('.')} cannot run this test: before ${FIXED_QEMU.join('.')} a TCG migration loses ` +
+        'guest writes (upstream fix 03bfc2188f). Install a newer qemu-system-x86 (Debian 12: add ' +
+        'bookworm-backports to apt\'s sources, then apt-get install -t bookworm-backports qemu-system-x86); .ci/run does this. ***\n');
       const ns = createNetns();
       const processes: Array<{ stop(): Promise<unknown> }> = [];
       const guests: Guest[] = [];
@@ -132,30 +207,32 @@ describe('live migration between two serve processes', () => {
         // VIT_MIGRATE_TRACE_DIR=DIR: each serve records its session (`trace decode`) for a failure's post-mortem.
         const traceDir = process.env.VIT_MIGRATE_TRACE_DIR;
         const traceOf = (which: string): string[] => (traceDir ? ['--trace', join(traceDir, `${name.replace(/\W+/g, '-')}-${which}.vhtrace`)] : []);
-        const serveA = await startServe(['--net', 'tap:vitA', ...serveArgs, ...traceOf('A')], { prefix: ns.execPrefix() });
-        processes.push(serveA);
-        const serveB = await startServe(['--net', 'tap:vitB', ...serveArgs, ...traceOf('B')], { prefix: ns.execPrefix() });
-        processes.push(serveB);
+        const sideA = await startBackend(backend, 'A', ns, variant.iommu, [...serveArgs, ...traceOf('A')]);
+        processes.push(sideA);
+        const sideB = await startBackend(backend, 'B', ns, variant.iommu, [...serveArgs, ...traceOf('B')]);
+        processes.push(sideB);
+        const serveA = sideA.serve;
+        const serveB = sideB.serve;
         ns.ip(['link', 'add', 'vbr0', 'type', 'bridge']);
-        await enslave(ns, 'vitA');
-        await enslave(ns, 'vitB');
         ns.ip(['addr', 'add', `${HOST_IP}/24`, 'dev', 'vbr0']);
         ns.ip(['link', 'set', 'vbr0', 'up']);
         const peer = variant.receive ? await startTcpPeer(ns, HOST_IP, SOURCE_PORT, MIB * 1024 * 1024) : await startTcpPeer(ns, HOST_IP, PORT);
         processes.push(peer);
 
         const qmpPath = join(dir, `qmp-${name.replace(/\W+/g, '-')}.sock`);
+        const qmpDestPath = join(dir, `qmp-dest-${name.replace(/\W+/g, '-')}.sock`);
         const incoming = join(dir, `incoming-${name.replace(/\W+/g, '-')}.sock`);
         // Source and destination must describe the same machine: only the socket and -incoming differ.
         const machine: Omit<GuestOptions, 'socketPath'> = {
-          mode: 'shell', iommu: variant.iommu, packed: variant.packed, memMiB: 256, timeoutMs: 280_000,
+          mode: 'shell', iommu: variant.iommu, packed: variant.packed, memMiB: MEM_MIB, timeoutMs: 280_000,
           // A destination guest once hung in a kworker (soft lockup) after migration under load:
           // panicking on it prints the stack (a panic shows every console message; the lockup
           // report alone is cut by `quiet`) and ends the test at once.
           extraKernelArgs: [...(variant.iommu ? [STRICT_IOMMU] : []), 'softlockup_panic=1'].join(' '),
         };
-        const source = startGuest({ ...machine, socketPath: serveA.socket, extraQemuArgs: ['-qmp', `unix:${qmpPath},server=on,wait=off`] });
+        const source = startGuest({ ...machine, ...sideA.guest, extraQemuArgs: ['-qmp', `unix:${qmpPath},server=on,wait=off`] });
         guests.push(source);
+        await enslave(ns, 'vitA');
         step('source started');
         const sh = new GuestShell(source);
         await sh.ready();
@@ -171,8 +248,10 @@ describe('live migration between two serve processes', () => {
         }
 
         step(`guest ready, sha ${sent}`);
-        const dest = startGuest({ ...machine, socketPath: serveB.socket, extraQemuArgs: ['-incoming', `unix:${incoming}`] });
+        // -S: the destination stays paused after the migration, until its RAM has been compared.
+        const dest = startGuest({ ...machine, ...sideB.guest, extraQemuArgs: ['-incoming', `unix:${incoming}`, '-S', '-qmp', `unix:${qmpDestPath},server=on,wait=off`] });
         guests.push(dest);
+        await enslave(ns, 'vitB');
         await waitForPath(incoming, 30_000, 'destination QEMU listening for the migration');
         const qmp = await Qmp.open(qmpPath);
         try {
@@ -180,33 +259,49 @@ describe('live migration between two serve processes', () => {
           await qmp.run('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 ** 3 });
           // Receiving, stdin is a fifo held open: busybox nc half-closes on stdin EOF (build-guest.sh tcp-recv).
           source.write(variant.receive ? `nc -w 20 ${HOST_IP} ${SOURCE_PORT} <> /tmp/hold > /tmp/r &\n` : `nc -w 20 ${HOST_IP} ${PORT} < /tmp/d &\n`);
-          await waitMoved(serveA, variant.receive ? 'rx' : 'tx', 4 * 1024 * 1024);
+          if (serveA) await waitMoved(serveA, variant.receive ? 'rx' : 'tx', 4 * 1024 * 1024);
+          else await sleep(1500);
           step('transfer under way: migrate');
           let logged = false;
           await qmp.run('migrate', { uri: `unix:${incoming}` });
           const end = Date.now() + 180_000;
           for (;;) {
-            const s = await serveA.state().catch(() => null);
+            const s = serveA ? await serveA.state().catch(() => null) : null;
             if (s?.dirtyLog.logging && s.dirtyLog.pagesMarked > 0) logged = true;
-            const status = (await qmp.run('query-migrate')).status as string;
+            const info = await qmp.run('query-migrate');
+            const status = info.status as string;
             step(`migration ${status}, serve A logging ${s?.dirtyLog.logging} marks ${s?.dirtyLog.pagesMarked} outside ${s?.dirtyLog.outside}`);
             if (status === 'completed') break;
-            assert.ok(status !== 'failed' && status !== 'cancelled', `migration ${status}:\n${serveA.log.lines.slice(-10).join('\n')}`);
+            assert.ok(status !== 'failed' && status !== 'cancelled', `migration ${status}: ${String(info['error-desc'] ?? '')}\n${serveA?.log.lines.slice(-10).join('\n') ?? ''}`);
             assert.ok(Date.now() < end, `migration still ${status} after 180 s`);
             await sleep(100);
           }
-          assert.ok(logged, 'serve A logged dirty pages during the migration (inspect)');
+          if (serveA) assert.ok(logged, 'serve A logged dirty pages during the migration (inspect)');
+          const qmpDest = await Qmp.open(qmpDestPath);
+          try {
+            const end = Date.now() + 30_000;
+            while ((await qmpDest.run('query-status')).status === 'inmigrate') {
+              assert.ok(Date.now() < end, 'the destination still loading 30 s after the source completed');
+              await sleep(100);
+            }
+            const diff = await differingPages(qmp, qmpDest, name.replace(/\W+/g, '-'));
+            assert.equal(diff.count, 0, `${diff.count} pages of guest RAM differ between the paused source and destination, first ${diff.first.join(', ')}: `
+              + 'pages QEMU did not move (a write serve did not log, or one QEMU lost; docs/reliability.md)');
+            await qmpDest.run('cont');
+          } finally {
+            qmpDest.close();
+          }
         } finally {
           qmp.close();
         }
         // The source is paused for good; its serve goes with it, as an operator would stop them.
         await source.kill();
         step('source killed');
-        await waitForRunning(serveB, dest);
+        if (serveB) await waitForRunning(serveB, dest);
         step('serve B runs the rings');
         // A stall is reported like a short stream: where serve B's rings and the guest stopped.
         const host = await peer.result(150_000).catch(async (err: Error) =>
-          assert.fail(`${err.message}\n${await shortTransferReport(dest, serveB)}\nserve B's log:\n${serveB.log.lines.slice(-20).join('\n')}`));
+          assert.fail(`${err.message}\n${await shortTransferReport(dest, serveB)}\nserve B's log:\n${serveB?.log.lines.slice(-20).join('\n')}`));
         if (host.bytes !== MIB * 1024 * 1024) {
           assert.fail(`the host end ${variant.receive ? 'sent' : 'received'} ${host.bytes} of ${MIB * 1024 * 1024} bytes (${host.ms} ms)\n${await shortTransferReport(dest, serveB)}`);
         }
@@ -214,7 +309,7 @@ describe('live migration between two serve processes', () => {
         const sh2 = new GuestShell(dest);
         if (variant.receive) {
           const out = await sh2.ok('wait; sha256sum /tmp/r; stat -c %s /tmp/r', 150_000).catch(async (err: Error) =>
-            assert.fail(`${err.message}\n${(await serveReport(serveB)).join('\n')}\nserve B's log:\n${serveB.log.lines.slice(-20).join('\n')}`));
+            assert.fail(`${err.message}\n${(await serveReport(serveB)).join('\n')}\nserve B's log:\n${serveB?.log.lines.slice(-20).join('\n')}`));
           const got = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
           assert.ok(out.includes(String(MIB * 1024 * 1024)), `bytes the guest received:\n${out.join('\n')}`);
           assert.equal(got, host.hex, 'sha256 of what the guest received vs what the host sent');
@@ -222,6 +317,7 @@ describe('live migration between two serve processes', () => {
           assert.equal(host.hex, sent, 'sha256 of what the sink received vs what the guest sent');
           await sh2.ok('cat /proc/uptime', 30_000);
         }
+        if (!serveB) return;
         const b = await serveB.state();
         assert.ok(total(b, variant.receive ? 'rx' : 'tx', 'bytes') > 0, 'the transfer went on through serve B');
         assert.equal(b.dirtyLog.logging, false, 'the destination does not log');
@@ -245,8 +341,9 @@ async function waitForRunning(serve: ServeProcess, dest: Guest): Promise<void> {
 }
 
 /** Where serve B's rings stand, one line per ring, for failure messages. */
-async function serveReport(serveB: ServeProcess): Promise<string[]> {
+async function serveReport(serveB: ServeProcess | null): Promise<string[]> {
   const lines: string[] = [];
+  if (!serveB) return lines;
   const b = await serveB.state().catch((err: Error) => err.message);
   if (typeof b === 'string') lines.push(`serve B: ${b}`);
   else {
@@ -260,7 +357,7 @@ async function serveReport(serveB: ServeProcess): Promise<string[]> {
 }
 
 /** What a transfer that ended short left behind, for the failure message: serve B's rings and the guest's view. */
-async function shortTransferReport(dest: Guest, serveB: ServeProcess): Promise<string> {
+async function shortTransferReport(dest: Guest, serveB: ServeProcess | null): Promise<string> {
   const lines = await serveReport(serveB);
   const guest = await new GuestShell(dest)
     .run('cat /proc/net/dev; grep -i tcp /proc/net/snmp; cat /sys/class/net/eth0/queues/tx-0/byte_queue_limits/inflight; grep -i virtio /proc/interrupts; dmesg | tail -n 15; ps', 30_000)

@@ -53,6 +53,8 @@ export interface TestpmdOptions {
   echo?: string;
   /** Hard limit after which testpmd is killed. Default 120 s. */
   timeoutMs?: number;
+  /** A command to run testpmd under, e.g. `ip netns exec NAME` (Netns.execPrefix()). */
+  prefix?: string[];
 }
 
 /** One "NIC statistics for port N" block (periodic, cumulative since start). */
@@ -244,7 +246,7 @@ export function startTestpmd(opts: TestpmdOptions): Testpmd {
   // With opts.cpu every thread stays on that CPU (taskset), DPDK's control threads included:
   // EAL would otherwise put them on the CPUs its lcores leave free.
   const confine = opts.cpu !== undefined && !opts.lcoresOnly;
-  const command = [...(confine ? ['taskset', '-c', String(opts.cpu)] : []), 'stdbuf', '-oL', bin, ...argv];
+  const command = [...(opts.prefix ?? []), ...(confine ? ['taskset', '-c', String(opts.cpu)] : []), 'stdbuf', '-oL', bin, ...argv];
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   killOnExit(child);
   const log = new LineLog();

@@ -147,6 +147,14 @@ export function qemuBinary(): string {
   return requireBinary('qemu-system-x86_64', 'qemu-system-x86');
 }
 
+/** The installed QEMU's version, [major, minor], from `qemu-system-x86_64 --version`. */
+export function qemuVersion(): [number, number] {
+  const out = spawnSync(qemuBinary(), ['--version'], { encoding: 'utf8' }).stdout ?? '';
+  const m = out.match(/version (\d+)\.(\d+)/);
+  if (!m) throw new Error(`cannot read QEMU's version from: ${out.trim()}`);
+  return [Number(m[1]), Number(m[2])];
+}
+
 /** Builds the QEMU argv (without the binary). Exposed for docs and debugging. */
 export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: string }): string[] {
   const mem = opts.memMiB ?? 512;
