@@ -1,6 +1,6 @@
 /**
  * A real Linux guest behind a vIOMMU, through each back-end: how many 64-byte frames per
- * second move between a QEMU 7.2 (TCG) guest and DPDK's vhost, serve's strategies, and DPDK
+ * second move between a QEMU (TCG) guest and DPDK's vhost, serve's strategies, and DPDK
  * behind the `trace record` proxy.
  *
  *   node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2]

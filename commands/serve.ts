@@ -43,7 +43,7 @@ export default class Serve extends Command {
     'iotlb-batch-misses': Flags.boolean({ summary: 'walk the whole burst and send every distinct miss at once', default: false }),
     'iotlb-prefetch': Flags.integer({ summary: 'ask for the aligned range of this many bytes around a miss (0 = the page)', default: 0, min: 0 }),
     'iotlb-reuse': Flags.string({
-      summary: 'keep a translation until the front-end invalidates it (cached), or forget all of them after every burst that returned buffers (per-burst): correct for guests whose IOMMU flushes QEMU does not forward (Linux\'s default lazy mode, docs/peers.md), at one miss per buffer',
+      summary: 'keep a translation until the front-end invalidates it (cached), or forget all of them after every burst that returned buffers (per-burst): correct for guests whose IOMMU flushes QEMU does not forward (Linux\'s default lazy mode behind QEMU before 8.0, docs/peers.md), at one miss per buffer',
       options: ['cached', 'per-burst'], default: 'cached',
     }),
     'busy-poll-us': Flags.integer({

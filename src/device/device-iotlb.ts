@@ -46,7 +46,7 @@ export class DeviceIotlb {
   negotiated(): void {
     this.options.log('info', this.options.forgetAfterBurst
       ? 'IOMMU negotiated: translations forgotten after every burst that returned buffers (--iotlb-reuse per-burst)'
-      : 'IOMMU negotiated: translations kept until invalidated; a Linux guest in its default lazy IOMMU mode needs --iotlb-reuse per-burst (or iommu.strict=1)');
+      : 'IOMMU negotiated: translations kept until invalidated; behind QEMU before 8.0, a Linux guest in its default lazy IOMMU mode needs --iotlb-reuse per-burst (or iommu.strict=1)');
   }
 
   /** A new worker starts with every mapping the front-end already sent. */
