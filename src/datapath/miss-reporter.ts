@@ -4,6 +4,11 @@
  * stream socket even with several workers sharing it, and no round trip through the main
  * thread delays the answer. Nothing waits for a reply — the burst has already stopped and
  * the worker goes on with its other queues (DPDK 17.11's non-blocking design).
+ *
+ * Inside a burst the requests are held (hold() .. release()) and sent once the worker is
+ * quiescent: a send wakes the front-end's thread, which Linux often runs on this CPU at
+ * once, and a worker preempted inside its burst would make every INVALIDATE acked meanwhile
+ * wait for it (iotlb-ring.ts). Held, the requests cost nothing but four numbers each.
  */
 import { BackendRequest, encodeMessage, IotlbType } from '../protocol/index.js';
 import { sendMessage } from '../sys/index.js';
@@ -26,14 +31,55 @@ export interface SentListener {
   sent(queue: number, iotlbType: number, iova: number, perm: number, at: number): void;
 }
 
+/** Requests held per burst before the rest go out at once (a batch sends at most 129 per ring). */
+const HELD_MAX = 256;
+/** Numbers per held request: queue, iotlbType, iova, perm. */
+const HELD_FIELDS = 4;
+
 export class MissReporter {
   /** Misses that could not be sent (no backend channel, or its buffer full). */
   unsent = 0;
   onSent: SentListener | null = null;
+  private holding = false;
+  private heldCount = 0;
+  private readonly held = new Float64Array(HELD_MAX * HELD_FIELDS);
 
   constructor(public backendFd: number) {}
 
+  /** A burst begins: requests wait for release(). */
+  hold(): void {
+    this.holding = true;
+  }
+
+  /** The burst is over and the worker quiescent: sends what it held, in order. */
+  release(): void {
+    this.holding = false;
+    const held = this.held;
+    for (let i = 0; i < this.heldCount; i++) {
+      const k = i * HELD_FIELDS;
+      this.sendNow(held[k], held[k + 1], held[k + 2], held[k + 3]);
+    }
+    this.heldCount = 0;
+  }
+
+  /** Queued or sent: false only when there is no channel to send it on. */
   private send(queue: number, iotlbType: number, iova: number, perm: number): boolean {
+    if (this.backendFd < 0) {
+      this.unsent++;
+      return false;
+    }
+    if (this.holding && this.heldCount < HELD_MAX) {
+      const k = this.heldCount++ * HELD_FIELDS;
+      this.held[k] = queue;
+      this.held[k + 1] = iotlbType;
+      this.held[k + 2] = iova;
+      this.held[k + 3] = perm;
+      return true;
+    }
+    return this.sendNow(queue, iotlbType, iova, perm);
+  }
+
+  private sendNow(queue: number, iotlbType: number, iova: number, perm: number): boolean {
     if (this.backendFd < 0) {
       this.unsent++;
       return false;

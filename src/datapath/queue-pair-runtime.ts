@@ -53,6 +53,10 @@ export class QueuePairRuntime implements IotlbOpSink {
   /** Fds to sleep on: kick fds of running rings, the tap, a lent front-end socket (the thread adds its wake eventfd). */
   readonly waitFds = new Int32Array(4);
   waitCount = 0;
+  /** Between resume() and quiesce(): peer wake-ups wait for quiesce(). */
+  private active = false;
+  /** Rings (bit: index in the pair) whose interrupt waits for quiesce(). */
+  private callsDue = 0;
 
   constructor(readonly setup: WorkerSetup) {
     const base = setup.pairIndex * 2;
@@ -322,9 +326,14 @@ export class QueuePairRuntime implements IotlbOpSink {
     if (this.setup.forgetAfterBurst) this.forgetReturned(ring);
   }
 
-  /** Writes the ring's call eventfd if its last published entries asked for an interrupt. */
+  /**
+   * Writes the ring's call eventfd if its last published entries asked for an interrupt:
+   * inside a burst, once the worker is quiescent (quiesce(); the write wakes a peer too).
+   */
   private interruptIfAsked(ring: Ring): void {
-    if (ring.net.takeInterrupt() && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);
+    if (!ring.net.takeInterrupt() || ring.callFd < 0) return;
+    if (this.active) this.callsDue |= 1 << (ring.index & 1);
+    else eventfdWrite(ring.callFd, 1);
   }
 
   /**
@@ -351,11 +360,25 @@ export class QueuePairRuntime implements IotlbOpSink {
    */
   quiesce(): void {
     this.iotlbRing.quiesce();
+    this.active = false;
+    // Only now the syscalls that wake a peer (miss-reporter.ts says why).
+    this.misses.release();
+    if (this.callsDue !== 0) this.ringCalls();
   }
 
   /** Back from quiesce(): applies every IOTLB operation queued meanwhile before anything else. */
   resume(): void {
     this.iotlbRing.resume(this);
+    this.active = true;
+    this.misses.hold();
+  }
+
+  private ringCalls(): void {
+    const due = this.callsDue;
+    this.callsDue = 0;
+    for (const ring of this.rings) {
+      if ((due & (1 << (ring.index & 1))) !== 0 && ring.callFd >= 0) eventfdWrite(ring.callFd, 1);
+    }
   }
 
   /** Quiescent, before poll(): false if an IOTLB operation arrived that must be applied first. */

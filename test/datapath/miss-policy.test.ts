@@ -62,7 +62,8 @@ function rig(options: Partial<MissPolicyOptions> = {}) {
   (ring as unknown as { queue: StoppedQueue }).queue = queue;
   ring.cache = getStrategy('coalescing').create();
   ring.pending = new PendingMisses();
-  const policy = new MissPolicy(new MissReporter(backend), { prefetch: 0, batchMisses: false, ...options });
+  const reporter = new MissReporter(backend);
+  const policy = new MissPolicy(reporter, { prefetch: 0, batchMisses: false, ...options });
   /** The IOVAs of the misses the front-end received since the last call. */
   const sent = (): string[] => {
     const framer = new MessageFramer();
@@ -78,7 +79,7 @@ function rig(options: Partial<MissPolicyOptions> = {}) {
     }
     return out;
   };
-  return { ring, queue, policy, sent };
+  return { ring, queue, policy, sent, reporter };
 }
 
 describe('miss policy', () => {
@@ -100,6 +101,41 @@ describe('miss policy', () => {
     assert.equal(policy.answered(ring), true);
     assert.equal(ring.missLatency.count, 1, 'the round trip is recorded once');
     assert.equal(ring.counters[RingCounter.missesSent], 1);
+  });
+
+  it('holds the misses of a burst until the worker is quiescent, then sends them in order', () => {
+    const { ring, queue, policy, sent, reporter } = rig({ batchMisses: true });
+    reporter.hold();
+    queue.ahead = [undefined, 0x9000, undefined, 0xa000];
+    queue.stopAt(0x8000);
+    policy.stopped(ring);
+    assert.deepEqual(sent(), [], 'nothing reaches the front-end inside the burst');
+    assert.equal(policy.answered(ring), false, 'the ring is parked all the same');
+    assert.equal(ring.counters[RingCounter.missesSent], 3);
+    reporter.release();
+    assert.deepEqual(sent(), ['8000', '9000', 'a000']);
+    reporter.release();
+    assert.deepEqual(sent(), [], 'each is sent once');
+    // Outside a burst a miss goes at once.
+    queue.ahead = [];
+    queue.stopAt(0xb000);
+    ring.missStalled = false;
+    policy.stopped(ring);
+    assert.deepEqual(sent(), ['b000']);
+  });
+
+  it('sends at once what does not fit in the held list, so a long batch loses nothing', () => {
+    const { ring, queue, policy, sent, reporter } = rig({ batchMisses: true, prefetch: 0x40000 });
+    reporter.hold();
+    // A fresh miss with prefetch asks for 63 more pages; batched chains add 64 misses, each with its prefetch.
+    queue.ahead = [undefined, ...Array.from({ length: 64 }, (_, i) => 0x1000000 * (i + 1))];
+    queue.stopAt(0x100000);
+    policy.stopped(ring);
+    const early = sent().length;
+    assert.ok(early > 0, 'past the held list the rest goes out during the burst');
+    reporter.release();
+    const total = early + sent().length;
+    assert.equal(total, ring.counters[RingCounter.missesSent], 'every counted miss reached the front-end');
   });
 
   it('asks again, for the address it stopped at only, once MISS_RETRY_MS pass unanswered', () => {
