@@ -275,8 +275,10 @@ class VhostSys : public Napi::Addon<VhostSys> {
     }
   }
 
-  // receiveMessage(fd, bytes, offset, length, maxFds) -> null on EAGAIN, else
-  // { bytes, fds, truncated }. The caller closes fds and throws when truncated.
+  // receiveMessage(fd, bytes, offset, length, maxFds, meta) -> bytes read (0: EOF), or -1 on
+  // EAGAIN. meta (Int32Array of 2 + kMaxRecvFds): [0] fds received, [1] 1 if the kernel
+  // truncated them, [2..] the fds. No object per call: every control message comes here.
+  // The caller closes the fds and throws when truncated.
   Napi::Value ReceiveMessage(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     int fd = FdArg(info, 0);
@@ -284,6 +286,9 @@ class VhostSys : public Napi::Addon<VhostSys> {
     size_t length = SizeArg(info, 3);
     int max_fds = info[4].As<Napi::Number>().Int32Value();
     if (max_fds < 0 || max_fds > kMaxRecvFds) throw Napi::RangeError::New(env, "receiveMessage: bad maxFds");
+    Napi::Int32Array meta_array = info[5].As<Napi::Int32Array>();
+    if (meta_array.ElementLength() < static_cast<size_t>(2 + kMaxRecvFds)) throw Napi::RangeError::New(env, "receiveMessage: meta too short");
+    int32_t* meta = meta_array.Data();
 
     iovec iov{data, length};
     msghdr msg{};
@@ -300,11 +305,10 @@ class VhostSys : public Napi::Addon<VhostSys> {
       if (got >= 0) break;
       int err = errno;
       if (err == EINTR) continue;
-      if (IsAgain(err)) return env.Null();
+      if (IsAgain(err)) return Napi::Number::New(env, -1);
       ThrowErrno(env, "recvmsg", err);
     }
-    Napi::Array fds = Napi::Array::New(env);
-    uint32_t n = 0;
+    int32_t n = 0;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -312,14 +316,16 @@ class VhostSys : public Napi::Addon<VhostSys> {
       for (size_t i = 0; i < count; i++) {
         int received;
         std::memcpy(&received, in + i, sizeof received);
-        fds.Set(n++, Napi::Number::New(env, received));
+        if (n < kMaxRecvFds) {
+          meta[2 + n++] = received;
+        } else {
+          close(received);  // cannot happen: the control buffer holds at most kMaxRecvFds
+        }
       }
     }
-    Napi::Object result = Napi::Object::New(env);
-    result.Set("bytes", Napi::Number::New(env, static_cast<double>(got)));
-    result.Set("fds", fds);
-    result.Set("truncated", Napi::Boolean::New(env, (msg.msg_flags & MSG_CTRUNC) != 0));
-    return result;
+    meta[0] = n;
+    meta[1] = (msg.msg_flags & MSG_CTRUNC) != 0 ? 1 : 0;
+    return Napi::Number::New(env, static_cast<double>(got));
   }
 
   // receiveBytes(fd, bytes, offset, length, peek) -> bytes | -1 (EAGAIN) | -2 (peek only:

@@ -4,7 +4,7 @@
  * Whatever goes wrong with this connection ends at most this connection.
  */
 import {
-  decodeHeader, decodeMessage, decodePlainIotlb, encodeMessage, FrontendRequest, IotlbType, MessageFramer, NEED_REPLY_FLAG, plainIotlbRequest,
+  decodeHeader, decodeMessage, decodePlainIotlb, encodeMessage, FrontendRequest, IOTLB_FRAME_SIZE, IotlbType, MessageFramer, NEED_REPLY_FLAG, plainIotlbRequest,
   ProtocolError, requestInfo, requestName, ProtocolFeature, type Body, type Frame, type VhostMessage,
 } from '../protocol/index.js';
 import { closeFd, fdKind, FdWatcher, receiveMessage, sendMessage } from '../sys/index.js';
@@ -32,6 +32,7 @@ export interface SessionOptions {
 export class Session {
   private readonly framer = new MessageFramer();
   private readonly receiveBuffer = new Uint8Array(RECEIVE_BUFFER);
+  private readonly receiveView = new DataView(this.receiveBuffer.buffer);
   private watcher: FdWatcher | null = null;
   /** Frames read ahead of the handler, with when they were read (for the IOTLB ack round trips). */
   private readonly queue: Array<{ frame: Frame; receivedAt: number }> = [];
@@ -70,8 +71,11 @@ export class Session {
           this.close('front-end disconnected');
           return;
         }
-        this.framer.push(this.receiveBuffer.subarray(0, received.bytes), received.fds);
         const now = performance.now();
+        // The common case, one plain IOTLB request per read with nothing queued: handled
+        // straight from the receive buffer (no framer copy, queue entry or promise).
+        if (received.bytes === IOTLB_FRAME_SIZE && received.fds.length === 0 && this.idle && this.handleInPlace(now)) break; // a short read: the socket is empty
+        this.framer.push(this.receiveBuffer.subarray(0, received.bytes), received.fds);
         for (let frame = this.framer.next(); frame !== null; frame = this.framer.next()) {
           this.queue.push({ frame, receivedAt: now });
         }
@@ -85,7 +89,31 @@ export class Session {
       this.close(`unreadable stream: ${(err as Error).message}`);
       return;
     }
-    void this.processQueue();
+    if (this.queue.length > 0) void this.processQueue();
+    else if (!this.processing && !this.closed) this.lendIfIdle();
+  }
+
+  /** Nothing read ahead, nothing in flight, nothing recorded: a request may be handled where it lies. */
+  private get idle(): boolean {
+    return this.queue.length === 0 && !this.processing && this.framer.bufferedBytes === 0 && this.options.trace === null;
+  }
+
+  /**
+   * handlePlainIotlb on the receive buffer itself; false when the bytes are not a plain IOTLB
+   * request (the framer and handler take them). A request that must wait for a worker holds
+   * the queue like any handler in flight.
+   */
+  private handleInPlace(receivedAt: number): boolean {
+    const done = this.handlePlainIotlb(this.receiveBuffer, this.receiveView, receivedAt);
+    if (done === false) return false;
+    if (done !== true) {
+      this.processing = true;
+      this.inFlight = done.finally(() => {
+        this.processing = false;
+        void this.processQueue();
+      });
+    }
+    return true;
   }
 
   private async processQueue(): Promise<void> {
@@ -94,7 +122,7 @@ export class Session {
     try {
       while (!this.closed && this.queue.length > 0) {
         const { frame, receivedAt } = this.queue.shift()!;
-        const plain = this.handlePlainIotlb(frame, receivedAt);
+        const plain = frame.fds.length === 0 ? this.handlePlainIotlb(frame.bytes, new DataView(frame.bytes.buffer, frame.bytes.byteOffset), receivedAt) : false;
         if (plain === true) continue;
         this.inFlight = plain === false ? this.handle(frame, receivedAt) : plain;
         await this.inFlight;
@@ -150,29 +178,33 @@ export class Session {
    * waited for (its ring full, or a burst in flight at an INVALIDATE); false when the frame is
    * anything else, for handle().
    */
-  private handlePlainIotlb(frame: Frame, receivedAt: number): boolean | Promise<void> {
+  private handlePlainIotlb(bytes: Uint8Array, view: DataView, receivedAt: number): boolean | Promise<void> {
     const req = this.plainRequest;
-    if (frame.fds.length > 0 || !this.device.iommu || !decodePlainIotlb(frame.bytes, req)) return false;
-    this.trace(frame.bytes, frame.fds, 'to-backend');
+    if (!this.device.iommu || !decodePlainIotlb(bytes, req, view)) return false;
+    this.trace(bytes.subarray(0, IOTLB_FRAME_SIZE), [], 'to-backend');
     const { iotlbType, needsReply } = req;
-    const acked = (): void => {
-      if (needsReply) this.reply(FrontendRequest.IOTLB_MSG, ACK);
-      this.device.iotlbAcked(iotlbType, (performance.now() - receivedAt) * 1000);
-    };
-    const failed = (err: Error): void => this.fail(err, null, { request: FrontendRequest.IOTLB_MSG, flags: needsReply ? NEED_REPLY_FLAG : 0 });
     try {
       const pending = iotlbType === IotlbType.UPDATE
         ? this.device.iotlbUpdate(req.iova, req.size, req.uaddr, req.perm)
         : this.device.iotlbInvalidate(req.iova, req.size);
       if (pending === undefined) {
-        acked();
+        this.ackPlain(iotlbType, needsReply, receivedAt);
         return true;
       }
-      return pending.then(acked, failed);
+      return pending.then(() => this.ackPlain(iotlbType, needsReply, receivedAt), (err: Error) => this.failPlain(err, needsReply));
     } catch (err) {
-      failed(err as Error);
+      this.failPlain(err as Error, needsReply);
       return true;
     }
+  }
+
+  private ackPlain(iotlbType: number, needsReply: boolean, receivedAt: number): void {
+    if (needsReply) this.reply(FrontendRequest.IOTLB_MSG, ACK);
+    this.device.iotlbAcked(iotlbType, (performance.now() - receivedAt) * 1000);
+  }
+
+  private failPlain(err: Error, needsReply: boolean): void {
+    this.fail(err, null, { request: FrontendRequest.IOTLB_MSG, flags: needsReply ? NEED_REPLY_FLAG : 0 });
   }
 
   private async handle(frame: Frame, receivedAt: number): Promise<void> {

@@ -19,7 +19,8 @@ export interface NativeBinding {
     offset: number,
     length: number,
     maxFds: number,
-  ): { bytes: number; fds: number[]; truncated: boolean } | null;
+    meta: Int32Array,
+  ): number;
   receiveBytes(fd: number, into: Uint8Array, offset: number, length: number, peek: boolean): number;
   mapFd(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
   unmap(buffer: ArrayBuffer): void;

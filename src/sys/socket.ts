@@ -86,6 +86,9 @@ export function sendMessage(fd: number, data: Uint8Array, fds: readonly number[]
   return native().sendMessage(fd, data, 0, data.length, fds);
 }
 
+/** What the addon's receiveMessage says besides the byte count: fd count, truncated flag, the fds (per thread). */
+const receiveMeta = new Int32Array(2 + 253);
+
 /**
  * recvmsg(MSG_CMSG_CLOEXEC) into into[offset, offset+length) with room for maxFds fds.
  * null on EAGAIN; bytes 0 means EOF. If the kernel had to drop fds (MSG_CTRUNC), every fd
@@ -105,15 +108,19 @@ export function receiveMessage(
   const [start, size] = checkWindow('receiveMessage', into, offset, length);
   if (size === 0) throw new RangeError('receiveMessage length must be > 0 (0 bytes would read as EOF)');
   checkInt('receiveMessage maxFds', maxFds, 0, 253);
-  const got = native().receiveMessage(fd, into, start, size, maxFds);
-  if (got === null) return null;
-  if (got.truncated) {
-    for (const arrived of got.fds) native().closeFd(arrived);
-    const error = systemError('recvmsg', 'ECTRUNC', `ancillary data truncated, ${got.fds.length} received fds closed`);
-    (error as SystemError & { bytes: number }).bytes = got.bytes;
+  const meta = receiveMeta;
+  const bytes = native().receiveMessage(fd, into, start, size, maxFds, meta);
+  if (bytes < 0) return null;
+  const count = meta[0];
+  const fds: number[] = [];
+  for (let i = 0; i < count; i++) fds.push(meta[2 + i]);
+  if (meta[1] !== 0) {
+    for (const arrived of fds) native().closeFd(arrived);
+    const error = systemError('recvmsg', 'ECTRUNC', `ancillary data truncated, ${count} received fds closed`);
+    (error as SystemError & { bytes: number }).bytes = bytes;
     throw error;
   }
-  return { bytes: got.bytes, fds: got.fds };
+  return { bytes, fds };
 }
 
 /** receiveBytes: the bytes came with fds (peek only; see below). */
