@@ -62,6 +62,23 @@ export class MissReporter {
     this.heldCount = 0;
   }
 
+  /**
+   * Forgets the held requests of a ring that is stopping: the front-end stops its device
+   * before it asks for the ring's base, and a miss that arrives after that can only be
+   * refused (QEMU: "Unexpected IOTLB message when virtio device is stopped").
+   */
+  discard(queue: number): void {
+    const held = this.held;
+    let kept = 0;
+    for (let i = 0; i < this.heldCount; i++) {
+      const k = i * HELD_FIELDS;
+      if (held[k] === queue) continue;
+      held.copyWithin(kept * HELD_FIELDS, k, k + HELD_FIELDS);
+      kept++;
+    }
+    this.heldCount = kept;
+  }
+
   /** Queued or sent: false only when there is no channel to send it on. */
   private send(queue: number, iotlbType: number, iova: number, perm: number): boolean {
     if (this.backendFd < 0) {

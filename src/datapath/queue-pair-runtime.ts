@@ -201,6 +201,11 @@ export class QueuePairRuntime implements IotlbOpSink {
     // Frames the driver made available before it asked us to stop are sent, not left behind:
     // a front-end that stops and exits (testpmd) has already counted them as transmitted.
     if (ring === this.tx) this.drainTransmit();
+    // What the drain missed stays unsent: the front-end has stopped the device and would refuse
+    // it (miss-reporter.ts). Nothing is outstanding then, so a restarted ring asks afresh.
+    this.misses.discard(ring.index);
+    ring.pending?.clear();
+    ring.missStalled = false;
     if (ring.running && ring.queue.ready) ring.net.finish();
     // An interrupt the last entries called for goes out now: the front-end reads the call
     // eventfd once more after GET_VRING_BASE (QEMU does, before it saves the device for a

@@ -124,6 +124,17 @@ describe('miss policy', () => {
     assert.deepEqual(sent(), ['b000']);
   });
 
+  it('drops the held misses of a ring that stops, and only those', () => {
+    const { sent, reporter } = rig();
+    reporter.hold();
+    reporter.miss(0, 0x1000, Access.Write);
+    reporter.miss(1, 0x2000, Access.Read);
+    reporter.miss(0, 0x3000, Access.Write);
+    reporter.discard(1);
+    reporter.release();
+    assert.deepEqual(sent(), ['1000', '3000']);
+  });
+
   it('sends at once what does not fit in the held list, so a long batch loses nothing', () => {
     const { ring, queue, policy, sent, reporter } = rig({ batchMisses: true, prefetch: 0x40000 });
     reporter.hold();
