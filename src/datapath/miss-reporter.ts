@@ -10,7 +10,7 @@
  * once, and a worker preempted inside its burst would make every INVALIDATE acked meanwhile
  * wait for it (iotlb-ring.ts). Held, the requests cost nothing but four numbers each.
  */
-import { BackendRequest, encodeMessage, IotlbType } from '../protocol/index.js';
+import { BackendRequest, encodeMessage, HEADER_SIZE, IotlbType } from '../protocol/index.js';
 import { sendMessage } from '../sys/index.js';
 
 /** The backend-channel IOTLB request (MISS or ACCESS_FAIL) for `iova`. */
@@ -31,6 +31,11 @@ export interface SentListener {
   sent(queue: number, iotlbType: number, iova: number, perm: number, at: number): void;
 }
 
+/** Where the IOTLB body's fields sit in a request (header, then iova u64, size u64, uaddr u64, perm u8, type u8). */
+const IOVA_AT = HEADER_SIZE;
+const PERM_AT = HEADER_SIZE + 24;
+const TYPE_AT = HEADER_SIZE + 25;
+
 /** Requests held per burst before the rest go out at once (a batch sends at most 129 per ring). */
 const HELD_MAX = 256;
 /** Numbers per held request: queue, iotlbType, iova, perm. */
@@ -43,6 +48,9 @@ export class MissReporter {
   private holding = false;
   private heldCount = 0;
   private readonly held = new Float64Array(HELD_MAX * HELD_FIELDS);
+  /** The request as the codec encodes it; sendNow() rewrites iova, perm and type in place. */
+  private readonly message = encodeIotlbRequest(IotlbType.MISS, 0, 0);
+  private readonly messageView = new DataView(this.message.buffer, this.message.byteOffset, this.message.byteLength);
 
   constructor(public backendFd: number) {}
 
@@ -101,7 +109,13 @@ export class MissReporter {
       this.unsent++;
       return false;
     }
-    const bytes = encodeIotlbRequest(iotlbType, iova, perm);
+    // One buffer, patched per request: a strict guest costs a miss per frame.
+    const bytes = this.message;
+    const view = this.messageView;
+    view.setUint32(IOVA_AT, iova >>> 0, true);
+    view.setUint32(IOVA_AT + 4, Math.floor(iova / 4294967296), true);
+    view.setUint8(PERM_AT, perm);
+    view.setUint8(TYPE_AT, iotlbType);
     const at = this.onSent?.clock() ?? 0;
     try {
       if (sendMessage(this.backendFd, bytes) === bytes.length) {

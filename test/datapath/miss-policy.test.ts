@@ -7,7 +7,7 @@
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { MissPolicy, MISS_RETRY_MS, type MissPolicyOptions } from '../../src/datapath/miss-policy.js';
-import { MissReporter } from '../../src/datapath/miss-reporter.js';
+import { encodeIotlbRequest, MissReporter } from '../../src/datapath/miss-reporter.js';
 import { Ring } from '../../src/datapath/ring.js';
 import { createStatsBuffer, RingCounter } from '../../src/datapath/stats.js';
 import type { WorkerSetup } from '../../src/datapath/contract.js';
@@ -79,7 +79,7 @@ function rig(options: Partial<MissPolicyOptions> = {}) {
     }
     return out;
   };
-  return { ring, queue, policy, sent, reporter };
+  return { ring, queue, policy, sent, reporter, frontend };
 }
 
 describe('miss policy', () => {
@@ -122,6 +122,22 @@ describe('miss policy', () => {
     ring.missStalled = false;
     policy.stopped(ring);
     assert.deepEqual(sent(), ['b000']);
+  });
+
+  it('sends each request byte for byte as the codec encodes it, from one reused buffer', () => {
+    const { reporter, frontend } = rig();
+    const cases: Array<[number, number, number]> = [
+      [IotlbType.MISS, 0x1234_5678_9abc, Access.ReadWrite], [IotlbType.ACCESS_FAIL, 2 ** 52 + 4096, Access.Write], [IotlbType.MISS, 0, Access.Read],
+    ];
+    for (const [type, iova, perm] of cases) {
+      if (type === IotlbType.MISS) reporter.miss(0, iova, perm);
+      else reporter.accessFail(0, iova, perm);
+    }
+    const buf = new Uint8Array(4096);
+    let got = new Uint8Array(0);
+    for (let r = receiveMessage(frontend, buf); r !== null; r = receiveMessage(frontend, buf)) got = new Uint8Array([...got, ...buf.subarray(0, r.bytes)]);
+    const want = cases.flatMap(([type, iova, perm]) => [...encodeIotlbRequest(type, iova, perm)]);
+    assert.deepEqual([...got], want);
   });
 
   it('drops the held misses of a ring that stops, and only those', () => {
