@@ -80,31 +80,22 @@ export class DeviceIotlb {
   invalidate(iova: number, size: number): Promise<void> | void {
     this.shadow.invalidate(iova, size);
     // Every worker gets the operation before any is waited for: their bursts end in parallel.
-    // Arrays only on the slow path: this runs for every guest DMA unmap.
-    let pushed: Array<[QueuePairHost, number]> | null = null;
-    let only: QueuePairHost | null = null;
-    let onlySeq = 0;
-    for (const pair of this.workers.values()) {
-      const seq = pair.tryPushIotlbOp(IotlbOp.Invalidate, iova, size, 0, 0);
-      if (only === null && pushed === null) {
-        only = pair;
-        onlySeq = seq;
-      } else {
-        pushed ??= [[only!, onlySeq]];
-        pushed.push([pair, seq]);
-      }
-    }
-    if (pushed === null) {
-      if (only === null || (onlySeq >= 0 && only.appliedNow(onlySeq))) return;
-      return this.waitApplied(only, onlySeq, iova, size);
-    }
+    // The sequences go into a reused array (this runs for every guest DMA unmap); the second
+    // walk meets the workers in the same order, the map being untouched in between.
+    const seqs = this.invalidateSeqs;
+    seqs.length = 0;
+    for (const pair of this.workers.values()) seqs.push(pair.tryPushIotlbOp(IotlbOp.Invalidate, iova, size, 0, 0));
     let slow: Array<Promise<void>> | null = null;
-    for (const [pair, seq] of pushed) {
+    let i = 0;
+    for (const pair of this.workers.values()) {
+      const seq = seqs[i++]!;
       if (seq >= 0 && pair.appliedNow(seq)) continue;
       (slow ??= []).push(this.waitApplied(pair, seq, iova, size));
     }
     if (slow !== null) return Promise.all(slow).then(() => undefined);
   }
+
+  private readonly invalidateSeqs: number[] = [];
 
   /** An INVALIDATE this worker has not applied yet (or had no room for): waits until it has. */
   private async waitApplied(pair: QueuePairHost, seq: number, iova: number, size: number): Promise<void> {

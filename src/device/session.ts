@@ -122,7 +122,7 @@ export class Session {
     try {
       while (!this.closed && this.queue.length > 0) {
         const { frame, receivedAt } = this.queue.shift()!;
-        const plain = frame.fds.length === 0 ? this.handlePlainIotlb(frame.bytes, new DataView(frame.bytes.buffer, frame.bytes.byteOffset), receivedAt) : false;
+        const plain = frame.fds.length === 0 ? this.handlePlainIotlb(frame.bytes, undefined, receivedAt) : false;
         if (plain === true) continue;
         this.inFlight = plain === false ? this.handle(frame, receivedAt) : plain;
         await this.inFlight;
@@ -178,7 +178,7 @@ export class Session {
    * waited for (its ring full, or a burst in flight at an INVALIDATE); false when the frame is
    * anything else, for handle().
    */
-  private handlePlainIotlb(bytes: Uint8Array, view: DataView, receivedAt: number): boolean | Promise<void> {
+  private handlePlainIotlb(bytes: Uint8Array, view: DataView | undefined, receivedAt: number): boolean | Promise<void> {
     const req = this.plainRequest;
     if (!this.device.iommu || !decodePlainIotlb(bytes, req, view)) return false;
     this.trace(bytes.subarray(0, IOTLB_FRAME_SIZE), [], 'to-backend');

@@ -86,8 +86,10 @@ export function sendMessage(fd: number, data: Uint8Array, fds: readonly number[]
   return native().sendMessage(fd, data, 0, data.length, fds);
 }
 
+/** SCM_MAX_FD: the most fds one recvmsg can install (the addon's control buffer holds this many). */
+const SCM_MAX_FD = 253;
 /** What the addon's receiveMessage says besides the byte count: fd count, truncated flag, the fds (per thread). */
-const receiveMeta = new Int32Array(2 + 253);
+const receiveMeta = new Int32Array(2 + SCM_MAX_FD);
 
 /**
  * recvmsg(MSG_CMSG_CLOEXEC) into into[offset, offset+length) with room for maxFds fds.
@@ -107,7 +109,7 @@ export function receiveMessage(
   checkBytes('receiveMessage into', into);
   const [start, size] = checkWindow('receiveMessage', into, offset, length);
   if (size === 0) throw new RangeError('receiveMessage length must be > 0 (0 bytes would read as EOF)');
-  checkInt('receiveMessage maxFds', maxFds, 0, 253);
+  checkInt('receiveMessage maxFds', maxFds, 0, SCM_MAX_FD);
   const meta = receiveMeta;
   const bytes = native().receiveMessage(fd, into, start, size, maxFds, meta);
   if (bytes < 0) return null;
