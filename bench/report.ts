@@ -102,7 +102,9 @@ export function targetsSection(ctx: ReportContext): ReportSection {
 export function strategiesSection(ctx: ReportContext): ReportSection {
   const parts: string[] = [
     'Each fixture trace replayed against empty caches of every strategy (one cache per virtqueue; IOTLB',
-    'updates to every queue\'s cache), all strategies of a trace side by side in one benny suite. One',
+    'updates to every queue\'s cache), all strategies of a trace side by side in benny suites, two rounds',
+    'with the order reversed in the second; a figure is the mean of the rounds, ±% the larger of benny\'s',
+    'margin and half the spread between rounds; ✓ fastest, ≈ within the margin of the fastest. One',
     'benchmark call = one whole replay, so lookups/s = replays/s × lookups in the trace and includes the',
     'trace\'s updates and invalidates (caches are created once and cleared between replays). Every lookup is checked against an exact',
     'reference IOTLB. "misses sent": IOTLB misses a back-end would send (PendingMisses: once per 4 KiB',
@@ -116,7 +118,7 @@ export function strategiesSection(ctx: ReportContext): ReportSection {
     parts.push(markdownTable(
       ['strategy', 'lookups/s', '±%', 'vs dpdk', 'hit rate', 'extra misses', 'misses sent', 'evictions', 'peak entries', 'memory ≈'],
       rows.map((r) => [
-        r.best ? `**${r.strategy}** ✓` : r.strategy,
+        r.best ? `**${r.strategy}** ✓` : r.withinMargin ? `${r.strategy} ≈` : r.strategy,
         formatRate(r.lookupsPerSec), r.marginPct.toFixed(1),
         (() => { const x = ratio(ctx.rows, trace, r.strategy); return x === null ? '-' : `${x.toFixed(2)}×`; })(),
         pct(r.hitRate), String(r.extraMisses), String(r.missesSent), String(r.evictions),

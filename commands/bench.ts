@@ -18,7 +18,7 @@ const DEFAULT_TIME = 1;
  * under a minute with load, checked replays and benny's calibration on top, however many
  * fixtures are bundled.
  */
-const DEFAULT_BUDGET = 32;
+const DEFAULT_BUDGET = 26;
 
 export default class Bench extends ColorCommand {
   static override summary = 'Benchmark IOTLB cache strategies by replaying recorded traces.';
@@ -36,7 +36,10 @@ export default class Bench extends ColorCommand {
     + 'docs/trace-format.md, "Replaying a trace".',
     'Above each table: the workload — most mappings live at once, UPDATEs and INVALIDATEs per 1000 lookups, the span '
     + 'of IOVAs touched and the UPDATE sizes (JSON: traces[]).',
-    'Reported per trace and strategy: lookups/s (whole replays per second x lookups, with benny\'s margin of error), '
+    'Each trace runs in --rounds rounds (default 2), the strategies in reverse order every other round, the sampling time '
+    + 'split over them. Reported per trace and strategy: lookups/s (whole replays per second x lookups, the mean of the '
+    + 'rounds; its margin is the larger of benny\'s margin of error and half the spread between rounds; the fastest is '
+    + 'marked ✓, any other whose margin reaches the fastest\'s ≈), '
     + 'hit rate, extra misses (on mappings the cache evicted), IOTLB misses a back-end would send (one per 4 KiB page '
     + 'until answered), evictions, peak entries, and approximate memory (peak entries x the strategy\'s bytes per entry).',
     'Without TRACE, every bundled trace runs: fixtures/traces/*.vhtrace and the proxy recordings in '
@@ -70,6 +73,12 @@ export default class Bench extends ColorCommand {
     csv: Flags.string({ summary: 'also write the rows as CSV to this file' }),
     chart: Flags.string({
       summary: 'also write benny\'s chart (lookups/s; works offline) to this .html file; with several traces one file per trace (FILE-TRACE.html)',
+    }),
+    rounds: Flags.integer({
+      summary: 'rounds per trace, strategies in reverse order every other round; --time is split over them (default 2)',
+      min: 1,
+      max: 20,
+      default: 2,
     }),
     time: Flags.string({
       char: 't',
@@ -134,6 +143,7 @@ export default class Bench extends ColorCommand {
       const profile = workloadProfile(trace, ops);
       const result = await benchStrategies(trace, ops, defs, {
         time,
+        rounds: flags.rounds,
         chart: flags.chart === undefined ? undefined : chartFile(flags.chart, trace, traces.length > 1),
         progress: (line) => progress(`  ${line}`),
       });
@@ -152,7 +162,7 @@ export default class Bench extends ColorCommand {
       // The rows that did run are still the result (printed with --json); the status says not all did.
       process.exitCode = 2;
     }
-    return { time, node: process.version, traces: profiles, rows, errors, skipped };
+    return { time, rounds: flags.rounds, node: process.version, traces: profiles, rows, errors, skipped };
   }
 }
 

@@ -28,7 +28,7 @@ export class RangeTable {
   stamp: Float64Array;
   /** Index of the entry that satisfied the last successful lookup (may be stale; always re-checked). */
   last = 0;
-  /** translate() reports the hit entry's range as LookupOut's span (off for tables whose hits have side effects, e.g. LRU stamps). */
+  /** span() reports the hit entry's range (off for tables whose hits have side effects, e.g. LRU stamps). */
   spans = true;
   /** How many entries the last carve() removed or trimmed. */
   affected = 0;
@@ -57,7 +57,7 @@ export class RangeTable {
     return i >= 0 && x < this.end[i] ? i : -1;
   }
 
-  /** The hot path shared by `interval` and `coalescing`: last-hit check, then binary search. */
+  /** The hot path shared by `interval` and `lru`: last-hit check, then binary search. */
   lookup(x: number, len: number, access: AccessBits, out: LookupOut): number {
     const stats = this.stats;
     stats.lookups++;
@@ -73,6 +73,17 @@ export class RangeTable {
     return this.translate(i, x, len, access, out);
   }
 
+  /** IotlbStrategy.span(): lookup() leaves the hit's entry in `last`. */
+  span(out: LookupOut): void {
+    const i = this.last;
+    if (this.spans && i < this.count) {
+      out.spanStart = this.iova[i];
+      out.spanEnd = this.end[i];
+    } else {
+      out.spanStart = out.spanEnd = 0;
+    }
+  }
+
   /**
    * Finishes a lookup of x, known to lie in entry i: permission check, user address,
    * and the length contiguous in both IOVA and user-address space (capped at len).
@@ -85,10 +96,6 @@ export class RangeTable {
     }
     stats.hits++;
     out.uaddr = this.uaddr[i] + (x - this.iova[i]);
-    if (this.spans) {
-      out.spanStart = this.iova[i];
-      out.spanEnd = this.end[i];
-    }
     if (!(len > 0)) len = 1;
     const mapped = this.end[i] - x;
     return mapped >= len ? len : this.stitch(i, x, len, access);

@@ -39,16 +39,10 @@ export interface IotlbStats {
   peakEntries: number;
 }
 
-/** Written by lookup() on a hit; one object reused per caller so the hot path allocates nothing. */
+/** Written by lookup() (uaddr) and span() on a hit; one object reused per caller so the hot path allocates nothing. */
 export interface LookupOut {
   uaddr: number;
-  /**
-   * Optional, on a hit: an IOVA range [spanStart, spanEnd) around the looked-up address that
-   * the same entry maps linearly (uaddr moves with the IOVA) with the same permission. A
-   * caller may answer later lookups inside it itself, counting them as hits, for as long as
-   * the strategy's `version` is unchanged. Strategies whose hits have side effects (LRU
-   * recency, the dpdk model's list walk) leave it empty (spanEnd <= spanStart).
-   */
+  /** Written by span() only: lookup() leaves them alone (see IotlbStrategy.span). */
   spanStart: number;
   spanEnd: number;
 }
@@ -75,7 +69,18 @@ export interface IotlbStrategy {
    * LOOKUP_DENIED if it is mapped without the requested access.
    */
   lookup(iova: number, len: number, access: AccessBits, out: LookupOut): number;
-  /** Bumped by every change to the entries (insert, invalidate, eviction, clear): a span from lookup() is valid while this is unchanged. */
+  /**
+   * Right after a hit of lookup(), with no change in between: writes into out.spanStart and
+   * out.spanEnd an IOVA range around the looked-up address that the hit's entry maps
+   * linearly (uaddr moves with the IOVA) with the same permission. A caller may answer later
+   * lookups inside it itself, counting them as hits, for as long as `version` is unchanged.
+   * Strategies whose hits have side effects (LRU recency, the dpdk model's list walk) write
+   * an empty span (spanEnd <= spanStart). A separate call rather than part of every lookup:
+   * the data path asks only when its own span runs out, and two more stores per lookup cost
+   * the `coalescing` replay ~10% on a one-entry table.
+   */
+  span(out: LookupOut): void;
+  /** Bumped by every change to the entries (insert, invalidate, eviction, clear): a span is valid while this is unchanged. */
   readonly version: number;
   /** A snapshot of the entries, sorted by IOVA (for inspect and tests; not for the hot path). */
   entries(): IotlbEntry[];

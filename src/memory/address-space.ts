@@ -165,7 +165,7 @@ export class UserAddressSpace extends RegionSpace {
  * IOVAs translated through an IOTLB cache (one per queue, as DPDK does, so lookups take
  * no lock), then from front-end virtual address to host bytes via the regions.
  *
- * When the strategy offers a span (LookupOut: a range its entry maps linearly), the
+ * When the strategy offers a span after a hit (IotlbStrategy.span: a range its entry maps linearly), the
  * space keeps it, clipped to the region it lands in, and answers the next addresses
  * inside it with the same three compares as a guest-physical lookup, counting them as
  * lookups and hits in the strategy's stats. The span is dropped the moment the
@@ -243,7 +243,6 @@ export class IotlbAddressSpace implements AddressSpace {
 
   private lookup(addr: number, len: number, access: number): number {
     const out = this.out;
-    out.spanEnd = out.spanStart = 0;
     const n = this.strategy.lookup(addr, len, access, out);
     if (n <= 0) {
       if (n === LOOKUP_MISS) {
@@ -279,6 +278,7 @@ export class IotlbAddressSpace implements AddressSpace {
   private keepSpan(addr: number, uaddr: number, access: number): void {
     const out = this.out;
     const version = this.strategy.version;
+    this.strategy.span(out);
     if (!(out.spanEnd > out.spanStart && out.spanStart <= addr && addr < out.spanEnd)) {
       this.spanHi = 0;
       return;

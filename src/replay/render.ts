@@ -21,8 +21,9 @@ export function formatBytes(n: number | null): string {
 const pct = (x: number): string => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : '-');
 
 /**
- * One table for one trace's rows; the fastest strategy gets a ✓ (and green, with colour).
- * With `profile`, the kind of replay and of workload go between the title and the table.
+ * One table for one trace's rows; the fastest strategy gets a ✓ (and green, with colour), any
+ * other whose margin reaches it a ≈. With `profile`, the kind of replay and of workload go
+ * between the title and the table.
  */
 export function renderTable(
   trace: string, rows: readonly BenchRow[], chalk: ChalkInstance, baseline = 'dpdk', profile?: WorkloadProfile,
@@ -34,7 +35,7 @@ export function renderTable(
     style: { head: chalk.level > 0 ? ['cyan'] : [], border: [], compact: true },
   });
   for (const r of rows) {
-    const name = r.best ? chalk.green.bold(`✓ ${r.strategy}`) : `  ${r.strategy}`;
+    const name = r.best ? chalk.green.bold(`✓ ${r.strategy}`) : r.withinMargin ? chalk.green(`≈ ${r.strategy}`) : `  ${r.strategy}`;
     const speed = formatRate(r.lookupsPerSec);
     table.push([
       name,
@@ -50,11 +51,13 @@ export function renderTable(
     ]);
   }
   const about = profile === undefined ? '' : `${renderProfile(profile).map((l) => chalk.dim(l)).join('\n')}\n`;
-  return `${chalk.bold(trace)}\n${about}${table.toString()}`;
+  const rounds = rows[0]?.roundLookupsPerSec.length ?? 0;
+  const key = chalk.dim(`✓ fastest · ≈ within the margin of the fastest · ±%: larger of benny's margin and half the spread of ${rounds} round(s)`);
+  return `${chalk.bold(trace)}\n${about}${table.toString()}\n${key}`;
 }
 
 export const CSV_COLUMNS = [
-  'trace', 'replay', 'strategy', 'lookups', 'lookupsPerSec', 'marginPct', 'replaysPerSec', 'samples', 'relative', 'best',
+  'trace', 'replay', 'strategy', 'lookups', 'lookupsPerSec', 'marginPct', 'replaysPerSec', 'samples', 'relative', 'best', 'withinMargin',
   'hits', 'misses', 'extraMisses', 'denied', 'hitRate', 'missesSent', 'evictions', 'peakEntries', 'totalPeakEntries',
   'approxBytes', 'memoryModel',
 ] as const satisfies readonly (keyof BenchRow)[];
@@ -72,8 +75,10 @@ export function renderCsv(rows: readonly BenchRow[]): string {
 
 /** What `bench` returns (its --json document; NaN hit rates print as null). */
 export interface BenchJson {
-  /** Seconds of sampling per case. */
+  /** Seconds of sampling per strategy and trace (all rounds). */
   time: number;
+  /** Rounds per trace (strategies in reverse order every other round). */
+  rounds: number;
   node: string;
   /** One per trace that ran: the kind of replay and of workload (profile.ts). */
   traces: WorkloadProfile[];

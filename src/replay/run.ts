@@ -1,10 +1,17 @@
 /**
- * Benchmarks strategies on one op stream with benny: one suite per trace, one case per
- * strategy; a case call is one whole replay starting from empty caches, so
- * lookups/s = replays/s x lookups in the trace (the time includes the trace's UPDATEs and
- * INVALIDATEs, not creating the caches: see Replayer). Before timing, every strategy gets one checked
- * analysis replay (hit rate, misses sent, evictions, memory); a strategy that answers
- * wrongly is reported as an error and not timed.
+ * Benchmarks strategies on one op stream with benny: per trace, `rounds` suites with one case
+ * per strategy, the order reversed every other round; a case call is one whole replay starting
+ * from empty caches, so lookups/s = replays/s x lookups in the trace (the time includes the
+ * trace's UPDATEs and INVALIDATEs, not creating the caches: see Replayer). Before timing,
+ * every strategy gets one checked analysis replay (hit rate, misses sent, evictions, memory);
+ * a strategy that answers wrongly is reported as an error and not timed.
+ *
+ * Why rounds: benny's margin of error is the spread of samples within one case, a fraction of
+ * a percent here, while the same case run again a few seconds later, or after another
+ * strategy, moves by several percent on a shared machine (frequency, neighbours, where the JIT
+ * placed the code). Each strategy's figure is the mean of its rounds and its margin the larger
+ * of benny's and half the spread between its rounds; a strategy whose margin reaches the best
+ * one's is marked as within the margin rather than beaten.
  */
 import { format } from 'node:util';
 import { renameSync } from 'node:fs';
@@ -23,13 +30,18 @@ export interface BenchRow extends ReplayMetrics {
   lookupsPerSec: number;
   /** Replays (whole trace) per second — what benny measured. */
   replaysPerSec: number;
-  /** benny's relative margin of error, in percent. */
+  /** Relative margin, in percent: the larger of benny's margin of error (any round) and half the spread between rounds. */
   marginPct: number;
+  /** Lookups/s in each round, in run order. */
+  roundLookupsPerSec: number[];
+  /** benny's samples, over all rounds. */
   samples: number;
   /** Lookups/s relative to the fastest strategy on this trace (1 = fastest). */
   relative: number;
   /** Fastest on this trace. */
   best: boolean;
+  /** Not the fastest, but the two overlap within their margins: this run cannot tell them apart. */
+  withinMargin: boolean;
 }
 
 export interface BenchError {
@@ -39,9 +51,11 @@ export interface BenchError {
 }
 
 export interface BenchOptions {
-  /** Seconds of sampling per case (benny maxTime). */
+  /** Seconds of sampling per strategy, split over the rounds (benny maxTime per case: time / rounds). */
   time: number;
-  /** Write benny's chart (lookups/s per strategy, viewable offline: chart.ts) to this .html file. */
+  /** Suites per trace, strategies in reverse order every other round (default 2). */
+  rounds?: number;
+  /** Write a chart of the rows' lookups/s (benny's page, viewable offline: chart.ts) to this .html file. */
   chart?: string;
   /** Progress lines (meant for stderr). */
   progress?: (line: string) => void;
@@ -82,31 +96,24 @@ export async function benchStrategies(
   if (checked.length === 0) return { rows: [], errors };
 
   const lookups = ops.lookups;
-  const extras: ReturnType<typeof b.save>[] = [];
-  let saved: string | undefined;
-  if (options.chart) {
-    // benny writes FOLDER/NAME.chart.html; it is renamed to the path asked for below.
-    const file = options.chart;
-    const name = basename(file, extname(file));
-    saved = join(dirname(file), `${name}.chart.html`);
-    extras.push(b.save({ file: name, folder: dirname(file), format: 'chart.html' }));
+  const rounds = Math.max(1, Math.floor(options.rounds ?? 2));
+  const results = new Map<string, { ops: number[]; margin: number; samples: number }>();
+  for (const { def } of checked) results.set(def.name, { ops: [], margin: 0, samples: 0 });
+  // benny's chart page comes from the last round in table order (then its bars are replaced by the means).
+  const chartRound = (rounds - 1) & ~1;
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? checked : [...checked].reverse();
+    const summary = await suite(`${trace}${rounds > 1 ? ` (round ${round + 1}/${rounds})` : ''}`, order, {
+      time: options.time / rounds, lookups, progress, chart: round === chartRound ? options.chart : undefined,
+    });
+    for (const r of summary.results) {
+      const acc = results.get(r.name);
+      if (acc === undefined) continue;
+      acc.ops.push(r.ops);
+      acc.margin = Math.max(acc.margin, r.margin);
+      acc.samples += r.samples;
+    }
   }
-  const summary = await withConsole((line) => {
-    if (!/Saved to:/.test(line)) progress(line.trim());
-  }, () => b.suite(
-    trace,
-    ...checked.map(({ def, replayer }) => b.add(def.name, () => () => replayer.run())),
-    b.configure({ cases: { maxTime: options.time, minSamples: 5 } }),
-    b.cycle((result) => {
-      progress(`${trace}: ${result.name.padEnd(12)} ${rate(result.ops * lookups).padStart(7)} lookups/s ±${result.margin.toFixed(1)}%`);
-    }),
-    b.complete(() => {}),
-    ...extras,
-  ));
-
-  if (saved !== undefined && options.chart !== undefined && saved !== options.chart) renameSync(saved, options.chart);
-  if (options.chart !== undefined) makeChartSelfContained(options.chart, lookups);
-  if (options.chart !== undefined) progress(`${trace}: chart written to ${options.chart}`);
 
   const rows: BenchRow[] = [];
   for (const { def, metrics, replayer } of checked) {
@@ -114,22 +121,74 @@ export async function benchStrategies(
       errors.push({ trace, strategy: def.name, message: replayer.error.message });
       continue;
     }
-    const result = summary.results.find((r) => r.name === def.name);
-    if (result === undefined) continue;
+    const result = results.get(def.name);
+    if (result === undefined || result.ops.length === 0) continue;
+    const mean = result.ops.reduce((a, v) => a + v, 0) / result.ops.length;
+    const spreadPct = ((Math.max(...result.ops) - Math.min(...result.ops)) / mean) * 50;
     rows.push({
       trace, replay: ops.replay, ...metrics,
-      lookupsPerSec: result.ops * lookups,
-      replaysPerSec: result.ops,
-      marginPct: result.margin,
+      lookupsPerSec: mean * lookups,
+      replaysPerSec: mean,
+      marginPct: Math.max(result.margin, spreadPct),
+      roundLookupsPerSec: result.ops.map((v) => v * lookups),
       samples: result.samples,
       relative: 0,
       best: false,
+      withinMargin: false,
     });
   }
-  const fastest = Math.max(...rows.map((r) => r.replaysPerSec));
-  for (const row of rows) {
-    row.relative = row.replaysPerSec / fastest;
-    row.best = row.replaysPerSec === fastest;
+  markBest(rows);
+  if (options.chart !== undefined) {
+    makeChartSelfContained(options.chart, lookups, new Map(rows.map((r) => [r.strategy, r.replaysPerSec])));
+    progress(`${trace}: chart written to ${options.chart}`);
   }
   return { rows, errors };
+}
+
+/** Sets relative, best (the fastest) and withinMargin (the fastest's lower bound reached by this one's upper bound). */
+export function markBest(rows: BenchRow[]): void {
+  const fastest = rows.reduce<BenchRow | null>((f, r) => (f === null || r.replaysPerSec > f.replaysPerSec ? r : f), null);
+  if (fastest === null) return;
+  const floor = fastest.replaysPerSec * (1 - fastest.marginPct / 100);
+  for (const row of rows) {
+    row.relative = row.replaysPerSec / fastest.replaysPerSec;
+    row.best = row === fastest;
+    row.withinMargin = !row.best && row.replaysPerSec * (1 + row.marginPct / 100) >= floor;
+  }
+}
+
+interface SuiteOptions {
+  time: number;
+  lookups: number;
+  progress: (line: string) => void;
+  chart?: string;
+}
+
+/** One benny suite over `cases` in the order given; with `chart`, benny's chart page of it, at that path. */
+async function suite(name: string, cases: readonly { def: StrategyDefinition; replayer: Replayer }[], options: SuiteOptions) {
+  const { lookups, progress } = options;
+  const extras: ReturnType<typeof b.save>[] = [];
+  let saved: string | undefined;
+  if (options.chart) {
+    // benny writes FOLDER/NAME.chart.html; it is renamed to the path asked for below.
+    const file = options.chart;
+    const base = basename(file, extname(file));
+    saved = join(dirname(file), `${base}.chart.html`);
+    extras.push(b.save({ file: base, folder: dirname(file), format: 'chart.html' }));
+  }
+  const summary = await withConsole((line) => {
+    if (!/Saved to:/.test(line)) progress(line.trim());
+  }, () => b.suite(
+    name,
+    ...cases.map(({ def, replayer }) => b.add(def.name, () => () => replayer.run())),
+    // Benchmark.js's default 50 ms per sample would make 5 samples outlast a short maxTime.
+    b.configure({ cases: { maxTime: options.time, minSamples: 5, minTime: Math.min(0.05, options.time / 8) } }),
+    b.cycle((result) => {
+      progress(`${name}: ${result.name.padEnd(12)} ${rate(result.ops * lookups).padStart(7)} lookups/s ±${result.margin.toFixed(1)}%`);
+    }),
+    b.complete(() => {}),
+    ...extras,
+  ));
+  if (saved !== undefined && options.chart !== undefined && saved !== options.chart) renameSync(saved, options.chart);
+  return summary;
 }

@@ -53,6 +53,10 @@ export class OneEntryStrategy implements IotlbStrategy {
     return mapped < want ? mapped : want;
   }
 
+  span(out: LookupOut): void {
+    out.spanStart = out.spanEnd = 0;
+  }
+
   entries(): IotlbEntry[] {
     return this.end > this.start ? [{ iova: this.start, size: this.end - this.start, uaddr: this.uaddr, perm: this.perm }] : [];
   }

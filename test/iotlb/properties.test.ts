@@ -98,6 +98,22 @@ function checkLookup(sub: Subject, ref: ReferenceIotlb, iova: number, len: numbe
   assert.equal(out.uaddr, want.uaddr, `${where}: uaddr`);
   assert.ok(got >= 1 && got <= want.result, `${where}: length ${got} > reference ${want.result}`);
   if (got < want.result) assert.ok(evicted, `${where}: length ${got} < reference ${want.result}, and nothing was evicted`);
+  checkSpan(sub, ref, iova, access, where);
+}
+
+/** After a hit: the span the strategy offers (if any) holds iova and translates linearly with the access granted throughout. */
+function checkSpan(sub: Subject, ref: ReferenceIotlb, iova: number, access: number, where: string): void {
+  out.spanStart = -7;
+  out.spanEnd = -7;
+  sub.s.span(out);
+  const { spanStart: lo, spanEnd: hi } = out;
+  if (!(hi > lo)) return;
+  assert.ok(lo <= iova && iova < hi, `${where}: span [0x${lo.toString(16)}, 0x${hi.toString(16)}) does not hold the address`);
+  for (const probe of [lo, Math.floor((lo + hi) / 2), hi - 1]) {
+    const held = ref.lookup(probe, 1, access);
+    assert.ok(held.result > 0, `${where}: span [0x${lo.toString(16)}, 0x${hi.toString(16)}) covers 0x${probe.toString(16)}, which the reference does not grant`);
+    assert.equal(held.uaddr, out.uaddr + (probe - iova), `${where}: span not linear at 0x${probe.toString(16)}`);
+  }
 }
 
 /** Entries sorted, non-overlapping, non-empty, in agreement with the reference (sampled). */

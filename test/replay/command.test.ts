@@ -59,6 +59,12 @@ test('bench --json: one row per strategy per bundled trace, real sessions first,
       assert.equal(typeof row.peakEntries, 'number');
     }
     assert.equal(doc.rows.filter((row) => row.best === true).length, fixtures.length, 'one best per trace');
+    for (const row of doc.rows) {
+      const rounds = row.roundLookupsPerSec as number[];
+      assert.equal(rounds.length, 2, 'two rounds by default');
+      assert.ok(Math.abs((rounds[0] + rounds[1]) / 2 - (row.lookupsPerSec as number)) <= 1e-6 * (row.lookupsPerSec as number), 'the figure is the mean of the rounds');
+      assert.ok(!(row.best && row.withinMargin), 'best and within-margin are exclusive');
+    }
     assert.match(r.stderr, /lookups\/s/, 'progress on stderr');
     const lines = readFileSync(csv, 'utf8').trim().split('\n');
     assert.equal(lines[0], CSV_COLUMNS.join(','));
@@ -129,7 +135,9 @@ test('bench: tables on stdout with the best marked; unknown strategy lists the v
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^good\n/);
     assert.match(r.stdout, /✓ (interval|lru)/);
-    assert.equal((r.stdout.match(/✓/g) ?? []).length, 1);
+    assert.equal((r.stdout.match(/✓ (interval|lru)/g) ?? []).length, 1);
+    assert.match(r.stdout, /✓ fastest · ≈ within the margin of the fastest .* 2 round\(s\)/);
+    assert.match(r.stderr, /good \(round 2\/2\): (interval|lru) /, 'progress names the rounds');
     const bad = bench([good, '--strategy', 'dpdk,fastest']);
     assert.equal(bad.status, 2);
     // oclif wraps long error lines ("›" continuation marks).

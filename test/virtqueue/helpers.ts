@@ -170,6 +170,9 @@ export class StubIotlb implements IotlbStrategy {
     this.stats.misses++;
     return LOOKUP_MISS;
   }
+  span(out: LookupOut): void {
+    out.spanStart = out.spanEnd = 0; // hands out no spans
+  }
   entries(): IotlbEntry[] {
     return this.list.map((e) => ({ ...e }));
   }

@@ -124,13 +124,17 @@ export class CoalescingStrategy implements IotlbStrategy {
     stats.hits++;
     const hi = this.hi;
     out.uaddr = x + this.d;
-    out.spanStart = this.lo;
-    out.spanEnd = hi;
     if (!(len > 0)) len = 1;
     if (hi - x >= len) return len;
     this.key = x;
     this.want = len;
     return this.stitch(access);
+  }
+
+  /** The last hit's range is the copy lookup() answered from. */
+  span(out: LookupOut): void {
+    out.spanStart = this.lo;
+    out.spanEnd = this.hi;
   }
 
   /** Slot of the last range starting at or below this.key (b - 1 if none). */

@@ -143,6 +143,11 @@ export class DpdkStrategy implements IotlbStrategy {
     return LOOKUP_MISS;
   }
 
+  /** No span: every lookup walks the list, as DPDK's does. */
+  span(out: LookupOut): void {
+    out.spanStart = out.spanEnd = 0;
+  }
+
   entries(): IotlbEntry[] {
     const out: IotlbEntry[] = [];
     for (let n = this.head; n !== null; n = n.next) {

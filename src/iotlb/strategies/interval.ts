@@ -58,6 +58,10 @@ export class IntervalStrategy implements IotlbStrategy {
     return this.table.lookup(iova, len, access, out);
   }
 
+  span(out: LookupOut): void {
+    this.table.span(out);
+  }
+
   entries(): IotlbEntry[] {
     return this.table.toEntries();
   }
