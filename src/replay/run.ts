@@ -99,6 +99,8 @@ export async function benchStrategies(
   const rounds = Math.max(1, Math.floor(options.rounds ?? 2));
   const results = new Map<string, { ops: number[]; margin: number; samples: number }>();
   for (const { def } of checked) results.set(def.name, { ops: [], margin: 0, samples: 0 });
+  // Warm-up: without it the first round of the first trace runs partly in unoptimised code.
+  for (const { replayer } of checked) warmUp(replayer, WARM_UP_MS);
   // benny's chart page comes from the last round in table order (then its bars are replaced by the means).
   const chartRound = (rounds - 1) & ~1;
   for (let round = 0; round < rounds; round++) {
@@ -143,6 +145,16 @@ export async function benchStrategies(
     progress(`${trace}: chart written to ${options.chart}`);
   }
   return { rows, errors };
+}
+
+/** Milliseconds each strategy replays before its first timed round. */
+const WARM_UP_MS = 20;
+
+function warmUp(replayer: Replayer, ms: number): void {
+  const until = performance.now() + ms;
+  do {
+    for (let i = 0; i < 16; i++) replayer.run();
+  } while (performance.now() < until && replayer.error === null);
 }
 
 /** Sets relative, best (the fastest) and withinMargin (the fastest's lower bound reached by this one's upper bound). */
