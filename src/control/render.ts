@@ -29,12 +29,12 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
     for (const r of state.memory) mem.push([r.guestAddr, `${(r.size / 2 ** 20).toFixed(1)} MiB`, r.userAddr, r.mmapOffset]);
     out.push(mem.toString());
   }
-  const queues = new Table({ head: ['queue', 'size', 'enabled', 'state', 'last avail', 'avail', 'used', 'packets', 'pps', 'bytes', 'drops', 'held', 'kicks', 'irqs'], style });
+  const queues = new Table({ head: ['queue', 'size', 'enabled', 'state', 'worker', 'last avail', 'avail', 'used', 'packets', 'pps', 'bytes', 'drops', 'held', 'kicks', 'irqs'], style });
   for (const q of state.queues) {
     const stateText = q.broken ? chalk.red(`broken: ${q.broken}`) : q.waitingForMapping ? chalk.yellow('waiting for mapping') : q.running ? chalk.green('running') : 'stopped';
     const c = q.counters;
     const pps = rates?.packetsPerSecond.get(q.index);
-    queues.push([`${q.index} ${q.kind}`, q.size, q.enabled ? 'yes' : 'no', stateText, q.lastAvailIdx, q.availIdx ?? '-', q.usedIdx ?? '-',
+    queues.push([`${q.index} ${q.kind}`, q.size, q.enabled ? 'yes' : 'no', stateText, q.worker ?? '-', q.lastAvailIdx, q.availIdx ?? '-', q.usedIdx ?? '-',
       c?.packets ?? 0, pps === undefined ? '-' : Math.round(pps), c?.bytes ?? 0, c?.drops ?? 0, c?.held ?? 0, c?.kicks ?? 0, c?.interrupts ?? 0]);
   }
   out.push(queues.toString());

@@ -42,6 +42,8 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
         usedAddr: hex(v.usedAddr),
         enabled: v.enabled,
         running: v.running,
+        /** The worker thread serving the ring's pair (serve --workers), null before it has one. */
+        worker: device.workerOf(v.index >> 1),
         broken: v.broken ?? snap?.broken ?? null,
         waitingForMapping: snap?.waitingForMapping ?? false,
         lastAvailIdx: snap?.lastAvailIdx ?? v.base,

@@ -117,6 +117,7 @@ export class NetDevice {
   setCall(vring: VringState, fd: number): Promise<void> { return this.workers.setCall(vring, fd); }
   setBackendChannel(fd: number): Promise<void> { return this.workers.setBackend(fd); }
   dropIdleWorkers(): Promise<void> { return this.workers.dropIdle(); }
+  workerOf(pairIndex: number): number | null { return this.workers.workerOf(pairIndex); }
   resetRings(): Promise<void> { return this.workers.resetRings(); }
 
   // IOTLB (device-iotlb.ts).

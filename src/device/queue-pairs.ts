@@ -1,8 +1,15 @@
 /**
- * The device's workers, one per queue pair, and the lifecycle of the rings they run. Handlers
- * only change VringState; `reconcile` turns that state into worker commands, so "when does a
- * ring run" is decided in one place. A worker is created when its first ring starts and takes
- * the negotiated features then (see dropIdle).
+ * The device's workers and the lifecycle of the rings they run. Handlers only change
+ * VringState; `reconcile` turns that state into worker commands, so "when does a ring run" is
+ * decided in one place. A pair's worker is created when its first ring starts and takes the
+ * negotiated features then (see dropIdle).
+ *
+ * Placement: a new pair goes to its round-robin worker thread (pair % --workers) unless another
+ * thread serves fewer running pairs; a pair none of whose rings runs (disabled with
+ * SET_VRING_ENABLE 0) moves when its first ring starts again and its thread serves more
+ * running pairs than another. Nothing is in flight then: its rings stopped with their indices
+ * kept in VringState, and the pair on the new thread is seeded from the device's IOTLB shadow
+ * like any new one.
  */
 import { availableParallelism } from 'node:os';
 import { hasFeature, NetFeature, VirtioFeature } from '../protocol/features.js';
@@ -106,10 +113,21 @@ export class QueuePairs {
     return this.vrings.some((v) => v.running);
   }
 
+  /** The pair's worker, on the thread placement picks (moved there first if it is idle elsewhere). */
   private async pairFor(index: number): Promise<QueuePairHost> {
     const pairIndex = index >> 1;
     let pair = this.pairs.get(pairIndex);
-    if (pair) return pair;
+    const load = this.runningPairsByThread(pairIndex);
+    let slot = pairIndex % load.length;
+    for (let k = 0; k < load.length; k++) if (load[k] < load[slot]) slot = k;
+    if (pair) {
+      const current = this.threads.indexOf(pair.thread);
+      if (this.isRunning(pairIndex) || current < 0 || load[current] <= load[slot]) return pair;
+      // Idle on a busier thread: it leaves it (its rings' state stays in VringState).
+      this.options.log('info', `queue pair ${pairIndex} moves to worker ${slot}`);
+      this.pairs.delete(pairIndex);
+      await this.retire(pair);
+    }
     const { features, trace, applied } = this.hooks.current();
     pair = new QueuePairHost({
       pairIndex,
@@ -122,7 +140,7 @@ export class QueuePairs {
       forgetAfterBurst: this.options.forgetAfterBurst ?? false,
       trace,
       applied,
-    }, this.threadFor(pairIndex));
+    }, this.threadAt(slot));
     this.pairs.set(pairIndex, pair);
     await pair.setMemory(this.memory.configs());
     await this.hooks.seed(pair);
@@ -210,9 +228,28 @@ export class QueuePairs {
     this.vrings[vring.index] = new VringState(vring.index);
   }
 
-  /** The thread that serves `pairIndex` (pairs round-robin over --workers), started on demand. */
-  private threadFor(pairIndex: number): WorkerThread {
-    const k = pairIndex % this.threads.length;
+  private isRunning(pairIndex: number): boolean {
+    return this.vrings[pairIndex * 2].running || this.vrings[pairIndex * 2 + 1].running;
+  }
+
+  /** Per worker thread, the pairs it serves with a ring running, `except` not counted. */
+  private runningPairsByThread(except: number): number[] {
+    const load = new Array<number>(this.threads.length).fill(0);
+    for (const [index, pair] of this.pairs) {
+      if (index === except || !this.isRunning(index)) continue;
+      const k = this.threads.indexOf(pair.thread);
+      if (k >= 0) load[k]++;
+    }
+    return load;
+  }
+
+  /** Which worker thread serves the pair (for inspect); null while it has none. */
+  workerOf(pairIndex: number): number | null {
+    return this.pairs.get(pairIndex)?.thread.number ?? null;
+  }
+
+  /** Worker thread k, started on demand. */
+  private threadAt(k: number): WorkerThread {
     const existing = this.threads[k];
     if (existing && !existing.exited) return existing;
     const cpus = this.options.cpus ?? [];

@@ -1,7 +1,8 @@
 /**
- * serve --workers / --cpus: the CPU list parser, and a real serve whose worker thread is
+ * serve --workers / --cpus: the CPU list parser, a real serve whose worker thread is
  * pinned to the CPU named while its other threads are kept off it (read back from
- * /proc/PID/task/TID/status, as the kernel applied it).
+ * /proc/PID/task/TID/status, as the kernel applied it), and pairs placed on and moved
+ * between worker threads as the front-end enables and disables them.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +10,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseCpuList } from '../../src/serve/placement.js';
 import { startServe } from '../support/serve.js';
-import { loopbackFrames, setupLoopback } from '../support/hostile-frontend.js';
+import {
+  addLoopbackPair, collectLoopbackFrames, loopbackFrames, postLoopbackFrames, setupLoopback, waitFor, type LoopbackRig,
+} from '../support/hostile-frontend.js';
+import { FrontendRequest as F } from '../../src/protocol/index.js';
 
 test('parseCpuList: numbers and ranges, each CPU once; refuses what this machine lacks', () => {
   assert.deepEqual(parseCpuList('0', 4), [0]);
@@ -65,4 +69,50 @@ test('serve refuses a --cpus list naming a CPU this machine lacks', async () => 
 
 test('serve under taskset refuses --cpus naming a CPU outside what it may use', { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : false }, async () => {
   await assert.rejects(startServe(['--net', 'loopback', '--cpus', '1'], { prefix: ['taskset', '-c', '0'] }), /CPU 1 is not among the CPUs serve may use \(0\)/);
+});
+
+test('serve --queues 3 --workers 2: pairs go to the thread with fewer running pairs, and an idle pair moves when re-enabled without losing a descriptor', async () => {
+  const serve = await startServe(['--net', 'loopback', '--queues', '3', '--workers', '2']);
+  const rigs: LoopbackRig[] = [];
+  const enable = (rig: LoopbackRig, pair: number, on: boolean) => Promise.all([2 * pair, 2 * pair + 1].map(
+    (index) => rig.fe.ok(F.SET_VRING_ENABLE, { kind: 'vringState', index, num: on ? 1 : 0 })));
+  const workerOf = async (pair: number) => (await serve.state()).queues.find((q) => q.index === 2 * pair)!.worker;
+  try {
+    const pair0 = await setupLoopback(serve.socket);
+    rigs.push(pair0);
+    // Round-robin alone would put pair 2 on worker 0 beside pair 0.
+    const pair2 = await addLoopbackPair(pair0, 2);
+    rigs.push(pair2);
+    assert.equal(await workerOf(0), 0);
+    assert.equal(await workerOf(2), 1, 'pair 2 goes to the idle worker');
+    await loopbackFrames(pair0, 8);
+    await loopbackFrames(pair2, 8);
+
+    // Pair 2 stops; pair 1 starts on worker 1, which now runs nothing.
+    await enable(pair0, 2, false);
+    const pair1 = await addLoopbackPair(pair0, 1);
+    rigs.push(pair1);
+    assert.equal(await workerOf(1), 1);
+    await loopbackFrames(pair1, 8);
+
+    // Frames posted on the stopped pair wait; pair 0 stops, so worker 0 runs nothing.
+    postLoopbackFrames(pair2, 8);
+    await enable(pair0, 0, false);
+    await waitFor('pair 0 stopped', async () => (await serve.state()).queues.every((q) => q.index > 1 || !q.running));
+    // Re-enabled, pair 2 leaves the busy worker 1 for worker 0 and serves what was posted meanwhile.
+    await enable(pair0, 2, true);
+    await collectLoopbackFrames(pair2, 8);
+    assert.equal(await workerOf(2), 0, 'pair 2 moved to the worker with no running pair');
+    await loopbackFrames(pair2, 8);
+    await loopbackFrames(pair1, 8);
+    const state = await serve.state();
+    const packets = (index: number) => state.queues.find((q) => q.index === index)!.counters!.packets;
+    assert.equal(packets(5), 24, 'pair 2 TX: every frame counted, before and after the move');
+    assert.equal(packets(4), 24, 'pair 2 RX');
+    assert.ok(serve.log.lines.some((l) => /queue pair 2 moves to worker 0/.test(l)), 'the move is logged');
+  } finally {
+    for (const rig of rigs.reverse()) rig.dispose();
+    const { exit, lines } = await serve.stop();
+    assert.equal(exit.code, 0, lines.slice(-10).join('\n'));
+  }
 });

@@ -359,10 +359,42 @@ export function testFrame(len: number, seed: number): Uint8Array {
 }
 
 /**
+ * Queue pair `pair` (vrings 2 pair, 2 pair + 1) of the rig's device, started, with its rings and
+ * buffers in its own quarter of the default layout's guest memory (pairs 1..3). dispose()
+ * closes its ring fds only; the rig it came from owns the connection and the memory.
+ */
+export async function addLoopbackPair(rig: LoopbackRig, pair: number, size = 64): Promise<LoopbackRig> {
+  if (!(pair >= 1 && pair <= 3)) throw new Error(`addLoopbackPair: pair ${pair} is not 1..3`);
+  const base = GUEST.GPA + pair * (GUEST.SIZE / 4);
+  const rxLay = layoutRings(size, base);
+  const txLay = layoutRings(size, Math.ceil(rxLay.end / 4096) * 4096);
+  const view = rig.mem.bytes.subarray(0, GUEST.SIZE);
+  const uva = (gpa: number): number => gpa - GUEST.GPA + GUEST.UVA;
+  const rx = new SplitDriver({ memory: view, base: GUEST.GPA, size, descAddr: rxLay.descAddr, availAddr: rxLay.availAddr, usedAddr: rxLay.usedAddr });
+  const tx = new SplitDriver({ memory: view, base: GUEST.GPA, size, descAddr: txLay.descAddr, availAddr: txLay.availAddr, usedAddr: txLay.usedAddr });
+  const rxFds = await rig.fe.startRing(2 * pair, { size, desc: uva(rxLay.descAddr), avail: uva(rxLay.availAddr), used: uva(rxLay.usedAddr) });
+  const txFds = await rig.fe.startRing(2 * pair + 1, { size, desc: uva(txLay.descAddr), avail: uva(txLay.availAddr), used: uva(txLay.usedAddr) });
+  return {
+    fe: rig.fe, mem: rig.mem, rx, tx, rxFds, txFds,
+    bufBase: Math.ceil(txLay.end / 4096) * 4096,
+    off: rig.off,
+    dispose() {
+      for (const fd of [rxFds.kick, rxFds.call, txFds.kick, txFds.call]) closeFd(fd);
+    },
+  };
+}
+
+/**
  * Sends `count` frames through the loopback and waits until every one is back on RX with
  * its MACs swapped. Uses descriptors from bufBase on; returns when all came back.
  */
 export async function loopbackFrames(rig: LoopbackRig, count: number, frameLen = 60, timeoutMs = 5000): Promise<void> {
+  postLoopbackFrames(rig, count, frameLen);
+  await collectLoopbackFrames(rig, count, frameLen, timeoutMs);
+}
+
+/** The first half of loopbackFrames: RX buffers and `count` TX frames posted, both rings kicked. */
+export function postLoopbackFrames(rig: LoopbackRig, count: number, frameLen = 60): void {
   const slot = 2048;
   const rxBase = rig.bufBase;
   const txBase = rig.bufBase + count * slot;
@@ -381,6 +413,12 @@ export async function loopbackFrames(rig: LoopbackRig, count: number, frameLen =
   }
   rig.tx.publish();
   eventfdWrite(rig.txFds.kick, 1);
+}
+
+/** The second half of loopbackFrames: waits for the `count` frames posted to come back, and drains TX. */
+export async function collectLoopbackFrames(rig: LoopbackRig, count: number, frameLen = 60, timeoutMs = 5000): Promise<void> {
+  const slot = 2048;
+  const rxBase = rig.bufBase;
   let got = 0;
   const end = Date.now() + timeoutMs;
   while (got < count) {
