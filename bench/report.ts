@@ -102,7 +102,8 @@ export function targetsSection(ctx: ReportContext): ReportSection {
 export function strategiesSection(ctx: ReportContext): ReportSection {
   const parts: string[] = [
     'Each fixture trace replayed against empty caches of every strategy (one cache per virtqueue; IOTLB',
-    'updates to every queue\'s cache), all strategies of a trace side by side in benny suites, two rounds',
+    'updates to every queue\'s cache), all strategies of a trace side by side in benny suites in a worker',
+    'thread of its own (a fresh V8 isolate per trace), two rounds',
     'with the order reversed in the second; a figure is the mean of the rounds, ±% the larger of benny\'s',
     'margin and half the spread between rounds; ✓ fastest, ≈ within the margin of the fastest. One',
     'benchmark call = one whole replay, so lookups/s = replays/s × lookups in the trace and includes the',

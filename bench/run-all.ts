@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { strategies } from '../src/iotlb/registry.js';
 import { EmptyTraceError, loadOps } from '../src/replay/ops.js';
 import { bundledTraces, packageRoot, traceName } from '../src/replay/fixtures.js';
-import { benchStrategies } from '../src/replay/run.js';
+import { benchIsolated } from '../src/replay/run.js';
 import { oneEntry } from '../src/replay/trivial.js';
 import { TraceFormatError } from '../src/trace/format.js';
 import {
@@ -116,11 +116,11 @@ async function main(): Promise<void> {
       continue;
     }
     const chart = join(chartDir, `${trace}.html`);
-    const result = await benchStrategies(trace, ops, strategies, { time, chart, progress: (l) => progress(`  ${l}`) });
+    const result = await benchIsolated(trace, ops, strategies, { time, chart, progress: (l) => progress(`  ${l}`) });
     ctx.rows.push(...result.rows);
     ctx.errors.push(...result.errors);
     ctx.charts.set(trace, relative(benchDir, chart));
-    const engine = await benchStrategies(trace, ops, [oneEntry], { time, progress: (l) => progress(`  ${l}`) });
+    const engine = await benchIsolated(trace, ops, [oneEntry], { time, progress: (l) => progress(`  ${l}`) });
     ctx.engineRows.push(...engine.rows);
     ctx.errors.push(...engine.errors);
   }

@@ -7,7 +7,7 @@ import { strategyNames } from '../src/iotlb/registry.js';
 import { EmptyTraceError, loadOps, type OpStream } from '../src/replay/ops.js';
 import { bundledTraces, parseStrategies, traceName } from '../src/replay/fixtures.js';
 import { workloadProfile, type WorkloadProfile } from '../src/replay/profile.js';
-import { benchStrategies, type BenchError, type BenchRow } from '../src/replay/run.js';
+import { benchIsolated, type BenchError, type BenchRow } from '../src/replay/run.js';
 import { renderCsv, renderTable, type BenchJson } from '../src/replay/render.js';
 import { outputPathProblem } from '../src/cli/paths.js';
 
@@ -36,7 +36,8 @@ export default class Bench extends ColorCommand {
     + 'docs/trace-format.md, "Replaying a trace".',
     'Above each table: the workload — most mappings live at once, UPDATEs and INVALIDATEs per 1000 lookups, the span '
     + 'of IOVAs touched and the UPDATE sizes (JSON: traces[]).',
-    'Each trace runs in --rounds rounds (default 2), the strategies in reverse order every other round, the sampling time '
+    'Each trace runs in a worker thread of its own (a fresh V8 isolate, so code compiled for one trace does not run the '
+    + 'next) and in --rounds rounds (default 2), the strategies in reverse order every other round, the sampling time '
     + 'split over them. Reported per trace and strategy: lookups/s (whole replays per second x lookups, the mean of the '
     + 'rounds; its margin is the larger of benny\'s margin of error and half the spread between rounds; the fastest is '
     + 'marked ✓, any other whose margin reaches the fastest\'s ≈), '
@@ -141,7 +142,7 @@ export default class Bench extends ColorCommand {
       progress(`${trace}: ${ops.lookups} lookups (${ops.replay}), ${ops.updates} updates, ${ops.invalidates} invalidates, `
         + `${ops.slots.length} cache(s)${ops.rejected ? `, ${ops.rejected} IOTLB messages rejected` : ''}`);
       const profile = workloadProfile(trace, ops);
-      const result = await benchStrategies(trace, ops, defs, {
+      const result = await benchIsolated(trace, ops, defs, {
         time,
         rounds: flags.rounds,
         chart: flags.chart === undefined ? undefined : chartFile(flags.chart, trace, traces.length > 1),
