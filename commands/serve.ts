@@ -51,7 +51,7 @@ export default class Serve extends Command {
       min: -1,
     }),
     workers: Flags.integer({
-      summary: 'worker threads per device; queue pairs are spread over them round-robin, each worker serving its pairs burst by burst (default: min(--queues, CPUs))',
+      summary: 'worker threads per device; a queue pair goes to the worker running fewest pairs (round-robin when equal) and moves when re-enabled, each worker serving its pairs burst by burst (default: min(--queues, CPUs))',
       min: 1, max: 16,
     }),
     cpus: Flags.string({

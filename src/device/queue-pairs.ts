@@ -31,7 +31,7 @@ export interface WorkerOptions {
   forgetAfterBurst?: boolean;
   /** ThreadSetup.busyPollUs; undefined: DEFAULT_BUSY_POLL_US with a CPU per worker, else 0. */
   busyPollUs?: number;
-  /** Worker threads (serve --workers); pairs are spread over them round-robin. Default: min(queue pairs, CPUs). */
+  /** Worker threads (serve --workers); pairs are placed over them as queue-pairs.ts says. Default: min(queue pairs, CPUs). */
   workers?: number;
   /** CPUs for the workers (serve --cpus), worker k on cpus[k % length]; empty: the scheduler decides. */
   cpus?: number[];
