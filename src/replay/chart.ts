@@ -3,9 +3,9 @@
  * loads Chart.js from a CDN (a blank page without network) and plots ops/s, which here is
  * replays/s; it has no option for either. So the written page is edited: the script tag
  * becomes the installed Chart.js itself, and the bars, tooltip and axis become lookups/s
- * (replays/s x lookups per replay, as BenchRow.lookupsPerSec). benny's page shows one suite,
- * the last round; given the replays/s the table reports per strategy (the mean of the
- * rounds), the bars show those instead.
+ * (replays/s x lookups per replay, as BenchRow.lookupsPerSec). benny's page shows one suite
+ * (run.ts saves the last round that ran in table order); given the replays/s the table
+ * reports per strategy (the mean of the rounds), the bars show those instead.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
