@@ -117,12 +117,13 @@ export class QueuePairs {
   private async pairFor(index: number): Promise<QueuePairHost> {
     const pairIndex = index >> 1;
     let pair = this.pairs.get(pairIndex);
+    if (pair && this.isRunning(pairIndex)) return pair; // its other ring runs: it stays
     const load = this.runningPairsByThread(pairIndex);
     let slot = pairIndex % load.length;
     for (let k = 0; k < load.length; k++) if (load[k] < load[slot]) slot = k;
     if (pair) {
       const current = this.threads.indexOf(pair.thread);
-      if (this.isRunning(pairIndex) || current < 0 || load[current] <= load[slot]) return pair;
+      if (current < 0 || load[current] <= load[slot]) return pair;
       // Idle on a busier thread: it leaves it (its rings' state stays in VringState).
       this.options.log('info', `queue pair ${pairIndex} moves to worker ${slot}`);
       this.pairs.delete(pairIndex);

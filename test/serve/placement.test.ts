@@ -74,8 +74,10 @@ test('serve under taskset refuses --cpus naming a CPU outside what it may use', 
 test('serve --queues 3 --workers 2: pairs go to the thread with fewer running pairs, and an idle pair moves when re-enabled without losing a descriptor', async () => {
   const serve = await startServe(['--net', 'loopback', '--queues', '3', '--workers', '2']);
   const rigs: LoopbackRig[] = [];
-  const enable = (rig: LoopbackRig, pair: number, on: boolean) => Promise.all([2 * pair, 2 * pair + 1].map(
-    (index) => rig.fe.ok(F.SET_VRING_ENABLE, { kind: 'vringState', index, num: on ? 1 : 0 })));
+  // One request at a time: each waits for its own ack on the one connection.
+  const enable = async (rig: LoopbackRig, pair: number, on: boolean) => {
+    for (const index of [2 * pair, 2 * pair + 1]) await rig.fe.ok(F.SET_VRING_ENABLE, { kind: 'vringState', index, num: on ? 1 : 0 });
+  };
   const workerOf = async (pair: number) => (await serve.state()).queues.find((q) => q.index === 2 * pair)!.worker;
   try {
     const pair0 = await setupLoopback(serve.socket);

@@ -308,8 +308,6 @@ export async function setupLoopback(socket: string, opts: {
   const first = layout.regions[0]!;
   const fe = opts.fe ?? (await HostileFrontend.connect(socket));
   const mem = new SharedGuestMemory(layout.memSize);
-  let rxFds: { kick: number; call: number } | null = null;
-  let txFds: { kick: number; call: number } | null = null;
   try {
     await fe.negotiate({ features: testFeatures({ iommu: opts.iommu }) });
     const v = await fe.setMemTable(
@@ -318,19 +316,12 @@ export async function setupLoopback(socket: string, opts: {
     );
     if (v !== 0n) throw new Error(`SET_MEM_TABLE refused (${v})`);
     await opts.beforeRings?.(fe);
-    const rxLay = layoutRings(size, first.gpa);
-    const txLay = layoutRings(size, Math.ceil(rxLay.end / 4096) * 4096);
     // Ring addresses: front-end VAs without an IOMMU, IOVAs (= GPAs here) with one.
     const ringAddr = (gpa: number): number => (opts.iommu ? gpa : gpa - first.gpa + first.uva);
     const view = mem.bytes.subarray(first.offset, first.offset + first.size);
-    const rx = new SplitDriver({ memory: view, base: first.gpa, size, descAddr: rxLay.descAddr, availAddr: rxLay.availAddr, usedAddr: rxLay.usedAddr });
-    const tx = new SplitDriver({ memory: view, base: first.gpa, size, descAddr: txLay.descAddr, availAddr: txLay.availAddr, usedAddr: txLay.usedAddr });
-    rxFds = await fe.startRing(0, { size, desc: ringAddr(rxLay.descAddr), avail: ringAddr(rxLay.availAddr), used: ringAddr(rxLay.usedAddr) });
-    txFds = await fe.startRing(1, { size, desc: ringAddr(txLay.descAddr), avail: ringAddr(txLay.availAddr), used: ringAddr(txLay.usedAddr) });
-    const ringFds = { rx: rxFds, tx: txFds };
+    const rings = await startPairRings(fe, view, first.gpa, size, 0, first.gpa, ringAddr);
     return {
-      fe, mem, rx, tx, rxFds: ringFds.rx, txFds: ringFds.tx,
-      bufBase: Math.ceil(txLay.end / 4096) * 4096,
+      fe, mem, ...rings,
       off: (gpa) => {
         const r = layout.regions.find((x) => gpa >= x.gpa && gpa < x.gpa + x.size);
         if (!r) throw new Error(`guest address 0x${gpa.toString(16)} is in no region`);
@@ -338,16 +329,47 @@ export async function setupLoopback(socket: string, opts: {
       },
       dispose() {
         fe.close();
-        for (const fd of [ringFds.rx.kick, ringFds.rx.call, ringFds.tx.kick, ringFds.tx.call]) closeFd(fd);
+        closeRingFds(rings);
         mem.dispose();
       },
     };
   } catch (err) {
     fe.close();
-    for (const fds of [rxFds, txFds]) if (fds) [fds.kick, fds.call].forEach((fd) => closeFd(fd));
     mem.dispose();
     throw err;
   }
+}
+
+type PairRings = Pick<LoopbackRig, 'rx' | 'tx' | 'rxFds' | 'txFds' | 'bufBase'>;
+
+function closeRingFds(rings: Pick<LoopbackRig, 'rxFds' | 'txFds'>): void {
+  for (const fd of [rings.rxFds.kick, rings.rxFds.call, rings.txFds.kick, rings.txFds.call]) closeFd(fd);
+}
+
+/**
+ * RX and TX split rings of queue pair `pair` (vrings 2 pair, 2 pair + 1) laid out from guest
+ * address `base`, drivers over `view` (guest memory from `viewBase`), started with the
+ * addresses `ringAddr` gives; buffers may follow from bufBase. A refused TX ring closes the
+ * RX ring's fds.
+ */
+async function startPairRings(
+  fe: HostileFrontend, view: Uint8Array, viewBase: number, size: number, pair: number, base: number, ringAddr: (gpa: number) => number,
+): Promise<PairRings> {
+  const rxLay = layoutRings(size, base);
+  const txLay = layoutRings(size, Math.ceil(rxLay.end / 4096) * 4096);
+  type Layout = typeof rxLay;
+  const driver = (lay: Layout) => new SplitDriver({ memory: view, base: viewBase, size, descAddr: lay.descAddr, availAddr: lay.availAddr, usedAddr: lay.usedAddr });
+  const start = (index: number, lay: Layout) => fe.startRing(index, { size, desc: ringAddr(lay.descAddr), avail: ringAddr(lay.availAddr), used: ringAddr(lay.usedAddr) });
+  const rxFds = await start(2 * pair, rxLay);
+  let txFds;
+  try {
+    txFds = await start(2 * pair + 1, txLay);
+  } catch (err) {
+    closeFd(rxFds.kick);
+    closeFd(rxFds.call);
+    throw err;
+  }
+  return { rx: driver(rxLay), tx: driver(txLay), rxFds, txFds, bufBase: Math.ceil(txLay.end / 4096) * 4096 };
 }
 
 /** A test frame: Ethernet header (dst, src, type) and a patterned payload. */
@@ -365,23 +387,10 @@ export function testFrame(len: number, seed: number): Uint8Array {
  */
 export async function addLoopbackPair(rig: LoopbackRig, pair: number, size = 64): Promise<LoopbackRig> {
   if (!(pair >= 1 && pair <= 3)) throw new Error(`addLoopbackPair: pair ${pair} is not 1..3`);
-  const base = GUEST.GPA + pair * (GUEST.SIZE / 4);
-  const rxLay = layoutRings(size, base);
-  const txLay = layoutRings(size, Math.ceil(rxLay.end / 4096) * 4096);
-  const view = rig.mem.bytes.subarray(0, GUEST.SIZE);
   const uva = (gpa: number): number => gpa - GUEST.GPA + GUEST.UVA;
-  const rx = new SplitDriver({ memory: view, base: GUEST.GPA, size, descAddr: rxLay.descAddr, availAddr: rxLay.availAddr, usedAddr: rxLay.usedAddr });
-  const tx = new SplitDriver({ memory: view, base: GUEST.GPA, size, descAddr: txLay.descAddr, availAddr: txLay.availAddr, usedAddr: txLay.usedAddr });
-  const rxFds = await rig.fe.startRing(2 * pair, { size, desc: uva(rxLay.descAddr), avail: uva(rxLay.availAddr), used: uva(rxLay.usedAddr) });
-  const txFds = await rig.fe.startRing(2 * pair + 1, { size, desc: uva(txLay.descAddr), avail: uva(txLay.availAddr), used: uva(txLay.usedAddr) });
-  return {
-    fe: rig.fe, mem: rig.mem, rx, tx, rxFds, txFds,
-    bufBase: Math.ceil(txLay.end / 4096) * 4096,
-    off: rig.off,
-    dispose() {
-      for (const fd of [rxFds.kick, rxFds.call, txFds.kick, txFds.call]) closeFd(fd);
-    },
-  };
+  const view = rig.mem.bytes.subarray(0, GUEST.SIZE);
+  const rings = await startPairRings(rig.fe, view, GUEST.GPA, size, pair, GUEST.GPA + pair * (GUEST.SIZE / 4), uva);
+  return { fe: rig.fe, mem: rig.mem, ...rings, off: rig.off, dispose: () => closeRingFds(rings) };
 }
 
 /**
