@@ -35,15 +35,17 @@
  * before the head's flags, which were stored after everything else. Keeping no staging
  * list means no store per chain outside the ring (the stores are what costs, net.ts).
  *
- * Memory ordering on the avail side: the head descriptor's id|flags word is read with
- * Atomics.load (acquire); the driver writes the head's flags last (after the rest of the
- * chain, with a release), so everything read after it is at least as new.
+ * Memory ordering on the avail side: the head descriptor's id|flags word is read with an
+ * acquire load (ordering.ts: a plain load on x86-64, Atomics.load elsewhere); the driver
+ * writes the head's flags last (after the rest of the chain, with a release), so
+ * everything read after it is at least as new.
  */
 import { ACCESS_READ, ACCESS_WRITE } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
 import type { BufferRun } from './buffer-run.js';
 import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, writableSpan, type RingAreas } from './chain.js';
 import type { VirtQueue, VirtQueueConfig } from './queue.js';
+import { PLAIN_LOAD_IS_ACQUIRE } from './ordering.js';
 import { MAX_QUEUE_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './split.js';
 
 export { WALK_OK, WALK_MISS, WALK_BROKEN, RING_OK, RING_MISS, RING_FAULT } from './chain.js';
@@ -227,7 +229,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     let aBit = availBit;
     let uBit = usedBit;
     while (descs < size) {
-      const w = Atomics.load(d, (pos << 2) + 3);
+      const w = PLAIN_LOAD_IS_ACQUIRE ? d[(pos << 2) + 3] : Atomics.load(d, (pos << 2) + 3);
       if ((w & W_AVAIL) !== aBit || (w & W_USED) === uBit) break;
       const start = pos;
       let c = 1;
@@ -425,7 +427,7 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     let k = 0;
     for (; k < n; k++) {
       const w = pos << 2;
-      const w3 = Atomics.load(d, w + 3);
+      const w3 = PLAIN_LOAD_IS_ACQUIRE ? d[w + 3] : Atomics.load(d, w + 3);
       if ((w3 & W_AVAIL) !== aBit || (w3 & W_USED) === uBit) break;
       if ((w3 & (W_NEXT | W_INDIRECT)) !== 0 || ((w3 >>> 16) & VRING_DESC_F_WRITE) !== want) break;
       const len = d[w + 2];
