@@ -5,7 +5,7 @@
  *
  * Default (interleaved): one front-end with a port to each of P serve and P DPDK vhost
  * processes (default 2 each), run one at a time in turn in 100 ms slices (alternate.ts and
- * interleavedRates say why): the ratio compares them in the same seconds of the machine. --sequential: each back-end alone with
+ * interleaved.ts say why): the ratio compares them in the same seconds of the machine. --sequential: each back-end alone with
  * its own front-end, serve then DPDK, per round (what earlier reports used).
  *
  *   node dist/bench/datapath-vs-dpdk.js [--seconds S] [--queues N] [--workers W] [--packed] [--repeat R] [--direction rx|tx]
@@ -14,8 +14,9 @@
 import { startTestpmd, type NicStats, type Testpmd } from '../test/peers/dpdk.js';
 import { sleep } from '../test/peers/util.js';
 import { startServe, type ServeProcess } from '../test/support/serve.js';
-import { median } from './median.js';
-import { alternate, crossCoreRoundTrip } from './alternate.js';
+import { mean, median } from './median.js';
+import { crossCoreRoundTrip } from './alternate.js';
+import { BACKEND_CORE, FRONTEND_LCORES, interleavedRates, side, type Direction, type PortBackend } from './interleaved.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -58,9 +59,7 @@ function arg(name: string, fallback: number): number {
  * forwarding lcore polls every queue: the same CPU budget for both back-ends. (Unpinned,
  * they would take the front-end's core too: 0.49x on TX with 2 pairs, against 0.82x.)
  */
-const BACKEND_CORE = 0;
 const SERVE_PIN = ['taskset', '-c', String(BACKEND_CORE)];
-const FRONTEND_LCORES: [number, number] = [BACKEND_CORE, 1 - BACKEND_CORE]; // main, forwarding
 
 /**
  * Mpps seen by the front-end's port 0: the mean of testpmd's own per-period rate ("Rx-pps" /
@@ -85,7 +84,6 @@ async function measure(pmd: Testpmd, field: 'rxPps' | 'txPps', seconds: number):
   return samples.reduce((a, b) => a + b, 0) / samples.length / 1e6;
 }
 
-type Direction = DatapathResult['direction'];
 
 /** serve --workers W (--workers on this command line): worker threads for the queue pairs; default serve's own. */
 const WORKER_ARGS = ((): string[] => {
@@ -122,9 +120,36 @@ async function dpdkRate(direction: Direction, queues: number, packed: boolean, s
   }
 }
 
-/** Slice of an interleaved run, and the stats blocks (1 s each) per reported window. */
-const SLICE_MS = 100;
-const WINDOW_BLOCKS = 2;
+/**
+ * `processes` serve processes and as many DPDK vhost processes behind one front-end (ports
+ * serve, DPDK, serve, DPDK, ...), run one at a time in turn (interleaved.ts): each back-end's
+ * rate is its port's frames over its own running time.
+ */
+async function interleavedServeVsDpdk(direction: Direction, queues: number, packed: boolean, seconds: number, processes: number): Promise<Interleaved> {
+  const serves: ServeProcess[] = [];
+  const backends: Testpmd[] = [];
+  try {
+    const ports: PortBackend[] = [];
+    for (let i = 0; i < processes; i++) {
+      const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), ...WORKER_ARGS, '--quiet'], { prefix: SERVE_PIN });
+      serves.push(serve);
+      const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
+      const backend = startTestpmd({ role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly', lcores: [1 - BACKEND_CORE, BACKEND_CORE], extraArgs: ['--txpkts=64'] });
+      backends.push(backend);
+      await backend.waitFor(/Port 0: /, 30_000).catch(() => undefined);
+      ports.push({ socket: serve.socket, pid: serve.child.pid! }, { socket, pid: backend.process.pid! });
+    }
+    const r = await interleavedRates(ports, direction, queues, packed, seconds);
+    const oursEach = side(r.each, 0);
+    const dpdkEach = side(r.each, 1);
+    const oursMpps = mean(oursEach);
+    const dpdkMpps = mean(dpdkEach);
+    return { oursMpps, dpdkMpps, ratio: oursMpps / dpdkMpps, windows: r.windows, oursEach, dpdkEach };
+  } finally {
+    for (const b of backends) await b.stop();
+    for (const sv of serves) await sv.stop();
+  }
+}
 
 interface Interleaved {
   oursMpps: number;
@@ -134,76 +159,6 @@ interface Interleaved {
   /** Each process's own rate (Mpps), serve's and DPDK's. */
   oursEach: number[];
   dpdkEach: number[];
-}
-
-/**
- * `processes` serve processes and as many DPDK vhost processes behind one front-end (ports
- * serve, DPDK, serve, DPDK, ...), run one at a time in turn: each back-end's rate is its
- * port's frames over its own running time. Several processes of each because one process
- * keeps its own speed for its whole life, and two identical ones can differ by ±12%
- * (split) or more (packed) — compiled code and memory placement differ per process. The
- * front-end also polls the stopped back-ends' idle ports, which costs every one the same.
- */
-async function interleavedRates(direction: Direction, queues: number, packed: boolean, seconds: number, processes: number): Promise<Interleaved> {
-  const serves: ServeProcess[] = [];
-  const backends: Testpmd[] = [];
-  try {
-    const sockets: string[] = [];
-    for (let i = 0; i < processes; i++) {
-      const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), ...WORKER_ARGS, '--quiet'], { prefix: SERVE_PIN });
-      serves.push(serve);
-      const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
-      const backend = startTestpmd({ role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly', lcores: [1 - BACKEND_CORE, BACKEND_CORE], extraArgs: ['--txpkts=64'] });
-      backends.push(backend);
-      await backend.waitFor(/Port 0: /, 30_000).catch(() => undefined);
-      sockets.push(serve.socket, socket);
-    }
-    const ports = sockets.length;
-    const pmd = startTestpmd({ role: 'virtio-user', socket: sockets, queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs: ['--txpkts=64'] });
-    try {
-      await pmd.waitForLinkUp();
-      const count = direction === 'guest→backend' ? 'txPackets' : 'rxPackets';
-      await pmd.waitForStats((s) => sockets.every((_, p) => (s[p]?.[count] ?? 0) > 0), 60_000);
-      await sleep(1500);
-      // Counters at each new stats block (testpmd prints its ports' blocks in order).
-      const blocks: number[][] = [];
-      let last = pmd.stats()[ports - 1];
-      const sample = (): void => {
-        const s = pmd.stats();
-        if (s[ports - 1] !== undefined && s[ports - 1] !== last) {
-          last = s[ports - 1];
-          blocks.push(sockets.map((_, p) => s[p]?.[count] ?? 0));
-        }
-      };
-      sample();
-      const pids = serves.flatMap((sv, i) => [sv.child.pid!, backends[i]!.process.pid!]);
-      const onMs = await alternate(pids, SLICE_MS, seconds * 1000, sample);
-      await sleep(1200);
-      sample();
-      const first = blocks[0]!;
-      const final = blocks[blocks.length - 1]!;
-      const rate = (p: number): number => (final[p]! - first[p]!) / onMs[p]! / 1000;
-      const oursEach = serves.map((_, i) => rate(2 * i));
-      const dpdkEach = serves.map((_, i) => rate(2 * i + 1));
-      const mean = (xs: number[]): number => xs.reduce((x, y) => x + y, 0) / xs.length;
-      const sumOf = (b: number[], parity: number): number => b.reduce((t, v, p) => (p % 2 === parity ? t + v : t), 0);
-      const windows: number[] = [];
-      for (let i = WINDOW_BLOCKS; i < blocks.length; i += WINDOW_BLOCKS) {
-        const a = blocks[i - WINDOW_BLOCKS]!;
-        const b = blocks[i]!;
-        const dpdkFrames = sumOf(b, 1) - sumOf(a, 1);
-        if (dpdkFrames > 0) windows.push((sumOf(b, 0) - sumOf(a, 0)) / dpdkFrames);
-      }
-      const oursMpps = mean(oursEach);
-      const dpdkMpps = mean(dpdkEach);
-      return { oursMpps, dpdkMpps, ratio: oursMpps / dpdkMpps, windows, oursEach, dpdkEach };
-    } finally {
-      await pmd.stop();
-    }
-  } finally {
-    for (const b of backends) await b.stop();
-    for (const sv of serves) await sv.stop();
-  }
 }
 
 export interface DatapathOptions {
@@ -226,7 +181,7 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
   for (const direction of opts.directions ?? ['guest→backend', 'backend→guest'] as const) {
     if ((opts.mode ?? 'interleaved') === 'interleaved') {
       const before = await crossCoreRoundTrip();
-      const r = await interleavedRates(direction, opts.queues, opts.packed, opts.seconds * repeat, opts.processes ?? 2);
+      const r = await interleavedServeVsDpdk(direction, opts.queues, opts.packed, opts.seconds * repeat, opts.processes ?? 2);
       const after = await crossCoreRoundTrip();
       const each = (xs: number[]): string => xs.map((x) => x.toFixed(2)).join(' / ');
       opts.progress?.(`${direction} ${opts.packed ? 'packed' : 'split'} interleaved: serve ${r.oursMpps.toFixed(2)} Mpps (${each(r.oursEach)}), DPDK ${r.dpdkMpps.toFixed(2)} Mpps (${each(r.dpdkEach)}), ${r.ratio.toFixed(2)}x; 2 s windows ${r.windows.map((w) => w.toFixed(2)).join(' ')}; cross-core round trip ${before.toFixed(0)} / ${after.toFixed(0)} ns`);

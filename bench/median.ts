@@ -5,3 +5,8 @@ export function median(xs: readonly number[]): number {
   const m = s.length >> 1;
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
+
+/** The arithmetic mean of xs; NaN for none. */
+export function mean(xs: readonly number[]): number {
+  return xs.reduce((x, y) => x + y, 0) / xs.length;
+}

@@ -23,6 +23,8 @@ export interface StartServeOptions {
   dir?: string;
   /** argv that runs serve inside something, e.g. ['ip', 'netns', 'exec', NS] (must exec, so child.pid is serve's). */
   prefix?: string[];
+  /** The CLI to run (default this checkout's bin/run.js), e.g. another checkout's, to compare builds. */
+  bin?: string;
 }
 
 /**
@@ -39,7 +41,7 @@ export async function startServe(args: string[], opts: StartServeOptions = {}): 
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vit-serve-'));
   const socket = opts.socket ?? join(dir, 'vhost.sock');
   const control = join(dir, 'control.sock');
-  const argv = [process.execPath, ...serveNodeFlags(), join(repoRoot(), 'bin', 'run.js'), 'serve', '--socket', socket, '--control', control, ...args];
+  const argv = [process.execPath, ...serveNodeFlags(), opts.bin ?? join(repoRoot(), 'bin', 'run.js'), 'serve', '--socket', socket, '--control', control, ...args];
   if (opts.prefix) argv.unshift(...opts.prefix);
   const { child, log, exited } = spawnLogged(argv, 'serve');
   const deadline = Date.now() + 15_000;

@@ -1,0 +1,92 @@
+/**
+ * One serve against another, same front-end, same seconds: "measure before and after".
+ * A and B differ by their serve flags, by the checkout they run (`--b-bin` another
+ * checkout's bin/run.js, e.g. a worktree of the commit before), or by where they run
+ * (`--a-pin` / `--b-pin`: a CPU list for taskset, or `none` to leave serve to the scheduler).
+ * P processes of each behind one dpdk-testpmd virtio-user front-end, run one at a time in
+ * turn (interleaved.ts), 64-byte frames, no IOMMU.
+ *
+ *   node dist/bench/serve-ab.js [--a 'FLAGS'] [--b 'FLAGS'] [--a-bin PATH] [--b-bin PATH]
+ *        [--a-pin 0|none] [--b-pin 0|none] [--direction rx|tx] [--packed] [--queues N]
+ *        [--seconds S] [--processes P] [--rounds R]
+ *
+ * Defaults: both this checkout, pinned to core 0 (as datapath-vs-dpdk.ts pins serve), both
+ * directions, split ring, 12 s, 2 processes, 1 round. Prints each side's Mpps (each
+ * process), B / A and the 2 s windows' B / A range. Not a test: figures depend on the machine.
+ */
+import { startServe, type ServeProcess } from '../test/support/serve.js';
+import { BACKEND_CORE, interleavedRates, side, type Direction, type PortBackend } from './interleaved.js';
+import { mean } from './median.js';
+
+interface Variant {
+  label: string;
+  flags: string[];
+  bin?: string;
+  /** taskset CPU list, or null: not pinned. */
+  pin: string | null;
+}
+
+function option(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  if (i < 0) return undefined;
+  const v = process.argv[i + 1];
+  if (v === undefined) throw new Error(`${name} needs a value`);
+  return v;
+}
+
+function numberOption(name: string, fallback: number): number {
+  const v = option(name);
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name}: "${v}" is not a positive integer`);
+  return n;
+}
+
+function variant(which: 'a' | 'b'): Variant {
+  const flags = option(`--${which}`)?.trim();
+  const pin = option(`--${which}-pin`) ?? String(BACKEND_CORE);
+  const bin = option(`--${which}-bin`);
+  const parts = [flags || 'default flags', bin ? `bin ${bin}` : '', pin === 'none' ? 'not pinned' : `CPU ${pin}`].filter(Boolean);
+  return { label: `${which.toUpperCase()} (${parts.join(', ')})`, flags: flags ? flags.split(/\s+/) : [], bin, pin: pin === 'none' ? null : pin };
+}
+
+async function round(a: Variant, b: Variant, direction: Direction, queues: number, packed: boolean, seconds: number, processes: number): Promise<void> {
+  const serves: ServeProcess[] = [];
+  try {
+    const ports: PortBackend[] = [];
+    for (let i = 0; i < processes; i++) {
+      for (const v of [a, b]) {
+        const serve = await startServe(
+          ['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), '--quiet', ...v.flags],
+          { prefix: v.pin === null ? undefined : ['taskset', '-c', v.pin], bin: v.bin },
+        );
+        serves.push(serve);
+        ports.push({ socket: serve.socket, pid: serve.child.pid! });
+      }
+    }
+    const r = await interleavedRates(ports, direction, queues, packed, seconds);
+    const each = (xs: number[]): string => `${mean(xs).toFixed(2)} (${xs.map((x) => x.toFixed(2)).join(' / ')})`;
+    const aEach = side(r.each, 0);
+    const bEach = side(r.each, 1);
+    const windows = r.windows.map((w) => 1 / w);
+    const range = windows.length > 0 ? `${Math.min(...windows).toFixed(2)}–${Math.max(...windows).toFixed(2)} (${windows.length})` : '-';
+    console.log(`${direction} ${packed ? 'packed' : 'split'}: A ${each(aEach)} Mpps, B ${each(bEach)} Mpps, B / A ${(mean(bEach) / mean(aEach)).toFixed(2)}x, 2 s windows ${range}`);
+  } finally {
+    for (const s of serves) await s.stop();
+  }
+}
+
+const a = variant('a');
+const b = variant('b');
+const dir = option('--direction');
+if (dir !== undefined && dir !== 'rx' && dir !== 'tx') throw new Error(`--direction: "${dir}" is not rx or tx`);
+const directions: Direction[] = dir === 'rx' ? ['backend→guest'] : dir === 'tx' ? ['guest→backend'] : ['guest→backend', 'backend→guest'];
+const packed = process.argv.includes('--packed');
+const seconds = numberOption('--seconds', 12);
+const processes = numberOption('--processes', 2);
+const rounds = numberOption('--rounds', 1);
+const queues = numberOption('--queues', 1);
+console.log(`serve-ab: ${a.label} against ${b.label}; ${processes} processes each, ${seconds} s per direction and round`);
+for (let r = 0; r < rounds; r++) {
+  for (const direction of directions) await round(a, b, direction, queues, packed, seconds, processes);
+}
