@@ -81,9 +81,8 @@ async function measure(pmd: Testpmd, field: 'rxPps' | 'txPps', seconds: number):
     }
     return samples.length >= seconds;
   }, (seconds + 10) * 1000);
-  return samples.reduce((a, b) => a + b, 0) / samples.length / 1e6;
+  return mean(samples) / 1e6;
 }
-
 
 /** serve --workers W (--workers on this command line): worker threads for the queue pairs; default serve's own. */
 const WORKER_ARGS = ((): string[] => {
