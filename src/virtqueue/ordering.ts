@@ -8,9 +8,10 @@
  * it is what DPDK's rte_atomic_load_explicit(..., acquire) compiles to. Atomics.load gives
  * the same order, but Node 20's V8 makes it a builtin call (~5 ns against under 1), once
  * per descriptor. Elsewhere (arm64, where a load may pass a load) rings keep Atomics.load.
- * A plain load of a descriptor is never reused from an earlier read: each scan reads positions
- * it has not read before, and the rescan after enableNotifications() follows an Atomics.store,
- * which V8 treats as writing all memory.
+ * A plain load is never answered from an earlier read of the same word: between two looks at
+ * the frontier descriptor the worker makes atomic operations (each burst's resume and
+ * quiesce, enableNotifications()'s Atomics.store before its rescan), which V8 treats as
+ * writing all memory.
  *
  * Stores that publish (used flags, used->idx) stay Atomics.store on every architecture:
  * the seq_cst store is also the fence that orders them before the interrupt decision's
