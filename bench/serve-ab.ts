@@ -1,12 +1,13 @@
 /**
  * One serve against another, same front-end, same seconds: "measure before and after".
- * A and B differ by their serve flags, by the checkout they run (`--b-bin` another
- * checkout's bin/run.js, e.g. a worktree of the commit before), or by where they run
- * (`--a-pin` / `--b-pin`: a CPU list for taskset, or `none` to leave serve to the scheduler).
+ * A and B differ by their serve flags (`--b='--flag value'`, with '=' since the value starts
+ * with a dash), by the checkout they run (`--b-bin` another checkout's bin/run.js, e.g. a
+ * worktree of the commit before), or by where they run (`--a-pin` / `--b-pin`: a CPU list
+ * for taskset, or `none` to leave serve to the scheduler).
  * P processes of each behind one dpdk-testpmd virtio-user front-end, run one at a time in
  * turn (interleaved.ts), 64-byte frames, no IOMMU.
  *
- *   node dist/bench/serve-ab.js [--a 'FLAGS'] [--b 'FLAGS'] [--a-bin PATH] [--b-bin PATH]
+ *   node dist/bench/serve-ab.js [--a='FLAGS'] [--b='FLAGS'] [--a-bin PATH] [--b-bin PATH]
  *        [--a-pin 0|none] [--b-pin 0|none] [--direction rx|tx] [--packed] [--queues N]
  *        [--seconds S] [--processes P] [--rounds R]
  *
@@ -14,6 +15,7 @@
  * directions, split ring, 12 s, 2 processes, 1 round. Prints each side's Mpps (each
  * process), B / A and the 2 s windows' B / A range. Not a test: figures depend on the machine.
  */
+import { parseArgs } from 'node:util';
 import { startServe, type ServeProcess } from '../test/support/serve.js';
 import { BACKEND_CORE, interleavedRates, side, type Direction, type PortBackend } from './interleaved.js';
 import { mean } from './median.js';
@@ -26,26 +28,27 @@ interface Variant {
   pin: string | null;
 }
 
-function option(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return undefined;
-  const v = process.argv[i + 1];
-  if (v === undefined) throw new Error(`${name} needs a value`);
-  return v;
-}
+const { values: opts } = parseArgs({
+  options: {
+    a: { type: 'string' }, b: { type: 'string' },
+    'a-bin': { type: 'string' }, 'b-bin': { type: 'string' },
+    'a-pin': { type: 'string', default: String(BACKEND_CORE) }, 'b-pin': { type: 'string', default: String(BACKEND_CORE) },
+    direction: { type: 'string' }, packed: { type: 'boolean', default: false },
+    queues: { type: 'string', default: '1' }, seconds: { type: 'string', default: '12' },
+    processes: { type: 'string', default: '2' }, rounds: { type: 'string', default: '1' },
+  },
+});
 
-function numberOption(name: string, fallback: number): number {
-  const v = option(name);
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name}: "${v}" is not a positive integer`);
+function positive(name: 'queues' | 'seconds' | 'processes' | 'rounds'): number {
+  const n = Number(opts[name]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: "${opts[name]}" is not a positive integer`);
   return n;
 }
 
 function variant(which: 'a' | 'b'): Variant {
-  const flags = option(`--${which}`)?.trim();
-  const pin = option(`--${which}-pin`) ?? String(BACKEND_CORE);
-  const bin = option(`--${which}-bin`);
+  const flags = opts[which]?.trim();
+  const pin = opts[`${which}-pin`]!;
+  const bin = opts[`${which}-bin`];
   const parts = [flags || 'default flags', bin ? `bin ${bin}` : '', pin === 'none' ? 'not pinned' : `CPU ${pin}`].filter(Boolean);
   return { label: `${which.toUpperCase()} (${parts.join(', ')})`, flags: flags ? flags.split(/\s+/) : [], bin, pin: pin === 'none' ? null : pin };
 }
@@ -78,14 +81,14 @@ async function round(a: Variant, b: Variant, direction: Direction, queues: numbe
 
 const a = variant('a');
 const b = variant('b');
-const dir = option('--direction');
+const dir = opts.direction;
 if (dir !== undefined && dir !== 'rx' && dir !== 'tx') throw new Error(`--direction: "${dir}" is not rx or tx`);
 const directions: Direction[] = dir === 'rx' ? ['backend→guest'] : dir === 'tx' ? ['guest→backend'] : ['guest→backend', 'backend→guest'];
-const packed = process.argv.includes('--packed');
-const seconds = numberOption('--seconds', 12);
-const processes = numberOption('--processes', 2);
-const rounds = numberOption('--rounds', 1);
-const queues = numberOption('--queues', 1);
+const packed = opts.packed!;
+const seconds = positive('seconds');
+const processes = positive('processes');
+const rounds = positive('rounds');
+const queues = positive('queues');
 console.log(`serve-ab: ${a.label} against ${b.label}; ${processes} processes each, ${seconds} s per direction and round`);
 for (let r = 0; r < rounds; r++) {
   for (const direction of directions) await round(a, b, direction, queues, packed, seconds, processes);
