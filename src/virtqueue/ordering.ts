@@ -8,10 +8,11 @@
  * it is what DPDK's rte_atomic_load_explicit(..., acquire) compiles to. Atomics.load gives
  * the same order, but Node 20's V8 makes it a builtin call (~5 ns against under 1), once
  * per descriptor. Elsewhere (arm64, where a load may pass a load) rings keep Atomics.load.
- * A plain load is never answered from an earlier read of the same word: between two looks at
- * the frontier descriptor the worker makes atomic operations (each burst's resume and
- * quiesce, enableNotifications()'s Atomics.store before its rescan), which V8 treats as
- * writing all memory.
+ * Could the compiler answer a plain load from an earlier read of the same word? Between
+ * bursts, and in enableNotifications() before its rescan, the worker makes atomic operations
+ * that V8 treats as writing all memory, so not across them. Within a burst a position is read
+ * again only while it was not available (once taken, the scan moves past it), so a reused
+ * value could only hide a new buffer until the next burst, never hand out a stale one.
  *
  * Stores that publish (used flags, used->idx) stay Atomics.store on every architecture:
  * the seq_cst store is also the fence that orders them before the interrupt decision's
