@@ -94,10 +94,11 @@ export default class Serve extends Command {
       this.error('--net tap serves exactly one socket (one tap queue per queue pair)', { exit: 2 });
     }
     let cpus: number[] = [];
+    // Counted before --cpus narrows this thread's affinity: what the workers and the rest share.
+    const allowed = allowedCpus();
     if (flags.cpus !== undefined) {
       try {
         cpus = parseCpuList(flags.cpus);
-        const allowed = allowedCpus();
         const outside = cpus.filter((cpu) => !allowed.includes(cpu));
         if (outside.length > 0) throw new Error(`--cpus: CPU ${outside.join(',')} is not among the CPUs serve may use (${allowed.join(',')})`);
       } catch (err) {
@@ -107,7 +108,7 @@ export default class Serve extends Command {
     const workers = flags.workers ?? defaultWorkers(flags.queues);
     if (workers > flags.queues) log('warn', `--workers ${workers} with ${flags.queues} queue pair(s): ${workers - flags.queues} worker(s) would have nothing to serve`);
     if (cpus.length > 0) {
-      const rest = keepOffWorkerCpus(cpus.slice(0, workers));
+      const rest = keepOffWorkerCpus(cpus.slice(0, workers), allowed);
       log('info', `workers on CPU ${cpus.slice(0, workers).join(',')}; ${rest === null ? 'no CPU left for the other threads: they share the workers\' CPUs' : `other threads on CPU ${rest.join(',')}`}`);
     }
     const controlPath = flags.control ?? join(dirname(flags.socket[0]), `${flags.socket[0].split('/').pop()}.ctl`);
@@ -125,7 +126,7 @@ export default class Serve extends Command {
       socketPath, client: flags.client, trace, queuePairs: flags.queues, net, strategy: flags['iotlb-strategy'],
       batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'],
       forgetAfterBurst: flags['iotlb-reuse'] === 'per-burst', busyPollUs: flags['busy-poll-us'],
-      iotlbReader: flags['iotlb-reader'] as IotlbReader, workers, cpus, maxMtu: flags.mtu,
+      iotlbReader: flags['iotlb-reader'] as IotlbReader, workers, cpus, usableCpus: allowed.length, maxMtu: flags.mtu,
       traceTranslations: trace !== null && flags['trace-translations'],
       log: (level, text) => log(level, `${socketPath}: ${text}`),
     }));

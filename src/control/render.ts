@@ -19,6 +19,9 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
   out.push(`features ${state.features.bits}: ${state.features.names.join(' ') || '-'}`);
   out.push(`protocol ${state.protocolFeatures.bits}: ${state.protocolFeatures.names.join(' ') || '-'}`);
   out.push(`IOMMU: ${state.iommu ? chalk.cyan('on (ACCESS_PLATFORM)') : 'off'}  status: 0x${state.status.toString(16)}${state.mtu === null ? '' : `  MTU: ${state.mtu}`}`);
+  const t = state.threads;
+  const idle = t.busyPollUs < 0 ? 'never sleep' : `poll ${t.busyPollUs} µs then sleep`;
+  out.push(`workers: ${t.workers} on ${t.cpus.length > 0 ? `CPU ${t.cpus.join(',')}` : 'any CPU'}${t.sharesCpu ? ' (sharing CPUs with the control thread)' : ''}, idle: ${idle}, IOTLB requests read by the ${t.iotlbReader === 'worker' ? 'worker' : 'control thread'}`);
   if (state.dirtyLog.logging) {
     const d = state.dirtyLog;
     out.push(chalk.cyan(`dirty-page logging on (migration): ${d.logBytes}-byte log, ${d.pagesMarked} page marks`) +

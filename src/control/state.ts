@@ -64,6 +64,12 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
     features: { bits: hex(device.features), names: featureNames(device.features, NET_DEVICE_FEATURES) },
     protocolFeatures: { bits: hex(device.protocolFeatures), names: featureNames(device.protocolFeatures, PROTOCOL_FEATURES) },
     iommu: device.iommu,
+    /**
+     * Worker threads, the CPUs they are pinned to (empty: the scheduler's choice), whether they
+     * take turns with the control thread on CPUs, how long an idle worker polls before it
+     * sleeps (-1: never), and which thread reads IOTLB UPDATE / INVALIDATE.
+     */
+    threads: device.placement,
     status: device.status,
     /** The MTU the front-end set (NET_SET_MTU, applied to the tap); null if it set none. */
     mtu: device.mtu,

@@ -121,6 +121,12 @@ export class DeviceIotlb {
     if (pair) await pair.clearIotlb(index);
   }
 
+  /** --iotlb-reader with auto resolved: the thread meant to read UPDATE / INVALIDATE (lendable() says when it can). */
+  get reader(): 'worker' | 'control' {
+    const reader = this.options.iotlbReader ?? 'auto';
+    return reader === 'worker' || (reader === 'auto' && this.workers.sharesCpu) ? 'worker' : 'control';
+  }
+
   /**
    * Whether the session may lend its socket to the worker, which then reads and acks IOTLB
    * requests itself (datapath/iotlb-fast-path.ts): when --iotlb-reader says so, and not
@@ -129,8 +135,7 @@ export class DeviceIotlb {
    * before the worker exists.
    */
   lendable(iommu: boolean, tracing: boolean): boolean {
-    const reader = this.options.iotlbReader ?? 'auto';
-    if (reader === 'control' || (reader === 'auto' && !this.workers.sharesCpu)) return false;
+    if (this.reader === 'control') return false;
     if (!iommu || tracing || this.options.queuePairs !== 1 || this.workers.size !== 1) return false;
     return !this.workers.values().next().value!.socketLent;
   }

@@ -118,6 +118,8 @@ export class NetDevice {
   setBackendChannel(fd: number): Promise<void> { return this.workers.setBackend(fd); }
   dropIdleWorkers(): Promise<void> { return this.workers.dropIdle(); }
   workerOf(pairIndex: number): number | null { return this.workers.workerOf(pairIndex); }
+  /** Worker threads, their CPUs, idle polling and which thread reads IOTLB requests (inspect). */
+  get placement() { return { ...this.workers.placement, iotlbReader: this.iotlb.reader }; }
   resetRings(): Promise<void> { return this.workers.resetRings(); }
 
   // IOTLB (device-iotlb.ts).

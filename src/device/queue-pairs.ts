@@ -35,6 +35,8 @@ export interface WorkerOptions {
   workers?: number;
   /** CPUs for the workers (serve --cpus), worker k on cpus[k % length]; empty: the scheduler decides. */
   cpus?: number[];
+  /** CPUs serve may use, counted before --cpus narrowed its other threads (default: this thread's, now). */
+  usableCpus?: number;
   log(level: string, text: string): void;
 }
 
@@ -66,6 +68,18 @@ function ringFormat(features: bigint) {
   };
 }
 
+/**
+ * Whether the polling workers and the control thread must take turns on CPUs. Pinned
+ * (`pinned` > 0 CPUs named): when fewer CPUs than workers are named, or they are every CPU
+ * serve may use (none left for the control thread). Unpinned: when serve may use no more
+ * CPUs than it runs workers. `usable` counts the CPUs serve could use when it started, before
+ * serve --cpus moved its other threads off the workers' CPUs (after that, the main thread's own
+ * affinity no longer says what the workers have).
+ */
+export function workersShareCpus(workers: number, pinned: number, usable: number): boolean {
+  return pinned > 0 ? pinned < workers || pinned >= usable : usable <= workers;
+}
+
 /** Worker threads a device runs by default: one per queue pair, at most one per CPU. */
 export function defaultWorkers(queuePairs: number): number {
   return Math.max(1, Math.min(queuePairs, availableParallelism()));
@@ -92,8 +106,9 @@ export class QueuePairs {
   ) {
     const workers = options.workers ?? defaultWorkers(options.queuePairs);
     this.threads = new Array<WorkerThread | null>(workers).fill(null);
-    const cpus = new Set(options.cpus ?? []).size;
-    this.sharesCpu = cpus > 0 ? cpus < workers || cpus >= availableParallelism() : availableParallelism() <= workers;
+    // Worker k runs on cpus[k % length]: CPUs named beyond the workers' count hold none.
+    const pinned = new Set((options.cpus ?? []).slice(0, workers)).size;
+    this.sharesCpu = workersShareCpus(workers, pinned, options.usableCpus ?? availableParallelism());
   }
 
   get(pairIndex: number): QueuePairHost | undefined {
@@ -244,6 +259,16 @@ export class QueuePairs {
     return load;
   }
 
+  /** How many worker threads, where they run and how they idle (for inspect). */
+  get placement(): { workers: number; cpus: number[]; sharesCpu: boolean; busyPollUs: number } {
+    return { workers: this.threads.length, cpus: [...(this.options.cpus ?? [])], sharesCpu: this.sharesCpu, busyPollUs: this.busyPollUs };
+  }
+
+  /** ThreadSetup.busyPollUs: serve --busy-poll-us, else polling on only with a CPU per worker. */
+  private get busyPollUs(): number {
+    return this.options.busyPollUs ?? (this.sharesCpu ? 0 : DEFAULT_BUSY_POLL_US);
+  }
+
   /** Which worker thread serves the pair (for inspect); null while it has none. */
   workerOf(pairIndex: number): number | null {
     return this.pairs.get(pairIndex)?.thread.number ?? null;
@@ -256,7 +281,7 @@ export class QueuePairs {
     const cpus = this.options.cpus ?? [];
     const thread = new WorkerThread({
       worker: k,
-      busyPollUs: this.options.busyPollUs ?? (this.sharesCpu ? 0 : DEFAULT_BUSY_POLL_US),
+      busyPollUs: this.busyPollUs,
       sharesCpu: this.sharesCpu,
       cpus: cpus.length > 0 ? [cpus[k % cpus.length]!] : [],
       onBroken: (ring, reason) => {

@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseCpuList } from '../../src/serve/placement.js';
+import { workersShareCpus } from '../../src/device/queue-pairs.js';
+import { DEFAULT_BUSY_POLL_US } from '../../src/datapath/contract.js';
 import { startServe } from '../support/serve.js';
 import {
   addLoopbackPair, collectLoopbackFrames, loopbackFrames, postLoopbackFrames, setupLoopback, waitFor, type LoopbackRig,
@@ -61,6 +63,42 @@ test('serve --cpus 1: the worker runs on CPU 1, every other thread on the other 
     const { exit, lines } = await serve.stop();
     assert.equal(exit.code, 0, lines.slice(-10).join('\n'));
   }
+});
+
+test('workersShareCpus: pinned workers share when fewer CPUs than workers or no CPU is left; unpinned when CPUs <= workers', () => {
+  assert.equal(workersShareCpus(1, 1, 2), false, 'one worker pinned, one CPU left for the rest');
+  assert.equal(workersShareCpus(1, 1, 1), true, 'the only CPU serve has');
+  assert.equal(workersShareCpus(2, 1, 4), true, 'two workers on one CPU');
+  assert.equal(workersShareCpus(2, 2, 3), false);
+  assert.equal(workersShareCpus(1, 0, 2), false, 'unpinned, a CPU to spare');
+  assert.equal(workersShareCpus(2, 0, 2), true, 'unpinned, a CPU per worker and none for the rest');
+});
+
+/** What inspect says about serve's threads, read through its control socket. */
+async function threadsOf(args: string[], prefix?: string[]) {
+  const serve = await startServe(['--net', 'loopback', ...args], { prefix });
+  try {
+    return (await serve.state()).threads;
+  } finally {
+    const { exit, lines } = await serve.stop();
+    assert.equal(exit.code, 0, lines.slice(-10).join('\n'));
+  }
+}
+
+// --cpus narrows the main thread's affinity before the device exists: the decision must come
+// from the CPUs serve started with (it once took the main thread's one CPU left for "no CPU
+// to spare" and gave a pinned worker the shared-CPU defaults: half the rate behind a vIOMMU).
+test('serve --cpus N with a CPU left over: the worker has its own CPU (polls on, control thread reads IOTLB requests)', { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : false }, async () => {
+  const last = availableParallelism() - 1;
+  assert.deepEqual(await threadsOf(['--cpus', String(last)]), {
+    workers: 1, cpus: [last], sharesCpu: false, busyPollUs: DEFAULT_BUSY_POLL_US, iotlbReader: 'control',
+  });
+});
+
+test('serve under taskset -c 0: one worker sharing the CPU (no idle polling, the worker reads IOTLB requests)', async () => {
+  assert.deepEqual(await threadsOf([], ['taskset', '-c', '0']), {
+    workers: 1, cpus: [], sharesCpu: true, busyPollUs: 0, iotlbReader: 'worker',
+  });
 });
 
 test('serve refuses a --cpus list naming a CPU this machine lacks', async () => {
