@@ -5,7 +5,8 @@
  *
  *   node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2]
  *        [--only 'DPDK vhost,serve coalescing'] [--frames N] [--seconds S] [--json]
- *        [--serve-args '--flag value'] [--serve-bin name=/other/checkout/bin/run.js]... [--cpu N] [--syscalls]
+ *        [--serve-args '--flag value'] [--serve-bin name=/other/checkout/bin/run.js]...
+ *        [--serve-variant 'name=--flag value']... [--cpu N] [--syscalls]
  *
  * Rows (guest configurations):
  *   off     no IOMMU
@@ -23,14 +24,15 @@
  *           --eth-peer=0,<guest MAC>` (both send UDP to the guest's MAC, so the guest does the same
  *           work per frame); the guest's /init mode rx-count reads eth0 rx_packets over S seconds of
  *           its /proc/uptime
- * Columns (back-ends; rows with the IOMMU off run only DPDK vhost and serve coalescing, plus --serve-bin ones):
+ * Columns (back-ends; rows with the IOMMU off run only DPDK vhost and serve coalescing, plus --serve-bin / --serve-variant ones):
  *   DPDK vhost              dpdk-testpmd --vdev net_vhost0,iface=SOCK,iommu-support=1
  *   DPDK lcores             (only with --cpu) the same, with only its two lcores on that CPU
  *   serve dpdk              serve --iotlb-strategy dpdk
  *   serve coalescing        serve --iotlb-strategy coalescing
  *   serve coalescing batch  serve --iotlb-strategy coalescing --iotlb-batch-misses
  *   DPDK via trace record   QEMU → `vhost-iotlb trace record` proxy → DPDK vhost
- *   NAME coalescing         --serve-bin NAME=PATH: serve from PATH (another checkout's bin/run.js), coalescing
+ *   NAME coalescing         --serve-bin NAME=PATH: serve from PATH (another checkout's bin/run.js), coalescing;
+ *                           --serve-variant 'NAME=FLAGS': this checkout's serve with FLAGS, coalescing
  *
  * Every cell is a fresh back-end and a fresh guest boot (only the job's seconds are measured).
  * Round r runs every column of a row once, in an order rotated by r, so a slow phase of the
@@ -158,6 +160,8 @@ export interface GuestIommuOptions {
   serveArgs?: string[];
   /** Extra serve builds: name → bin/run.js; each adds a column 'NAME coalescing'. */
   serveBins?: Array<{ name: string; bin: string }>;
+  /** This build with extra flags: name → flags; each adds a column 'NAME coalescing' (placements, policies side by side). */
+  serveVariants?: Array<{ name: string; args: string[] }>;
   /** Confine each back-end to this CPU (all its threads). */
   cpu?: number;
   /** Record each back-end's sendmsg / recvmsg with perf and print where its round trips go (syscall-timeline.ts). */
@@ -165,10 +169,15 @@ export interface GuestIommuOptions {
   progress?: (line: string) => void;
 }
 
-export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins' | 'cpu'>): GuestColumn[] {
-  const extra: GuestColumn[] = (opts.serveBins ?? []).map(({ name, bin }) => ({
-    name: `${name} coalescing`, kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing'], serveBin: bin, plain: true,
-  }));
+export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins' | 'serveVariants' | 'cpu'>): GuestColumn[] {
+  const extra: GuestColumn[] = [
+    ...(opts.serveBins ?? []).map(({ name, bin }): GuestColumn => ({
+      name: `${name} coalescing`, kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing'], serveBin: bin, plain: true,
+    })),
+    ...(opts.serveVariants ?? []).map(({ name, args }): GuestColumn => ({
+      name: `${name} coalescing`, kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing', ...args], plain: true,
+    })),
+  ];
   const all = [...COLUMNS.filter((c) => !c.lcoresOnly || opts.cpu !== undefined), ...extra];
   if (!opts.only) return all;
   // an exact name picks that column ('serve coalescing' not also 'serve coalescing batch'); otherwise a substring
@@ -624,6 +633,13 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
         i++;
         break;
       }
+      case '--serve-variant': {
+        const eq = v?.indexOf('=') ?? -1;
+        if (!v || eq <= 0) throw new Error("--serve-variant needs 'NAME=--flag value' (this checkout's serve with those flags)");
+        a.serveVariants = [...(a.serveVariants ?? []), { name: v.slice(0, eq), args: v.slice(eq + 1).split(/\s+/).filter(Boolean) }];
+        i++;
+        break;
+      }
       case '--cpu': {
         const n = Number(v);
         if (!Number.isInteger(n) || n < 0) throw new Error(`--cpu needs a CPU number, got "${v}"`);
@@ -635,7 +651,8 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
       case '--syscalls': a.syscalls = true; break;
       case '-h': case '--help':
         console.log("node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2] [--only 'DPDK vhost,serve coalescing']\n" +
-          "    [--frames N] [--seconds S] [--json] [--serve-args '--flag value'] [--serve-bin NAME=PATH/bin/run.js]... [--cpu N] [--syscalls]");
+          "    [--frames N] [--seconds S] [--json] [--serve-args '--flag value'] [--serve-bin NAME=PATH/bin/run.js]...\n" +
+          "    [--serve-variant 'NAME=--flag value']... [--cpu N] [--syscalls]");
         process.exit(0);
         break;
       default: throw new Error(`unknown argument ${flag} (--help)`);
