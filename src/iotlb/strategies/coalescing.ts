@@ -11,7 +11,8 @@
  *  - dynamic mappings (a strict-IOMMU guest maps and unmaps a buffer per packet over a
  *    dozen or two live ranges): there inserts and invalidates cost more than lookups, so
  *    they avoid per-call overhead: the ranges live in ONE interleaved Float64Array (iova,
- *    end, uaddr - iova, stamp) plus a Uint8Array of perms, a merge extends a neighbour in
+ *    end, uaddr - iova, and the insertion stamp with the perm in its low two bits, so a
+ *    range moves as four doubles and nothing else), a merge extends a neighbour in
  *    place instead of inserting and removing, and short moves (the usual case) are plain
  *    loops rather than copyWithin calls (~20 ns each before moving anything).
  *
@@ -33,16 +34,19 @@ import { DEFAULT_CAPACITY } from './interval.js';
 /** Doubles per range in `r`: iova, end, delta (uaddr - iova), stamp. */
 const W = 4;
 
-/** Moves range i (its four fields and its permission) to slot j: the shifts below go one range at a time. */
-function copySlot(r: Float64Array, perm: Uint8Array, i: number, j: number): void {
+/** Moves range i (its four fields, the permission among them) to slot j: the shifts below go one range at a time. */
+function copySlot(r: Float64Array, i: number, j: number): void {
   const k = i * W;
   const m = j * W;
   r[m] = r[k];
   r[m + 1] = r[k + 1];
   r[m + 2] = r[k + 2];
   r[m + 3] = r[k + 3];
-  perm[j] = perm[i];
 }
+/** The fourth field of a range: its insertion stamp (FIFO order) times 4, plus its access bits. */
+const tagOf = (stamp: number, perm: number): number => stamp * 4 + perm;
+/** The access bits in a range's fourth field (stamps are below 2^51, so the low bits survive ToInt32). */
+const PERM_BITS = 3;
 /** Ranges moved with a plain loop rather than copyWithin (two builtin calls of ~20 ns each). */
 const SHORT_MOVE = 24;
 const INITIAL_SLOTS = 32;
@@ -58,16 +62,15 @@ export class CoalescingStrategy implements IotlbStrategy {
   /** IotlbStrategy.version: bumped by insert, invalidate and clear (evictions happen inside those). */
   version = 0;
   /**
-   * The ranges occupy slots [b, t) of `r` and `perm`, sorted by IOVA, with free slots on
+   * The ranges occupy slots [b, t) of `r`, sorted by IOVA, with free slots on
    * both sides: a splice moves whichever side of it is shorter, so a top-down IOVA
    * allocator's map (below every range) and unmap of its oldest buffer (just below the
    * rings) both move next to nothing. Slot i: r[i*W] iova, r[i*W+1] end, r[i*W+2]
-   * uaddr - iova, r[i*W+3] insertion stamp; perm[i] access bits.
+   * uaddr - iova, r[i*W+3] tagOf(insertion stamp, access bits).
    */
   private b = 0;
   private t = 0;
   private r: Float64Array;
-  private perm: Uint8Array;
   /** Insertion clock for FIFO eviction stamps. */
   private clock = 0;
   /**
@@ -95,7 +98,6 @@ export class CoalescingStrategy implements IotlbStrategy {
     this.capacity = Math.max(1, Math.floor(options.capacity ?? DEFAULT_CAPACITY));
     const slots = Math.max(8, Math.min(2 * this.capacity + 4, INITIAL_SLOTS));
     this.r = new Float64Array(slots * W);
-    this.perm = new Uint8Array(slots);
     this.b = this.t = slots >> 1;
     this.lo = 0;
     this.hi = 0;
@@ -167,7 +169,7 @@ export class CoalescingStrategy implements IotlbStrategy {
     this.lo = r[k];
     this.hi = e;
     this.d = r[k + 2];
-    this.p = this.perm[i];
+    this.p = r[k + 3] & PERM_BITS;
     return true;
   }
 
@@ -182,13 +184,12 @@ export class CoalescingStrategy implements IotlbStrategy {
     const want = this.want;
     const d = this.d;
     const r = this.r;
-    const perm = this.perm;
     const t = this.t;
     let e = this.hi;
     this.key = e;
     for (let j = this.below(); j >= this.b && j < t; j++) {
       const k = j * W;
-      if (r[k] !== e || r[k + 2] !== d || (perm[j] & access) !== access) break;
+      if (r[k] !== e || r[k + 2] !== d || (r[k + 3] & access) !== access) break;
       e = r[k + 1];
       if (e - x >= want) return want;
     }
@@ -221,8 +222,7 @@ export class CoalescingStrategy implements IotlbStrategy {
       r[k] = s;
       r[k + 1] = e;
       r[k + 2] = delta;
-      r[k + 3] = ++this.clock;
-      this.perm[i] = p;
+      r[k + 3] = tagOf(++this.clock, p);
       this.b = i;
       const n = this.t - i;
       if (n > this.capacity) {
@@ -266,20 +266,19 @@ export class CoalescingStrategy implements IotlbStrategy {
       this.place(p);
       return;
     }
-    const perm = this.perm;
-    const stamp = ++this.clock;
+    const stamp = tagOf(++this.clock, p);
     // A merge never adds a range (nor evicts).
-    if (at > b && r[at * W - W + 1] === s && r[at * W - W + 2] === delta && perm[at - 1] === p) {
+    if (at > b && r[at * W - W + 1] === s && r[at * W - W + 2] === delta && (r[at * W - W + 3] & PERM_BITS) === p) {
       const k = at * W - W;
       r[k + 3] = stamp;
-      if (at < t && r[at * W] === e && r[at * W + 2] === delta && perm[at] === p) {
+      if (at < t && r[at * W] === e && r[at * W + 2] === delta && (r[at * W + 3] & PERM_BITS) === p) {
         this.join(at);
       } else {
         r[k + 1] = e;
       }
       return;
     }
-    if (at < t && r[at * W] === e && r[at * W + 2] === delta && perm[at] === p) {
+    if (at < t && r[at * W] === e && r[at * W + 2] === delta && (r[at * W + 3] & PERM_BITS) === p) {
       const k = at * W;
       r[k] = s;
       r[k + 3] = stamp;
@@ -294,7 +293,6 @@ export class CoalescingStrategy implements IotlbStrategy {
     rr[k + 1] = e;
     rr[k + 2] = delta;
     rr[k + 3] = stamp;
-    this.perm[i] = p;
     const n = this.t - this.b;
     if (n > this.capacity) {
       this.settle();
@@ -330,20 +328,19 @@ export class CoalescingStrategy implements IotlbStrategy {
   /** Opens an uninitialised slot before slot `at`, moving the shorter side; returns its slot. */
   private open(at: number): number {
     const r = this.r;
-    const perm = this.perm;
     const b = this.b;
     const t = this.t;
     if (at - b <= t - at && b > 0) {
       // Move the lower ranges down one.
       for (let j = b; j < at; j++) {
-        copySlot(r, perm, j, j - 1);
+        copySlot(r, j, j - 1);
       }
       this.b = b - 1;
       return at - 1;
     }
     if ((t + 1) * W <= r.length && t - at <= SHORT_MOVE) {
       for (let j = t - 1; j >= at; j--) {
-        copySlot(r, perm, j, j + 1);
+        copySlot(r, j, j + 1);
       }
       this.t = t + 1;
       return at;
@@ -358,11 +355,10 @@ export class CoalescingStrategy implements IotlbStrategy {
     const delta = this.cd;
     const at = this.carve();
     const r = this.r;
-    const perm = this.perm;
-    const stamp = ++this.clock;
+    const stamp = tagOf(++this.clock, p);
     const left = at - 1;
-    const mergeLeft = left >= this.b && r[left * W + 1] === s && r[left * W + 2] === delta && perm[left] === p;
-    const mergeRight = at < this.t && r[at * W] === e && r[at * W + 2] === delta && perm[at] === p;
+    const mergeLeft = left >= this.b && r[left * W + 1] === s && r[left * W + 2] === delta && (r[left * W + 3] & PERM_BITS) === p;
+    const mergeRight = at < this.t && r[at * W] === e && r[at * W + 2] === delta && (r[at * W + 3] & PERM_BITS) === p;
     if (mergeLeft) {
       const k = left * W;
       if (mergeRight) {
@@ -384,7 +380,6 @@ export class CoalescingStrategy implements IotlbStrategy {
       rr[k + 1] = e;
       rr[k + 2] = delta;
       rr[k + 3] = stamp;
-      this.perm[i] = p;
     }
     this.settle();
   }
@@ -437,15 +432,14 @@ export class CoalescingStrategy implements IotlbStrategy {
       return this.remove();
     }
     // Exactly one whole range goes (an unmap of what one map mapped): close the gap from the shorter side.
-    const perm = this.perm;
     if (at - b < t - 1 - at) {
       for (let j = at - 1; j >= b; j--) {
-        copySlot(r, perm, j, j + 1);
+        copySlot(r, j, j + 1);
       }
       this.b = b + 1;
     } else {
       for (let j = at + 1; j < t; j++) {
-        copySlot(r, perm, j, j - 1);
+        copySlot(r, j, j - 1);
       }
       this.t = t - 1;
     }
@@ -479,8 +473,7 @@ export class CoalescingStrategy implements IotlbStrategy {
     const rEnd = r[lk + 1];
     const keepRight = rEnd > e;
     const rDelta = r[lk + 2];
-    const rStamp = r[lk + 3];
-    const rPerm = this.perm[last];
+    const rTag = r[lk + 3];
     if (keepLeft) r[lo * W + 1] = s;
     const from = keepLeft ? lo + 1 : lo;
     const at = this.splice(from, hi - from, keepRight ? 1 : 0);
@@ -490,8 +483,7 @@ export class CoalescingStrategy implements IotlbStrategy {
       rr[k] = e;
       rr[k + 1] = rEnd;
       rr[k + 2] = rDelta;
-      rr[k + 3] = rStamp;
-      this.perm[at] = rPerm;
+      rr[k + 3] = rTag;
     }
     return at;
   }
@@ -530,17 +522,15 @@ export class CoalescingStrategy implements IotlbStrategy {
     const n = to - from;
     if (n <= 0) return;
     const r = this.r;
-    const perm = this.perm;
     if (n > SHORT_MOVE) {
       r.copyWithin((from + by) * W, from * W, to * W);
-      perm.copyWithin(from + by, from, to);
     } else if (by > 0) {
       for (let i = to - 1; i >= from; i--) {
-        copySlot(r, perm, i, i + by);
+        copySlot(r, i, i + by);
       }
     } else {
       for (let i = from; i < to; i++) {
-        copySlot(r, perm, i, i + by);
+        copySlot(r, i, i + by);
       }
     }
   }
@@ -548,18 +538,16 @@ export class CoalescingStrategy implements IotlbStrategy {
   /** Centres the ranges in arrays with room for `need` of them and as much again. */
   private recentre(need: number): void {
     const n = this.t - this.b;
-    let slots = this.perm.length;
+    const had = this.r.length / W;
+    let slots = had;
     while (slots < 2 * need + 2) slots *= 2;
     const nb = (slots - n) >> 1;
-    if (slots === this.perm.length) {
+    if (slots === had) {
       this.move(this.b, this.t, nb - this.b);
     } else {
       const r = new Float64Array(slots * W);
       r.set(this.r.subarray(this.b * W, this.t * W), nb * W);
-      const perm = new Uint8Array(slots);
-      perm.set(this.perm.subarray(this.b, this.t), nb);
       this.r = r;
-      this.perm = perm;
     }
     this.b = nb;
     this.t = nb + n;
@@ -595,14 +583,14 @@ export class CoalescingStrategy implements IotlbStrategy {
     const r = this.r;
     for (let i = this.b; i < this.t; i++) {
       const k = i * W;
-      out.push({ iova: r[k], size: r[k + 1] - r[k], uaddr: r[k] + r[k + 2], perm: this.perm[i] });
+      out.push({ iova: r[k], size: r[k + 1] - r[k], uaddr: r[k] + r[k + 2], perm: r[k + 3] & PERM_BITS });
     }
     return out;
   }
 
   clear(): void {
     this.version++;
-    this.b = this.t = this.perm.length >> 1;
+    this.b = this.t = (this.r.length / W) >> 1;
     this.hi = 0;
     this.lo = 0;
     this.clock = 0; // stamps only order the ranges held; restarting keeps them small
