@@ -7,7 +7,7 @@ import { strategyNames } from '../src/iotlb/registry.js';
 import { EmptyTraceError, loadOps, type OpStream } from '../src/replay/ops.js';
 import { bundledTraces, parseStrategies, traceName } from '../src/replay/fixtures.js';
 import { workloadProfile, type WorkloadProfile } from '../src/replay/profile.js';
-import { benchIsolated, type BenchError, type BenchRow } from '../src/replay/run.js';
+import { benchIsolated, DEFAULT_ROUNDS, type BenchError, type BenchRow } from '../src/replay/run.js';
 import { renderCsv, renderTable, type BenchJson } from '../src/replay/render.js';
 import { outputPathProblem } from '../src/cli/paths.js';
 
@@ -37,7 +37,7 @@ export default class Bench extends ColorCommand {
     'Above each table: the workload — most mappings live at once, UPDATEs and INVALIDATEs per 1000 lookups, the span '
     + 'of IOVAs touched and the UPDATE sizes (JSON: traces[]).',
     'Each trace runs in a worker thread of its own (a fresh V8 isolate, so code compiled for one trace does not run the '
-    + 'next) and in --rounds rounds (default 2), the strategies in reverse order every other round, the sampling time '
+    + 'next) and in --rounds rounds (default ' + DEFAULT_ROUNDS + '), the strategies in reverse order every other round, the sampling time '
     + 'split over them. Reported per trace and strategy: lookups/s (whole replays per second x lookups, the mean of the '
     + 'rounds; its margin is the larger of benny\'s margin of error and half the spread between rounds; the fastest is '
     + 'marked ✓, any other whose margin reaches the fastest\'s ≈), '
@@ -76,10 +76,10 @@ export default class Bench extends ColorCommand {
       summary: 'also write benny\'s chart (lookups/s; works offline) to this .html file; with several traces one file per trace (FILE-TRACE.html)',
     }),
     rounds: Flags.integer({
-      summary: 'rounds per trace, strategies in reverse order every other round; --time is split over them (default 2)',
+      summary: `rounds per trace, strategies in reverse order every other round; --time is split over them (default ${DEFAULT_ROUNDS})`,
       min: 1,
       max: 20,
-      default: 2,
+      default: DEFAULT_ROUNDS,
     }),
     time: Flags.string({
       char: 't',

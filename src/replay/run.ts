@@ -11,7 +11,11 @@
  * strategy, moves by several percent on a shared machine (frequency, neighbours, where the JIT
  * placed the code). Each strategy's figure is the mean of its rounds and its margin the larger
  * of benny's and half the spread between its rounds; a strategy whose margin reaches the best
- * one's is marked as within the margin rather than beaten.
+ * one's is marked as within the margin rather than beaten. Four rounds by default: this
+ * machine has phases of seconds in which single-threaded code runs ~1.5x slower, and with two
+ * rounds one phase change could land between two strategies of a round and decide their
+ * ratio (the 12-lookup qemu-dpdk-iommu gave coalescing 0.67-0.93x of the dpdk model over four
+ * runs; with four rounds in the same total time, 0.96-1.00x over three).
  */
 import { format } from 'node:util';
 import { renameSync } from 'node:fs';
@@ -23,6 +27,9 @@ import type { StrategyDefinition } from '../iotlb/strategy.js';
 import type { OpStream, ReplayKind } from './ops.js';
 import { Replayer, analyse, type ReplayMetrics } from './replay.js';
 import { makeChartSelfContained } from './chart.js';
+
+/** Rounds per trace unless --rounds says otherwise (see the header). */
+export const DEFAULT_ROUNDS = 4;
 
 export interface BenchRow extends ReplayMetrics {
   trace: string;
@@ -98,7 +105,7 @@ export async function benchStrategies(
   if (checked.length === 0) return { rows: [], errors };
 
   const lookups = ops.lookups;
-  const rounds = Math.max(1, Math.floor(options.rounds ?? 2));
+  const rounds = Math.max(1, Math.floor(options.rounds ?? DEFAULT_ROUNDS));
   const results = new Map<string, { ops: number[]; margin: number; samples: number }>();
   for (const { def } of checked) results.set(def.name, { ops: [], margin: 0, samples: 0 });
   // Warm-up: without it the first round of the first trace runs partly in unoptimised code.
