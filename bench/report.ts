@@ -4,7 +4,7 @@
  * one more builder in its `sections` array.
  */
 import os from 'node:os';
-import type { BenchError, BenchRow } from '../src/replay/run.js';
+import { DEFAULT_ROUNDS, type BenchError, type BenchRow } from '../src/replay/run.js';
 import { formatBytes, formatRate } from '../src/replay/render.js';
 
 export interface ReportSection {
@@ -103,8 +103,8 @@ export function strategiesSection(ctx: ReportContext): ReportSection {
   const parts: string[] = [
     'Each fixture trace replayed against empty caches of every strategy (one cache per virtqueue; IOTLB',
     'updates to every queue\'s cache), all strategies of a trace side by side in benny suites in a worker',
-    'thread of its own (a fresh V8 isolate per trace), two rounds',
-    'with the order reversed in the second; a figure is the mean of the rounds, ±% the larger of benny\'s',
+    `thread of its own (a fresh V8 isolate per trace), ${DEFAULT_ROUNDS} rounds`,
+    'with the order reversed every other round; a figure is the mean of the rounds, ±% the larger of benny\'s',
     'margin and half the spread between rounds; ✓ fastest, ≈ within the margin of the fastest. One',
     'benchmark call = one whole replay, so lookups/s = replays/s × lookups in the trace and includes the',
     'trace\'s updates and invalidates (caches are created once and cleared between replays). Every lookup is checked against an exact',
