@@ -31,7 +31,7 @@ import { LOOKUP_DENIED, LOOKUP_MISS, emptyStats } from '../strategy.js';
 import { recordSize } from '../stats.js';
 import { DEFAULT_CAPACITY } from './interval.js';
 
-/** Doubles per range in `r`: iova, end, delta (uaddr - iova), stamp. */
+/** Doubles per range in `r`: iova, end, delta (uaddr - iova), tagOf(stamp, perm). */
 const W = 4;
 
 /** Moves range i (its four fields, the permission among them) to slot j: the shifts below go one range at a time. */
