@@ -1,0 +1,162 @@
+/**
+ * Would a control thread of its own answer IOTLB requests faster than serve's main thread?
+ * A peer thread sends a 44-byte request (an IOTLB message's size) over a socketpair and waits
+ * for a 20-byte ack, N times; the answering side is, in turn:
+ *
+ *   main thread   serve's way: libuv's watcher on the main thread's event loop, the addon's
+ *                 receiveMessage / sendMessage (src/sys)
+ *   poll thread   a worker thread blocking in poll(2), then recvmsg (a peek, then the read, as
+ *                 the worker's lent-socket reader does) and sendmsg
+ *   C responder   a small C program blocking in poll(2), recv, send (built with `cc` when
+ *                 there is one; skipped, and said so, when there is not)
+ *
+ *   node dist/bench/control-rtt.js [--round-trips N] [--cpu C]
+ *
+ * --cpu runs each case under `taskset -c C` (both sides on one CPU); without it the scheduler
+ * places them (usually on two CPUs). Prints µs per round trip, each case twice, alternated.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { FdWatcher, pollReadable, receiveBytes, receiveMessage, sendMessage, socketPair } from '../src/sys/index.js';
+
+const REQUEST = 44;
+const ACK = 20;
+const C_RESPONDER = `#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+  int fd = atoi(argv[1]); char buf[64], ack[${ACK}] = {0}; struct pollfd p = { fd, POLLIN, 0 };
+  for (;;) { if (poll(&p, 1, -1) < 0) return 1; if (recv(fd, buf, sizeof buf, 0) <= 0) return 0; send(fd, ack, sizeof ack, 0); }
+}
+`;
+
+type Case = 'main' | 'poll' | 'c';
+interface PeerJob { role: 'peer'; fd: number; n: number }
+interface PollerJob { role: 'poller'; fd: number; n: number }
+
+/** The requesting side: sends, waits in poll for the ack, reads it; µs per round trip. */
+function peer(fd: number, n: number): number {
+  const request = new Uint8Array(REQUEST);
+  const buf = new Uint8Array(64);
+  const fds = new Int32Array([fd]);
+  const ready = new Uint8Array(1);
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    sendMessage(fd, request);
+    pollReadable(fds, 1, 1000, ready);
+    receiveBytes(fd, buf, 0, buf.length, false);
+  }
+  return ((performance.now() - t0) * 1000) / n;
+}
+
+/** The worker thread blocking in poll(2). */
+function poller(fd: number, n: number): void {
+  const buf = new Uint8Array(64);
+  const ack = new Uint8Array(ACK);
+  const fds = new Int32Array([fd]);
+  const ready = new Uint8Array(1);
+  for (let i = 0; i < n; i++) {
+    pollReadable(fds, 1, 1000, ready);
+    receiveBytes(fd, buf, 0, REQUEST, true);
+    receiveBytes(fd, buf, 0, REQUEST, false);
+    sendMessage(fd, ack);
+  }
+}
+
+if (!isMainThread) {
+  const job = workerData as PeerJob | PollerJob;
+  if (job.role === 'peer') parentPort!.postMessage(peer(job.fd, job.n));
+  else poller(job.fd, job.n);
+}
+
+/** One case in this process: the peer in a worker thread, the answering side as `kind` says. */
+async function runCase(kind: Case, n: number, responder: string | null): Promise<number> {
+  const [a, b] = socketPair();
+  const self = fileURLToPath(import.meta.url);
+  if (kind === 'main') {
+    const buf = new Uint8Array(4096);
+    const ack = new Uint8Array(ACK);
+    const watcher = new FdWatcher(b, () => {
+      for (let got = receiveMessage(b, buf); got !== null; got = receiveMessage(b, buf)) sendMessage(b, ack);
+    });
+    try {
+      return await peerIn(self, a, n);
+    } finally {
+      watcher.stop();
+    }
+  }
+  if (kind === 'poll') {
+    const answering = new Worker(self, { workerData: { role: 'poller', fd: b, n } satisfies PollerJob });
+    const us = await peerIn(self, a, n);
+    await answering.terminate();
+    return us;
+  }
+  const child = spawn(responder!, ['3'], { stdio: ['ignore', 'inherit', 'inherit', b] });
+  try {
+    return await peerIn(self, a, n);
+  } finally {
+    child.kill();
+  }
+}
+
+function peerIn(self: string, fd: number, n: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(self, { workerData: { role: 'peer', fd, n } satisfies PeerJob });
+    w.once('message', (us: number) => resolve(us));
+    w.once('error', reject);
+  });
+}
+
+/** Builds the C responder; null (with the reason printed) when there is no compiler. */
+function buildResponder(): string | null {
+  const dir = mkdtempSync(join(tmpdir(), 'control-rtt-'));
+  writeFileSync(join(dir, 'responder.c'), C_RESPONDER);
+  const out = join(dir, 'responder');
+  const cc = spawnSync('cc', ['-O2', '-o', out, join(dir, 'responder.c')], { encoding: 'utf8' });
+  if (cc.status !== 0) {
+    console.log(`C responder skipped: cc failed (${(cc.error?.message ?? cc.stderr).trim()})`);
+    return null;
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { 'round-trips': { type: 'string', default: '20000' }, cpu: { type: 'string' }, child: { type: 'string' }, responder: { type: 'string' } },
+    strict: true,
+  });
+  const n = Number(values['round-trips']);
+  if (!(n > 0) || !Number.isInteger(n)) throw new Error(`--round-trips: "${values['round-trips']}" is not a positive integer`);
+  if (values.child !== undefined) {
+    // one case, in a process of its own (so --cpu confines exactly it)
+    console.log(JSON.stringify(await runCase(values.child as Case, n, values.responder ?? null)));
+    process.exit(0);
+  }
+  const responder = buildResponder();
+  const cases: Case[] = responder === null ? ['main', 'poll'] : ['main', 'poll', 'c'];
+  const results = new Map<Case, number[]>(cases.map((c) => [c, []]));
+  for (let round = 0; round < 2; round++) {
+    for (const kind of cases) {
+      const argv = [process.execPath, fileURLToPath(import.meta.url), '--child', kind, '--round-trips', String(n), ...(responder ? ['--responder', responder] : [])];
+      if (values.cpu !== undefined) argv.unshift('taskset', '-c', values.cpu);
+      const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`${kind}: ${r.stderr || r.error?.message}`);
+      results.get(kind)!.push(Number(r.stdout.trim().split('\n').pop()));
+    }
+  }
+  const names: Record<Case, string> = { main: 'main thread (libuv watcher)', poll: 'worker thread blocking in poll', c: 'C responder' };
+  console.log(`round trip of a ${REQUEST}-byte request and a ${ACK}-byte ack, ${n} each, ${values.cpu === undefined ? 'placed by the scheduler' : `all on CPU ${values.cpu}`}:`);
+  for (const [kind, us] of results) console.log(`  ${names[kind].padEnd(32)} ${us.map((v) => `${v.toFixed(1)} µs`).join(' / ')}`);
+}
+
+if (isMainThread) {
+  main().catch((err) => {
+    console.error(`control-rtt: ${(err as Error).message}`);
+    process.exit(2);
+  });
+}
