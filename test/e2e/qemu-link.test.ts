@@ -7,15 +7,17 @@
 //      TCP both ways is still intact (the kernel checksums and segments everything itself).
 //   2. SEND_RARP: the RARP from the guest's MAC comes out of the tap (tcpdump in the namespace).
 //   3. --queues 2: a multiqueue tap, one queue per pair; 16 TCP flows from the host into a
-//      2-vCPU guest arrive intact (sha256 per flow), over both queue pairs.
+//      2-vCPU guest and one flow out from each vCPU arrive intact (sha256 per flow), over both
+//      queue pairs: split rings with a worker per pair, packed rings with one worker for both.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { FrontendRequest, ProtocolFeature, featureMask } from '../../src/protocol/index.js';
 import { GuestShell } from '../support/guest-shell.js';
 import { HostileFrontend } from '../support/hostile-frontend.js';
-import { boot, closeAllRigs, HOST_IP, receiveOk, shellLinkUp, shellSendChecked, SOURCE_PORT, startRig, TAP, transferOk, waitDisconnected } from '../support/qemu-rig.js';
+import { boot, closeAllRigs, digests, HOST_IP, PORT, receiveOk, shellLinkUp, shellSendChecked, sinkDigests, SOURCE_PORT, startRig, TAP, transferOk, waitDisconnected } from '../support/qemu-rig.js';
 import { total } from '../support/serve.js';
+import type { DeviceState } from '../../src/control/state.js';
 
 after(async () => {
   const leaks = await closeAllRigs();
@@ -78,30 +80,55 @@ describe('serve --net tap: the guest\'s link', () => {
     }
   });
 
-  it('--queues 2: a multiqueue tap; 16 flows from the host reach a 2-vCPU guest intact, over both queue pairs', { timeout: 170_000 }, async () => {
-    const flows = 16;
-    const rig = await startRig(['--queues', '2'], { source: 1 });
-    try {
-      const guest = boot(rig, { mode: 'shell', queues: 2, cpus: 2, timeoutMs: 160_000 });
-      const sh = new GuestShell(guest);
-      await sh.ready();
-      await shellLinkUp(sh);
-      const from = rig.source!.log.lines.length;
-      // (a fifo opened read-write keeps nc's stdin open: at stdin EOF busybox nc half-closes,
-      // and the source stops sending)
-      await sh.ok(`mkfifo /tmp/hold; for i in $(seq ${flows}); do nc -w 10 ${HOST_IP} ${SOURCE_PORT} <> /tmp/hold > /tmp/r$i & done; wait`, 120_000);
-      const got = (await sh.ok('sha256sum /tmp/r*')).map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).filter((h): h is string => h !== undefined);
-      const sent = rig.source!.log.lines.slice(from).map((l) => l.match(/^SOURCE sha256 ([0-9a-f]{64}) bytes/)?.[1]).filter((h): h is string => h !== undefined);
-      assert.equal(sent.length, flows, `the source served ${sent.length} flows`);
-      assert.deepEqual(got.sort(), sent.sort(), 'sha256 of every flow the guest received vs what the namespace sent');
-      const state = await rig.serve.state();
-      const rx = state.queues.filter((q) => q.kind === 'rx').map((q) => q.counters?.packets ?? 0);
-      assert.equal(rx.length, 2);
-      assert.ok(rx.every((n) => n > 0), `frames per RX queue: ${rx.join(', ')} (the tap spreads flows over its queues)`);
-    } finally {
-      await rig.close();
-    }
-  });
+  // Split rings with a worker per pair (the default here), packed rings with both pairs on one
+  // worker: each layout carries TCP both ways over both queue pairs.
+  for (const { ring, workers } of [{ ring: 'split', workers: 2 }, { ring: 'packed', workers: 1 }] as const) {
+    it(`--queues 2 --workers ${workers}, ${ring} rings: a multiqueue tap; 16 flows into a 2-vCPU guest and one from each vCPU out, intact, over both queue pairs`, { timeout: 200_000 }, async () => {
+      const flows = 16;
+      const rig = await startRig(['--queues', '2', '--workers', String(workers)], { source: 1, tcp: true });
+      try {
+        const guest = boot(rig, { mode: 'shell', queues: 2, cpus: 2, packed: ring === 'packed', timeoutMs: 190_000 });
+        const sh = new GuestShell(guest);
+        await sh.ready();
+        await shellLinkUp(sh);
+        const from = rig.source!.log.lines.length;
+        // (a fifo opened read-write keeps nc's stdin open: at stdin EOF busybox nc half-closes,
+        // and the source stops sending)
+        await sh.ok(`mkfifo /tmp/hold; for i in $(seq ${flows}); do nc -w 10 ${HOST_IP} ${SOURCE_PORT} <> /tmp/hold > /tmp/r$i & done; wait`, 120_000);
+        const got = digests(await sh.ok('sha256sum /tmp/r*'));
+        const sent = rig.source!.log.lines.slice(from).map((l) => l.match(/^SOURCE sha256 ([0-9a-f]{64}) bytes/)?.[1]).filter((h): h is string => h !== undefined);
+        assert.equal(sent.length, flows, `the source served ${sent.length} flows`);
+        assert.deepEqual(got.sort(), sent.sort(), 'sha256 of every flow the guest received vs what the namespace sent');
+        // Out: one sender on each vCPU; the guest picks a TX queue per CPU (XPS), so both
+        // TX queues carry a flow.
+        const sinkFrom = rig.tcp!.log.lines.length;
+        const mine = digests(await sh.ok('for c in 0 1; do dd if=/dev/urandom of=/tmp/s$c bs=1048576 count=4 2>/dev/null; done; sha256sum /tmp/s0 /tmp/s1'));
+        assert.equal(mine.length, 2, 'the guest hashed both files');
+        const xps = (await sh.ok('cat /sys/class/net/eth0/queues/tx-*/xps_cpus')).filter((l) => /^[0-9a-f,]+$/.test(l));
+        const txBytes = (s: DeviceState): number[] => s.queues.filter((q) => q.kind === 'tx').map((q) => q.counters?.bytes ?? 0);
+        const before = txBytes(await rig.serve.state());
+        await sh.ok(`for c in 0 1; do taskset -c $c nc -w 10 ${HOST_IP} ${PORT} < /tmp/s$c & done; wait`, 120_000);
+        const received = await sinkDigests(rig, sinkFrom, 2);
+        assert.deepEqual(received.sort(), mine.sort(), 'sha256 of what the namespace received vs what each vCPU sent');
+        const state = await rig.serve.state();
+        // The 16 flows in already put their ACKs on both TX queues: count what the two flows out
+        // added. A flow starts on its sender's queue; later segments may go out from the softirq
+        // that took an ACK (interrupts all land on one vCPU with vectors=0), so not all 4 MiB need
+        // to, but each queue carries at least a window of data (both senders on vCPU 0: 0 on one).
+        const sentPerQueue = txBytes(state).map((n, i) => n - before[i]!);
+        assert.ok(sentPerQueue.every((n) => n >= 64 * 1024), `bytes per TX queue from the two senders: ${sentPerQueue.join(', ')} (one 4 MiB flow from each vCPU; the guest's xps_cpus per TX queue: ${xps.join(' ')})`);
+        if (ring === 'packed') assert.ok(state.features.names.includes('RING_PACKED'), `RING_PACKED not negotiated: ${state.features.names.join(' ')}`);
+        const threads = new Set(state.queues.map((q) => q.worker));
+        assert.equal(threads.size, workers, `worker threads serving the rings: ${[...threads].join(', ')}`);
+        const rxPackets = state.queues.filter((q) => q.kind === 'rx').map((q) => q.counters?.packets ?? 0);
+        assert.equal(rxPackets.length, 2);
+        assert.ok(rxPackets.every((n) => n > 0), `frames per RX queue: ${rxPackets.join(', ')} (the tap spreads flows over its queues)`);
+        for (const q of state.queues) assert.equal(q.broken, null, `${q.kind} ring ${q.index} broke: ${q.broken}`);
+      } finally {
+        await rig.close();
+      }
+    });
+  }
 
   it('offloads: the guest sees CSUM/TSO both ways; with every offload off on the NIC, TCP each way is still intact in MTU-sized frames', { timeout: 150_000 }, async () => {
     const rig = await startRig([], { tcp: true, source: 8 });

@@ -30,7 +30,7 @@ import { startTestpmd } from '../peers/dpdk.js';
 import { qemuVersion, startGuest, type Guest, type GuestOptions } from '../peers/qemu.js';
 import { sleep, waitForPath } from '../peers/util.js';
 import { GuestShell } from '../support/guest-shell.js';
-import { closeAllRigs, GUEST_CIDR, HOST_IP, onCleanup, PORT, SOURCE_PORT, STRICT_IOMMU } from '../support/qemu-rig.js';
+import { closeAllRigs, digests, GUEST_CIDR, HOST_IP, onCleanup, PORT, SOURCE_PORT, STRICT_IOMMU } from '../support/qemu-rig.js';
 import { createNetns, startTcpPeer, type Netns } from '../support/netns.js';
 import { startServe, total, type ServeProcess } from '../support/serve.js';
 
@@ -241,7 +241,7 @@ describe('live migration between two serve processes', () => {
         let sent: string | undefined;
         if (!variant.receive) {
           const out = await sh.ok(`dd if=/dev/urandom of=/tmp/d bs=1048576 count=${MIB} 2>/dev/null && sha256sum /tmp/d`);
-          sent = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
+          sent = digests(out)[0];
           assert.ok(sent, `no sha256 from the guest:\n${out.join('\n')}`);
         } else {
           await sh.ok('mkfifo /tmp/hold');
@@ -310,7 +310,7 @@ describe('live migration between two serve processes', () => {
         if (variant.receive) {
           const out = await sh2.ok('wait; sha256sum /tmp/r; stat -c %s /tmp/r', 150_000).catch(async (err: Error) =>
             assert.fail(`${err.message}\n${(await serveReport(serveB)).join('\n')}\nserve B's log:\n${serveB?.log.lines.slice(-20).join('\n')}`));
-          const got = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
+          const got = digests(out)[0];
           assert.ok(out.includes(String(MIB * 1024 * 1024)), `bytes the guest received:\n${out.join('\n')}`);
           assert.equal(got, host.hex, 'sha256 of what the guest received vs what the host sent');
         } else {

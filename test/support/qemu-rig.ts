@@ -232,12 +232,30 @@ export async function shellLinkUp(sh: GuestShell): Promise<void> {
   await sh.ok('i=0; while [ "$(cat /sys/class/net/eth0/carrier)" != 1 ]; do [ $i -gt 300 ] && exit 1; sleep 0.1; i=$((i+1)); done', 40_000);
 }
 
+/** The sha256 digests in `sha256sum` output (the console also echoes the command, wrapped). */
+export function digests(lines: string[]): string[] {
+  return lines.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).filter((h): h is string => h !== undefined);
+}
+
+/** The digests of the first `count` connections the namespace's sink reports after line `from`. */
+export async function sinkDigests(rig: Rig, from: number, count: number): Promise<string[]> {
+  const end = Date.now() + 15_000;
+  for (;;) {
+    const lines = rig.tcp!.log.lines.slice(from).filter((l) => l.startsWith('SINK '));
+    const failed = lines.find((l) => l.startsWith('SINK error'));
+    assert.equal(failed, undefined, `the sink: ${failed}`);
+    if (lines.length >= count) return lines.slice(0, count).map((l) => l.split(' ')[2]!);
+    assert.ok(Date.now() < end, `the sink reported ${lines.length} of ${count} connections:\n${lines.join('\n')}`);
+    await sleep(100);
+  }
+}
+
 /** The shell guest sends `mib` MiB of fresh random bytes; the namespace's sink must hash the same. */
 export async function shellSendChecked(rig: Rig, sh: GuestShell, mib: number): Promise<void> {
   assert.ok(rig.tcp, 'rig without a TCP peer');
   const out = await sh.ok(`dd if=/dev/urandom of=/tmp/d bs=1048576 count=${mib} 2>/dev/null && sha256sum /tmp/d`);
   // (the console echoes the typed line too, wrapped at its width: pick the digest itself)
-  const sent = out.map((l) => l.match(/^([0-9a-f]{64})\s/)?.[1]).find(Boolean);
+  const sent = digests(out)[0];
   assert.ok(sent, `no sha256 from the guest:\n${out.join('\n')}`);
   const from = rig.tcp.log.lines.length;
   await sh.ok(`nc -w 10 ${HOST_IP} ${PORT} < /tmp/d`, 90_000);
