@@ -1,54 +1,93 @@
 /**
- * A guest's TCP through serve against QEMU's own userspace network back-end: the repo's guest
- * (QEMU 7.2 TCG) sends N MiB with busybox nc to a Node TCP sink in a network namespace
- * (`tx`), or receives N MiB from a Node TCP source there (`rx`), through
+ * A guest's TCP through serve against other back-ends on the same tap: the repo's guest (QEMU
+ * TCG) sends N MiB with busybox nc to a Node TCP sink in a network namespace (`tx`), or
+ * receives N MiB from a Node TCP source there (`rx`), through
  *   serve            `serve --net tap:vit0` (vhost-user), offloads on (the default)
  *   serve no-offload the same, the guest's NIC with every offload off (csum=off, guest_csum=off, ...)
  *   QEMU tap         `-netdev tap,vhost=off`: QEMU's virtio-net emulation on the same kind of
  *                    tap, which passes the guest's offloads too
+ *   DPDK vhost       DPDK's vhost-user back-end (testpmd, iommu-support=1) forwarding to a tap
+ *                    PMD: another vhost-user back-end, which pays the same IOTLB round trips.
+ *                    The guest's offloads are off: testpmd's io forwarding asks the tap PMD for
+ *                    no checksum offload, so a guest's partial checksums would reach the kernel
+ *                    unfinished (and its SYNs be dropped); so it is compared with serve no-offload
  * each a fresh guest, sha256 checked.
  *
  *   node dist/bench/tcp-vs-qemu.js [--mib 64] [--rounds 2] [--rows off,strict] [--directions tx,rx]
- *        [--serve-args '--flag value'] [--json]
+ *        [--backends 'serve,serve no-offload,QEMU tap,DPDK vhost'] [--serve-args '--flag value'] [--json]
  *
  * Rows: `off` no IOMMU; `strict` intel-iommu (device-iotlb, ats; guest iommu.strict=1), which
- * QEMU's own back-end translates in-process and serve through IOTLB misses. Throughput: bytes /
- * the sink's first byte to EOF (tx), or / the source's connection to close (rx). Round r runs
- * the back-ends of a row in an order rotated by r; the table gives medians and ratios to serve.
- * Not a test: figures depend on the machine (TCG guest, 2 CPUs, shared).
+ * QEMU's own back-end translates in-process and the vhost-user back-ends through IOTLB misses.
+ * Throughput: bytes / the sink's first byte to EOF (tx), or / the source's connection to close
+ * (rx). Round r runs the back-ends of a row in an order rotated by r; the table gives medians
+ * and ratios of serve to each other back-end. Not a test: figures depend on the machine (TCG
+ * guest, 2 CPUs, shared).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { median } from './median.js';
+import { startTestpmd } from '../test/peers/dpdk.js';
 import { startGuest, type GuestResult } from '../test/peers/qemu.js';
+import { waitForPath } from '../test/peers/util.js';
 import { createNetns, startTcpPeer } from '../test/support/netns.js';
 import { boot, closeAllRigs, GUEST_CIDR, HOST_IP, PORT, SOURCE_PORT, startRig, STRICT_IOMMU, TAP, tail } from '../test/support/qemu-rig.js';
 
 type Row = 'off' | 'strict';
 type Direction = 'tx' | 'rx';
-type Backend = 'serve' | 'serve no-offload' | 'QEMU tap';
-const BACKENDS: Backend[] = ['serve', 'serve no-offload', 'QEMU tap'];
+const BACKENDS = ['serve', 'serve no-offload', 'QEMU tap', 'DPDK vhost'] as const;
+type Backend = (typeof BACKENDS)[number];
+/** Column heads, for the table. */
+const HEADS: Record<Backend, string> = {
+  serve: 'serve',
+  'serve no-offload': 'serve, guest offloads off',
+  'QEMU tap': 'QEMU `-netdev tap,vhost=off`',
+  'DPDK vhost': 'DPDK vhost + tap PMD, guest offloads off',
+};
+/** What each column's ratio is taken against: the serve column with the same guest offloads. */
+const SERVE_PEER: Record<Backend, Backend> = {
+  serve: 'serve', 'serve no-offload': 'serve', 'QEMU tap': 'serve', 'DPDK vhost': 'serve no-offload',
+};
 
-interface Args { mib: number; rounds: number; rows: Row[]; directions: Direction[]; serveArgs: string[]; json: boolean }
+interface Args { mib: number; rounds: number; rows: Row[]; directions: Direction[]; backends: Backend[]; serveArgs: string[]; json: boolean }
 
-function parseArgs(argv: string[]): Args {
-  const a: Args = { mib: 64, rounds: 2, rows: ['off', 'strict'], directions: ['tx', 'rx'], serveArgs: [], json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const v = argv[i + 1];
-    switch (argv[i]) {
-      case '--mib': a.mib = Number(v); i++; break;
-      case '--rounds': a.rounds = Number(v); i++; break;
-      case '--rows': a.rows = (v ?? '').split(',') as Row[]; i++; break;
-      case '--directions': a.directions = (v ?? '').split(',') as Direction[]; i++; break;
-      case '--serve-args': a.serveArgs.push(...(v ?? '').split(/\s+/).filter(Boolean)); i++; break;
-      case '--json': a.json = true; break;
-      default: throw new Error(`unknown argument ${argv[i]} (see the header of bench/tcp-vs-qemu.ts)`);
-    }
-  }
-  return a;
+function listOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T[] {
+  const items = value.split(',').map((v) => v.trim()).filter(Boolean);
+  for (const item of items) if (!allowed.includes(item as T)) throw new Error(`--${flag}: "${item}" is not one of ${allowed.join(', ')}`);
+  if (items.length === 0) throw new Error(`--${flag}: empty`);
+  return items as T[];
+}
+
+function positive(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag}: "${value}" is not a positive integer`);
+  return n;
+}
+
+function readArgs(): Args {
+  const { values: v } = parseArgs({
+    options: {
+      mib: { type: 'string', default: '64' }, rounds: { type: 'string', default: '2' },
+      rows: { type: 'string', default: 'off,strict' }, directions: { type: 'string', default: 'tx,rx' },
+      backends: { type: 'string', default: BACKENDS.join(',') },
+      'serve-args': { type: 'string', multiple: true, default: [] }, json: { type: 'boolean', default: false },
+    },
+  });
+  const backends = listOf('backends', v.backends!, BACKENDS);
+  if (!backends.includes('serve')) throw new Error('--backends: serve is the column the others are compared with');
+  return {
+    mib: positive('mib', v.mib!), rounds: positive('rounds', v.rounds!),
+    rows: listOf('rows', v.rows!, ['off', 'strict'] as const), directions: listOf('directions', v.directions!, ['tx', 'rx'] as const),
+    backends, serveArgs: v['serve-args']!.flatMap((a) => a.split(/\s+/).filter(Boolean)), json: v.json!,
+  };
 }
 
 /** MB/s of one transfer of `mib` MiB through `backend`, guest → host (tx) or host → guest (rx). */
 async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[]): Promise<number> {
   const iommu = row === 'strict';
+  // A stalled transfer ends the guest: boot, plus 1.5 s per MiB (the slowest cell moves ~5 MB/s).
+  const timeoutMs = 60_000 + mib * 1500;
   const bytes = mib * 1024 * 1024;
   const mode = direction === 'tx' ? 'tcp-send' : 'tcp-recv';
   const port = direction === 'tx' ? PORT : SOURCE_PORT;
@@ -57,47 +96,65 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
     if (host.bytes !== bytes || host.hex !== r.sha256?.hex || r.sha256?.bytes !== bytes) throw new Error(`${what}: transfer failed:\n${tail(r.lines)}`);
     return host.bytes / 1e6 / (host.ms! / 1000);
   };
-  if (backend !== 'QEMU tap') {
+  if (backend === 'serve' || backend === 'serve no-offload') {
     const rig = await startRig(serveArgs, direction === 'tx' ? { tcp: true } : { source: mib });
     try {
-      const r = await boot(rig, { mode, iommu, args, ...(backend === 'serve no-offload' ? { offloads: false } : {}) }).result();
+      const r = await boot(rig, { mode, iommu, args, timeoutMs, ...(backend === 'serve no-offload' ? { offloads: false } : {}) }).result();
       return check(backend, r, await (direction === 'tx' ? rig.tcp! : rig.source!).result(15_000));
     } finally {
       await rig.close();
     }
   }
   const ns = createNetns();
-  const guest = startGuest({
-    socketPath: '', tap: TAP, prefix: ns.execPrefix(), mode, iommu, args, timeoutMs: 180_000,
-    ...(iommu ? { extraKernelArgs: STRICT_IOMMU } : {}),
-  });
+  const dir = mkdtempSync(join(tmpdir(), 'vit-tcp-'));
+  const socket = join(dir, 'dpdk.sock');
+  // DPDK's vhost creates the tap in the namespace (tap PMD) and forwards between it and the guest.
+  const testpmd = backend === 'DPDK vhost'
+    ? startTestpmd({ role: 'vhost', socket, iommu, forwardMode: 'io', prefix: ns.execPrefix(), lcores: [0, 1], timeoutMs: timeoutMs + 60_000, extraEal: ['--vdev', `net_tap0,iface=${TAP}`] })
+    : null;
   try {
-    await ns.configure(TAP, `${HOST_IP}/24`);
-    const peer = await startTcpPeer(ns, HOST_IP, port, direction === 'tx' ? 0 : bytes);
+    if (testpmd) await waitForPath(socket, 30_000, 'testpmd vhost-user socket');
+    const guest = startGuest({
+      ...(testpmd ? { socketPath: socket, offloads: false } : { socketPath: '', tap: TAP, prefix: ns.execPrefix() }),
+      mode, iommu, args, timeoutMs,
+      ...(iommu ? { extraKernelArgs: STRICT_IOMMU } : {}),
+    });
     try {
-      return check(backend, await guest.result(), await peer.result(15_000));
+      await ns.configure(TAP, `${HOST_IP}/24`);
+      const peer = await startTcpPeer(ns, HOST_IP, port, direction === 'tx' ? 0 : bytes);
+      try {
+        return check(backend, await guest.result(), await peer.result(15_000));
+      } finally {
+        await peer.stop();
+      }
     } finally {
-      await peer.stop();
+      await guest.kill();
     }
   } finally {
-    await guest.kill();
+    await testpmd?.stop();
     ns.destroy();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
 async function main(): Promise<void> {
-  const a = parseArgs(process.argv.slice(2));
-  const results: Record<string, Record<Backend, number[]>> = {};
+  const a = readArgs();
+  const results: Record<string, Partial<Record<Backend, number[]>>> = {};
   for (const direction of a.directions) {
     for (const row of a.rows) {
-      const cell: Record<Backend, number[]> = { serve: [], 'serve no-offload': [], 'QEMU tap': [] };
+      const cell: Partial<Record<Backend, number[]>> = {};
       results[`${direction} ${row}`] = cell;
       for (let round = 0; round < a.rounds; round++) {
-        const order = BACKENDS.map((_, i) => BACKENDS[(i + round) % BACKENDS.length]!);
+        const order = a.backends.map((_, i) => a.backends[(i + round) % a.backends.length]!);
         for (const backend of order) {
-          const mbs = await transfer(backend, row, direction, a.mib, a.serveArgs);
-          cell[backend].push(mbs);
-          process.stderr.write(`[${direction} ${row} ${round + 1}/${a.rounds}] ${backend}: ${mbs.toFixed(1)} MB/s\n`);
+          const tag = `[${direction} ${row} ${round + 1}/${a.rounds}] ${backend}`;
+          // A back-end that fails a transfer gets 0 for it (and the reason on stderr); the others go on.
+          const mbs = await transfer(backend, row, direction, a.mib, a.serveArgs).catch((err: Error) => {
+            process.stderr.write(`${tag}: FAILED: ${err.message.split('\n')[0]}\n`);
+            return 0;
+          });
+          (cell[backend] ??= []).push(mbs);
+          if (mbs > 0) process.stderr.write(`${tag}: ${mbs.toFixed(1)} MB/s\n`);
         }
       }
     }
@@ -107,18 +164,17 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ mib: a.mib, rounds: a.rounds, results }));
     return;
   }
-  const each = (xs: number[]): string => xs.map((x) => x.toFixed(1)).join(' / ');
-  console.log(`TCP, ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of serve's median to the others'`);
-  console.log('| direction | guest | serve | serve, guest offloads off | QEMU `-netdev tap,vhost=off` | serve / no-offload | serve / QEMU |');
-  console.log('|---|---|---|---|---|---|---|');
+  const each = (xs: number[]): string => xs.map((x) => (x > 0 ? x.toFixed(1) : 'failed')).join(' / ');
+  const ratio = (num: number, den: number): string => (den > 0 ? `${(num / den).toFixed(2)}×` : '—');
+  const others = a.backends.filter((b) => b !== 'serve' && a.backends.includes(SERVE_PEER[b]));
+  console.log(`TCP, ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of serve's median to the others' (with the guest's offloads as in that column)`);
+  console.log(`| direction | guest | ${a.backends.map((b) => HEADS[b]).join(' | ')} | ${others.map((b) => `${SERVE_PEER[b]} / ${b}`).join(' | ')} |`);
+  console.log(`|---|---|${a.backends.map(() => '---|').join('')}${others.map(() => '---|').join('')}`);
   for (const [key, r] of Object.entries(results)) {
     const [direction, row] = key.split(' ');
-    const s = median(r.serve);
-    const n = median(r['serve no-offload']);
-    const q = median(r['QEMU tap']);
-    console.log(`| ${direction === 'tx' ? 'guest → host' : 'host → guest'} | ${row === 'off' ? 'IOMMU off' : 'iommu.strict=1'} | ` +
-      `${s.toFixed(1)} (${each(r.serve)}) | ${n.toFixed(1)} (${each(r['serve no-offload'])}) | ${q.toFixed(1)} (${each(r['QEMU tap'])}) | ` +
-      `${(s / n).toFixed(2)}× | ${(s / q).toFixed(2)}× |`);
+    const cells = a.backends.map((b) => `${median(r[b]!).toFixed(1)} (${each(r[b]!)})`);
+    const ratios = others.map((b) => ratio(median(r[SERVE_PEER[b]]!), median(r[b]!)));
+    console.log(`| ${direction === 'tx' ? 'guest → host' : 'host → guest'} | ${row === 'off' ? 'IOMMU off' : 'iommu.strict=1'} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
   }
 }
 
