@@ -29,7 +29,7 @@
  *   DPDK lcores             (only with --cpu) the same, with only its two lcores on that CPU
  *   serve dpdk              serve --iotlb-strategy dpdk
  *   serve coalescing        serve --iotlb-strategy coalescing
- *   serve coalescing batch  serve --iotlb-strategy coalescing --iotlb-batch-misses
+ *   serve coalescing first  serve --iotlb-strategy coalescing --no-iotlb-batch-misses (only the miss a burst stopped at)
  *   DPDK via trace record   QEMU → `vhost-iotlb trace record` proxy → DPDK vhost
  *   NAME coalescing         --serve-bin NAME=PATH: serve from PATH (another checkout's bin/run.js), coalescing;
  *                           --serve-variant 'NAME=FLAGS': this checkout's serve with FLAGS, coalescing
@@ -94,7 +94,7 @@ export const COLUMNS: GuestColumn[] = [
   { name: 'DPDK lcores', kind: 'dpdk', plain: true, lcoresOnly: true },
   { name: 'serve dpdk', kind: 'serve', serveArgs: ['--iotlb-strategy', 'dpdk'], plain: false },
   { name: 'serve coalescing', kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing'], plain: true },
-  { name: 'serve coalescing batch', kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing', '--iotlb-batch-misses'], plain: false },
+  { name: 'serve coalescing first', kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing', '--no-iotlb-batch-misses'], plain: false },
   { name: 'DPDK via trace record', kind: 'dpdk-trace', plain: false },
 ];
 
@@ -180,7 +180,7 @@ export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins' | 
   ];
   const all = [...COLUMNS.filter((c) => !c.lcoresOnly || opts.cpu !== undefined), ...extra];
   if (!opts.only) return all;
-  // an exact name picks that column ('serve coalescing' not also 'serve coalescing batch'); otherwise a substring
+  // an exact name picks that column ('serve coalescing' not also 'serve coalescing first'); otherwise a substring
   const wanted = (c: GuestColumn): boolean => opts.only!.some((o) => (all.some((x) => x.name === o) ? c.name === o : c.name.includes(o)));
   return all.filter(wanted);
 }
@@ -525,7 +525,7 @@ export function guestIommuTables(cells: GuestCell[], columns: GuestColumn[]): st
     const cols = columns.filter((col) => dcells.some((c) => c.column === col.name));
     const head = ['guest'];
     for (const col of cols) {
-      head.push(col.name.replace(/ /g, '\n').replace('\ncoalescing\nbatch', '\ncoalescing\n+batch').replace('via\ntrace\nrecord', 'via trace\nrecord'));
+      head.push(col.name.replace(/ /g, '\n').replace('via\ntrace\nrecord', 'via trace\nrecord'));
       if (col.kind === 'serve') head.push('miss\np50 µs');
     }
     const table = new Table({ head, style: { head: [], border: [] } });

@@ -2,8 +2,9 @@
  * What a queue-pair worker does about IOTLB misses: a ring whose burst stopped at a miss
  * sends it (once: the per-virtqueue pending-miss list) and is parked until an UPDATE covers
  * the address it stopped at, the other ring going on meanwhile (DPDK 17.11's non-blocking
- * design). Optionally every distinct miss behind it in the ring goes out at once
- * (`--iotlb-batch-misses`) or the pages around it are asked for too (`--iotlb-prefetch`).
+ * design). By default every distinct miss behind it in the ring goes out at once too
+ * (`--no-iotlb-batch-misses`: only the first; QEMU then needs one main-loop wake-up per miss),
+ * and optionally the pages around it are asked for (`--iotlb-prefetch`).
  */
 import { PAGE_SIZE } from '../iotlb/address.js';
 import { Access, LOOKUP_MISS, lookupOut } from '../iotlb/strategy.js';

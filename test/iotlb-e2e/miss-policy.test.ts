@@ -1,7 +1,7 @@
 // Miss policies of `serve` against the test front-end with dynamic mappings (every buffer
-// mapped just before it is posted, so every buffer misses): stop-at-first sends one miss and
-// waits; --iotlb-batch-misses walks the rest of the available burst and sends every distinct
-// miss at once; either way, and with the front-end answering a batch pipelined, frames come
+// mapped just before it is posted, so every buffer misses): stop-at-first
+// (--no-iotlb-batch-misses) sends one miss and waits; batching (the default) walks the rest of
+// the available burst and sends every distinct miss at once; either way, and with the front-end answering a batch pipelined, frames come
 // back intact.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -65,7 +65,7 @@ describe('IOTLB miss policies with dynamic mappings', () => {
 
   it('stop-at-first sends one miss for a burst of freshly mapped buffers, and waits', async () => {
     await stopPair(pair);
-    pair = await startPair(['--iotlb-strategy', 'coalescing'], { iommu: 'dynamic' });
+    pair = await startPair(['--iotlb-strategy', 'coalescing', '--no-iotlb-batch-misses'], { iommu: 'dynamic' });
     const misses = await missesBeforeAnswering(pair.fe, pair.serve);
     assert.equal(misses.length, 1, `misses sent: ${misses.map((m) => m.toString(16))}`);
     const r = await loopFrames(pair.fe, 200, { firstSeq: POSTED, maxLen: 1514 });
