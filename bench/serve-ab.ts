@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { startServe, type ServeProcess } from '../test/support/serve.js';
 import { BACKEND_CORE, interleavedRates, side, type Direction, type PortBackend } from './interleaved.js';
 import { mean } from './median.js';
+import { positiveInt } from './options.js';
 
 interface Variant {
   label: string;
@@ -40,9 +41,7 @@ const { values: opts } = parseArgs({
 });
 
 function positive(name: 'queues' | 'seconds' | 'processes' | 'rounds'): number {
-  const n = Number(opts[name]);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: "${opts[name]}" is not a positive integer`);
-  return n;
+  return positiveInt(name, opts[name]!);
 }
 
 function variant(which: 'a' | 'b'): Variant {

@@ -28,9 +28,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { median } from './median.js';
-import { startTestpmd } from '../test/peers/dpdk.js';
+import { listOf, positiveInt } from './options.js';
+import { startVhostTap } from '../test/peers/dpdk.js';
 import { startGuest, type GuestResult } from '../test/peers/qemu.js';
-import { waitForPath } from '../test/peers/util.js';
 import { createNetns, startTcpPeer } from '../test/support/netns.js';
 import { boot, closeAllRigs, GUEST_CIDR, HOST_IP, PORT, SOURCE_PORT, startRig, STRICT_IOMMU, TAP, tail } from '../test/support/qemu-rig.js';
 
@@ -52,19 +52,6 @@ const SERVE_PEER: Record<Backend, Backend> = {
 
 interface Args { mib: number; rounds: number; rows: Row[]; directions: Direction[]; backends: Backend[]; serveArgs: string[]; json: boolean }
 
-function listOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T[] {
-  const items = value.split(',').map((v) => v.trim()).filter(Boolean);
-  for (const item of items) if (!allowed.includes(item as T)) throw new Error(`--${flag}: "${item}" is not one of ${allowed.join(', ')}`);
-  if (items.length === 0) throw new Error(`--${flag}: empty`);
-  return items as T[];
-}
-
-function positive(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag}: "${value}" is not a positive integer`);
-  return n;
-}
-
 function readArgs(): Args {
   const { values: v } = parseArgs({
     options: {
@@ -77,7 +64,7 @@ function readArgs(): Args {
   const backends = listOf('backends', v.backends!, BACKENDS);
   if (!backends.includes('serve')) throw new Error('--backends: serve is the column the others are compared with');
   return {
-    mib: positive('mib', v.mib!), rounds: positive('rounds', v.rounds!),
+    mib: positiveInt('mib', v.mib!), rounds: positiveInt('rounds', v.rounds!),
     rows: listOf('rows', v.rows!, ['off', 'strict'] as const), directions: listOf('directions', v.directions!, ['tx', 'rx'] as const),
     backends, serveArgs: v['serve-args']!.flatMap((a) => a.split(/\s+/).filter(Boolean)), json: v.json!,
   };
@@ -108,30 +95,32 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
   const ns = createNetns();
   const dir = mkdtempSync(join(tmpdir(), 'vit-tcp-'));
   const socket = join(dir, 'dpdk.sock');
-  // DPDK's vhost creates the tap in the namespace (tap PMD) and forwards between it and the guest.
-  const testpmd = backend === 'DPDK vhost'
-    ? startTestpmd({ role: 'vhost', socket, iommu, forwardMode: 'io', prefix: ns.execPrefix(), lcores: [0, 1], timeoutMs: timeoutMs + 60_000, extraEal: ['--vdev', `net_tap0,iface=${TAP}`] })
-    : null;
   try {
-    if (testpmd) await waitForPath(socket, 30_000, 'testpmd vhost-user socket');
-    const guest = startGuest({
-      ...(testpmd ? { socketPath: socket, offloads: false } : { socketPath: '', tap: TAP, prefix: ns.execPrefix() }),
-      mode, iommu, args, timeoutMs,
-      ...(iommu ? { extraKernelArgs: STRICT_IOMMU } : {}),
-    });
+    // DPDK's vhost creates the tap in the namespace (tap PMD) and forwards between it and the guest.
+    const testpmd = backend === 'DPDK vhost'
+      ? await startVhostTap({ socket, tap: TAP, prefix: ns.execPrefix(), iommu, timeoutMs: timeoutMs + 60_000 })
+      : null;
     try {
-      await ns.configure(TAP, `${HOST_IP}/24`);
-      const peer = await startTcpPeer(ns, HOST_IP, port, direction === 'tx' ? 0 : bytes);
+      const guest = startGuest({
+        ...(testpmd ? { socketPath: socket, offloads: false } : { socketPath: '', tap: TAP, prefix: ns.execPrefix() }),
+        mode, iommu, args, timeoutMs,
+        ...(iommu ? { extraKernelArgs: STRICT_IOMMU } : {}),
+      });
       try {
-        return check(backend, await guest.result(), await peer.result(15_000));
+        await ns.configure(TAP, `${HOST_IP}/24`);
+        const peer = await startTcpPeer(ns, HOST_IP, port, direction === 'tx' ? 0 : bytes);
+        try {
+          return check(backend, await guest.result(), await peer.result(15_000));
+        } finally {
+          await peer.stop();
+        }
       } finally {
-        await peer.stop();
+        await guest.kill();
       }
     } finally {
-      await guest.kill();
+      await testpmd?.stop();
     }
   } finally {
-    await testpmd?.stop();
     ns.destroy();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -26,7 +26,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startTestpmd } from '../peers/dpdk.js';
+import { startVhostTap } from '../peers/dpdk.js';
 import { qemuVersion, startGuest, type Guest, type GuestOptions } from '../peers/qemu.js';
 import { sleep, waitForPath } from '../peers/util.js';
 import { GuestShell } from '../support/guest-shell.js';
@@ -135,11 +135,7 @@ async function startBackend(kind: BackendKind, side: 'A' | 'B', ns: Netns, iommu
   if (kind === 'qemu-tap') return { guest: { socketPath: '', tap, prefix: ns.execPrefix() }, serve: null, stop: async () => undefined };
   if (kind === 'dpdk') {
     const socket = join(dir, `dpdk-${side}.sock`);
-    const testpmd = startTestpmd({
-      role: 'vhost', socket, iommu, forwardMode: 'io', prefix: ns.execPrefix(), lcores: [0, 1], timeoutMs: 280_000,
-      extraEal: ['--vdev', `net_tap0,iface=${tap}`],
-    });
-    await waitForPath(socket, 30_000, 'testpmd vhost-user socket');
+    const testpmd = await startVhostTap({ socket, tap, prefix: ns.execPrefix(), iommu, timeoutMs: 280_000 });
     return { guest: { socketPath: socket }, serve: null, stop: () => testpmd.stop() };
   }
   const serve = await startServe(['--net', `tap:${tap}`, ...serveArgs], { prefix: ns.execPrefix() });

@@ -11,7 +11,7 @@
 // --single-file-segments for virtio-user; testpmd needs --stats-period (else, without stdin, it exits).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { LineLog, exitPromise, killOnExit, requireBinary, terminate, uniqueName, type Exit } from './util.js';
+import { LineLog, exitPromise, killOnExit, requireBinary, terminate, uniqueName, waitForPath, type Exit } from './util.js';
 
 export type TestpmdRole = 'virtio-user' | 'vhost';
 export type ForwardMode = 'txonly' | 'rxonly' | 'io' | 'macswap' | 'mac' | 'flowgen' | 'csum' | 'icmpecho';
@@ -348,4 +348,24 @@ export function startTestpmd(opts: TestpmdOptions): Testpmd {
       };
     },
   };
+}
+
+/**
+ * DPDK's vhost (io forwarding) between the vhost-user socket `socket` and a tap PMD that creates
+ * `tap` where `prefix` runs it (a network namespace); resolves once the socket exists. io
+ * forwarding gives the tap PMD no checksum offload, so a guest behind it must run with its
+ * offloads off: its partial checksums would reach the kernel unfinished.
+ */
+export async function startVhostTap(opts: { socket: string; tap: string; prefix: string[]; iommu: boolean; timeoutMs: number }): Promise<Testpmd> {
+  const testpmd = startTestpmd({
+    role: 'vhost', socket: opts.socket, iommu: opts.iommu, forwardMode: 'io', prefix: opts.prefix, lcores: [0, 1],
+    timeoutMs: opts.timeoutMs, extraEal: ['--vdev', `net_tap0,iface=${opts.tap}`],
+  });
+  try {
+    await waitForPath(opts.socket, 30_000, 'testpmd vhost-user socket');
+  } catch (err) {
+    await testpmd.stop();
+    throw err;
+  }
+  return testpmd;
 }
