@@ -14,7 +14,12 @@
  * each a fresh guest, sha256 checked.
  *
  *   node dist/bench/tcp-vs-qemu.js [--mib 64] [--rounds 2] [--rows off,strict] [--directions tx,rx]
- *        [--backends 'serve,serve no-offload,QEMU tap,DPDK vhost'] [--serve-args '--flag value'] [--json]
+ *        [--backends 'serve,serve no-offload,QEMU tap,DPDK vhost'] [--serve-args '--flag value']
+ *        [--serve-variant 'NAME=--flag value']... [--json]
+ *
+ * --serve-args go to every serve column; each --serve-variant adds a column NAME: serve with
+ * the guest's offloads on and those flags as well, compared with the `serve` column (an A/B of
+ * a serve option, alternated with it in the same rounds).
  *
  * Rows: `off` no IOMMU; `strict` intel-iommu (device-iotlb, ats; guest iommu.strict=1), which
  * QEMU's own back-end translates in-process and the vhost-user back-ends through IOTLB misses.
@@ -50,7 +55,10 @@ const SERVE_PEER: Record<Backend, Backend> = {
   serve: 'serve', 'serve no-offload': 'serve', 'QEMU tap': 'serve', 'DPDK vhost': 'serve no-offload',
 };
 
-interface Args { mib: number; rounds: number; rows: Row[]; directions: Direction[]; backends: Backend[]; serveArgs: string[]; json: boolean }
+/** A column: one of BACKENDS, or a serve variant (serve with more flags, compared with `serve`). */
+interface Column { name: string; backend: Backend; extraArgs: string[] }
+
+interface Args { mib: number; rounds: number; rows: Row[]; directions: Direction[]; columns: Column[]; serveArgs: string[]; json: boolean }
 
 function readArgs(): Args {
   const { values: v } = parseArgs({
@@ -58,20 +66,32 @@ function readArgs(): Args {
       mib: { type: 'string', default: '64' }, rounds: { type: 'string', default: '2' },
       rows: { type: 'string', default: 'off,strict' }, directions: { type: 'string', default: 'tx,rx' },
       backends: { type: 'string', default: BACKENDS.join(',') },
-      'serve-args': { type: 'string', multiple: true, default: [] }, json: { type: 'boolean', default: false },
+      'serve-args': { type: 'string', multiple: true, default: [] },
+      'serve-variant': { type: 'string', multiple: true, default: [] }, json: { type: 'boolean', default: false },
     },
   });
+  const words = (text: string): string[] => text.split(/\s+/).filter(Boolean);
   const backends = listOf('backends', v.backends!, BACKENDS);
   if (!backends.includes('serve')) throw new Error('--backends: serve is the column the others are compared with');
+  const columns: Column[] = backends.map((backend) => ({ name: backend, backend, extraArgs: [] }));
+  for (const variant of v['serve-variant']!) {
+    const eq = variant.indexOf('=');
+    const name = variant.slice(0, eq);
+    if (eq <= 0 || columns.some((c) => c.name === name)) throw new Error(`--serve-variant ${variant}: needs 'NAME=--flag value' with a NAME of its own`);
+    columns.push({ name, backend: 'serve', extraArgs: words(variant.slice(eq + 1)) });
+  }
   return {
     mib: positiveInt('mib', v.mib!), rounds: positiveInt('rounds', v.rounds!),
     rows: listOf('rows', v.rows!, ['off', 'strict'] as const), directions: listOf('directions', v.directions!, ['tx', 'rx'] as const),
-    backends, serveArgs: v['serve-args']!.flatMap((a) => a.split(/\s+/).filter(Boolean)), json: v.json!,
+    columns, serveArgs: v['serve-args']!.flatMap(words), json: v.json!,
   };
 }
 
-/** MB/s of one transfer of `mib` MiB through `backend`, guest → host (tx) or host → guest (rx). */
-async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[]): Promise<number> {
+/** One transfer: MB/s, and how busy the guest's CPU was meanwhile (0..1; NaN if it did not say). */
+interface Transfer { mbs: number; guestBusy: number }
+
+/** One transfer of `mib` MiB through `backend`, guest → host (tx) or host → guest (rx). */
+async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[]): Promise<Transfer> {
   const iommu = row === 'strict';
   // A stalled transfer ends the guest: boot, plus 1.5 s per MiB (the slowest cell moves ~5 MB/s).
   const timeoutMs = 60_000 + mib * 1500;
@@ -79,9 +99,9 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
   const mode = direction === 'tx' ? 'tcp-send' : 'tcp-recv';
   const port = direction === 'tx' ? PORT : SOURCE_PORT;
   const args = { ip: GUEST_CIDR, peer: HOST_IP, port, mib };
-  const check = (what: string, r: GuestResult, host: { hex: string; bytes: number; ms?: number }): number => {
+  const check = (what: string, r: GuestResult, host: { hex: string; bytes: number; ms?: number }): Transfer => {
     if (host.bytes !== bytes || host.hex !== r.sha256?.hex || r.sha256?.bytes !== bytes) throw new Error(`${what}: transfer failed:\n${tail(r.lines)}`);
-    return host.bytes / 1e6 / (host.ms! / 1000);
+    return { mbs: host.bytes / 1e6 / (host.ms! / 1000), guestBusy: r.cpu && r.cpu.total > 0 ? r.cpu.busy / r.cpu.total : NaN };
   };
   if (backend === 'serve' || backend === 'serve no-offload') {
     const rig = await startRig(serveArgs, direction === 'tx' ? { tcp: true } : { source: mib });
@@ -128,42 +148,64 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
 
 async function main(): Promise<void> {
   const a = readArgs();
-  const results: Record<string, Partial<Record<Backend, number[]>>> = {};
+  const results: Record<string, Record<string, number[]>> = {};
+  /** The guest CPU's busy share in each transfer, by cell and column (is the guest the limit?). */
+  const busy: Record<string, Record<string, number[]>> = {};
   for (const direction of a.directions) {
     for (const row of a.rows) {
-      const cell: Partial<Record<Backend, number[]>> = {};
+      const cell: Record<string, number[]> = {};
+      const cellBusy: Record<string, number[]> = {};
       results[`${direction} ${row}`] = cell;
+      busy[`${direction} ${row}`] = cellBusy;
       for (let round = 0; round < a.rounds; round++) {
-        const order = a.backends.map((_, i) => a.backends[(i + round) % a.backends.length]!);
-        for (const backend of order) {
-          const tag = `[${direction} ${row} ${round + 1}/${a.rounds}] ${backend}`;
+        const order = a.columns.map((_, i) => a.columns[(i + round) % a.columns.length]!);
+        for (const column of order) {
+          const tag = `[${direction} ${row} ${round + 1}/${a.rounds}] ${column.name}`;
           // A back-end that fails a transfer gets 0 for it (and the reason on stderr); the others go on.
-          const mbs = await transfer(backend, row, direction, a.mib, a.serveArgs).catch((err: Error) => {
+          const { mbs, guestBusy } = await transfer(column.backend, row, direction, a.mib, [...a.serveArgs, ...column.extraArgs]).catch((err: Error) => {
             process.stderr.write(`${tag}: FAILED: ${err.message.split('\n')[0]}\n`);
-            return 0;
+            return { mbs: 0, guestBusy: NaN };
           });
-          (cell[backend] ??= []).push(mbs);
-          if (mbs > 0) process.stderr.write(`${tag}: ${mbs.toFixed(1)} MB/s\n`);
+          (cell[column.name] ??= []).push(mbs);
+          if (!Number.isNaN(guestBusy)) (cellBusy[column.name] ??= []).push(guestBusy);
+          if (mbs > 0) process.stderr.write(`${tag}: ${mbs.toFixed(1)} MB/s, guest CPU ${(guestBusy * 100).toFixed(0)}% busy\n`);
         }
       }
     }
   }
   await closeAllRigs();
   if (a.json) {
-    console.log(JSON.stringify({ mib: a.mib, rounds: a.rounds, results }));
+    console.log(JSON.stringify({ mib: a.mib, rounds: a.rounds, results, guestBusy: busy }));
     return;
   }
   const each = (xs: number[]): string => xs.map((x) => (x > 0 ? x.toFixed(1) : 'failed')).join(' / ');
   const ratio = (num: number, den: number): string => (den > 0 ? `${(num / den).toFixed(2)}×` : '—');
-  const others = a.backends.filter((b) => b !== 'serve' && a.backends.includes(SERVE_PEER[b]));
-  console.log(`TCP, ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of serve's median to the others' (with the guest's offloads as in that column)`);
-  console.log(`| direction | guest | ${a.backends.map((b) => HEADS[b]).join(' | ')} | ${others.map((b) => `${SERVE_PEER[b]} / ${b}`).join(' | ')} |`);
-  console.log(`|---|---|${a.backends.map(() => '---|').join('')}${others.map(() => '---|').join('')}`);
+  // Each column's ratio: a variant over `serve`; serve over each other back-end whose serve peer ran.
+  const names = a.columns.map((c) => c.name);
+  const pairs = a.columns.flatMap((c): Array<[string, string]> => {
+    if (c.extraArgs.length > 0) return [[c.name, 'serve']];
+    if (c.backend === 'serve' || !names.includes(SERVE_PEER[c.backend])) return [];
+    return [[SERVE_PEER[c.backend], c.name]];
+  });
+  const head = (c: Column): string => (c.extraArgs.length > 0 ? `${c.name} (serve ${c.extraArgs.join(' ')})` : HEADS[c.backend]);
+  console.log(`TCP, ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of medians (with the guest's offloads as in each column)`);
+  console.log(`| direction | guest | ${a.columns.map(head).join(' | ')} | ${pairs.map(([x, y]) => `${x} / ${y}`).join(' | ')} |`);
+  console.log(`|---|---|${a.columns.map(() => '---|').join('')}${pairs.map(() => '---|').join('')}`);
   for (const [key, r] of Object.entries(results)) {
     const [direction, row] = key.split(' ');
-    const cells = a.backends.map((b) => `${median(r[b]!).toFixed(1)} (${each(r[b]!)})`);
-    const ratios = others.map((b) => ratio(median(r[SERVE_PEER[b]]!), median(r[b]!)));
+    const cells = names.map((n) => `${median(r[n]!).toFixed(1)} (${each(r[n]!)})`);
+    const ratios = pairs.map(([x, y]) => ratio(median(r[x]!), median(r[y]!)));
     console.log(`| ${direction === 'tx' ? 'guest → host' : 'host → guest'} | ${row === 'off' ? 'IOMMU off' : 'iommu.strict=1'} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
+  }
+  // Near 100% the guest's own CPU (TCG) is the limit, whichever back-end carries the bytes.
+  console.log(`\nThe guest's CPU during the transfer, % busy: median (each round)`);
+  console.log(`| direction | guest | ${a.columns.map((c) => c.name).join(' | ')} |`);
+  console.log(`|---|---|${a.columns.map(() => '---|').join('')}`);
+  const pct = (x: number): string => (x * 100).toFixed(0);
+  for (const [key, r] of Object.entries(busy)) {
+    const [direction, row] = key.split(' ');
+    const cells = names.map((n) => (r[n]?.length ? `${pct(median(r[n]!))} (${r[n]!.map(pct).join(' / ')})` : '—'));
+    console.log(`| ${direction === 'tx' ? 'guest → host' : 'host → guest'} | ${row === 'off' ? 'IOMMU off' : 'iommu.strict=1'} | ${cells.join(' | ')} |`);
   }
 }
 

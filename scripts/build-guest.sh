@@ -24,6 +24,7 @@
 #   VIT-RESULT ping ok|fail <received>/<sent>
 #   VIT-RESULT sha256 <hex> bytes <n>  (tcp-send: of the data sent; tcp-recv: of the data received)
 #   VIT-RESULT tcp ok|fail rc <nc exit status>
+#   VIT-CPU busy <n> total <n>         (tcp-*: the guest CPU's jiffies over the transfer: busy = not idle or iowait)
 #   VIT-RESULT pktgen ok|fail sent <n> errors <m>   (after pktgen's own "Result: OK: <usec>(...) usec, <n> ..." + "<pps>pps ..." lines)
 #   VIT-RESULT rx-count packets <n> dropped <n> centis <n>   (eth0 rx_packets / rx_dropped gained over <n> centiseconds of /proc/uptime)
 #   VIT-STATS rx_packets <n> tx_packets <n> rx_bytes <n> tx_bytes <n> rx_dropped <n> tx_dropped <n>
@@ -147,6 +148,17 @@ mount -t tmpfs tmpfs /tmp
 
 say() { echo ""; echo "$*"; }   # leading newline: never glued to a kernel message
 
+# The CPU line of /proc/stat as "busy total" jiffies (busy: all but idle and iowait).
+cpu_now() {
+  read -r _ user nice system idle iowait irq softirq steal _ < /proc/stat
+  echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
+}
+# Says how busy the guest's CPU was since the cpu_now output in $1: is the guest the limit?
+cpu_since() {
+  set -- $1 $(cpu_now)
+  say "VIT-CPU busy $(($3 - $1)) total $(($4 - $2))"
+}
+
 finish() {
   if [ -d /sys/class/net/eth0/statistics ]; then
     s=/sys/class/net/eth0/statistics
@@ -229,8 +241,10 @@ case "$MODE" in
     sum="$(sha256sum /tmp/data | cut -d' ' -f1)"
     bytes="$(stat -c %s /tmp/data)"
     say "VIT-RESULT sha256 $sum bytes $bytes"
+    cpu0="$(cpu_now)"
     if [ "$LISTEN" = 1 ]; then nc -l -p "$PORT" < /tmp/data > /dev/null; rc=$?
     else nc -w 10 "$PEER" "$PORT" < /tmp/data > /dev/null; rc=$?; fi
+    cpu_since "$cpu0"
     if [ $rc = 0 ]; then say "VIT-RESULT tcp ok rc $rc"; else say "VIT-RESULT tcp fail rc $rc"; fi
     ;;
   tcp-recv)
@@ -238,8 +252,10 @@ case "$MODE" in
     # exits as soon as it reads that FIN, before it has sent everything. A fifo opened
     # read-write never delivers EOF.
     mkfifo /tmp/hold
+    cpu0="$(cpu_now)"
     if [ "$LISTEN" = 1 ]; then nc -l -p "$PORT" <> /tmp/hold > /tmp/data; rc=$?
     else nc -w 10 "$PEER" "$PORT" <> /tmp/hold > /tmp/data; rc=$?; fi
+    cpu_since "$cpu0"
     sum="$(sha256sum /tmp/data | cut -d' ' -f1)"
     bytes="$(stat -c %s /tmp/data)"
     say "VIT-RESULT sha256 $sum bytes $bytes"
