@@ -87,8 +87,12 @@ function readArgs(): Args {
   };
 }
 
-/** One transfer: MB/s, and how busy the guest's CPU was meanwhile (0..1; NaN if it did not say). */
-interface Transfer { mbs: number; guestBusy: number }
+/**
+ * One transfer: MB/s; how busy the guest's CPU was meanwhile (0..1), and the interrupts and
+ * frames (its NIC's packets in the transfer's direction) it handled per MiB (NaN if it did not say).
+ */
+interface Transfer { mbs: number; guestBusy: number; irqPerMiB: number; framesPerMiB: number }
+const FAILED: Transfer = { mbs: 0, guestBusy: NaN, irqPerMiB: NaN, framesPerMiB: NaN };
 
 /** One transfer of `mib` MiB through `backend`, guest → host (tx) or host → guest (rx). */
 async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[]): Promise<Transfer> {
@@ -101,7 +105,13 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
   const args = { ip: GUEST_CIDR, peer: HOST_IP, port, mib };
   const check = (what: string, r: GuestResult, host: { hex: string; bytes: number; ms?: number }): Transfer => {
     if (host.bytes !== bytes || host.hex !== r.sha256?.hex || r.sha256?.bytes !== bytes) throw new Error(`${what}: transfer failed:\n${tail(r.lines)}`);
-    return { mbs: host.bytes / 1e6 / (host.ms! / 1000), guestBusy: r.cpu && r.cpu.total > 0 ? r.cpu.busy / r.cpu.total : NaN };
+    const frames = direction === 'tx' ? r.stats?.txPackets : r.stats?.rxPackets;
+    return {
+      mbs: host.bytes / 1e6 / (host.ms! / 1000),
+      guestBusy: r.cpu && r.cpu.total > 0 ? r.cpu.busy / r.cpu.total : NaN,
+      irqPerMiB: r.cpu ? r.cpu.interrupts / mib : NaN,
+      framesPerMiB: frames === undefined ? NaN : frames / mib,
+    };
   };
   if (backend === 'serve' || backend === 'serve no-offload') {
     const rig = await startRig(serveArgs, direction === 'tx' ? { tcp: true } : { source: mib });
@@ -149,33 +159,35 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
 async function main(): Promise<void> {
   const a = readArgs();
   const results: Record<string, Record<string, number[]>> = {};
-  /** The guest CPU's busy share in each transfer, by cell and column (is the guest the limit?). */
-  const busy: Record<string, Record<string, number[]>> = {};
+  /** The guest's side of each transfer, by cell and column: is the guest the limit, and what does it handle? */
+  const guest: Record<string, Record<string, Transfer[]>> = {};
   for (const direction of a.directions) {
     for (const row of a.rows) {
       const cell: Record<string, number[]> = {};
-      const cellBusy: Record<string, number[]> = {};
+      const cellGuest: Record<string, Transfer[]> = {};
       results[`${direction} ${row}`] = cell;
-      busy[`${direction} ${row}`] = cellBusy;
+      guest[`${direction} ${row}`] = cellGuest;
       for (let round = 0; round < a.rounds; round++) {
         const order = a.columns.map((_, i) => a.columns[(i + round) % a.columns.length]!);
         for (const column of order) {
           const tag = `[${direction} ${row} ${round + 1}/${a.rounds}] ${column.name}`;
           // A back-end that fails a transfer gets 0 for it (and the reason on stderr); the others go on.
-          const { mbs, guestBusy } = await transfer(column.backend, row, direction, a.mib, [...a.serveArgs, ...column.extraArgs]).catch((err: Error) => {
+          const t = await transfer(column.backend, row, direction, a.mib, [...a.serveArgs, ...column.extraArgs]).catch((err: Error) => {
             process.stderr.write(`${tag}: FAILED: ${err.message.split('\n')[0]}\n`);
-            return { mbs: 0, guestBusy: NaN };
+            return FAILED;
           });
-          (cell[column.name] ??= []).push(mbs);
-          if (!Number.isNaN(guestBusy)) (cellBusy[column.name] ??= []).push(guestBusy);
-          if (mbs > 0) process.stderr.write(`${tag}: ${mbs.toFixed(1)} MB/s, guest CPU ${(guestBusy * 100).toFixed(0)}% busy\n`);
+          (cell[column.name] ??= []).push(t.mbs);
+          if (t.mbs > 0) {
+            (cellGuest[column.name] ??= []).push(t);
+            process.stderr.write(`${tag}: ${t.mbs.toFixed(1)} MB/s, guest CPU ${(t.guestBusy * 100).toFixed(0)}% busy, ${t.framesPerMiB.toFixed(0)} frames and ${t.irqPerMiB.toFixed(0)} interrupts per MiB\n`);
+          }
         }
       }
     }
   }
   await closeAllRigs();
   if (a.json) {
-    console.log(JSON.stringify({ mib: a.mib, rounds: a.rounds, results, guestBusy: busy }));
+    console.log(JSON.stringify({ mib: a.mib, rounds: a.rounds, results, guest }));
     return;
   }
   const each = (xs: number[]): string => xs.map((x) => (x > 0 ? x.toFixed(1) : 'failed')).join(' / ');
@@ -197,14 +209,19 @@ async function main(): Promise<void> {
     const ratios = pairs.map(([x, y]) => ratio(median(r[x]!), median(r[y]!)));
     console.log(`| ${direction === 'tx' ? 'guest → host' : 'host → guest'} | ${row === 'off' ? 'IOMMU off' : 'iommu.strict=1'} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
   }
-  // Near 100% the guest's own CPU (TCG) is the limit, whichever back-end carries the bytes.
-  console.log(`\nThe guest's CPU during the transfer, % busy: median (each round)`);
+  // Near 100% busy, the guest's own CPU (TCG) is the limit whichever back-end carries the bytes,
+  // and what decides the rate is how much work each MiB costs it: frames and interrupts.
+  console.log(`\nThe guest during the transfer: % of its CPU busy / frames per MiB / interrupts per MiB, medians of the transfers that completed`);
   console.log(`| direction | guest | ${a.columns.map((c) => c.name).join(' | ')} |`);
   console.log(`|---|---|${a.columns.map(() => '---|').join('')}`);
-  const pct = (x: number): string => (x * 100).toFixed(0);
-  for (const [key, r] of Object.entries(busy)) {
+  for (const [key, r] of Object.entries(guest)) {
     const [direction, row] = key.split(' ');
-    const cells = names.map((n) => (r[n]?.length ? `${pct(median(r[n]!))} (${r[n]!.map(pct).join(' / ')})` : '—'));
+    const cells = names.map((n) => {
+      const ts = r[n] ?? [];
+      if (ts.length === 0) return '—';
+      const m = (f: (t: Transfer) => number): string => median(ts.map(f)).toFixed(0);
+      return `${m((t) => t.guestBusy * 100)} / ${m((t) => t.framesPerMiB)} / ${m((t) => t.irqPerMiB)}`;
+    });
     console.log(`| ${direction === 'tx' ? 'guest → host' : 'host → guest'} | ${row === 'off' ? 'IOMMU off' : 'iommu.strict=1'} | ${cells.join(' | ')} |`);
   }
 }

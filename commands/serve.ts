@@ -41,7 +41,6 @@ export default class Serve extends Command {
     }),
     'iotlb-strategy': Flags.string({ summary: 'IOTLB cache strategy', options: strategyNames(), default: 'coalescing' }),
     'iotlb-batch-misses': Flags.boolean({ summary: 'on a miss, walk the rest of the burst and send every distinct miss at once (--no-iotlb-batch-misses: only the miss the burst stopped at)', default: true, allowNo: true }),
-    'iotlb-ask-posted': Flags.boolean({ summary: 'ask for the translations of receive buffers the guest posts while no frame waits for them, so their round trips are not on a frame\'s path', default: false, allowNo: true }),
     'iotlb-prefetch': Flags.integer({ summary: 'ask for the aligned range of this many bytes around a miss (0 = the page)', default: 0, min: 0 }),
     'iotlb-reuse': Flags.string({
       summary: 'keep a translation until the front-end invalidates it (cached), or forget all of them after every burst that returned buffers (per-burst): correct for guests whose IOMMU flushes QEMU does not forward (Linux\'s default lazy mode behind QEMU before 8.0, docs/peers.md), at one miss per buffer',
@@ -125,7 +124,7 @@ export default class Serve extends Command {
     }
     const servers = flags.socket.map((socketPath) => new VhostUserServer({
       socketPath, client: flags.client, trace, queuePairs: flags.queues, net, strategy: flags['iotlb-strategy'],
-      batchMisses: flags['iotlb-batch-misses'], askPosted: flags['iotlb-ask-posted'], prefetch: flags['iotlb-prefetch'],
+      batchMisses: flags['iotlb-batch-misses'], prefetch: flags['iotlb-prefetch'],
       forgetAfterBurst: flags['iotlb-reuse'] === 'per-burst', busyPollUs: flags['busy-poll-us'],
       iotlbReader: flags['iotlb-reader'] as IotlbReader, workers, cpus, usableCpus: allowed.length, maxMtu: flags.mtu,
       traceTranslations: trace !== null && flags['trace-translations'],

@@ -24,7 +24,8 @@
 #   VIT-RESULT ping ok|fail <received>/<sent>
 #   VIT-RESULT sha256 <hex> bytes <n>  (tcp-send: of the data sent; tcp-recv: of the data received)
 #   VIT-RESULT tcp ok|fail rc <nc exit status>
-#   VIT-CPU busy <n> total <n>         (tcp-*: the guest CPU's jiffies over the transfer: busy = not idle or iowait)
+#   VIT-CPU busy <n> total <n> intr <n>  (tcp-*: over the transfer, the guest CPU's jiffies, busy = not
+#                                       idle or iowait, and the interrupts it took)
 #   VIT-RESULT pktgen ok|fail sent <n> errors <m>   (after pktgen's own "Result: OK: <usec>(...) usec, <n> ..." + "<pps>pps ..." lines)
 #   VIT-RESULT rx-count packets <n> dropped <n> centis <n>   (eth0 rx_packets / rx_dropped gained over <n> centiseconds of /proc/uptime)
 #   VIT-STATS rx_packets <n> tx_packets <n> rx_bytes <n> tx_bytes <n> rx_dropped <n> tx_dropped <n>
@@ -148,15 +149,16 @@ mount -t tmpfs tmpfs /tmp
 
 say() { echo ""; echo "$*"; }   # leading newline: never glued to a kernel message
 
-# The CPU line of /proc/stat as "busy total" jiffies (busy: all but idle and iowait).
+# The CPU line of /proc/stat as "busy total" jiffies (busy: all but idle and iowait), and the interrupt count.
 cpu_now() {
   read -r _ user nice system idle iowait irq softirq steal _ < /proc/stat
-  echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
+  intr="$(sed -n 's/^intr \([0-9]*\).*/\1/p' /proc/stat)"
+  echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal)) $intr"
 }
 # Says how busy the guest's CPU was since the cpu_now output in $1: is the guest the limit?
 cpu_since() {
   set -- $1 $(cpu_now)
-  say "VIT-CPU busy $(($3 - $1)) total $(($4 - $2))"
+  say "VIT-CPU busy $(($4 - $1)) total $(($5 - $2)) intr $(($6 - $3))"
 }
 
 finish() {

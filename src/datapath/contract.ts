@@ -89,8 +89,6 @@ export interface WorkerSetup {
   stats: SharedArrayBuffer;
   /** Batch misses: walk the rest of a burst and send every distinct miss at once. */
   batchMisses: boolean;
-  /** Ask for the translations of receive buffers posted while no frame waits (MissPolicy.askPosted). */
-  askPosted: boolean;
   /** net/offloads.ts TxOffload bits negotiated: what a guest header may ask of an endpoint that takes headers. */
   txOffloads: number;
   /** net/offloads.ts TunOffload flags: what a tap may hand this guest (partial checksums, segments). */

@@ -4,9 +4,7 @@
  * the address it stopped at, the other ring going on meanwhile (DPDK 17.11's non-blocking
  * design). By default every distinct miss behind it in the ring goes out at once too
  * (`--no-iotlb-batch-misses`: only the first; QEMU then needs one main-loop wake-up per miss),
- * and optionally the pages around it are asked for (`--iotlb-prefetch`). Receive buffers the
- * driver posts while no frame waits can be asked for before any frame needs them
- * (`--iotlb-ask-posted`).
+ * and optionally the pages around it are asked for (`--iotlb-prefetch`).
  */
 import { PAGE_SIZE } from '../iotlb/address.js';
 import { Access, LOOKUP_MISS, lookupOut } from '../iotlb/strategy.js';
@@ -26,8 +24,6 @@ export interface MissPolicyOptions {
   prefetch: number;
   /** Walk the chains behind a fresh miss and send their misses too. */
   batchMisses: boolean;
-  /** Walk newly posted receive buffers while no frame waits, and send their misses. */
-  askPosted: boolean;
 }
 
 export class MissPolicy {
@@ -46,23 +42,7 @@ export class MissPolicy {
     q.clearMiss();
     // A head miss already pending was sent with the batch behind it: walking the chains
     // again would only look up misses already sent (one walk per UPDATE of the batch).
-    if (fresh && this.options.batchMisses) this.probeAhead(ring, 1);
-  }
-
-  /**
-   * The endpoint had no frame for the ring: ask for the translations of the buffers the
-   * driver posted since the last look, so their round trips overlap the wait for the next
-   * frame instead of delaying it. A strict guest maps every receive buffer at a fresh IOVA
-   * before posting it, so each is a real mapping QEMU answers (unlike --iotlb-prefetch's
-   * guesses). Walked again only when the driver posts more.
-   */
-  askPosted(ring: Ring): void {
-    if (!this.options.askPosted || ring.pending === null || ring.missStalled) return;
-    const q = ring.queue;
-    const avail = q.availableCount();
-    if (avail === 0 || q.availIdx === ring.askedAtAvail) return;
-    ring.askedAtAvail = q.availIdx;
-    this.probeAhead(ring, 0);
+    if (fresh && this.options.batchMisses) this.probeAhead(ring);
   }
 
   /** The ring's own memory missed (at start, or after an INVALIDATE of it): ask for it; the ring waits for the mapping. */
@@ -124,12 +104,12 @@ export class MissPolicy {
     return fresh;
   }
 
-  /** Walks the available chains from `from` on (chains ahead of the next to consume) and reports their misses. */
-  private probeAhead(ring: Ring, from: number): void {
+  /** Batched misses: walk the chains behind the one that missed and report their misses too. */
+  private probeAhead(ring: Ring): void {
     const q = ring.queue;
     const avail = q.knownAvailable();
     let reported = 0;
-    for (let ahead = from; ahead < avail && reported < MAX_EXTRA_MISSES; ahead++) {
+    for (let ahead = 1; ahead < avail && reported < MAX_EXTRA_MISSES; ahead++) {
       this.probeSg.reset();
       if (q.walkChain(ahead, this.probeSg) === WALK_MISS) {
         this.report(ring, q.missAddr, q.missAccess);

@@ -65,9 +65,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     this.rings = [this.rx, this.tx];
     this.iotlbRing = new IotlbRingConsumer(setup.iotlbRing);
     this.misses = new MissReporter(setup.backendFd);
-    this.missPolicy = new MissPolicy(this.misses, {
-      prefetch: setup.prefetch, batchMisses: setup.batchMisses, askPosted: setup.askPosted,
-    });
+    this.missPolicy = new MissPolicy(this.misses, { prefetch: setup.prefetch, batchMisses: setup.batchMisses });
     this.fastPath = new IotlbFastPath(this, new IotlbRingProducer(setup.appliedRing),
       workerAckLatency(setup.stats, false), workerAckLatency(setup.stats, true));
     this.traceRing = setup.translationRing ? new TranslationRingProducer(setup.translationRing, setup.traceStartHrNs) : null;
@@ -404,9 +402,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     const rxUsable = rx.running && !rx.waitingForMapping && this.missPolicy.answered(rx);
     let work = this.transmitOnce(rxUsable);
     if (rxUsable && this.endpoint.polls) {
-      const delivered = this.endpoint.poll(BURST);
-      if (delivered === 0 && !rx.queue.missPending) this.missPolicy.askPosted(rx);
-      work += delivered;
+      work += this.endpoint.poll(BURST);
       this.afterBurst(rx);
     }
     // The step's writes are done: their pages go into the log (dirty-log.ts gathers them).

@@ -42,8 +42,6 @@ export class Ring {
   missStalled = false;
   stalledAt = 0;
   stalledIova = 0;
-  /** The avail index when posted buffers were last asked for (MissPolicy.askPosted). */
-  askedAtAvail = -1;
   /** The used index when the cache was last forgotten (WorkerSetup.forgetAfterBurst). */
   usedWhenForgotten = 0;
 

@@ -26,8 +26,6 @@ export interface WorkerOptions {
   net: NetMode;
   strategy: string;
   batchMisses: boolean;
-  /** WorkerSetup.askPosted (serve --iotlb-ask-posted). */
-  askPosted?: boolean;
   prefetch: number;
   /** WorkerSetup.forgetAfterBurst (serve --iotlb-reuse per-burst). */
   forgetAfterBurst?: boolean;
@@ -154,7 +152,6 @@ export class QueuePairs {
       strategy: this.options.strategy,
       backendFd: this.backendFd,
       batchMisses: this.options.batchMisses,
-      askPosted: this.options.askPosted ?? false,
       prefetch: this.options.prefetch,
       forgetAfterBurst: this.options.forgetAfterBurst ?? false,
       trace,

@@ -27,8 +27,6 @@ class StoppedQueue {
   /** IOVA each chain ahead of the head misses at (undefined: it maps). */
   ahead: Array<number | undefined> = [];
   walks = 0;
-  /** The driver's avail index: it moves when buffers are posted. */
-  availIdx = 0;
 
   stopAt(iova: number, access = Access.Read): void {
     this.missPending = true;
@@ -37,9 +35,6 @@ class StoppedQueue {
   }
   clearMiss(): void {
     this.missPending = false;
-  }
-  availableCount(): number {
-    return this.ahead.length;
   }
   knownAvailable(): number {
     return this.ahead.length;
@@ -68,7 +63,7 @@ function rig(options: Partial<MissPolicyOptions> = {}) {
   ring.cache = getStrategy('coalescing').create();
   ring.pending = new PendingMisses();
   const reporter = new MissReporter(backend);
-  const policy = new MissPolicy(reporter, { prefetch: 0, batchMisses: false, askPosted: false, ...options });
+  const policy = new MissPolicy(reporter, { prefetch: 0, batchMisses: false, ...options });
   /** The IOVAs of the misses the front-end received since the last call. */
   const sent = (): string[] => {
     const framer = new MessageFramer();
@@ -224,37 +219,5 @@ describe('miss policy', () => {
     queue.stopAt(0x23000);
     policy.stopped(ring);
     assert.deepEqual(sent(), ['23000', '20000'], 'the block again, less the cached page and the pending 0x22000');
-  });
-
-  it('asks for posted receive buffers once per posting, only when enabled and not parked', () => {
-    const off = rig();
-    off.queue.ahead = [0x1000];
-    off.queue.availIdx = 1;
-    off.policy.askPosted(off.ring);
-    assert.deepEqual(off.sent(), [], 'off by default');
-
-    const { ring, queue, policy, sent } = rig({ askPosted: true });
-    queue.ahead = [0x1000, undefined, 0x3000];
-    queue.availIdx = 3;
-    policy.askPosted(ring);
-    assert.deepEqual(sent(), ['1000', '3000'], 'the chain at the head too: no frame has reached it');
-    assert.equal(queue.missPending, false, 'the walk leaves no miss on the queue');
-    assert.equal(policy.answered(ring), true, 'asking ahead parks nothing');
-    const walks = queue.walks;
-    policy.askPosted(ring);
-    assert.equal(queue.walks, walks, 'nothing posted since: no walk');
-    // One more buffer posted: only its miss is new (the others are pending).
-    queue.ahead = [0x1000, undefined, 0x3000, 0x4000];
-    queue.availIdx = 4;
-    policy.askPosted(ring);
-    assert.deepEqual(sent(), ['4000']);
-    // A parked ring waits for its own answer first.
-    queue.stopAt(0x9000);
-    policy.stopped(ring);
-    sent();
-    queue.ahead = [0x5000];
-    queue.availIdx = 5;
-    policy.askPosted(ring);
-    assert.deepEqual(sent(), []);
   });
 });

@@ -100,8 +100,8 @@ export interface GuestResult {
   tcp?: { ok: boolean; rc: number };
   pktgen?: { ok: boolean; sent: number; errors: number };
   stats?: GuestStats;
-  /** tcp-*: the guest CPU's jiffies over the transfer, busy (not idle) of total (`VIT-CPU`). */
-  cpu?: { busy: number; total: number };
+  /** tcp-*: over the transfer, the guest CPU's jiffies busy (not idle) of total, and the interrupts it took (`VIT-CPU`). */
+  cpu?: { busy: number; total: number; interrupts: number };
   /** From `VIT-RESULT error <what>`. */
   error?: string;
 }
@@ -223,8 +223,8 @@ export function parseGuestLines(lines: string[]): Omit<GuestResult, 'lines' | 'd
         txDropped: kv.get('tx_dropped') ?? 0,
       };
     }
-    m = line.match(/^VIT-CPU busy (\d+) total (\d+)/);
-    if (m) out.cpu = { busy: +m[1]!, total: +m[2]! };
+    m = line.match(/^VIT-CPU busy (\d+) total (\d+) intr (\d+)/);
+    if (m) out.cpu = { busy: +m[1]!, total: +m[2]!, interrupts: +m[3]! };
     m = line.match(/^VIT-RESULT (.*)$/);
     if (!m) continue;
     const r = m[1]!.trim();
