@@ -120,7 +120,7 @@ export class TraceStats {
     if (ROUND_TRIP_KINDS.every((k) => report[k].count === 0 && report[k].unanswered === 0)) return [];
     const b = (s: string): string => chalk.bold(s);
     const label: Record<RoundTripKind, string> = {
-      miss: 'miss → update', updateAck: 'update → ack', invalidateAck: 'invalidate → ack',
+      miss: 'miss → update', updateAck: 'update → ack', invalidateAck: 'invalidate → ack', frontendTurn: 'front-end turn',
     };
     const table = new Table({
       head: ['IOTLB round trip', 'count', 'mean', 'p50', 'p90', 'p99', 'max', 'unanswered'].map(b),
@@ -133,6 +133,10 @@ export class TraceStats {
       table.push([label[k], String(r.count), us(r.meanUs), us(r.p50Us), us(r.p90Us), us(r.p99Us), us(r.maxUs), String(r.unanswered)]);
     }
     const out = [table.toString()];
+    if (report.frontendTurn.count > 0) {
+      out.push(chalk.dim('front-end turn: the back-end\'s last reply → the front-end\'s next UPDATE answering a miss that was ' +
+        'already waiting (the front-end\'s own time per answer)'));
+    }
     if (report.miss.coveredBefore > 0) {
       out.push(chalk.yellow(`note: ${report.miss.coveredBefore} unanswered miss${report.miss.coveredBefore === 1 ? ' has' : 'es have'} a covering UPDATE ` +
         'stamped up to 1 ms before them: the backend channel\'s clock runs ahead of the frontend channel\'s, or the page was already mapped'));

@@ -17,6 +17,10 @@
  *   answers the oldest request still waiting for one; requests waiting ahead of it that have
  *   another request number got no reply (a NEED_REPLY without REPLY_ACK negotiated, say) and
  *   are dropped — counted as unanswered when they were IOTLB requests.
+ * * **frontendTurn**: the front-end's own time per answer, where the back-end is not the one
+ *   waited for: from the back-end's last frontend-channel reply before an UPDATE to that UPDATE,
+ *   for each UPDATE that answers a miss stamped before that reply (the miss was already waiting
+ *   when the front-end had its channel back). One sample per UPDATE.
  *
  * A request waits for a reply when it has NEED_REPLY, or when the protocol always answers it
  * (GET_* and friends; IOTLB_MSG is answered only with NEED_REPLY, as QEMU, DPDK and serve do).
@@ -60,10 +64,16 @@ class Connection {
   updEndLo = new Uint32Array(8);
   updPerm = new Uint8Array(8);
   updTime = new Float64Array(8);
+  /** The back-end's last reply before each UPDATE (frontendTurn), and whether the UPDATE was sampled. */
+  updPrevReply = new Float64Array(8);
+  updSampled = new Uint8Array(8);
   updHead = 0;
   updates = 0;
+  /** Time of the back-end's last frontend-channel reply (-Infinity before the first). */
+  lastReply = -Infinity;
 
-  pushUpdate(sh: number, sl: number, eh: number, el: number, perm: number, timeNs: number): void {
+  /** Keeps an UPDATE; returns its slot in the ring. */
+  pushUpdate(sh: number, sl: number, eh: number, el: number, perm: number, timeNs: number): number {
     if (this.updates === this.updTime.length && this.updates < RECENT_UPDATES) {
       const n = this.updTime.length * 2;
       this.updStartHi = unroll(this.updStartHi, new Uint32Array(n), this.updHead);
@@ -72,6 +82,8 @@ class Connection {
       this.updEndLo = unroll(this.updEndLo, new Uint32Array(n), this.updHead);
       this.updPerm = unroll(this.updPerm, new Uint8Array(n), this.updHead);
       this.updTime = unroll(this.updTime, new Float64Array(n), this.updHead);
+      this.updPrevReply = unroll(this.updPrevReply, new Float64Array(n), this.updHead);
+      this.updSampled = unroll(this.updSampled, new Uint8Array(n), this.updHead);
       this.updHead = 0;
     }
     const cap = this.updTime.length;
@@ -88,7 +100,20 @@ class Connection {
     this.updEndLo[at] = el;
     this.updPerm[at] = perm;
     this.updTime[at] = timeNs;
+    this.updPrevReply[at] = this.lastReply;
+    this.updSampled[at] = 0;
+    return at;
   }
+
+  /** The front-end's turn before the UPDATE in slot `at`, once per UPDATE; -1 if already taken. */
+  takeTurn(at: number): number {
+    if (this.updSampled[at] !== 0) return -1;
+    this.updSampled[at] = 1;
+    return this.updTime[at] - this.updPrevReply[at];
+  }
+
+  /** Set by answeredBy: the slot of the UPDATE it found. */
+  foundAt = -1;
 
   /** Set by answeredBy: a covering UPDATE was stamped at most COVERED_BEFORE_NS before the miss. */
   coveredBefore = false;
@@ -106,6 +131,7 @@ class Connection {
       if (!covers(this.updStartHi[at], this.updStartLo[at], this.updEndHi[at], this.updEndLo[at], hi, lo) || (this.updPerm[at] & perm) !== perm) continue;
       if (t > timeNs) {
         found = t;
+        this.foundAt = at;
       } else {
         this.coveredBefore = true;
         break;
@@ -209,21 +235,24 @@ export interface RoundTripReport {
   };
   updateAck: RoundTripSummary;
   invalidateAck: RoundTripSummary;
+  /** The front-end's time per answer while misses wait (never unanswered). */
+  frontendTurn: RoundTripSummary;
   /** Main-channel replies no waiting request accounts for. */
   unmatchedReplies: number;
 }
 
-export type RoundTripKind = 'miss' | 'updateAck' | 'invalidateAck';
-export const ROUND_TRIP_KINDS: readonly RoundTripKind[] = ['miss', 'updateAck', 'invalidateAck'];
+export type RoundTripKind = 'miss' | 'updateAck' | 'invalidateAck' | 'frontendTurn';
+export const ROUND_TRIP_KINDS: readonly RoundTripKind[] = ['miss', 'updateAck', 'invalidateAck', 'frontendTurn'];
 
 export class RoundTrips {
   readonly miss = new LatencyHistogram();
   readonly updateAck = new LatencyHistogram();
   readonly invalidateAck = new LatencyHistogram();
+  readonly frontendTurn = new LatencyHistogram();
   /** Main-channel replies no waiting request accounts for. */
   unmatchedReplies = 0;
   /** Given up while the trace went on (dropped or evicted); those still waiting are added at report time. */
-  private readonly gaveUp = { miss: 0, updateAck: 0, invalidateAck: 0, coveredBefore: 0 };
+  private readonly gaveUp = { miss: 0, updateAck: 0, invalidateAck: 0, frontendTurn: 0, coveredBefore: 0 };
   private readonly connections = new Map<number, Connection>();
 
   private connection(id: number): Connection {
@@ -256,8 +285,11 @@ export class RoundTrips {
         const hi = Number(iotlb.iova >> 32n);
         const lo = Number(iotlb.iova & 0xffffffffn);
         const answered = c.answeredBy(hi, lo, iotlb.perm, t);
-        if (answered >= 0) this.miss.record((answered - t) / 1000);
-        else {
+        if (answered >= 0) {
+          this.miss.record((answered - t) / 1000);
+          // Written after its answer (serve --trace): it still tells whether it was waiting.
+          if (t < c.updPrevReply[c.foundAt]) this.turn(c, c.foundAt);
+        } else {
           const evicted = c.pushMiss(hi, lo, iotlb.perm, c.coveredBefore, t);
           if (evicted >= 0) this.gaveUp.miss++;
           if (evicted === 1) this.gaveUp.coveredBefore++;
@@ -267,7 +299,11 @@ export class RoundTrips {
     }
 
     if (record.direction === 'to-frontend') {
-      if (isReply) this.reply(this.connection(record.connection), request, t);
+      if (isReply) {
+        const c = this.connection(record.connection);
+        c.lastReply = t;
+        this.reply(c, request, t);
+      }
       return;
     }
     if (isReply) return; // a reply sent to the back-end on the frontend channel: not part of any round trip
@@ -295,17 +331,24 @@ export class RoundTrips {
     const sl = Number(iova & 0xffffffffn);
     const eh = Number(end >> 32n);
     const el = Number(end & 0xffffffffn);
-    c.pushUpdate(sh, sl, eh, el, perm, t);
+    const at = c.pushUpdate(sh, sl, eh, el, perm, t);
     let i = 0;
     while (i < c.misses) {
       const p = c.missPerm[i];
       if (c.missTime[i] <= t && covers(sh, sl, eh, el, c.missHi[i], c.missLo[i]) && (perm & p) === p) {
         this.miss.record((t - c.missTime[i]) / 1000);
+        if (c.missTime[i] < c.lastReply) this.turn(c, at);
         c.removeMiss(i);
       } else {
         i++;
       }
     }
+  }
+
+  /** A frontendTurn sample for the UPDATE in slot `at`, unless it gave one already. */
+  private turn(c: Connection, at: number): void {
+    const ns = c.takeTurn(at);
+    if (ns >= 0) this.frontendTurn.record(ns / 1000);
   }
 
   private reply(c: Connection, request: number, t: number): void {
@@ -326,8 +369,8 @@ export class RoundTrips {
   }
 
   /** Misses and requests still waiting now (the end of the trace), per kind. */
-  private waiting(): { miss: number; updateAck: number; invalidateAck: number; coveredBefore: number } {
-    const out = { miss: 0, updateAck: 0, invalidateAck: 0, coveredBefore: 0 };
+  private waiting(): Record<RoundTripKind | 'coveredBefore', number> {
+    const out = { miss: 0, updateAck: 0, invalidateAck: 0, frontendTurn: 0, coveredBefore: 0 };
     for (const c of this.connections.values()) {
       out.miss += c.misses;
       for (let i = 0; i < c.misses; i++) out.coveredBefore += c.missEarly[i];
@@ -351,7 +394,8 @@ export class RoundTrips {
         histogram: h.buckets().map(([lo, hi, n]) => [round3(lo), round3(hi), n]),
       };
     };
-    return { miss: { ...one('miss'), coveredBefore: this.gaveUp.coveredBefore + waiting.coveredBefore }, updateAck: one('updateAck'), invalidateAck: one('invalidateAck'), unmatchedReplies: this.unmatchedReplies };
+    return { miss: { ...one('miss'), coveredBefore: this.gaveUp.coveredBefore + waiting.coveredBefore }, updateAck: one('updateAck'), invalidateAck: one('invalidateAck'),
+      frontendTurn: one('frontendTurn'), unmatchedReplies: this.unmatchedReplies };
   }
 }
 

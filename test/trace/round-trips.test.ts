@@ -147,6 +147,29 @@ test('miss: a MISS written after its UPDATE (serve drains its workers late) matc
   inBucketOf(r.miss.maxUs, 60, 'max');
 });
 
+test('front-end turn: last reply → next UPDATE answering a miss that was already waiting, once per UPDATE', async () => {
+  const r = await new Trace()
+    .miss(0, 0x1000n, RW)
+    .miss(1, 0x2000n, RW)
+    .miss(2, 0x2800n, RW)
+    .update(50, 0x1000n, 0x1000n, RW) // no reply before it: no turn
+    .reply(52, F.IOTLB_MSG)
+    .update(200, 0x2000n, 0x1000n, RW) // answers two misses waiting since before 52: one turn of 148 µs
+    .reply(203, F.IOTLB_MSG)
+    .miss(400, 0x3000n, RW) // after the last reply: the front-end was idle, so no turn
+    .update(430, 0x3000n, 0x1000n, RW)
+    .reply(431, F.IOTLB_MSG)
+    .update(600, 0x4000n, 0x1000n, RW) // reply at 431 → 600, but its MISS is written later,
+    .reply(601, F.IOTLB_MSG)
+    .miss(420, 0x4000n, RW) // stamped before that reply (serve --trace drains late): 169 µs
+    .report();
+  assert.equal(r.miss.count, 5);
+  assert.equal(r.frontendTurn.count, 2);
+  assert.equal(r.frontendTurn.unanswered, 0);
+  inBucketOf(r.frontendTurn.p50Us, 148, 'turn p50');
+  inBucketOf(r.frontendTurn.maxUs, 169, 'turn max');
+});
+
 test('acks: a reply answers the oldest request waiting for one, other requests in between', async () => {
   const r = await new Trace()
     .update(0, 0x1000n, 0x1000n, RW) // A, NEED_REPLY
@@ -220,7 +243,7 @@ test('CLI: `trace decode --stats --json` on the recorded QEMU + DPDK IOMMU sessi
   // miss is the first: MISS 0xffffe000 at 10458.304 ms, its UPDATE at 10462.307 ms.
   assert.deepEqual([rt.miss.count, rt.miss.unanswered, rt.updateAck.count, rt.invalidateAck.count], [12, 0, 14, 6]);
   inBucketOf(rt.miss.maxUs, 4003, 'miss max');
-  for (const kind of ['miss', 'updateAck', 'invalidateAck'] as const) {
+  for (const kind of ['miss', 'updateAck', 'invalidateAck', 'frontendTurn'] as const) {
     const s = rt[kind];
     assert.ok(s.p50Us <= s.p90Us && s.p90Us <= s.p99Us && s.p99Us <= s.maxUs && s.meanUs <= s.maxUs, `${kind}: ordered percentiles`);
     assert.equal(s.histogram.reduce((n, b) => n + b[2], 0), s.count, `${kind}: histogram holds every sample`);
