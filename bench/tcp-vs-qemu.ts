@@ -15,7 +15,12 @@
  *
  *   node dist/bench/tcp-vs-qemu.js [--mib 64] [--rounds 2] [--rows off,strict] [--directions tx,rx]
  *        [--backends 'serve,serve no-offload,QEMU tap,DPDK vhost'] [--serve-args '--flag value']
- *        [--serve-variant 'NAME=--flag value']... [--json]
+ *        [--serve-variant 'NAME=--flag value']... [--app nc|http] [--json]
+ *
+ * --app: what moves the bytes in the guest. `nc` (the guest's tcp-send / tcp-recv jobs): busybox
+ * nc, 1 KiB per syscall, so frame sizes depend on how TCP corks those writes; `http` (http-send
+ * / http-recv): busybox httpd sends the file with one sendfile and busybox wget reads 64 KiB at a
+ * time, so the guest's per-byte work is the kernel's.
  *
  * --serve-args go to every serve column; each --serve-variant adds a column NAME: serve with
  * the guest's offloads on and those flags as well, compared with the `serve` column (an A/B of
@@ -36,7 +41,7 @@ import { median } from './median.js';
 import { listOf, positiveInt } from './options.js';
 import { startVhostTap } from '../test/peers/dpdk.js';
 import { startGuest, type GuestResult } from '../test/peers/qemu.js';
-import { createNetns, startTcpPeer } from '../test/support/netns.js';
+import { createNetns, startTcpPeer, type TcpPeer } from '../test/support/netns.js';
 import { boot, closeAllRigs, GUEST_CIDR, HOST_IP, PORT, SOURCE_PORT, startRig, STRICT_IOMMU, TAP, tail } from '../test/support/qemu-rig.js';
 
 type Row = 'off' | 'strict';
@@ -58,7 +63,9 @@ const SERVE_PEER: Record<Backend, Backend> = {
 /** A column: one of BACKENDS, or a serve variant (serve with more flags, compared with `serve`). */
 interface Column { name: string; backend: Backend; extraArgs: string[] }
 
-interface Args { mib: number; rounds: number; rows: Row[]; directions: Direction[]; columns: Column[]; serveArgs: string[]; json: boolean }
+type App = 'nc' | 'http';
+
+interface Args { mib: number; rounds: number; rows: Row[]; directions: Direction[]; columns: Column[]; serveArgs: string[]; app: App; json: boolean }
 
 function readArgs(): Args {
   const { values: v } = parseArgs({
@@ -67,7 +74,8 @@ function readArgs(): Args {
       rows: { type: 'string', default: 'off,strict' }, directions: { type: 'string', default: 'tx,rx' },
       backends: { type: 'string', default: BACKENDS.join(',') },
       'serve-args': { type: 'string', multiple: true, default: [] },
-      'serve-variant': { type: 'string', multiple: true, default: [] }, json: { type: 'boolean', default: false },
+      'serve-variant': { type: 'string', multiple: true, default: [] }, app: { type: 'string', default: 'nc' },
+      json: { type: 'boolean', default: false },
     },
   });
   const words = (text: string): string[] => text.split(/\s+/).filter(Boolean);
@@ -83,7 +91,7 @@ function readArgs(): Args {
   return {
     mib: positiveInt('mib', v.mib!), rounds: positiveInt('rounds', v.rounds!),
     rows: listOf('rows', v.rows!, ['off', 'strict'] as const), directions: listOf('directions', v.directions!, ['tx', 'rx'] as const),
-    columns, serveArgs: v['serve-args']!.flatMap(words), json: v.json!,
+    columns, serveArgs: v['serve-args']!.flatMap(words), app: listOf('app', v.app!, ['nc', 'http'] as const)[0]!, json: v.json!,
   };
 }
 
@@ -95,12 +103,15 @@ interface Transfer { mbs: number; guestBusy: number; irqPerMiB: number; framesPe
 const FAILED: Transfer = { mbs: 0, guestBusy: NaN, irqPerMiB: NaN, framesPerMiB: NaN };
 
 /** One transfer of `mib` MiB through `backend`, guest → host (tx) or host → guest (rx). */
-async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[]): Promise<Transfer> {
+async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[], app: App): Promise<Transfer> {
   const iommu = row === 'strict';
   // A stalled transfer ends the guest: boot, plus 1.5 s per MiB (the slowest cell moves ~5 MB/s).
   const timeoutMs = 60_000 + mib * 1500;
   const bytes = mib * 1024 * 1024;
-  const mode = direction === 'tx' ? 'tcp-send' : 'tcp-recv';
+  const http = app === 'http';
+  const mode = direction === 'tx' ? (http ? 'http-send' : 'tcp-send') : (http ? 'http-recv' : 'tcp-recv');
+  // http-send: the guest listens and the host fetches (startTcpPeer's `fetch`), from the guest's address.
+  const guestIp = GUEST_CIDR.split('/')[0]!;
   const port = direction === 'tx' ? PORT : SOURCE_PORT;
   const args = { ip: GUEST_CIDR, peer: HOST_IP, port, mib };
   const check = (what: string, r: GuestResult, host: { hex: string; bytes: number; ms?: number }): Transfer => {
@@ -114,11 +125,15 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
     };
   };
   if (backend === 'serve' || backend === 'serve no-offload') {
-    const rig = await startRig(serveArgs, direction === 'tx' ? { tcp: true } : { source: mib });
+    const rig = await startRig(serveArgs, direction === 'tx' ? { tcp: !http } : { source: mib, http });
+    let fetcher: TcpPeer | null = null;
     try {
-      const r = await boot(rig, { mode, iommu, args, timeoutMs, ...(backend === 'serve no-offload' ? { offloads: false } : {}) }).result();
-      return check(backend, r, await (direction === 'tx' ? rig.tcp! : rig.source!).result(15_000));
+      const guest = boot(rig, { mode, iommu, args, timeoutMs, ...(backend === 'serve no-offload' ? { offloads: false } : {}) });
+      if (direction === 'tx' && http) fetcher = await startTcpPeer(rig.ns, guestIp, port, 0, 'fetch');
+      const r = await guest.result();
+      return check(backend, r, await (fetcher ?? (direction === 'tx' ? rig.tcp! : rig.source!)).result(15_000));
     } finally {
+      await fetcher?.stop();
       await rig.close();
     }
   }
@@ -138,7 +153,9 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
       });
       try {
         await ns.configure(TAP, `${HOST_IP}/24`);
-        const peer = await startTcpPeer(ns, HOST_IP, port, direction === 'tx' ? 0 : bytes);
+        const peer = direction === 'tx'
+          ? await startTcpPeer(ns, http ? guestIp : HOST_IP, port, 0, http ? 'fetch' : 'raw')
+          : await startTcpPeer(ns, HOST_IP, port, bytes, http ? 'http' : 'raw');
         try {
           return check(backend, await guest.result(), await peer.result(15_000));
         } finally {
@@ -172,7 +189,7 @@ async function main(): Promise<void> {
         for (const column of order) {
           const tag = `[${direction} ${row} ${round + 1}/${a.rounds}] ${column.name}`;
           // A back-end that fails a transfer gets 0 for it (and the reason on stderr); the others go on.
-          const t = await transfer(column.backend, row, direction, a.mib, [...a.serveArgs, ...column.extraArgs]).catch((err: Error) => {
+          const t = await transfer(column.backend, row, direction, a.mib, [...a.serveArgs, ...column.extraArgs], a.app).catch((err: Error) => {
             process.stderr.write(`${tag}: FAILED: ${err.message.split('\n')[0]}\n`);
             return FAILED;
           });
@@ -200,7 +217,7 @@ async function main(): Promise<void> {
     return [[SERVE_PEER[c.backend], c.name]];
   });
   const head = (c: Column): string => (c.extraArgs.length > 0 ? `${c.name} (serve ${c.extraArgs.join(' ')})` : HEADS[c.backend]);
-  console.log(`TCP, ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of medians (with the guest's offloads as in each column)`);
+  console.log(`TCP (guest's ${a.app === 'nc' ? 'busybox nc' : 'busybox httpd / wget'}), ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of medians (with the guest's offloads as in each column)`);
   console.log(`| direction | guest | ${a.columns.map(head).join(' | ')} | ${pairs.map(([x, y]) => `${x} / ${y}`).join(' | ')} |`);
   console.log(`|---|---|${a.columns.map(() => '---|').join('')}${pairs.map(() => '---|').join('')}`);
   for (const [key, r] of Object.entries(results)) {

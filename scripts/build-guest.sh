@@ -7,7 +7,10 @@
 # Idempotent: when the stamp (kernel version + busybox + this script) matches, it does nothing.
 #
 # The guest's /init reads its job from the kernel command line:
-#   vit.mode=ping|tcp-send|tcp-recv|pktgen|idle|rx-count|shell   (default: idle)
+#   vit.mode=ping|tcp-send|tcp-recv|http-send|http-recv|pktgen|idle|rx-count|shell   (default: idle)
+#     http-send: serve vit.mib MiB of random data once at http://<guest>:<port>/data (busybox
+#                httpd, one sendfile); http-recv: busybox wget http://<peer>:<port>/data (64 KiB
+#                reads). Large writes and reads where busybox nc moves 1 KiB per syscall.
 #   vit.ip=192.0.2.2/24   vit.peer=192.0.2.1   vit.peermac=aa:bb:..  (static ARP entry if given)
 #   vit.count=N           (ping: echo requests; pktgen: frames)       default 5 / 1000
 #   vit.port=P            (tcp-*: TCP port)                           default 5201
@@ -22,7 +25,7 @@
 #   VIT-BOOT <kernel release>
 #   VIT-LINK up mac <mac>              | VIT-RESULT error <what>
 #   VIT-RESULT ping ok|fail <received>/<sent>
-#   VIT-RESULT sha256 <hex> bytes <n>  (tcp-send: of the data sent; tcp-recv: of the data received)
+#   VIT-RESULT sha256 <hex> bytes <n>  (*-send: of the data sent; *-recv: of the data received)
 #   VIT-RESULT tcp ok|fail rc <nc exit status>
 #   VIT-CPU busy <n> total <n> intr <n>  (tcp-*: over the transfer, the guest CPU's jiffies, busy = not
 #                                       idle or iowait, and the interrupts it took)
@@ -247,6 +250,27 @@ case "$MODE" in
     if [ "$LISTEN" = 1 ]; then nc -l -p "$PORT" < /tmp/data > /dev/null; rc=$?
     else nc -w 10 "$PEER" "$PORT" < /tmp/data > /dev/null; rc=$?; fi
     cpu_since "$cpu0"
+    if [ $rc = 0 ]; then say "VIT-RESULT tcp ok rc $rc"; else say "VIT-RESULT tcp fail rc $rc"; fi
+    ;;
+  http-send)
+    mkdir -p /tmp/www
+    dd if=/dev/urandom of=/tmp/www/data bs=1048576 count="$MIB" 2>/dev/null
+    sum="$(sha256sum /tmp/www/data | cut -d' ' -f1)"
+    bytes="$(stat -c %s /tmp/www/data)"
+    say "VIT-RESULT sha256 $sum bytes $bytes"
+    cpu0="$(cpu_now)"
+    # One connection, one request: nc execs httpd in inetd mode on it.
+    nc -l -p "$PORT" -e httpd -i -h /tmp/www; rc=$?
+    cpu_since "$cpu0"
+    if [ $rc = 0 ]; then say "VIT-RESULT tcp ok rc $rc"; else say "VIT-RESULT tcp fail rc $rc"; fi
+    ;;
+  http-recv)
+    cpu0="$(cpu_now)"
+    wget -q -O /tmp/data "http://$PEER:$PORT/data"; rc=$?
+    cpu_since "$cpu0"
+    sum="$(sha256sum /tmp/data | cut -d' ' -f1)"
+    bytes="$(stat -c %s /tmp/data)"
+    say "VIT-RESULT sha256 $sum bytes $bytes"
     if [ $rc = 0 ]; then say "VIT-RESULT tcp ok rc $rc"; else say "VIT-RESULT tcp fail rc $rc"; fi
     ;;
   tcp-recv)

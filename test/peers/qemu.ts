@@ -22,7 +22,7 @@ import {
   type Exit,
 } from './util.js';
 
-export type GuestMode = 'ping' | 'tcp-send' | 'tcp-recv' | 'pktgen' | 'idle' | 'rx-count' | 'shell';
+export type GuestMode = 'ping' | 'tcp-send' | 'tcp-recv' | 'http-send' | 'http-recv' | 'pktgen' | 'idle' | 'rx-count' | 'shell';
 
 export interface GuestOptions {
   /** vhost-user unix socket. QEMU connects to it (client), or creates it when server is true. */

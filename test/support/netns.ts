@@ -108,9 +108,49 @@ export function netnsPids(name: string): number[] {
 // prints `SINK sha256 <hex> bytes <n> ms <first byte to EOF>`. With `send` it instead writes that many bytes of
 // pseudo-random data, closes, and once the receiver has closed too prints
 // `SOURCE sha256 <hex> bytes <n> ms <connection to close>`.
+// raw: a TCP sink (send = 0) or source (send > 0) listening on host:port, as busybox nc talks.
+// http: the source answers one GET (busybox wget) with a header before its bytes.
+// fetch: a client: GET /data from host:port (the guest's busybox httpd), retried until the guest
+// listens, and the body sunk (a SINK line) as in raw.
 const SINK_SCRIPT = `
 const net = require('node:net'), crypto = require('node:crypto');
-const [host, port, send] = process.argv.slice(1);
+const [host, port, send, protocol] = process.argv.slice(1);
+const sink = (s, header) => {
+  const h = crypto.createHash('sha256');
+  let n = 0;
+  let first = 0n;
+  let head = header ? Buffer.alloc(0) : null;
+  s.on('data', (d) => {
+    if (head !== null) {
+      head = Buffer.concat([head, d]);
+      const end = head.indexOf('\\r\\n\\r\\n');
+      if (end < 0) return;
+      if (!/^HTTP\\/1\\.[01] 200 /.test(head.toString('latin1'))) { console.log('SINK error HTTP status: ' + head.toString('latin1').split('\\r\\n')[0]); return s.destroy(); }
+      d = head.subarray(end + 4);
+      head = null;
+      if (d.length === 0) return;
+    }
+    if (n === 0) first = process.hrtime.bigint();
+    h.update(d);
+    n += d.length;
+  });
+  s.on('end', () => {
+    const ms = n === 0 ? 0 : Number(process.hrtime.bigint() - first) / 1e6;
+    console.log('SINK sha256 ' + h.digest('hex') + ' bytes ' + n + ' ms ' + ms.toFixed(1));
+    s.end();
+  });
+  s.on('error', (e) => console.log('SINK error ' + e.message));
+};
+if (protocol === 'fetch') {
+  const fetch = () => {
+    const s = net.connect(Number(port), host);
+    let up = false;
+    s.on('connect', () => { up = true; s.write('GET /data HTTP/1.0\\r\\n\\r\\n'); sink(s, true); });
+    s.on('error', () => { if (!up) { s.destroy(); setTimeout(fetch, 200); } });
+  };
+  fetch();
+  console.log('LISTENING');
+} else {
 const server = net.createServer((s) => {
   if (Number(send) > 0) {
     const h = crypto.createHash('sha256');
@@ -127,8 +167,20 @@ const server = net.createServer((s) => {
       digest = h.digest('hex');
       s.end();
     };
-    write();
-    s.resume();
+    if (protocol === 'http') {
+      let request = '';
+      const onRequest = (d) => {
+        request += d.toString('latin1');
+        if (!request.includes('\\r\\n\\r\\n')) return;
+        s.off('data', onRequest);
+        s.write('HTTP/1.0 200 OK\\r\\nContent-Length: ' + send + '\\r\\nConnection: close\\r\\n\\r\\n');
+        write();
+      };
+      s.on('data', onRequest);
+    } else {
+      write();
+      s.resume();
+    }
     let failed = false;
     s.on('error', (e) => { failed = true; console.log('SOURCE error ' + e.message); });
     // Once the receiver has closed too: every byte is there, so ms is the whole transfer.
@@ -139,18 +191,10 @@ const server = net.createServer((s) => {
     });
     return;
   }
-  const h = crypto.createHash('sha256');
-  let n = 0;
-  let first = 0n;
-  s.on('data', (d) => { if (n === 0) first = process.hrtime.bigint(); h.update(d); n += d.length; });
-  s.on('end', () => {
-    const ms = n === 0 ? 0 : Number(process.hrtime.bigint() - first) / 1e6;
-    console.log('SINK sha256 ' + h.digest('hex') + ' bytes ' + n + ' ms ' + ms.toFixed(1));
-    s.end();
-  });
-  s.on('error', (e) => console.log('SINK error ' + e.message));
+  sink(s, false);
 });
 server.listen(Number(port), host, () => console.log('LISTENING'));
+}
 `;
 
 export interface TcpPeer {
@@ -161,9 +205,13 @@ export interface TcpPeer {
   stop(): Promise<Exit>;
 }
 
-/** Starts the TCP server inside `ns` and waits until it listens. `send` > 0: serve that many bytes to each client. */
-export async function startTcpPeer(ns: Netns, host: string, port: number, send = 0): Promise<TcpPeer> {
-  const { child, log, exited } = spawnLogged([...ns.execPrefix(), process.execPath, '-e', SINK_SCRIPT, host, String(port), String(send)], 'tcp');
+/**
+ * Starts the TCP peer inside `ns` and waits until it listens. `send` > 0: serve that many bytes
+ * to each client. `protocol` (SINK_SCRIPT above): raw TCP as busybox nc talks, an HTTP source
+ * for busybox wget, or `fetch`: a client that GETs /data from host:port (the guest) and sinks it.
+ */
+export async function startTcpPeer(ns: Netns, host: string, port: number, send = 0, protocol: 'raw' | 'http' | 'fetch' = 'raw'): Promise<TcpPeer> {
+  const { child, log, exited } = spawnLogged([...ns.execPrefix(), process.execPath, '-e', SINK_SCRIPT, host, String(port), String(send), protocol], 'tcp');
   void exited.then((e) => log.close(`tcp peer exited code=${e.code} signal=${e.signal}`));
   await log.waitFor(/^LISTENING/, 10_000, 'tcp peer in netns');
   return {

@@ -64,7 +64,8 @@ export interface Rig {
   close(): Promise<void>;
 }
 
-export async function startRig(serveArgs: string[], opts: { socket?: string; tcp?: boolean; source?: number } = {}): Promise<Rig> {
+/** opts.http: the source answers busybox wget (http-recv) instead of nc (tcp-recv). */
+export async function startRig(serveArgs: string[], opts: { socket?: string; tcp?: boolean; source?: number; http?: boolean } = {}): Promise<Rig> {
   const ns = createNetns();
   const guests: Guest[] = [];
   let serve: ServeProcess | null = null;
@@ -93,7 +94,7 @@ export async function startRig(serveArgs: string[], opts: { socket?: string; tcp
   try {
     serve = await launch(opts.socket, undefined);
     if (opts.tcp) tcp = await startTcpPeer(ns, HOST_IP, PORT);
-    if (opts.source) source = await startTcpPeer(ns, HOST_IP, SOURCE_PORT, opts.source * 1024 * 1024);
+    if (opts.source) source = await startTcpPeer(ns, HOST_IP, SOURCE_PORT, opts.source * 1024 * 1024, opts.http ? 'http' : 'raw');
   } catch (err) {
     await close();
     throw err;
