@@ -164,6 +164,21 @@ cpu_since() {
   say "VIT-CPU busy $(($4 - $1)) total $(($5 - $2)) intr $(($6 - $3))"
 }
 
+# Waits (at most ~60 s) until no TCP socket to or from port $1 still has data or a FIN to deliver:
+# poweroff -f would drop what the guest's kernel has not sent yet.
+tcp_drained() {
+  p="$(printf '%04X' "$1")"
+  i=0
+  while [ $i -lt 600 ]; do
+    # st 01 ESTABLISHED, 04 FIN_WAIT1, 09 LAST_ACK, 0B CLOSING: bytes or a FIN not yet acknowledged.
+    busy="$(awk -v p=":$p" 'NR > 1 && (substr($2, length($2) - 4) == p || substr($3, length($3) - 4) == p) && ($4 == "01" || $4 == "04" || $4 == "09" || $4 == "0B") { n++ } END { print n + 0 }' /proc/net/tcp)"
+    [ "$busy" = 0 ] && return 0
+    sleep 0.1
+    i=$((i + 1))
+  done
+  return 1
+}
+
 finish() {
   if [ -d /sys/class/net/eth0/statistics ]; then
     s=/sys/class/net/eth0/statistics
@@ -249,6 +264,7 @@ case "$MODE" in
     cpu0="$(cpu_now)"
     if [ "$LISTEN" = 1 ]; then nc -l -p "$PORT" < /tmp/data > /dev/null; rc=$?
     else nc -w 10 "$PEER" "$PORT" < /tmp/data > /dev/null; rc=$?; fi
+    tcp_drained "$PORT" || rc=124
     cpu_since "$cpu0"
     if [ $rc = 0 ]; then say "VIT-RESULT tcp ok rc $rc"; else say "VIT-RESULT tcp fail rc $rc"; fi
     ;;
@@ -261,6 +277,7 @@ case "$MODE" in
     cpu0="$(cpu_now)"
     # One connection, one request: nc execs httpd in inetd mode on it.
     nc -l -p "$PORT" -e httpd -i -h /tmp/www; rc=$?
+    tcp_drained "$PORT" || rc=124
     cpu_since "$cpu0"
     if [ $rc = 0 ]; then say "VIT-RESULT tcp ok rc $rc"; else say "VIT-RESULT tcp fail rc $rc"; fi
     ;;
