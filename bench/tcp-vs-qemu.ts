@@ -220,11 +220,15 @@ async function main(): Promise<void> {
   console.log(`TCP (guest's ${a.app === 'nc' ? 'busybox nc' : 'busybox httpd / wget'}), ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of medians (with the guest's offloads as in each column)`);
   console.log(`| direction | guest | ${a.columns.map(head).join(' | ')} | ${pairs.map(([x, y]) => `${x} / ${y}`).join(' | ')} |`);
   console.log(`|---|---|${a.columns.map(() => '---|').join('')}${pairs.map(() => '---|').join('')}`);
-  for (const [key, r] of Object.entries(results)) {
+  /** The first two cells of a table row, from a results key ("tx strict"). */
+  const rowHead = (key: string): string => {
     const [direction, row] = key.split(' ');
+    return `${direction === 'tx' ? 'guest → host' : 'host → guest'} | ${row === 'off' ? 'IOMMU off' : 'iommu.strict=1'}`;
+  };
+  for (const [key, r] of Object.entries(results)) {
     const cells = names.map((n) => `${median(r[n]!).toFixed(1)} (${each(r[n]!)})`);
     const ratios = pairs.map(([x, y]) => ratio(median(r[x]!), median(r[y]!)));
-    console.log(`| ${direction === 'tx' ? 'guest → host' : 'host → guest'} | ${row === 'off' ? 'IOMMU off' : 'iommu.strict=1'} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
+    console.log(`| ${rowHead(key)} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
   }
   // Near 100% busy, the guest's own CPU (TCG) is the limit whichever back-end carries the bytes,
   // and what decides the rate is how much work each MiB costs it: frames and interrupts.
@@ -232,14 +236,13 @@ async function main(): Promise<void> {
   console.log(`| direction | guest | ${a.columns.map((c) => c.name).join(' | ')} |`);
   console.log(`|---|---|${a.columns.map(() => '---|').join('')}`);
   for (const [key, r] of Object.entries(guest)) {
-    const [direction, row] = key.split(' ');
     const cells = names.map((n) => {
       const ts = r[n] ?? [];
       if (ts.length === 0) return '—';
       const m = (f: (t: Transfer) => number): string => median(ts.map(f)).toFixed(0);
       return `${m((t) => t.guestBusy * 100)} / ${m((t) => t.framesPerMiB)} / ${m((t) => t.irqPerMiB)}`;
     });
-    console.log(`| ${direction === 'tx' ? 'guest → host' : 'host → guest'} | ${row === 'off' ? 'IOMMU off' : 'iommu.strict=1'} | ${cells.join(' | ')} |`);
+    console.log(`| ${rowHead(key)} | ${cells.join(' | ')} |`);
   }
 }
 
