@@ -102,11 +102,22 @@ function readArgs(): Args {
 interface Transfer { mbs: number; guestBusy: number; irqPerMiB: number; framesPerMiB: number }
 const FAILED: Transfer = { mbs: 0, guestBusy: NaN, irqPerMiB: NaN, framesPerMiB: NaN };
 
+/** The host end's result once the guest is done; if it never comes, the error carries the guest's last lines. */
+async function hostResult(peer: TcpPeer, guest: GuestResult): Promise<{ hex: string; bytes: number; ms?: number }> {
+  try {
+    return await peer.result(15_000);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\nthe guest:\n${tail(guest.lines, 12)}`);
+  }
+}
+
 /** One transfer of `mib` MiB through `backend`, guest → host (tx) or host → guest (rx). */
 async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[], app: App): Promise<Transfer> {
   const iommu = row === 'strict';
   // A stalled transfer ends the guest: boot, plus 1.5 s per MiB (the slowest cell moves ~5 MB/s).
   const timeoutMs = 60_000 + mib * 1500;
+  // The guest keeps the file in its tmpfs: room for it beside the kernel and the socket buffers.
+  const memMiB = Math.max(512, 384 + mib);
   const bytes = mib * 1024 * 1024;
   const http = app === 'http';
   const mode = direction === 'tx' ? (http ? 'http-send' : 'tcp-send') : (http ? 'http-recv' : 'tcp-recv');
@@ -128,10 +139,10 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
     const rig = await startRig(serveArgs, direction === 'tx' ? { tcp: !http } : { source: mib, http });
     let fetcher: TcpPeer | null = null;
     try {
-      const guest = boot(rig, { mode, iommu, args, timeoutMs, ...(backend === 'serve no-offload' ? { offloads: false } : {}) });
+      const guest = boot(rig, { mode, iommu, args, timeoutMs, memMiB, ...(backend === 'serve no-offload' ? { offloads: false } : {}) });
       if (direction === 'tx' && http) fetcher = await startTcpPeer(rig.ns, guestIp, port, 0, 'fetch');
       const r = await guest.result();
-      return check(backend, r, await (fetcher ?? (direction === 'tx' ? rig.tcp! : rig.source!)).result(15_000));
+      return check(backend, r, await hostResult(fetcher ?? (direction === 'tx' ? rig.tcp! : rig.source!), r));
     } finally {
       await fetcher?.stop();
       await rig.close();
@@ -148,7 +159,7 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
     try {
       const guest = startGuest({
         ...(testpmd ? { socketPath: socket, offloads: false } : { socketPath: '', tap: TAP, prefix: ns.execPrefix() }),
-        mode, iommu, args, timeoutMs,
+        mode, iommu, args, timeoutMs, memMiB,
         ...(iommu ? { extraKernelArgs: STRICT_IOMMU } : {}),
       });
       try {
@@ -157,7 +168,8 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
           ? await startTcpPeer(ns, http ? guestIp : HOST_IP, port, 0, http ? 'fetch' : 'raw')
           : await startTcpPeer(ns, HOST_IP, port, bytes, http ? 'http' : 'raw');
         try {
-          return check(backend, await guest.result(), await peer.result(15_000));
+          const r = await guest.result();
+          return check(backend, r, await hostResult(peer, r));
         } finally {
           await peer.stop();
         }

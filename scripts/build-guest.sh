@@ -182,6 +182,8 @@ tcp_drained() {
 finish() {
   if [ -d /sys/class/net/eth0/statistics ]; then
     s=/sys/class/net/eth0/statistics
+    # TCP's own counters (RetransSegs, EstabResets, OutRsts ...): why a transfer fell short.
+    say "VIT-TCP $(grep '^Tcp:' /proc/net/snmp | tail -1 | cut -d' ' -f2-)"
     say "VIT-STATS rx_packets $(cat $s/rx_packets) tx_packets $(cat $s/tx_packets) rx_bytes $(cat $s/rx_bytes) tx_bytes $(cat $s/tx_bytes) rx_dropped $(cat $s/rx_dropped) tx_dropped $(cat $s/tx_dropped)"
   fi
   say "VIT-DONE"
@@ -277,6 +279,7 @@ case "$MODE" in
     cpu0="$(cpu_now)"
     # One connection, one request: nc execs httpd in inetd mode on it.
     nc -l -p "$PORT" -e httpd -i -h /tmp/www; rc=$?
+    say "VIT-SOCKETS $(awk 'NR > 1 { printf "%s>%s st %s q %s; ", $2, $3, $4, $5 }' /proc/net/tcp)"
     tcp_drained "$PORT" || rc=124
     cpu_since "$cpu0"
     if [ $rc = 0 ]; then say "VIT-RESULT tcp ok rc $rc"; else say "VIT-RESULT tcp fail rc $rc"; fi

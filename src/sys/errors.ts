@@ -20,10 +20,11 @@ export function systemError(syscall: string, code: string, detail: string, base:
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
-export function checkInt(what: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number') throw new TypeError(`${what} must be a number, got ${typeof value}`);
-  if (!Number.isInteger(value)) throw new RangeError(`${what} must be an integer, got ${value}`);
-  if (value < min || value > max) throw new RangeError(`${what} must be in [${min}, ${max}], got ${value}`);
+/** `what` and `part` name the argument in the error ("readFd" + " offset"): joined only when it throws. */
+export function checkInt(what: string, value: unknown, min: number, max: number, part = ''): number {
+  if (typeof value !== 'number') throw new TypeError(`${what}${part} must be a number, got ${typeof value}`);
+  if (!Number.isInteger(value)) throw new RangeError(`${what}${part} must be an integer, got ${value}`);
+  if (value < min || value > max) throw new RangeError(`${what}${part} must be in [${min}, ${max}], got ${value}`);
   return value;
 }
 
@@ -40,11 +41,18 @@ export function checkBytes(what: string, value: unknown): Uint8Array {
   return value;
 }
 
-/** Validates a [offset, offset+length) window of `view`; length defaults to the rest. */
-export function checkWindow(what: string, view: Uint8Array, offset: unknown, length: unknown): [number, number] {
-  const start = offset === undefined ? 0 : checkInt(`${what} offset`, offset, 0, view.length);
-  const size = length === undefined ? view.length - start : checkInt(`${what} length`, length, 0, view.length - start);
-  return [start, size];
+/*
+ * A [offset, offset+length) window of `view`, checked in two calls so that the wrappers on the
+ * data path (a tap read or write per frame) build no string and no array when it is valid.
+ */
+/** The window's start: `offset`, or 0 if undefined. */
+export function windowStart(what: string, view: Uint8Array, offset: unknown): number {
+  return offset === undefined ? 0 : checkInt(what, offset, 0, view.length, ' offset');
+}
+
+/** The window's length from `start`: `length`, or the rest of `view` if undefined. */
+export function windowLength(what: string, view: Uint8Array, start: number, length: unknown): number {
+  return length === undefined ? view.length - start : checkInt(what, length, 0, view.length - start, ' length');
 }
 
 export function checkString(what: string, value: unknown, maxBytes: number): string {

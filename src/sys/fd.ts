@@ -2,7 +2,7 @@
 // /proc-based introspection used by tests and diagnostics.
 import { fstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { native } from './native.js';
-import { checkBytes, checkFd, checkInt, checkWindow, systemError } from './errors.js';
+import { checkBytes, checkFd, checkInt, windowStart, windowLength, systemError } from './errors.js';
 
 /** eventfd(EFD_NONBLOCK|EFD_CLOEXEC). */
 export function eventfdCreate(initial = 0): number {
@@ -29,7 +29,8 @@ export function closeFd(fd: number): void {
 export function readFd(fd: number, into: Uint8Array, offset: number, length: number): number {
   checkFd('readFd fd', fd);
   checkBytes('readFd into', into);
-  const [start, size] = checkWindow('readFd', into, offset, length);
+  const start = windowStart('readFd', into, offset);
+  const size = windowLength('readFd', into, start, length);
   if (size === 0) throw new RangeError('readFd length must be > 0 (0 bytes would read as EOF)');
   return native().readFd(fd, into, start, size);
 }
@@ -38,7 +39,8 @@ export function readFd(fd: number, into: Uint8Array, offset: number, length: num
 export function writeFd(fd: number, from: Uint8Array, offset: number, length: number): number {
   checkFd('writeFd fd', fd);
   checkBytes('writeFd from', from);
-  const [start, size] = checkWindow('writeFd', from, offset, length);
+  const start = windowStart('writeFd', from, offset);
+  const size = windowLength('writeFd', from, start, length);
   return native().writeFd(fd, from, start, size);
 }
 

@@ -1,7 +1,7 @@
 // Unix stream sockets with SCM_RIGHTS fd passing (vhost-user's transport).
 import { lstatSync, unlinkSync } from 'node:fs';
 import { native } from './native.js';
-import { checkBytes, checkFd, checkInt, checkString, checkWindow, systemError, type SystemError } from './errors.js';
+import { checkBytes, checkFd, checkInt, checkString, windowStart, windowLength, systemError, type SystemError } from './errors.js';
 
 /** sun_path is 108 bytes including the terminating NUL. */
 /** sun_path holds 108 bytes with the terminating NUL. */
@@ -107,7 +107,8 @@ export function receiveMessage(
 ): Received | null {
   checkFd('receiveMessage fd', fd);
   checkBytes('receiveMessage into', into);
-  const [start, size] = checkWindow('receiveMessage', into, offset, length);
+  const start = windowStart('receiveMessage', into, offset);
+  const size = windowLength('receiveMessage', into, start, length);
   if (size === 0) throw new RangeError('receiveMessage length must be > 0 (0 bytes would read as EOF)');
   checkInt('receiveMessage maxFds', maxFds, 0, SCM_MAX_FD);
   const meta = receiveMeta;
@@ -138,7 +139,8 @@ export const CARRIES_FDS = -2;
 export function receiveBytes(fd: number, into: Uint8Array, offset: number, length: number, peek: boolean): number {
   checkFd('receiveBytes fd', fd);
   checkBytes('receiveBytes into', into);
-  const [start, size] = checkWindow('receiveBytes', into, offset, length);
+  const start = windowStart('receiveBytes', into, offset);
+  const size = windowLength('receiveBytes', into, start, length);
   if (size === 0) throw new RangeError('receiveBytes length must be > 0 (0 bytes would read as EOF)');
   return native().receiveBytes(fd, into, start, size, peek);
 }
