@@ -147,7 +147,7 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
-mount -t tmpfs tmpfs /tmp
+mount -t tmpfs -o size=90% tmpfs /tmp   # room for a transfer file of most of the guest memory
 [ -t 1 ] || exec </dev/console >/dev/console 2>&1
 
 say() { echo ""; echo "$*"; }   # leading newline: never glued to a kernel message
@@ -259,7 +259,7 @@ case "$MODE" in
     if [ "$got" = "$n" ]; then say "VIT-RESULT ping ok $got/$n"; else say "VIT-RESULT ping fail $got/$n"; fi
     ;;
   tcp-send)
-    dd if=/dev/urandom of=/tmp/data bs=1048576 count="$MIB" 2>/dev/null
+    head -c "$((MIB * 1048576))" /dev/urandom > /tmp/data
     sum="$(sha256sum /tmp/data | cut -d' ' -f1)"
     bytes="$(stat -c %s /tmp/data)"
     say "VIT-RESULT sha256 $sum bytes $bytes"
@@ -272,7 +272,7 @@ case "$MODE" in
     ;;
   http-send)
     mkdir -p /tmp/www
-    dd if=/dev/urandom of=/tmp/www/data bs=1048576 count="$MIB" 2>/dev/null
+    head -c "$((MIB * 1048576))" /dev/urandom > /tmp/www/data
     sum="$(sha256sum /tmp/www/data | cut -d' ' -f1)"
     bytes="$(stat -c %s /tmp/www/data)"
     say "VIT-RESULT sha256 $sum bytes $bytes"
