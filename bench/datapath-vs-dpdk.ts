@@ -18,6 +18,8 @@ import { mean, median } from './median.js';
 import { crossCoreRoundTrip } from './alternate.js';
 import { BACKEND_CORE, FRONTEND_LCORES, interleavedRates, side, type Direction, type PortBackend } from './interleaved.js';
 import { mkdtempSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { listOf, positiveInt } from './options.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -43,11 +45,6 @@ export interface DatapathResult {
   /** Interleaved: each process's rate (Mpps). */
   oursEach?: number[];
   dpdkEach?: number[];
-}
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
 }
 
 /**
@@ -84,14 +81,14 @@ async function measure(pmd: Testpmd, field: 'rxPps' | 'txPps', seconds: number):
   return mean(samples) / 1e6;
 }
 
-/** serve --workers W (--workers on this command line): worker threads for the queue pairs; default serve's own. */
-const WORKER_ARGS = ((): string[] => {
-  const at = process.argv.indexOf('--workers');
-  return at < 0 ? [] : ['--workers', process.argv[at + 1] ?? '1'];
-})();
+/** serve for one side of a comparison: `workers` threads for the queue pairs (undefined: serve's own default). */
+function startServeSide(direction: Direction, queues: number, workers: number | undefined): Promise<ServeProcess> {
+  const workerArgs = workers === undefined ? [] : ['--workers', String(workers)];
+  return startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), ...workerArgs, '--quiet'], { prefix: SERVE_PIN });
+}
 
-async function oursRate(direction: Direction, queues: number, packed: boolean, seconds: number): Promise<number> {
-  const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), ...WORKER_ARGS, '--quiet'], { prefix: SERVE_PIN });
+async function oursRate(direction: Direction, queues: number, packed: boolean, seconds: number, workers: number | undefined): Promise<number> {
+  const serve = await startServeSide(direction, queues, workers);
   try {
     const pmd = startTestpmd({ role: 'virtio-user', socket: serve.socket, queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs: ['--txpkts=64'] });
     await pmd.waitForLinkUp();
@@ -124,13 +121,13 @@ async function dpdkRate(direction: Direction, queues: number, packed: boolean, s
  * serve, DPDK, serve, DPDK, ...), run one at a time in turn (interleaved.ts): each back-end's
  * rate is its port's frames over its own running time.
  */
-async function interleavedServeVsDpdk(direction: Direction, queues: number, packed: boolean, seconds: number, processes: number): Promise<Interleaved> {
+async function interleavedServeVsDpdk(direction: Direction, queues: number, packed: boolean, seconds: number, processes: number, workers: number | undefined): Promise<Interleaved> {
   const serves: ServeProcess[] = [];
   const backends: Testpmd[] = [];
   try {
     const ports: PortBackend[] = [];
     for (let i = 0; i < processes; i++) {
-      const serve = await startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), ...WORKER_ARGS, '--quiet'], { prefix: SERVE_PIN });
+      const serve = await startServeSide(direction, queues, workers);
       serves.push(serve);
       const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
       const backend = startTestpmd({ role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly', lcores: [1 - BACKEND_CORE, BACKEND_CORE], extraArgs: ['--txpkts=64'] });
@@ -171,6 +168,8 @@ export interface DatapathOptions {
   mode?: 'interleaved' | 'sequential';
   /** Interleaved: processes of each back-end (default 2). */
   processes?: number;
+  /** serve --workers (default: serve's own). */
+  workers?: number;
   progress?: (line: string) => void;
 }
 
@@ -180,7 +179,7 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
   for (const direction of opts.directions ?? ['guest→backend', 'backend→guest'] as const) {
     if ((opts.mode ?? 'interleaved') === 'interleaved') {
       const before = await crossCoreRoundTrip();
-      const r = await interleavedServeVsDpdk(direction, opts.queues, opts.packed, opts.seconds * repeat, opts.processes ?? 2);
+      const r = await interleavedServeVsDpdk(direction, opts.queues, opts.packed, opts.seconds * repeat, opts.processes ?? 2, opts.workers);
       const after = await crossCoreRoundTrip();
       const each = (xs: number[]): string => xs.map((x) => x.toFixed(2)).join(' / ');
       opts.progress?.(`${direction} ${opts.packed ? 'packed' : 'split'} interleaved: serve ${r.oursMpps.toFixed(2)} Mpps (${each(r.oursEach)}), DPDK ${r.dpdkMpps.toFixed(2)} Mpps (${each(r.dpdkEach)}), ${r.ratio.toFixed(2)}x; 2 s windows ${r.windows.map((w) => w.toFixed(2)).join(' ')}; cross-core round trip ${before.toFixed(0)} / ${after.toFixed(0)} ns`);
@@ -197,7 +196,7 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
     const dpdk: number[] = [];
     const ratios: number[] = [];
     for (let round = 0; round < repeat; round++) {
-      const o = await oursRate(direction, opts.queues, opts.packed, opts.seconds);
+      const o = await oursRate(direction, opts.queues, opts.packed, opts.seconds, opts.workers);
       const d = await dpdkRate(direction, opts.queues, opts.packed, opts.seconds);
       ours.push(o);
       dpdk.push(d);
@@ -224,11 +223,19 @@ export function datapathMarkdown(results: DatapathResult[]): string {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const dir = process.argv.indexOf('--direction');
-  const directions: Direction[] | undefined = dir < 0 ? undefined : process.argv[dir + 1] === 'rx' ? ['backend→guest'] : ['guest→backend'];
+  const { values: v } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '4' }, queues: { type: 'string', default: '1' }, workers: { type: 'string' },
+      packed: { type: 'boolean', default: false }, repeat: { type: 'string', default: '3' }, direction: { type: 'string' },
+      processes: { type: 'string', default: '2' }, sequential: { type: 'boolean', default: false },
+    },
+  });
+  const directions: Direction[] | undefined = v.direction === undefined ? undefined
+    : listOf('direction', v.direction, ['rx', 'tx'] as const).map((d) => (d === 'rx' ? 'backend→guest' : 'guest→backend'));
   const results = await runDatapathBench({
-    seconds: arg('--seconds', 4), queues: arg('--queues', 1), packed: process.argv.includes('--packed'),
-    repeat: arg('--repeat', 3), directions, mode: process.argv.includes('--sequential') ? 'sequential' : 'interleaved', processes: arg('--processes', 2),
+    seconds: positiveInt('seconds', v.seconds!), queues: positiveInt('queues', v.queues!), packed: v.packed!,
+    repeat: positiveInt('repeat', v.repeat!), directions, mode: v.sequential ? 'sequential' : 'interleaved',
+    processes: positiveInt('processes', v.processes!), ...(v.workers === undefined ? {} : { workers: positiveInt('workers', v.workers) }),
     progress: (l) => console.log(l),
   });
   console.log(datapathMarkdown(results));

@@ -230,7 +230,9 @@ async function main(): Promise<void> {
   });
   const head = (c: Column): string => (c.extraArgs.length > 0 ? `${c.name} (serve ${c.extraArgs.join(' ')})` : HEADS[c.backend]);
   console.log(`TCP (guest's ${a.app === 'nc' ? 'busybox nc' : 'busybox httpd / wget'}), ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of medians (with the guest's offloads as in each column)`);
-  console.log(`| direction | guest | ${a.columns.map(head).join(' | ')} | ${pairs.map(([x, y]) => `${x} / ${y}`).join(' | ')} |`);
+  // One row of cells: no empty ratio cell when a run has no pair to compare (one column).
+  const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
+  console.log(line(['direction', 'guest', ...a.columns.map(head), ...pairs.map(([x, y]) => `${x} / ${y}`)]));
   console.log(`|---|---|${a.columns.map(() => '---|').join('')}${pairs.map(() => '---|').join('')}`);
   /** The first two cells of a table row, from a results key ("tx strict"). */
   const rowHead = (key: string): string => {
@@ -240,7 +242,7 @@ async function main(): Promise<void> {
   for (const [key, r] of Object.entries(results)) {
     const cells = names.map((n) => `${median(r[n]!).toFixed(1)} (${each(r[n]!)})`);
     const ratios = pairs.map(([x, y]) => ratio(median(r[x]!), median(r[y]!)));
-    console.log(`| ${rowHead(key)} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
+    console.log(line([rowHead(key), ...cells, ...ratios]));
   }
   // Near 100% busy, the guest's own CPU (TCG) is the limit whichever back-end carries the bytes,
   // and what decides the rate is how much work each MiB costs it: frames and interrupts.
