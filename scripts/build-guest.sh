@@ -31,6 +31,9 @@
 #                                       idle or iowait, and the interrupts it took)
 #   VIT-RESULT pktgen ok|fail sent <n> errors <m>   (after pktgen's own "Result: OK: <usec>(...) usec, <n> ..." + "<pps>pps ..." lines)
 #   VIT-RESULT rx-count packets <n> dropped <n> centis <n>   (eth0 rx_packets / rx_dropped gained over <n> centiseconds of /proc/uptime)
+#   VIT-SOCKETS <local>><remote> st <state> q <tx:rx queue>; ...   (http-send, once httpd exits: /proc/net/tcp and tcp6)
+#   VIT-TCP <the values of /proc/net/snmp's Tcp: line>     (RetransSegs, EstabResets, OutRsts ...)
+#   VIT-TCPEXT <name>=<n> ...   (TcpExt counters about aborts, drops, prunes, overflows that are not 0)
 #   VIT-STATS rx_packets <n> tx_packets <n> rx_bytes <n> tx_bytes <n> rx_dropped <n> tx_dropped <n>
 #   VIT-DONE
 # then powers off (poweroff -f), which makes QEMU exit.
@@ -171,7 +174,8 @@ tcp_drained() {
   i=0
   while [ $i -lt 600 ]; do
     # st 01 ESTABLISHED, 04 FIN_WAIT1, 09 LAST_ACK, 0B CLOSING: bytes or a FIN not yet acknowledged.
-    busy="$(awk -v p=":$p" 'NR > 1 && (substr($2, length($2) - 4) == p || substr($3, length($3) - 4) == p) && ($4 == "01" || $4 == "04" || $4 == "09" || $4 == "0B") { n++ } END { print n + 0 }' /proc/net/tcp)"
+    # Both tables: a server (busybox nc -l) listens on IPv6 and its IPv4 connections are in tcp6.
+    busy="$(awk -v p=":$p" 'FNR > 1 && (substr($2, length($2) - 4) == p || substr($3, length($3) - 4) == p) && ($4 == "01" || $4 == "04" || $4 == "09" || $4 == "0B") { n++ } END { print n + 0 }' /proc/net/tcp /proc/net/tcp6)"
     [ "$busy" = 0 ] && return 0
     sleep 0.1
     i=$((i + 1))
@@ -184,6 +188,8 @@ finish() {
     s=/sys/class/net/eth0/statistics
     # TCP's own counters (RetransSegs, EstabResets, OutRsts ...): why a transfer fell short.
     say "VIT-TCP $(grep '^Tcp:' /proc/net/snmp | tail -1 | cut -d' ' -f2-)"
+    # Why a connection ended without its peer seeing it: the TcpExt abort counters, by name.
+    say "VIT-TCPEXT $(awk '$1 == "TcpExt:" { if (n == "") { n = $0 } else { split(n, k); for (i = 2; i <= NF; i++) if (k[i] ~ /Abort|Prune|Drop|Overflow/ && $i != 0) printf "%s=%s ", k[i], $i } }' /proc/net/netstat)"
     say "VIT-STATS rx_packets $(cat $s/rx_packets) tx_packets $(cat $s/tx_packets) rx_bytes $(cat $s/rx_bytes) tx_bytes $(cat $s/tx_bytes) rx_dropped $(cat $s/rx_dropped) tx_dropped $(cat $s/tx_dropped)"
   fi
   say "VIT-DONE"
@@ -279,7 +285,7 @@ case "$MODE" in
     cpu0="$(cpu_now)"
     # One connection, one request: nc execs httpd in inetd mode on it.
     nc -l -p "$PORT" -e httpd -i -h /tmp/www; rc=$?
-    say "VIT-SOCKETS $(awk 'NR > 1 { printf "%s>%s st %s q %s; ", $2, $3, $4, $5 }' /proc/net/tcp)"
+    say "VIT-SOCKETS $(awk 'FNR > 1 { printf "%s>%s st %s q %s; ", $2, $3, $4, $5 }' /proc/net/tcp /proc/net/tcp6)"
     tcp_drained "$PORT" || rc=124
     cpu_since "$cpu0"
     if [ $rc = 0 ]; then say "VIT-RESULT tcp ok rc $rc"; else say "VIT-RESULT tcp fail rc $rc"; fi
