@@ -202,7 +202,7 @@ async function main(): Promise<void> {
           const tag = `[${direction} ${row} ${round + 1}/${a.rounds}] ${column.name}`;
           // A back-end that fails a transfer gets 0 for it (and the reason on stderr); the others go on.
           const t = await transfer(column.backend, row, direction, a.mib, [...a.serveArgs, ...column.extraArgs], a.app).catch((err: Error) => {
-            process.stderr.write(`${tag}: FAILED: ${err.message.split('\n')[0]}\n`);
+            process.stderr.write(`${tag}: FAILED: ${err.message}\n`); // with the guest's last lines, when it has them
             return FAILED;
           });
           (cell[column.name] ??= []).push(t.mbs);
