@@ -230,10 +230,11 @@ async function main(): Promise<void> {
   });
   const head = (c: Column): string => (c.extraArgs.length > 0 ? `${c.name} (serve ${c.extraArgs.join(' ')})` : HEADS[c.backend]);
   console.log(`TCP (guest's ${a.app === 'nc' ? 'busybox nc' : 'busybox httpd / wget'}), ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of medians (with the guest's offloads as in each column)`);
-  // One row of cells: no empty ratio cell when a run has no pair to compare (one column).
+  // One row of cells, and a table's head with its rule: both tables are written through these,
+  // so a run with no pair to compare (one column) gets no empty ratio cell.
   const line = (cells: string[]): string => `| ${cells.join(' | ')} |`;
-  console.log(line(['direction', 'guest', ...a.columns.map(head), ...pairs.map(([x, y]) => `${x} / ${y}`)]));
-  console.log(`|---|---|${a.columns.map(() => '---|').join('')}${pairs.map(() => '---|').join('')}`);
+  const tableHead = (cells: string[]): string => `${line(cells)}\n|${'---|'.repeat(cells.length)}`;
+  console.log(tableHead(['direction', 'guest', ...a.columns.map(head), ...pairs.map(([x, y]) => `${x} / ${y}`)]));
   /** The first two cells of a table row, from a results key ("tx strict"). */
   const rowHead = (key: string): string => {
     const [direction, row] = key.split(' ');
@@ -247,8 +248,7 @@ async function main(): Promise<void> {
   // Near 100% busy, the guest's own CPU (TCG) is the limit whichever back-end carries the bytes,
   // and what decides the rate is how much work each MiB costs it: frames and interrupts.
   console.log(`\nThe guest during the transfer: % of its CPU busy / frames per MiB / interrupts per MiB, medians of the transfers that completed`);
-  console.log(`| direction | guest | ${a.columns.map((c) => c.name).join(' | ')} |`);
-  console.log(`|---|---|${a.columns.map(() => '---|').join('')}`);
+  console.log(tableHead(['direction', 'guest', ...a.columns.map((c) => c.name)]));
   for (const [key, r] of Object.entries(guest)) {
     const cells = names.map((n) => {
       const ts = r[n] ?? [];
@@ -256,7 +256,7 @@ async function main(): Promise<void> {
       const m = (f: (t: Transfer) => number): string => median(ts.map(f)).toFixed(0);
       return `${m((t) => t.guestBusy * 100)} / ${m((t) => t.framesPerMiB)} / ${m((t) => t.irqPerMiB)}`;
     });
-    console.log(`| ${rowHead(key)} | ${cells.join(' | ')} |`);
+    console.log(line([rowHead(key), ...cells]));
   }
 }
 

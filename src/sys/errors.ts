@@ -41,11 +41,11 @@ export function checkBytes(what: string, value: unknown): Uint8Array {
   return value;
 }
 
-/*
- * A [offset, offset+length) window of `view`, checked in two calls so that the wrappers on the
- * data path (a tap read or write per frame) build no string and no array when it is valid.
+/**
+ * The start of a [offset, offset+length) window of `view`: `offset`, or 0 if undefined. Start
+ * and length are checked in two calls so that the wrappers on the data path (a tap read or
+ * write per frame) build no string and no array when the window is valid.
  */
-/** The window's start: `offset`, or 0 if undefined. */
 export function windowStart(what: string, view: Uint8Array, offset: unknown): number {
   return offset === undefined ? 0 : checkInt(what, offset, 0, view.length, ' offset');
 }
