@@ -10,6 +10,8 @@
  *
  *   node dist/bench/datapath-vs-dpdk.js [--seconds S] [--queues N] [--workers W] [--packed] [--repeat R] [--direction rx|tx]
  *        [--processes P] [--sequential]
+ *
+ * --workers W gives serve W worker threads and DPDK's vhost W forwarding lcores (see below).
  */
 import { startTestpmd, type NicStats, type Testpmd } from '../test/peers/dpdk.js';
 import { sleep } from '../test/peers/util.js';
@@ -52,9 +54,11 @@ export interface DatapathResult {
  * forwarding thread on one core, the front-end's on the other (DPDK pins its lcores; serve
  * is pinned with taskset, which also holds its idle main thread). Without it the scheduler
  * sometimes stacks serve's worker on the front-end's busy core and a run loses half. With
- * several queue pairs serve's workers (one per pair) share that core, as DPDK's one
- * forwarding lcore polls every queue: the same CPU budget for both back-ends. (Unpinned,
- * they would take the front-end's core too: 0.49x on TX with 2 pairs, against 0.82x.)
+ * several queue pairs serve's workers share that core, and DPDK gets as many forwarding
+ * lcores (--workers W: W lcores, all on that core, time-sliced as serve's workers are;
+ * default one, polling every queue): the same CPU budget and the same shape for both
+ * back-ends. (Unpinned, serve's workers would take the front-end's core too: 0.49x on TX
+ * with 2 pairs, against 0.82x.)
  */
 const SERVE_PIN = ['taskset', '-c', String(BACKEND_CORE)];
 
@@ -87,6 +91,19 @@ function startServeSide(direction: Direction, queues: number, workers: number | 
   return startServe(['--net', direction === 'guest→backend' ? 'sink' : 'source', '--frame-size', '64', '--queues', String(queues), ...workerArgs, '--quiet'], { prefix: SERVE_PIN });
 }
 
+/**
+ * DPDK's vhost for one side: its forwarding lcores on BACKEND_CORE, its main lcore on the other,
+ * as many forwarding lcores as serve has workers (time-sliced on that core as serve's are).
+ */
+function startDpdkSide(direction: Direction, queues: number, workers: number | undefined): { socket: string; backend: Testpmd } {
+  const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
+  const backend = startTestpmd({
+    role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly',
+    lcores: [1 - BACKEND_CORE, BACKEND_CORE], forwardingCores: workers ?? 1, extraArgs: ['--txpkts=64'],
+  });
+  return { socket, backend };
+}
+
 async function oursRate(direction: Direction, queues: number, packed: boolean, seconds: number, workers: number | undefined): Promise<number> {
   const serve = await startServeSide(direction, queues, workers);
   try {
@@ -100,10 +117,8 @@ async function oursRate(direction: Direction, queues: number, packed: boolean, s
   }
 }
 
-async function dpdkRate(direction: Direction, queues: number, packed: boolean, seconds: number): Promise<number> {
-  const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
-  // Back-end forwarding lcore on BACKEND_CORE, front-end's on the other, as for serve.
-  const backend = startTestpmd({ role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly', lcores: [1 - BACKEND_CORE, BACKEND_CORE], extraArgs: ['--txpkts=64'] });
+async function dpdkRate(direction: Direction, queues: number, packed: boolean, seconds: number, workers: number | undefined): Promise<number> {
+  const { socket, backend } = startDpdkSide(direction, queues, workers);
   try {
     await backend.waitFor(/Port 0: /, 30_000).catch(() => undefined);
     const pmd = startTestpmd({ role: 'virtio-user', socket, queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs: ['--txpkts=64'] });
@@ -129,8 +144,7 @@ async function interleavedServeVsDpdk(direction: Direction, queues: number, pack
     for (let i = 0; i < processes; i++) {
       const serve = await startServeSide(direction, queues, workers);
       serves.push(serve);
-      const socket = join(mkdtempSync(join(tmpdir(), 'vit-bench-')), 'dpdk.sock');
-      const backend = startTestpmd({ role: 'vhost', socket, queues, forwardMode: direction === 'guest→backend' ? 'rxonly' : 'txonly', lcores: [1 - BACKEND_CORE, BACKEND_CORE], extraArgs: ['--txpkts=64'] });
+      const { socket, backend } = startDpdkSide(direction, queues, workers);
       backends.push(backend);
       await backend.waitFor(/Port 0: /, 30_000).catch(() => undefined);
       ports.push({ socket: serve.socket, pid: serve.child.pid! }, { socket, pid: backend.process.pid! });
@@ -197,7 +211,7 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
     const ratios: number[] = [];
     for (let round = 0; round < repeat; round++) {
       const o = await oursRate(direction, opts.queues, opts.packed, opts.seconds, opts.workers);
-      const d = await dpdkRate(direction, opts.queues, opts.packed, opts.seconds);
+      const d = await dpdkRate(direction, opts.queues, opts.packed, opts.seconds, opts.workers);
       ours.push(o);
       dpdk.push(d);
       ratios.push(o / d);
@@ -232,9 +246,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   });
   const directions: Direction[] | undefined = v.direction === undefined ? undefined
     : listOf('direction', v.direction, ['rx', 'tx'] as const).map((d) => (d === 'rx' ? 'backend→guest' : 'guest→backend'));
+  const seconds = positiveInt('seconds', v.seconds!);
+  const repeat = positiveInt('repeat', v.repeat!);
+  // Interleaved runs last seconds × repeat; their rates and windows come from 1 s stats blocks.
+  if (!v.sequential && seconds * repeat < 2) throw new Error(`--seconds ${seconds} --repeat ${repeat}: an interleaved run needs seconds × repeat ≥ 2`);
   const results = await runDatapathBench({
-    seconds: positiveInt('seconds', v.seconds!), queues: positiveInt('queues', v.queues!), packed: v.packed!,
-    repeat: positiveInt('repeat', v.repeat!), directions, mode: v.sequential ? 'sequential' : 'interleaved',
+    seconds, queues: positiveInt('queues', v.queues!), packed: v.packed!,
+    repeat, directions, mode: v.sequential ? 'sequential' : 'interleaved',
     processes: positiveInt('processes', v.processes!), ...(v.workers === undefined ? {} : { workers: positiveInt('workers', v.workers) }),
     progress: (l) => console.log(l),
   });

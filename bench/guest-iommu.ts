@@ -31,6 +31,9 @@
  *   serve coalescing        serve --iotlb-strategy coalescing
  *   serve coalescing first  serve --iotlb-strategy coalescing --no-iotlb-batch-misses (only the miss a burst stopped at)
  *   DPDK via trace record   QEMU → `vhost-iotlb trace record` proxy → DPDK vhost
+ *   DPDK via C relay        QEMU → bench/c/relay.c → DPDK vhost: the same extra hop per message
+ *                           through the smallest relay (C, blocking in poll, nothing recorded),
+ *                           the anchor for the proxy's cost; built with `cc` when first needed
  *   NAME coalescing         --serve-bin NAME=PATH: serve from PATH (another checkout's bin/run.js), coalescing;
  *                           --serve-variant 'NAME=FLAGS': this checkout's serve with FLAGS, coalescing
  *
@@ -76,7 +79,7 @@ const DIR_LABEL: Record<Direction, string> = { tx: 'guest → back-end (guest pk
 
 export interface GuestColumn {
   name: string;
-  kind: 'dpdk' | 'serve' | 'dpdk-trace';
+  kind: 'dpdk' | 'serve' | 'dpdk-trace' | 'dpdk-relay';
   /** serve: strategy and extra flags. */
   serveArgs?: string[];
   /** serve: the bin/run.js to run (default this checkout's). */
@@ -96,6 +99,7 @@ export const COLUMNS: GuestColumn[] = [
   { name: 'serve coalescing', kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing'], plain: true },
   { name: 'serve coalescing first', kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing', '--no-iotlb-batch-misses'], plain: false },
   { name: 'DPDK via trace record', kind: 'dpdk-trace', plain: false },
+  { name: 'DPDK via C relay', kind: 'dpdk-relay', plain: false },
 ];
 
 /**
@@ -223,6 +227,16 @@ interface Backend {
 
 const runJs = (): string => join(repoRoot(), 'bin', 'run.js');
 
+let relayBinary: string | undefined;
+/** bench/c/relay.c, compiled once per run into a temporary directory. */
+function cRelay(): string {
+  if (relayBinary) return relayBinary;
+  const out = join(mkdtempSync(join(tmpdir(), 'vit-relay-')), 'relay');
+  const cc = spawnSync('cc', ['-O2', '-o', out, join(repoRoot(), 'bench', 'c', 'relay.c')], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`cannot build bench/c/relay.c: ${(cc.error?.message ?? cc.stderr).trim()}`);
+  return (relayBinary = out);
+}
+
 async function startServeBackend(dir: string, col: GuestColumn, direction: Direction, extra: string[], cpu: number | undefined): Promise<Backend> {
   const socket = join(dir, 'vhost.sock');
   const control = join(dir, 'control.sock');
@@ -271,14 +285,15 @@ async function startDpdkBackend(dir: string, col: GuestColumn, direction: Direct
     extraArgs: direction === 'rx' ? ['--txpkts=64', `--eth-peer=0,${GUEST_MAC}`] : [], timeoutMs: 600_000,
   });
   let proxy: { child: ReturnType<typeof spawnLogged>['child']; log: LineLog; exited: ReturnType<typeof spawnLogged>['exited'] } | undefined;
+  const proxySocket = join(dir, 'proxy.sock');
   try {
     await waitForPath(dpdkSock, 30_000, 'testpmd vhost socket');
-    let socket = dpdkSock;
     if (col.kind === 'dpdk-trace') {
-      socket = join(dir, 'proxy.sock');
-      proxy = spawnLogged([process.execPath, runJs(), 'trace', 'record', '--listen', socket, '--connect', dpdkSock, '-o', join(dir, 'session.vhtrace'), '--quiet'], 'trace record');
-      await waitForPath(socket, 20_000, 'trace record --listen socket');
+      proxy = spawnLogged([process.execPath, runJs(), 'trace', 'record', '--listen', proxySocket, '--connect', dpdkSock, '-o', join(dir, 'session.vhtrace'), '--quiet'], 'trace record');
+    } else if (col.kind === 'dpdk-relay') {
+      proxy = spawnLogged([cRelay(), proxySocket, dpdkSock], 'C relay');
     }
+    if (proxy) await waitForPath(proxySocket, 20_000, `${col.name} --listen socket`);
   } catch (err) {
     await tp.stop().catch(() => undefined);
     if (proxy) await terminate(proxy.child, proxy.exited, 'SIGTERM', 5000).catch(() => undefined);
@@ -290,7 +305,7 @@ async function startDpdkBackend(dir: string, col: GuestColumn, direction: Direct
     fin ??= await tp.stop();
   };
   return {
-    socket: col.kind === 'dpdk-trace' ? join(dir, 'proxy.sock') : dpdkSock,
+    socket: proxy ? proxySocket : dpdkSock,
     async frames() {
       await stopAll();
       const f = fin?.forward[0];

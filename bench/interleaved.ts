@@ -61,6 +61,9 @@ export async function interleavedRates(backends: readonly PortBackend[], directi
     const onMs = await alternate(backends.map((b) => b.pid), SLICE_MS, seconds * 1000, sample);
     await sleep(1200);
     sample();
+    if (blocks.length < 2) {
+      throw new Error(`the front-end printed ${blocks.length} stats block(s) over ${seconds} s of alternation: too short to measure (2 s or more)`);
+    }
     const first = blocks[0]!;
     const final = blocks[blocks.length - 1]!;
     const each = sockets.map((_, p) => (final[p]! - first[p]!) / onMs[p]! / 1000);

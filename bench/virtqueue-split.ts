@@ -32,6 +32,7 @@ import { SinkEndpoint } from '../src/net/sink.js';
 import { SourceEndpoint } from '../src/net/source.js';
 import { LoopbackEndpoint } from '../src/net/loopback.js';
 import type { IotlbStrategy } from '../src/iotlb/strategy.js';
+import { parseArgs } from 'node:util';
 
 const GPA = 0x40000000;
 const UVA = 0x7f0000000000;
@@ -42,8 +43,16 @@ const BURST = 32;
 const FRAME = 64;
 const HDR = 12;
 
+const { values: opts, positionals } = parseArgs({
+  options: {
+    iotlb: { type: 'string' }, case: { type: 'string' }, inline: { type: 'boolean', default: false },
+    packed: { type: 'boolean', default: false }, exact: { type: 'boolean', default: false },
+    shared: { type: 'boolean', default: false }, 'no-baseline': { type: 'boolean', default: false },
+  },
+  allowPositionals: true,
+});
 /** --packed: packed virtqueues instead of split ones. */
-const packed = process.argv.includes('--packed');
+const packed = opts.packed!;
 
 interface Ring {
   driver: SplitDriver | PackedDriver;
@@ -137,7 +146,7 @@ function fillRx(r: Ring, slot: { n: number }): void {
   d.publish();
 }
 
-let only: string | null = null;
+let only: string | undefined;
 /** Guest memory in a SharedArrayBuffer (--shared) instead of a plain ArrayBuffer like src/sys mapFd returns. */
 let shared = false;
 /** Time spent inside the device calls only (transmitBurst / poll), ms. */
@@ -145,7 +154,7 @@ let deviceMs = 0;
 let exact = false;
 
 function want(name: string): boolean {
-  return only === null || (exact ? name === only : name.startsWith(only));
+  return only === undefined || (exact ? name === only : name.startsWith(only));
 }
 
 function run(name: string, seconds: number, step: () => number): number {
@@ -215,18 +224,17 @@ function baseline(seconds: number): void {
 }
 
 async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const seconds = Number(args.find((a, i) => /^[\d.]+$/.test(a) && !args[i - 1]?.startsWith('--')) ?? 1);
-  const si = args.indexOf('--iotlb');
-  const ci = args.indexOf('--case');
-  if (ci >= 0) only = args[ci + 1];
-  exact = args.includes('--exact');
-  shared = args.includes('--shared');
+  if (positionals.length > 1) throw new Error(`one positional argument (seconds per case), got: ${positionals.join(' ')}`);
+  const seconds = Number(positionals[0] ?? 1);
+  if (!(seconds > 0)) throw new Error(`seconds per case: "${positionals[0]}" is not a positive number`);
+  only = opts.case;
+  exact = opts.exact!;
+  shared = opts.shared!;
   let strategies: { name: string; create: () => IotlbStrategy }[] = [];
   try {
     const reg = await import('../src/iotlb/registry.js');
     strategies = reg.strategies.map((s) => ({ name: s.name, create: () => s.create({ capacity: 2048, seed: 1 }) }));
-    if (si >= 0) strategies = strategies.filter((s) => s.name === args[si + 1]);
+    if (opts.iotlb !== undefined) strategies = strategies.filter((s) => s.name === opts.iotlb);
   } catch {
     console.log('(src/iotlb registry not loadable: IOTLB cases skipped)');
   }
@@ -234,9 +242,9 @@ async function main(): Promise<void> {
   for (const s of strategies) modes.push({ label: `-iotlb(${s.name})`, tlb: s.create });
   if (!exact) {
     console.log(`${packed ? 'packed' : 'split'} ring, queue ${QSIZE}, burst ${BURST}, ${FRAME}-byte frames, ${seconds}s per case, node ${process.version}`);
-    if (!args.includes('--no-baseline')) baseline(seconds);
+    if (!opts['no-baseline']) baseline(seconds);
   }
-  if (ci < 0 && !args.includes('--inline')) {
+  if (only === undefined && !opts.inline) {
     // One process per case, as each worker runs one configuration: call sites stay
     // monomorphic, as they would in production. (--inline runs everything here.)
     const { spawnSync } = await import('node:child_process');

@@ -40,6 +40,11 @@ export interface TestpmdOptions {
   cpu?: number;
   /** With `cpu`: only the lcores go there; EAL's control threads (vhost-events) stay free, on the other CPUs. */
   lcoresOnly?: boolean;
+  /**
+   * Forwarding lcores (testpmd --nb-cores), default 1. More than one all run on the forwarding
+   * CPU (`lcores[1]`, or `cpu`), time-sliced there, with the queues spread over them.
+   */
+  forwardingCores?: number;
   filePrefix?: string;
   /** EAL -m (MiB of --no-huge memory). Default 1024. */
   memMiB?: number;
@@ -118,6 +123,13 @@ export function testpmdBinary(): string {
 
 let lcoreFlip = 0;
 
+/** EAL --lcores: lcore 0 (main) on `mainCpu`, lcores 1..forwarding on `forwardCpu`. */
+function lcoreMap(mainCpu: number, forwardCpu: number, forwarding: number): string {
+  const map = [`0@${mainCpu}`];
+  for (let l = 1; l <= forwarding; l++) map.push(`${l}@${forwardCpu}`);
+  return map.join(',');
+}
+
 export function testpmdArgs(opts: TestpmdOptions, filePrefix: string): string[] {
   const q = opts.queues ?? 1;
   let lcores = opts.lcores;
@@ -140,9 +152,10 @@ export function testpmdArgs(opts: TestpmdOptions, filePrefix: string): string[] 
     if (opts.extraVdev) vdev += `,${opts.extraVdev}`;
     return vdev;
   });
-  const placement = opts.cpu === undefined
+  const forwarding = opts.forwardingCores ?? 1;
+  const placement = opts.cpu === undefined && forwarding === 1
     ? ['-l', `${Math.min(...lcores)},${Math.max(...lcores)}`, '--main-lcore', String(lcores[0])]
-    : ['--lcores', `0@${opts.cpu},1@${opts.cpu}`, '--main-lcore', '0'];
+    : ['--lcores', lcoreMap(opts.cpu ?? lcores[0], opts.cpu ?? lcores[1], forwarding), '--main-lcore', '0'];
   const eal = [
     ...placement,
     '--no-huge', '-m', String(opts.memMiB ?? 1024), '--no-pci',
@@ -155,7 +168,7 @@ export function testpmdArgs(opts: TestpmdOptions, filePrefix: string): string[] 
     `--forward-mode=${opts.forwardMode}`,
     '--stats-period', '1',
     `--txq=${q}`, `--rxq=${q}`,
-    '--nb-cores=1',
+    `--nb-cores=${forwarding}`,
     // the default pool (~155k mbufs, ~340 MB) takes seconds to populate on a busy 2-CPU machine
     ...((opts.extraArgs ?? []).some((a) => a.startsWith('--total-num-mbufs')) ? [] : ['--total-num-mbufs=16384']),
     ...(opts.extraArgs ?? []),
