@@ -364,7 +364,9 @@ export class QueuePairRuntime implements IotlbOpSink {
    * waiting.
    */
   quiesce(): void {
-    this.iotlbRing.quiesce();
+    // Without an IOMMU no INVALIDATE waits for this worker: no epoch to move (two locked
+    // instructions per pair per round, each draining the store buffer).
+    if (this.setup.iommu) this.iotlbRing.quiesce();
     this.active = false;
     // Only now the syscalls that wake a peer (miss-reporter.ts says why).
     this.misses.release();
@@ -373,7 +375,7 @@ export class QueuePairRuntime implements IotlbOpSink {
 
   /** Back from quiesce(): applies every IOTLB operation queued meanwhile before anything else. */
   resume(): void {
-    this.iotlbRing.resume(this);
+    if (this.setup.iommu) this.iotlbRing.resume(this);
     this.active = true;
     this.misses.hold();
   }
