@@ -133,11 +133,14 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   /** Used descriptors written since the last flush; the first of them is the batch head. */
   private pending = 0;
   /**
-   * The batch head (while pending > 0): written but for its flags (headFlags), which
-   * flushUsed() stores last. Every later one is written whole at once: the driver reads
-   * used descriptors in order and cannot pass the head.
+   * The batch head (while pending > 0): kept here and written whole by flushUsed(), after
+   * every later one, which is written whole at once: the driver reads used descriptors in
+   * order and cannot pass the head. The driver polls the head's line meanwhile, so writing
+   * its id and length early would take that line from the driver's core once more per burst.
    */
   private headPos = 0;
+  private headId = 0;
+  private headLen = 0;
   private headFlags = 0;
 
   // Interrupt decision (EVENT_IDX): used position at the last decision.
@@ -537,20 +540,25 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   }
 
   private stageHead(p: number, wrap: number, id: number, len: number): void {
-    this.desc32[(p << 2) + 2] = len;
-    this.desc16[(p << 3) + 6] = id;
     this.headPos = p;
+    this.headId = id;
+    this.headLen = len;
     this.headFlags = usedFlags(wrap, len);
   }
 
-  /** Publishes the used descriptors written since the last flush: the head's flags last, with a release store. */
+  /**
+   * Publishes the used descriptors written since the last flush: the head last, its id and
+   * flags in one store after its length (stores are seen in order).
+   */
   flushUsed(): number {
     const n = this.pending;
     if (n === 0) return 0;
     this.pending = 0;
     // Not after unmapRings() (the views are empty then and the entries are lost with the mapping).
-    if (this.desc16.length !== 0) {
-      Atomics.store(this.desc16, (this.headPos << 3) + 7, this.headFlags);
+    if (this.desc32.length !== 0) {
+      const w = this.headPos << 2;
+      this.desc32[w + 2] = this.headLen;
+      Atomics.store(this.desc32, w + 3, (this.headId | (this.headFlags << 16)) >>> 0);
       if (this.log !== null) this.logRingWrites();
     }
     this.usedPos = this.shadowPos;
