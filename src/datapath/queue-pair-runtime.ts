@@ -33,6 +33,7 @@ import { RecordingAddressSpace } from './recording-space.js';
 import { RingCounter, workerAckLatency } from './stats.js';
 import { sentRequestCode, TranslationRingProducer } from './translation-ring.js';
 
+/** TX chains per burst (RX: the endpoint's pollBurst). */
 export const BURST = 32;
 
 export class QueuePairRuntime implements IotlbOpSink {
@@ -404,7 +405,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     const rxUsable = rx.running && !rx.waitingForMapping && this.missPolicy.answered(rx);
     let work = this.transmitOnce(rxUsable);
     if (rxUsable && this.endpoint.polls) {
-      work += this.endpoint.poll(BURST);
+      work += this.endpoint.poll(this.endpoint.pollBurst);
       this.afterBurst(rx);
     }
     // The step's writes are done: their pages go into the log (dirty-log.ts gathers them).

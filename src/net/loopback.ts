@@ -14,6 +14,7 @@ export class LoopbackEndpoint implements Endpoint {
   /** Result of the last receiveFrame (RX_*), to tell backpressure from a miss or a broken RX queue. */
   lastResult = RX_DONE;
   readonly polls = false;
+  readonly pollBurst = 0;
   readonly readableFd = -1;
   readonly feedsReceive = true;
   readonly whyHeld = 'the RX ring has no room (the front-end does not take frames back); the TX ring waits '

@@ -6,6 +6,7 @@ export class SinkEndpoint implements Endpoint {
   frames = 0;
   bytes = 0;
   readonly polls = false;
+  readonly pollBurst = 0;
   readonly readableFd = -1;
   readonly feedsReceive = false;
   readonly whyHeld = '';
