@@ -28,12 +28,12 @@
  * Completion is in order (net.ts pushes used entries in the order it consumed chains),
  * so the used descriptor of chain k lands exactly at chain k's first position, and the
  * used position advances by the chain's descriptor count. The first used descriptor
- * after a flush (the batch head) is written without its flags; every later one is
- * written whole at once (id and flags in one 32-bit store); flushUsed() stores the head's
- * flags last with Atomics.store (seq_cst: a release), as DPDK does for its shadow used
- * batch. A driver reads used descriptors in order, so it cannot see any entry of a batch
- * before the head's flags, which were stored after everything else. Keeping no staging
- * list means no store per chain outside the ring (the stores are what costs, net.ts).
+ * after a flush (the batch head) is only noted; every later one is written whole at once
+ * (id and flags in one 32-bit store); flushUsed() writes the head last, its length and
+ * then its id and flags with Atomics.store (seq_cst: a release), as DPDK does for its
+ * shadow used batch. A driver reads used descriptors in order, so it cannot see any entry
+ * of a batch before the head's flags, which were stored after everything else. Keeping no
+ * staging list means no store per chain outside the ring (the stores are what costs, net.ts).
  *
  * Memory ordering on the avail side: the head descriptor's id|flags word is read with an
  * acquire load (ordering.ts: a plain load on x86-64, Atomics.load elsewhere); the driver
