@@ -240,6 +240,25 @@ describe('coalescing specifics', () => {
     s.insert({ iova: K4, size: K4, uaddr: U + K4, perm: R });
     assert.deepEqual(s.entries(), [{ iova: 0, size: 4 * K4, uaddr: U, perm: R }]);
   });
+
+  it('re-merging both sides of an overwrite leaves the neighbours below their own permissions', () => {
+    // The property test's counterexample: re-merging [4K, 16K) removes a slot, which moves
+    // the lower ranges up one; [0, 4K) once took the merged range's permission.
+    const s = new CoalescingStrategy();
+    s.insert({ iova: 0, size: 2 * M2, uaddr: U, perm: 0 });
+    s.insert({ iova: 0, size: M2, uaddr: U, perm: RW });
+    s.insert({ iova: 0, size: K4, uaddr: U, perm: 0 });
+    s.insert({ iova: 4 * K4, size: K4, uaddr: U + 4 * K4, perm: 0 });
+    s.insert({ iova: 2 * K4, size: K4, uaddr: U + 2 * K4, perm: RW });
+    assert.deepEqual(s.entries(), [
+      { iova: 0, size: K4, uaddr: U, perm: 0 },
+      { iova: K4, size: 3 * K4, uaddr: U + K4, perm: RW },
+      { iova: 4 * K4, size: K4, uaddr: U + 4 * K4, perm: 0 },
+      { iova: 5 * K4, size: M2 - 5 * K4, uaddr: U + 5 * K4, perm: RW },
+      { iova: M2, size: M2, uaddr: U + M2, perm: 0 },
+    ]);
+    assert.deepEqual(look(s, 0, 1), [LOOKUP_DENIED, -1]);
+  });
 });
 
 describe('eviction policies', () => {

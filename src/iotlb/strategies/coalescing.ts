@@ -361,13 +361,15 @@ export class CoalescingStrategy implements IotlbStrategy {
     const mergeRight = at < this.t && r[at * W] === e && r[at * W + 2] === delta && (r[at * W + 3] & PERM_BITS) === p;
     if (mergeLeft) {
       const k = left * W;
+      // The stamp first: removing the right range below may move the left side, this range
+      // with it, up a slot, and slot `left` then holds its lower neighbour.
+      r[k + 3] = stamp;
       if (mergeRight) {
         r[k + 1] = r[at * W + 1];
         this.splice(at, 1, 0);
       } else {
         r[k + 1] = e;
       }
-      r[k + 3] = stamp;
     } else if (mergeRight) {
       const k = at * W;
       r[k] = s;
