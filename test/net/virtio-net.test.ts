@@ -285,7 +285,7 @@ test('loopback with whenFull drop: frames RX has no room for are consumed and co
   assert.equal(txq.counters[NetCounter.held], 0);
 });
 
-test('sink counts, source fills RX with sequence-numbered frames', () => {
+test('sink counts, source fills RX with sequence-numbered frames and whole headers over whatever the buffers held', () => {
   const rig = makeRig();
   const sink = new SinkEndpoint();
   poke(rig, rig.bufBase, HDR);
@@ -299,10 +299,16 @@ test('sink counts, source fills RX with sequence-numbered frames', () => {
   const rxq = netq(rx.queue, 12, true);
   const src = new SourceEndpoint(rxq, { frameSize: 64 });
   rxBuffers(rx, 3, 2048);
+  // Headers are stored only where they differ: junk must still be overwritten, and a buffer
+  // that already holds the header (the second) keeps it.
+  rx.bytes.fill(0xcc, rx.bufBase - GPA, rx.bufBase - GPA + 3 * 0x800);
+  rx.bytes.fill(0, rx.bufBase - GPA + 0x800, rx.bufBase - GPA + 0x800 + 12);
+  rx.bytes[rx.bufBase - GPA + 0x800 + 10] = 1;
   assert.equal(src.poll(10), 3);
   for (let i = 0; i < 3; i++) {
     assert.equal(rx.driver.popUsed(), i);
     assert.equal(rx.driver.lastLen, 76);
+    assert.deepEqual([...peek(rx, rx.bufBase + i * 0x800, 12)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], `buffer ${i}'s header`);
     const f = peek(rx, rx.bufBase + i * 0x800 + 12, 64);
     assert.equal(f[12], 0x08);
     assert.equal((f[SOURCE_SEQ_OFFSET + 2] << 8) | f[SOURCE_SEQ_OFFSET + 3], i);
