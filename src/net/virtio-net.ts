@@ -488,7 +488,9 @@ function receiveRun(rxq: NetQueue, frames: ScatterList, first: number, max: numb
   // (backend -> guest, packed, against DPDK: 0.5x instead of 0.8x, decided per process at
   // warm-up). Header: three words (num_buffers = 1), each stored only where it differs, as
   // DPDK's ASSIGN_UNLESS_EQUAL does: a recycled buffer usually holds this header already,
-  // and a line left clean is one the driver's core reads without a miss. Frame: 8 bytes at a time.
+  // and a line left clean is one the driver's core reads without a miss. (The words read
+  // are only compared, even where the guest mapped the buffer write-only: the buffer ends
+  // as if they had been stored.) Frame: 8 bytes at a time.
   const w = wide.i32;
   const f = wide.f64;
   const wordHeader = hdrLen === VIRTIO_NET_HDR_MRG_LEN && w.length !== 0;
