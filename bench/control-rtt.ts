@@ -7,7 +7,7 @@
  *                 receiveMessage / sendMessage (src/sys)
  *   poll thread   a worker thread blocking in poll(2), then recvmsg (a peek, then the read, as
  *                 the worker's lent-socket reader does) and sendmsg
- *   C responder   a small C program blocking in poll(2), recv, send (built with `cc` when
+ *   C responder   bench/c/responder.c, blocking in poll(2), recv, send (built with `cc` when
  *                 there is one; skipped, and said so, when there is not)
  *
  *   node dist/bench/control-rtt.js [--round-trips N] [--cpu C]
@@ -16,24 +16,15 @@
  * places them (usually on two CPUs). Prints µs per round trip, each case twice, alternated.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { cProgram } from './c-program.js';
 import { FdWatcher, pollReadable, receiveBytes, receiveMessage, sendMessage, socketPair } from '../src/sys/index.js';
 
 const REQUEST = 44;
+/** The ack's size, as bench/c/responder.c sends it. */
 const ACK = 20;
-const C_RESPONDER = `#include <poll.h>
-#include <stdlib.h>
-#include <sys/socket.h>
-int main(int argc, char **argv) {
-  int fd = atoi(argv[1]); char buf[64], ack[${ACK}] = {0}; struct pollfd p = { fd, POLLIN, 0 };
-  for (;;) { if (poll(&p, 1, -1) < 0) return 1; if (recv(fd, buf, sizeof buf, 0) <= 0) return 0; send(fd, ack, sizeof ack, 0); }
-}
-`;
 
 type Case = 'main' | 'poll' | 'c';
 interface PeerJob { role: 'peer'; fd: number; n: number }
@@ -112,17 +103,14 @@ function peerIn(self: string, fd: number, n: number): Promise<number> {
   });
 }
 
-/** Builds the C responder; null (with the reason printed) when there is no compiler. */
+/** The C responder (bench/c/responder.c); null (with the reason printed) when it cannot be built. */
 function buildResponder(): string | null {
-  const dir = mkdtempSync(join(tmpdir(), 'control-rtt-'));
-  writeFileSync(join(dir, 'responder.c'), C_RESPONDER);
-  const out = join(dir, 'responder');
-  const cc = spawnSync('cc', ['-O2', '-o', out, join(dir, 'responder.c')], { encoding: 'utf8' });
-  if (cc.status !== 0) {
-    console.log(`C responder skipped: cc failed (${(cc.error?.message ?? cc.stderr).trim()})`);
+  try {
+    return cProgram('responder');
+  } catch (err) {
+    console.log(`C responder skipped: ${(err as Error).message}`);
     return null;
   }
-  return out;
 }
 
 async function main(): Promise<void> {

@@ -65,6 +65,7 @@ import { ensureGuest, guestDir, qemuBinary, startGuest, type Guest } from '../te
 import { startTestpmd, testpmdBinary, type Testpmd } from '../test/peers/dpdk.js';
 import { MissingPeerError, repoRoot, sleep, spawnLogged, terminate, waitForPath, type LineLog } from '../test/peers/util.js';
 import { median } from './median.js';
+import { cProgram } from './c-program.js';
 import { describeTimeline, SyscallRecorder, type SyscallTimeline } from './syscall-timeline.js';
 
 /** The MAC test/peers/qemu.ts gives the guest (serve's source addresses its frames to it). */
@@ -227,16 +228,6 @@ interface Backend {
 
 const runJs = (): string => join(repoRoot(), 'bin', 'run.js');
 
-let relayBinary: string | undefined;
-/** bench/c/relay.c, compiled once per run into a temporary directory. */
-function cRelay(): string {
-  if (relayBinary) return relayBinary;
-  const out = join(mkdtempSync(join(tmpdir(), 'vit-relay-')), 'relay');
-  const cc = spawnSync('cc', ['-O2', '-o', out, join(repoRoot(), 'bench', 'c', 'relay.c')], { encoding: 'utf8' });
-  if (cc.status !== 0) throw new Error(`cannot build bench/c/relay.c: ${(cc.error?.message ?? cc.stderr).trim()}`);
-  return (relayBinary = out);
-}
-
 async function startServeBackend(dir: string, col: GuestColumn, direction: Direction, extra: string[], cpu: number | undefined): Promise<Backend> {
   const socket = join(dir, 'vhost.sock');
   const control = join(dir, 'control.sock');
@@ -291,7 +282,7 @@ async function startDpdkBackend(dir: string, col: GuestColumn, direction: Direct
     if (col.kind === 'dpdk-trace') {
       proxy = spawnLogged([process.execPath, runJs(), 'trace', 'record', '--listen', proxySocket, '--connect', dpdkSock, '-o', join(dir, 'session.vhtrace'), '--quiet'], 'trace record');
     } else if (col.kind === 'dpdk-relay') {
-      proxy = spawnLogged([cRelay(), proxySocket, dpdkSock], 'C relay');
+      proxy = spawnLogged([cProgram('relay'), proxySocket, dpdkSock], 'C relay');
     }
     if (proxy) await waitForPath(proxySocket, 20_000, `${col.name} --listen socket`);
   } catch (err) {

@@ -146,12 +146,13 @@ function fillRx(r: Ring, slot: { n: number }): void {
   d.publish();
 }
 
-let only: string | undefined;
+/** --case: only the cases whose names start with it (with --exact: the one named so). */
+const only = opts.case;
 /** Guest memory in a SharedArrayBuffer (--shared) instead of a plain ArrayBuffer like src/sys mapFd returns. */
-let shared = false;
+const shared = opts.shared!;
 /** Time spent inside the device calls only (transmitBurst / poll), ms. */
 let deviceMs = 0;
-let exact = false;
+const exact = opts.exact!;
 
 function want(name: string): boolean {
   return only === undefined || (exact ? name === only : name.startsWith(only));
@@ -227,9 +228,6 @@ async function main(): Promise<void> {
   if (positionals.length > 1) throw new Error(`one positional argument (seconds per case), got: ${positionals.join(' ')}`);
   const seconds = Number(positionals[0] ?? 1);
   if (!(seconds > 0)) throw new Error(`seconds per case: "${positionals[0]}" is not a positive number`);
-  only = opts.case;
-  exact = opts.exact!;
-  shared = opts.shared!;
   let strategies: { name: string; create: () => IotlbStrategy }[] = [];
   try {
     const reg = await import('../src/iotlb/registry.js');

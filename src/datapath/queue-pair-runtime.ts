@@ -404,7 +404,7 @@ export class QueuePairRuntime implements IotlbOpSink {
     const rx = this.rx;
     const rxUsable = rx.running && !rx.waitingForMapping && this.missPolicy.answered(rx);
     let work = this.transmitOnce(rxUsable);
-    if (rxUsable && this.endpoint.polls) {
+    if (rxUsable && this.endpoint.pollBurst !== 0) {
       work += this.endpoint.poll(this.endpoint.pollBurst);
       this.afterBurst(rx);
     }

@@ -35,10 +35,11 @@ export interface FrameSink {
 export interface Endpoint extends FrameSink {
   /** Put up to `max` frames into the pair's RX queue (sources); returns how many were taken. */
   poll(max: number): number;
-  /** Frames the worker asks poll() for per round (0 when it does not poll). */
+  /**
+   * Frames the worker asks poll() for per round; 0 when poll() brings none (loopback, sink).
+   * Above 0 (source, tap) the worker calls it every round RX can take frames.
+   */
   readonly pollBurst: number;
-  /** poll() can bring frames into RX (source, tap): the worker calls it every round RX can take frames. */
-  readonly polls: boolean;
   /** An fd that becomes readable when poll() has frames (tap), for the worker to sleep on; -1 if none. */
   readonly readableFd: number;
   /**

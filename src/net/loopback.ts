@@ -13,7 +13,6 @@ import { NetCounter, receiveFrame, RX_DONE, RX_DROPPED, RX_NO_ROOM, type NetQueu
 export class LoopbackEndpoint implements Endpoint {
   /** Result of the last receiveFrame (RX_*), to tell backpressure from a miss or a broken RX queue. */
   lastResult = RX_DONE;
-  readonly polls = false;
   readonly pollBurst = 0;
   readonly readableFd = -1;
   readonly feedsReceive = true;

@@ -5,7 +5,6 @@ import type { ScatterList } from '../virtqueue/scatter.js';
 export class SinkEndpoint implements Endpoint {
   frames = 0;
   bytes = 0;
-  readonly polls = false;
   readonly pollBurst = 0;
   readonly readableFd = -1;
   readonly feedsReceive = false;

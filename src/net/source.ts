@@ -42,7 +42,6 @@ export class SourceEndpoint implements Endpoint {
   seq = 0;
   /** Frames still to send (Infinity: no end). */
   private left: number;
-  readonly polls = true;
   readonly pollBurst = SOURCE_BURST;
   readonly readableFd = -1;
   readonly feedsReceive = false;

@@ -27,7 +27,6 @@ export class TapEndpoint implements Endpoint {
   /** Length of a frame (after its vnet header) read from the tap but not yet delivered (0 = none). */
   private heldLength = 0;
   writeErrors = 0;
-  readonly polls = true;
   /** Each frame is a read(2): a publish per 32 costs little beside them, and frames reach the guest sooner. */
   readonly pollBurst = 32;
   readonly feedsReceive = false;
