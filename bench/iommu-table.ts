@@ -314,7 +314,7 @@ function groupRatio(r: InterleavedResult, a: string, b: string): { ratio: number
  */
 function frontendCeiling(args: Args): number {
   const fe = VhostUserFrontend.detached({ canary: false, memoryBytes: 128 * 1024 * 1024, queueSize: 256, txSlots: args.slots, rxSlots: args.slots, slotSize: 2048 });
-  const { rxq, txq, loopback: lo } = inProcessDevice(fe);
+  const { txq, loopback: lo } = inProcessDevice(fe);
   const frame = new Uint8Array(FRAME);
   writeFrame(frame, 0, 1, FRAME);
   fe.prefillTx(frame);

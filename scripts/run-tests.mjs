@@ -37,5 +37,8 @@ if (files.length === 0) {
   console.error('no test files found under dist/test');
   process.exit(1);
 }
-const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=300000', ...files], { stdio: 'inherit', cwd: root });
+// Node 20 applies --test-timeout to each file's process as well as to each test: it is the
+// backstop for a file that hangs, so it sits well above the slowest file (the QEMU suites spread
+// their guest boots over several files to stay under it on a slow machine); tests set their own.
+const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=420000', ...files], { stdio: 'inherit', cwd: root });
 process.exit(result.status ?? 1);

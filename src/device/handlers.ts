@@ -52,9 +52,6 @@ const unsupported: Handler = (_device, msg) => {
   throw new DeviceError(`${msg.name} is not supported by this device (its protocol feature was not offered)`);
 };
 
-/** Requests a net device may ignore safely. */
-const accepted: Handler = () => undefined;
-
 export const handlers = {
   GET_FEATURES: (device) => reply(device.offeredFeatures),
 

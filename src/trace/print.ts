@@ -7,7 +7,7 @@ import type { ChalkInstance } from 'chalk';
 import { IotlbType, knownRequests, requestName } from '../protocol/index.js';
 import { plain } from '../cli/color.js';
 import {
-  channelLabel, decodeRecord, describeMessage, describeTranslation, formatTime, hex, iotlbTypeName, messageJson,
+  channelLabel, decodeRecord, describeMessage, describeTranslation, formatTime, hex, messageJson,
   translationJson, type Decoded,
 } from './describe.js';
 import { TraceFlags, type TraceHeader } from './format.js';

@@ -150,7 +150,6 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
 
   // Ring views.
   private desc32: Uint32Array = EMPTY32;
-  private desc16: Uint16Array = EMPTY16;
   private driver16: Uint16Array = EMPTY16;
   private device16: Uint16Array = EMPTY16;
 
@@ -202,14 +201,12 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
 
   protected setViews(dBuf: ArrayBufferLike, dOff: number, aBuf: ArrayBufferLike, aOff: number, uBuf: ArrayBufferLike, uOff: number): void {
     this.desc32 = new Uint32Array(dBuf, dOff, 4 * this.size);
-    this.desc16 = new Uint16Array(dBuf, dOff, 8 * this.size);
     this.driver16 = new Uint16Array(aBuf, aOff, 2);
     this.device16 = new Uint16Array(uBuf, uOff, 2);
   }
 
   protected dropViews(): void {
     this.desc32 = EMPTY32;
-    this.desc16 = EMPTY16;
     this.driver16 = EMPTY16;
     this.device16 = EMPTY16;
   }

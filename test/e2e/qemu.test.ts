@@ -7,26 +7,19 @@
 //
 //   1. no IOMMU: ping 5/5, 64 MiB over TCP with equal sha256 on both ends, 16 MiB host → guest;
 //      checksum and segmentation offloads pass through the tap both ways (frames over the MTU)
-//   2. IOMMU (intel-iommu, device-iotlb, ats) for each strategy: ping + 8 MiB over TCP each way,
-//      IOMMU negotiated, misses sent and cache hits on both rings
-//   2b. the same guest in Linux's default lazy IOMMU mode, for each strategy, with
-//      `--iotlb-reuse per-burst`: 8 MiB over TCP each way intact
-//   3. reconnect: QEMU killed mid-transfer, a new QEMU against the same serve works; fds and RSS
+//   2. reconnect: QEMU killed mid-transfer, a new QEMU against the same serve works; fds and RSS
 //      back to their level; --client against QEMU server=on, including QEMU restarting
-//   4. a short IOMMU ping session recorded with --trace, decoded with `trace decode --stats`
+//   3. a short IOMMU ping session recorded with --trace, decoded with `trace decode --stats`
 //      (VIT_RECORD_FIXTURES=1 writes it to fixtures/traces/qemu-iommu-guest.vhtrace)
 //
-// IOMMU guests boot with iommu.strict=1 in (2): every unmap is invalidated synchronously. In
-// the default lazy mode (DMA-FQ) the guest flushes its whole domain now and then, and QEMU 7.2
-// turns that into INVALIDATEs only for pages its own page walk saw mapped at an earlier flush
-// (docs/peers.md): a translation the back-end got between two flushes is never invalidated, and
-// a cached one is read after the guest has mapped that IOVA elsewhere. (2b) runs those guests
-// with the mode that forgets translations once their buffers are back.
+// IOMMU guests for each strategy are in qemu-iommu.test.ts (strict invalidation) and
+// qemu-lazy.test.ts (Linux's default lazy mode); each file is one `node --test` process with its
+// own time budget, so the guest boots are spread over three files.
 //
 // The rig (namespace, serve on the tap, TCP server, guest boot, ping/transfer checks) is in
-// test/support/qemu-rig.ts, shared with qemu-packed.test.ts and bench/miss-policy-qemu.ts.
+// test/support/qemu-rig.ts, shared with the other QEMU suites and bench/miss-policy-qemu.ts.
 // A missing qemu-system-x86_64 / ip / busybox / kernel fails loudly (MissingPeerError).
-// VIT_LONG=1 adds longer variants (bigger IOMMU transfers, more reconnect rounds).
+// VIT_LONG=1 adds longer variants (more reconnect rounds).
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -37,13 +30,11 @@ import { startGuest, waitForGuestSocket } from '../peers/qemu.js';
 import { repoRoot, sleep } from '../peers/util.js';
 import { fdCount, memfdMappings, rssKiB } from '../support/netns.js';
 import {
-  assertDone, boot, closeAllRigs, GUEST_CIDR, HOST_IP, onCleanup, pingOk, receiveOk, sampleState, startRig, tail, transferOk, waitDisconnected,
+  assertDone, boot, closeAllRigs, GUEST_CIDR, HOST_IP, onCleanup, pingOk, receiveOk, startRig, tail, transferOk, waitDisconnected,
 } from '../support/qemu-rig.js';
 import { total } from '../support/serve.js';
-import type { DeviceState } from '../../src/control/state.js';
 
 const LONG = process.env.VIT_LONG === '1';
-const STRATEGIES = ['dpdk', 'lru', 'interval', 'coalescing'] as const;
 
 const dir = mkdtempSync(join(tmpdir(), 'vit-qemu-'));
 after(async () => {
@@ -80,65 +71,6 @@ describe('serve --net tap with a QEMU guest, no IOMMU', () => {
       await rig.close();
     }
   });
-});
-
-describe('serve --net tap with a QEMU guest behind intel-iommu (device IOTLB)', () => {
-  const mib = LONG ? 64 : 8;
-  for (const strategy of STRATEGIES) {
-    it(`--iotlb-strategy ${strategy}: ping 5/5, ${mib} MiB over TCP each way intact, misses sent, hits on both rings`, { timeout: 180_000 }, async () => {
-      const rig = await startRig(['--iotlb-strategy', strategy], { tcp: true, source: mib });
-      try {
-        const t0 = Date.now();
-        await pingOk(rig, { iommu: true });
-        const tPing = Date.now();
-        const sampler = sampleState(rig.serve);
-        let live: DeviceState | null;
-        try {
-          await transferOk(rig, mib, { iommu: true });
-        } finally {
-          live = await sampler.stop();
-        }
-        const tTcp = Date.now();
-        assert.ok(live, 'no state sample was taken while the guest was connected');
-        assert.equal(live.iommu, true, 'IOMMU negotiated');
-        for (const f of ['ACCESS_PLATFORM', 'CSUM', 'HOST_TSO4', 'HOST_TSO6', 'GUEST_CSUM', 'GUEST_TSO4', 'GUEST_TSO6']) assert.ok(live.features.names.includes(f), `${f} not negotiated: ${live.features.names.join(' ')}`);
-        assert.equal(live.strategy, strategy);
-        for (const kind of ['rx', 'tx'] as const) {
-          const q: DeviceState['queues'][number] = live.queues.find((x) => x.kind === kind)!;
-          assert.ok(q.iotlb, `${kind}: no IOTLB state`);
-          assert.equal(q.iotlb.strategy, strategy);
-          assert.ok((q.counters?.missesSent ?? 0) > 0, `${kind}: no IOTLB miss was sent: ${JSON.stringify(q.counters)}`);
-          assert.ok(q.iotlb.stats.hits > 0, `${kind}: no IOTLB hit: ${JSON.stringify(q.iotlb.stats)}`);
-          assert.equal(q.iotlb.stats.permissionFaults, 0, `${kind}: permission faults`);
-          assert.equal(q.broken, null, `${kind} broke: ${q.broken}`);
-        }
-        const state = await waitDisconnected(rig.serve);
-        assert.ok(total(state, 'tx', 'bytes') >= mib * 1024 * 1024);
-        await receiveOk(rig, { iommu: true });
-        console.log(`# iommu ${strategy}: ping ${tPing - t0} ms, ${mib} MiB tcp ${tTcp - tPing} ms, ${mib} MiB host → guest ${Date.now() - tTcp} ms; ` +
-          live.queues.map((q) => `${q.kind} missesSent ${q.counters?.missesSent} hits ${q.iotlb?.stats.hits}/${q.iotlb?.stats.lookups}`).join(', '));
-      } finally {
-        await rig.close();
-      }
-    });
-  }
-});
-
-describe('guests in Linux\'s default lazy IOMMU mode, serve --iotlb-reuse per-burst', () => {
-  for (const strategy of STRATEGIES) {
-    it(`--iotlb-strategy ${strategy}: 8 MiB over TCP each way intact`, { timeout: 180_000 }, async () => {
-      const rig = await startRig(['--iotlb-strategy', strategy, '--iotlb-reuse', 'per-burst'], { tcp: true, source: 8 });
-      try {
-        const t0 = Date.now();
-        await transferOk(rig, 8, { iommu: true, lazy: true });
-        const tSend = Date.now();
-        await receiveOk(rig, { iommu: true, lazy: true });
-        console.log(`# lazy ${strategy}: 8 MiB guest → host ${tSend - t0} ms, host → guest ${Date.now() - tSend} ms`);
-      } finally {
-        await rig.close();
-      }
-    });
-  }
 });
 
 describe('serve survives QEMU going away and coming back', () => {
