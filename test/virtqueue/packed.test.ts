@@ -5,13 +5,14 @@ import assert from 'node:assert/strict';
 import { Capture, HDR, addChainedFrame, makePackedRig, makeMemory, netq, poke, peek, frame, txIndirectFrame, GPA, UVA } from './helpers.js';
 import { transmitBurst, receiveFrame, NetCounter, RX_DONE, RX_NO_ROOM } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
+import { BufferRun } from '../../src/virtqueue/buffer-run.js';
 import { LoopbackEndpoint } from '../../src/net/loopback.js';
 import {
   PackedQueue, RING_OK, RING_FAULT, WALK_BROKEN, WALK_OK, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
   VRING_PACKED_EVENT_FLAG_DESC, VRING_PACKED_EVENT_FLAG_DISABLE, VRING_PACKED_EVENT_FLAG_ENABLE,
 } from '../../src/virtqueue/packed.js';
 import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../../src/virtqueue/split.js';
-import { GuestPhysicalSpace, UserAddressSpace } from '../../src/memory/address-space.js';
+import { ACCESS_WRITE, GuestPhysicalSpace, UserAddressSpace } from '../../src/memory/address-space.js';
 import { layoutPacked } from '../support/frontend/packed-driver.js';
 
 const USED_BITS = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED;
@@ -190,6 +191,39 @@ test('packed: batched completions become visible only when the first entry\'s fl
   assert.equal(rig.driver.usedCount(), 0, 'staged entries are invisible');
   assert.equal(q.flushUsed(), 4);
   assert.equal(rig.driver.usedCount(), 4);
+});
+
+test('packed: a run completed on its own is visible in order at once; behind a staged head it waits for the flush', () => {
+  const rig = makePackedRig({ size: 16 });
+  const b = rig.bufBase;
+  const ids: number[] = [];
+  for (let i = 0; i < 8; i++) ids.push(rig.driver.addBuffer(b + i * 0x100, 0x100, true));
+  rig.driver.publish();
+  const q = rig.queue;
+  const run = new BufferRun(8);
+  // A run that starts a batch: written in order, each descriptor whole and visible at once.
+  assert.equal(q.reserveRun(3, ACCESS_WRITE, 12, run), 3);
+  for (let j = 0; j < 3; j++) run.used[j] = 12 + 60 + j;
+  q.completeRun(run, 3);
+  assert.equal(rig.driver.usedCount(), 3, 'visible before flushUsed');
+  for (let j = 0; j < 3; j++) {
+    assert.equal(rig.driver.popUsed(), ids[j]);
+    assert.equal(rig.driver.lastLen, 12 + 60 + j);
+  }
+  assert.equal(q.flushUsed(), 3, 'the flush counts what was visible already');
+  // One chain completed alone heads a batch; a run after it stays behind that head.
+  assert.equal(q.availableCount(), 5);
+  const sg = new ScatterList(8);
+  assert.equal(q.walkChain(0, sg), WALK_OK);
+  q.pushUsed(q.chainHead, 12);
+  q.consume(1);
+  assert.equal(q.reserveRun(2, ACCESS_WRITE, 12, run), 2);
+  run.used[0] = run.used[1] = 80;
+  q.completeRun(run, 2);
+  assert.equal(rig.driver.usedCount(), 0, 'behind the staged head: invisible');
+  assert.equal(q.flushUsed(), 3);
+  assert.deepEqual([rig.driver.popUsed(), rig.driver.popUsed(), rig.driver.popUsed()], [ids[3], ids[4], ids[5]]);
+  assert.equal(q.flushUsed(), 0);
 });
 
 test('packed event suppression: driver ENABLE / DISABLE / DESC (EVENT_IDX) decide interrupts', () => {
