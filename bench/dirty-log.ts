@@ -29,9 +29,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { alternate, crossCoreRoundTrip } from './alternate.js';
 import { median } from './median.js';
+import { positiveInt } from './options.js';
 import { VhostUserFrontend } from '../test/support/frontend/frontend.js';
 import { writeFrame } from '../test/support/frontend/frames.js';
 import { startServe } from '../test/support/serve.js';
@@ -353,20 +355,19 @@ export function dirtyLogMarkdown(rounds: RoundResult[]): string {
 }
 
 export function parseDirtyLogArgs(argv: string[]): DirtyLogArgs {
-  const a: DirtyLogArgs = { seconds: 3, rounds: 3, processes: 2, sync: true, pinServe: true };
-  for (let i = 0; i < argv.length; i++) {
-    const v = argv[i + 1];
-    switch (argv[i]) {
-      case '--seconds': a.seconds = Number(v); i++; break;
-      case '--rounds': a.rounds = Number(v); i++; break;
-      case '--processes': a.processes = Number(v); i++; break;
-      case '--no-sync': a.sync = false; break;
-      case '--no-pin-serve': a.pinServe = false; break;
-      default: throw new Error(`unknown argument ${argv[i]}`);
-    }
-  }
-  if (!(a.seconds > 0) || !(a.rounds >= 1) || !(a.processes >= 1)) throw new Error('--seconds, --rounds and --processes must be positive');
-  return a;
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      seconds: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, processes: { type: 'string', default: '2' },
+      'no-sync': { type: 'boolean', default: false }, 'no-pin-serve': { type: 'boolean', default: false },
+    },
+  });
+  const seconds = Number(v.seconds);
+  if (!(seconds > 0)) throw new Error(`--seconds: "${v.seconds}" is not a positive number`);
+  return {
+    seconds, rounds: positiveInt('rounds', v.rounds!), processes: positiveInt('processes', v.processes!),
+    sync: !v['no-sync'], pinServe: !v['no-pin-serve'],
+  };
 }
 
 async function main(): Promise<void> {
