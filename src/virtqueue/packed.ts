@@ -35,7 +35,7 @@
  * order, so it cannot see any entry of a batch before the head's flags. A run of buffers
  * (completeRun) that starts a batch is written in order instead, each descriptor whole and
  * visible at once, as DPDK's batch enqueue does: the driver starts on the first frames of a
- * burst while the device writes the rest (1.05-1.17x back-end -> guest with one pair, against
+ * burst while the device writes the rest (1.06-1.17x back-end -> guest with one pair, against
  * holding the whole run behind its head). Keeping no staging list means no store per chain
  * outside the ring (the stores are what costs, net.ts).
  *
