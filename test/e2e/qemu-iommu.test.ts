@@ -11,16 +11,13 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { strategyNames } from '../../src/iotlb/registry.js';
-import { closeAllRigs, pingOk, receiveOk, sampleState, startRig, transferOk, waitDisconnected } from '../support/qemu-rig.js';
+import { closeAllRigsChecked, pingOk, receiveOk, sampleState, startRig, transferOk, waitDisconnected } from '../support/qemu-rig.js';
 import { total } from '../support/serve.js';
 import type { DeviceState } from '../../src/control/state.js';
 
 const LONG = process.env.VIT_LONG === '1';
 
-after(async () => {
-  const leaks = await closeAllRigs();
-  assert.deepEqual(leaks, [], 'processes left behind in test namespaces');
-});
+after(closeAllRigsChecked);
 
 describe('serve --net tap with a QEMU guest behind intel-iommu (device IOTLB)', () => {
   const mib = LONG ? 64 : 8;

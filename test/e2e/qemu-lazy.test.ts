@@ -11,14 +11,10 @@
 // ping/transfer checks) is test/support/qemu-rig.ts, shared with qemu.test.ts. A missing
 // qemu-system-x86_64 / ip / busybox / kernel fails loudly (MissingPeerError).
 import { after, describe, it } from 'node:test';
-import assert from 'node:assert/strict';
 import { strategyNames } from '../../src/iotlb/registry.js';
-import { closeAllRigs, receiveOk, startRig, transferOk } from '../support/qemu-rig.js';
+import { closeAllRigsChecked, receiveOk, startRig, transferOk } from '../support/qemu-rig.js';
 
-after(async () => {
-  const leaks = await closeAllRigs();
-  assert.deepEqual(leaks, [], 'processes left behind in test namespaces');
-});
+after(closeAllRigsChecked);
 
 describe('guests in Linux\'s default lazy IOMMU mode, serve --iotlb-reuse per-burst', () => {
   for (const strategy of strategyNames()) {

@@ -15,14 +15,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { FrontendRequest, ProtocolFeature, featureMask } from '../../src/protocol/index.js';
 import { GuestShell } from '../support/guest-shell.js';
 import { HostileFrontend } from '../support/hostile-frontend.js';
-import { boot, closeAllRigs, digests, HOST_IP, PORT, receiveOk, shellLinkUp, shellSendChecked, sinkDigests, SOURCE_PORT, startRig, TAP, transferOk, waitDisconnected } from '../support/qemu-rig.js';
+import { boot, closeAllRigsChecked, digests, HOST_IP, PORT, receiveOk, shellLinkUp, shellSendChecked, sinkDigests, SOURCE_PORT, startRig, TAP, transferOk, waitDisconnected } from '../support/qemu-rig.js';
 import { total } from '../support/serve.js';
 import type { DeviceState } from '../../src/control/state.js';
 
-after(async () => {
-  const leaks = await closeAllRigs();
-  assert.deepEqual(leaks, [], 'processes left behind in test namespaces');
-});
+after(closeAllRigsChecked);
 
 describe('serve --net tap: the guest\'s link', () => {
   it('host_mtu=9000: the tap and the guest get MTU 9000, an 8000-byte ping crosses and 8 MiB of jumbo TCP arrive intact; GUEST_ANNOUNCE negotiated', { timeout: 120_000 }, async () => {

@@ -11,15 +11,12 @@
 // RING_PACKED was negotiated, so a guest silently falling back to split rings cannot pass.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeAllRigs, pingOk, receiveOk, sampleState, startRig, transferOk, waitDisconnected, type Rig } from '../support/qemu-rig.js';
+import { closeAllRigsChecked, pingOk, receiveOk, sampleState, startRig, transferOk, waitDisconnected, type Rig } from '../support/qemu-rig.js';
 import { total } from '../support/serve.js';
 import type { DeviceState } from '../../src/control/state.js';
 import type { GuestOptions } from '../peers/qemu.js';
 
-after(async () => {
-  const leaks = await closeAllRigs();
-  assert.deepEqual(leaks, [], 'processes left behind in test namespaces');
-});
+after(closeAllRigsChecked);
 
 /** Runs `what` while sampling serve's state; returns the last snapshot taken while the guest was connected with running rings. */
 async function whileSampling(rig: Rig, what: () => Promise<unknown>): Promise<DeviceState> {

@@ -47,6 +47,11 @@ export async function closeAllRigs(): Promise<string[]> {
   return [...leaks];
 }
 
+/** A test file's after(): closeAllRigs(), failing when a process was left in a test namespace. */
+export async function closeAllRigsChecked(): Promise<void> {
+  assert.deepEqual(await closeAllRigs(), [], 'processes left behind in test namespaces');
+}
+
 /** One namespace + serve (inside it, on a tap) + optional TCP peer; torn down by the caller or closeAllRigs(). */
 export interface Rig {
   ns: Netns;
