@@ -15,7 +15,7 @@
  *
  *   node dist/bench/tcp-vs-qemu.js [--mib 64] [--rounds 2] [--rows off,strict] [--directions tx,rx]
  *        [--backends 'serve,serve no-offload,QEMU tap,DPDK vhost'] [--serve-args '--flag value']
- *        [--serve-variant 'NAME=--flag value']... [--app nc|http] [--json]
+ *        [--serve-variant 'NAME=--flag value']... [--serve-bin NAME=OTHER/bin/run.js]... [--app nc|http] [--json]
  *
  * --app: what moves the bytes in the guest. `nc` (the guest's tcp-send / tcp-recv jobs): busybox
  * nc, 1 KiB per syscall, so frame sizes depend on how TCP corks those writes; `http` (http-send
@@ -24,7 +24,8 @@
  *
  * --serve-args go to every serve column; each --serve-variant adds a column NAME: serve with
  * the guest's offloads on and those flags as well, compared with the `serve` column (an A/B of
- * a serve option, alternated with it in the same rounds).
+ * a serve option, alternated with it in the same rounds); each --serve-bin adds a column NAME:
+ * serve from another checkout, compared with `serve` (an A/B of two builds).
  *
  * Rows: `off` no IOMMU; `strict` intel-iommu (device-iotlb, ats; guest iommu.strict=1), which
  * QEMU's own back-end translates in-process and the vhost-user back-ends through IOTLB misses.
@@ -33,7 +34,7 @@
  * and ratios of serve to each other back-end. Not a test: figures depend on the machine (TCG
  * guest, 2 CPUs, shared).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -61,7 +62,7 @@ const SERVE_PEER: Record<Backend, Backend> = {
 };
 
 /** A column: one of BACKENDS, or a serve variant (serve with more flags, compared with `serve`). */
-interface Column { name: string; backend: Backend; extraArgs: string[] }
+interface Column { name: string; backend: Backend; extraArgs: string[]; bin?: string }
 
 type App = 'nc' | 'http';
 
@@ -74,7 +75,8 @@ function readArgs(): Args {
       rows: { type: 'string', default: 'off,strict' }, directions: { type: 'string', default: 'tx,rx' },
       backends: { type: 'string', default: BACKENDS.join(',') },
       'serve-args': { type: 'string', multiple: true, default: [] },
-      'serve-variant': { type: 'string', multiple: true, default: [] }, app: { type: 'string', default: 'nc' },
+      'serve-variant': { type: 'string', multiple: true, default: [] }, 'serve-bin': { type: 'string', multiple: true, default: [] },
+      app: { type: 'string', default: 'nc' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -87,6 +89,14 @@ function readArgs(): Args {
     const name = variant.slice(0, eq);
     if (eq <= 0 || columns.some((c) => c.name === name)) throw new Error(`--serve-variant ${variant}: needs 'NAME=--flag value' with a NAME of its own`);
     columns.push({ name, backend: 'serve', extraArgs: words(variant.slice(eq + 1)) });
+  }
+  for (const other of v['serve-bin']!) {
+    const eq = other.indexOf('=');
+    const name = other.slice(0, eq);
+    const bin = other.slice(eq + 1);
+    if (eq <= 0 || columns.some((c) => c.name === name)) throw new Error(`--serve-bin ${other}: needs NAME=PATH with a NAME of its own`);
+    if (!existsSync(bin)) throw new Error(`--serve-bin ${other}: ${bin} does not exist`);
+    columns.push({ name, backend: 'serve', extraArgs: [], bin });
   }
   return {
     mib: positiveInt('mib', v.mib!), rounds: positiveInt('rounds', v.rounds!),
@@ -112,7 +122,7 @@ async function hostResult(peer: TcpPeer, guest: GuestResult): Promise<{ hex: str
 }
 
 /** One transfer of `mib` MiB through `backend`, guest → host (tx) or host → guest (rx). */
-async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[], app: App): Promise<Transfer> {
+async function transfer(backend: Backend, row: Row, direction: Direction, mib: number, serveArgs: string[], app: App, bin?: string): Promise<Transfer> {
   const iommu = row === 'strict';
   // A stalled transfer ends the guest: boot, plus 1.5 s per MiB (the slowest cell moves ~5 MB/s).
   const timeoutMs = 60_000 + mib * 1500;
@@ -136,7 +146,7 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
     };
   };
   if (backend === 'serve' || backend === 'serve no-offload') {
-    const rig = await startRig(serveArgs, direction === 'tx' ? { tcp: !http } : { source: mib, http });
+    const rig = await startRig(serveArgs, { ...(direction === 'tx' ? { tcp: !http } : { source: mib, http }), ...(bin ? { bin } : {}) });
     let fetcher: TcpPeer | null = null;
     try {
       const guest = boot(rig, { mode, iommu, args, timeoutMs, memMiB, ...(backend === 'serve no-offload' ? { offloads: false } : {}) });
@@ -201,7 +211,7 @@ async function main(): Promise<void> {
         for (const column of order) {
           const tag = `[${direction} ${row} ${round + 1}/${a.rounds}] ${column.name}`;
           // A back-end that fails a transfer gets 0 for it (and the reason on stderr); the others go on.
-          const t = await transfer(column.backend, row, direction, a.mib, [...a.serveArgs, ...column.extraArgs], a.app).catch((err: Error) => {
+          const t = await transfer(column.backend, row, direction, a.mib, [...a.serveArgs, ...column.extraArgs], a.app, column.bin).catch((err: Error) => {
             process.stderr.write(`${tag}: FAILED: ${err.message}\n`); // with the guest's last lines, when it has them
             return FAILED;
           });
@@ -224,11 +234,11 @@ async function main(): Promise<void> {
   // Each column's ratio: a variant over `serve`; serve over each other back-end whose serve peer ran.
   const names = a.columns.map((c) => c.name);
   const pairs = a.columns.flatMap((c): Array<[string, string]> => {
-    if (c.extraArgs.length > 0) return [[c.name, 'serve']];
+    if (c.extraArgs.length > 0 || c.bin) return [[c.name, 'serve']];
     if (c.backend === 'serve' || !names.includes(SERVE_PEER[c.backend])) return [];
     return [[SERVE_PEER[c.backend], c.name]];
   });
-  const head = (c: Column): string => (c.extraArgs.length > 0 ? `${c.name} (serve ${c.extraArgs.join(' ')})` : HEADS[c.backend]);
+  const head = (c: Column): string => (c.bin ? `${c.name} (serve from ${c.bin})` : c.extraArgs.length > 0 ? `${c.name} (serve ${c.extraArgs.join(' ')})` : HEADS[c.backend]);
   console.log(`TCP (guest's ${a.app === 'nc' ? 'busybox nc' : 'busybox httpd / wget'}), ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of medians (with the guest's offloads as in each column)`);
   // One row of cells, and a table's head with its rule: both tables are written through these,
   // so a run with no pair to compare (one column) gets no empty ratio cell.

@@ -29,6 +29,9 @@ export interface MissPolicyOptions {
 export class MissPolicy {
   private readonly probeSg = new ScatterList(1024);
   private readonly probeOut = lookupOut();
+  /** probeAhead's ring and the fresh misses it sent so far (read by sinkMiss). */
+  private probeRing: Ring | null = null;
+  private probeReported = 0;
 
   constructor(private readonly reporter: MissReporter, private readonly options: MissPolicyOptions) {}
 
@@ -104,19 +107,37 @@ export class MissPolicy {
     return fresh;
   }
 
-  /** Batched misses: walk the chains behind the one that missed and report their misses too. */
+  /**
+   * Batched misses: walk the chain that missed and the chains behind it, and report every
+   * miss on the way: each page a device-readable buffer misses (ChainWalker.missSink), and
+   * the first miss of each device-writable one.
+   */
   private probeAhead(ring: Ring): void {
     const q = ring.queue;
     const avail = q.knownAvailable();
-    let reported = 0;
-    for (let ahead = 1; ahead < avail && reported < MAX_EXTRA_MISSES; ahead++) {
-      this.probeSg.reset();
-      if (q.walkChain(ahead, this.probeSg) === WALK_MISS) {
-        this.report(ring, q.missAddr, q.missAccess);
-        q.clearMiss();
-        reported++;
+    this.probeRing = ring;
+    this.probeReported = 0;
+    q.missSink = this.sinkMiss;
+    try {
+      for (let ahead = 0; ahead < avail && this.probeReported < MAX_EXTRA_MISSES; ahead++) {
+        this.probeSg.reset();
+        if (q.walkChain(ahead, this.probeSg) === WALK_MISS) {
+          // (A walk the sink stopped at the cap ends here too: nothing more is sent.)
+          if (this.probeReported < MAX_EXTRA_MISSES && this.report(ring, q.missAddr, q.missAccess)) this.probeReported++;
+          q.clearMiss();
+        }
+        if (q.broken) return;
       }
-      if (q.broken) return;
+    } finally {
+      q.missSink = null;
+      this.probeRing = null;
     }
   }
+
+  /** ChainWalker.missSink during probeAhead: reports the miss and lets the walk go on, up to MAX_EXTRA_MISSES. */
+  private readonly sinkMiss = (addr: number, access: number): boolean => {
+    if (this.probeReported >= MAX_EXTRA_MISSES) return false;
+    if (this.report(this.probeRing!, addr, access)) this.probeReported++;
+    return true;
+  };
 }

@@ -13,6 +13,7 @@
 import { ACCESS_READ, ACCESS_WRITE, FAULT_DENIED, MAP_MISS, type AddressSpace } from '../memory/address-space.js';
 import type { ScatterList } from './scatter.js';
 import { NO_WIDE } from '../memory/wide-view.js';
+import { PAGE_SIZE } from '../iotlb/address.js';
 import type { VirtQueueConfig } from './queue.js';
 import type { BufferRun } from './buffer-run.js';
 import type { DirtyLog } from '../memory/dirty-log.js';
@@ -133,6 +134,15 @@ export abstract class ChainWalker {
 
   /** Set by a MISS (walk or ring mapping); the caller sends one IOTLB miss and clears it. */
   missPending = false;
+  /**
+   * Set only while a walk looks for misses (MissPolicy's probe): a device-readable buffer
+   * that misses is handed here and the walk goes on at the next IOMMU page, so every page
+   * of a chain the device must read is asked for at once (a guest's 64 KiB TCP segment is
+   * ~17 pages, each mapped on its own by a strict IOMMU: one round trip instead of 17).
+   * False stops the walk there (WALK_MISS, as without a sink). A device-writable buffer
+   * stops at its first miss: a frame may never reach its later pages (writableSpan).
+   */
+  missSink: ((addr: number, access: number) => boolean) | null = null;
   missAddr = 0;
   missLen = 0;
   missAccess = 0;
@@ -547,6 +557,14 @@ export abstract class ChainWalker {
       if (n === NOT_MAPPED) n = space.map(a, rem, access);
       if (n <= 0) {
         if (n === MAP_MISS) {
+          if (access === ACCESS_READ && this.missSink !== null && this.missSink(space.missAddr, access)) {
+            // Probing only: this page gets no piece, the walk goes on at the next one.
+            const skip = PAGE_SIZE - (a % PAGE_SIZE);
+            a += skip;
+            rem -= skip;
+            n = NOT_MAPPED;
+            continue;
+          }
           this.setMiss(space.missAddr, rem, access);
           return WALK_MISS;
         }

@@ -48,6 +48,8 @@ export interface VirtQueue {
   missAddr: number;
   missLen: number;
   missAccess: number;
+  /** While set, a walk hands each device-readable miss here and goes on (chain.ts). */
+  missSink: ((addr: number, access: number) => boolean) | null;
   chainHead: number;
   chainReadLen: number;
   chainWriteLen: number;

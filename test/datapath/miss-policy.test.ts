@@ -24,9 +24,11 @@ class StoppedQueue {
   missAddr = 0;
   missAccess = 0;
   broken = false;
-  /** IOVA each chain ahead of the head misses at (undefined: it maps). */
-  ahead: Array<number | undefined> = [];
+  /** IOVA each chain ahead of the head misses at (undefined: it maps), or the readable pages it misses. */
+  ahead: Array<number | number[] | undefined> = [];
   walks = 0;
+  /** As ChainWalker.missSink: set while the policy probes. */
+  missSink: ((addr: number, access: number) => boolean) | null = null;
 
   stopAt(iova: number, access = Access.Read): void {
     this.missPending = true;
@@ -43,8 +45,12 @@ class StoppedQueue {
     this.walks++;
     const at = this.ahead[ahead];
     if (at === undefined) return WALK_OK;
-    this.stopAt(at);
-    return WALK_MISS;
+    for (const page of typeof at === 'number' ? [at] : at) {
+      if (typeof at !== 'number' && this.missSink?.(page, Access.Read)) continue;
+      this.stopAt(page);
+      return WALK_MISS;
+    }
+    return WALK_OK;
   }
 }
 
@@ -201,12 +207,28 @@ describe('miss policy', () => {
     assert.deepEqual(sent(), []);
   });
 
+  it('with batching, sends every missing page of the chain it stopped at and of those behind, and leaves the sink unset', () => {
+    const { ring, queue, policy, sent } = rig({ batchMisses: true });
+    queue.ahead = [[0x10000, 0x11000, 0x12000], [0x20000, 0x21000], 0x30000];
+    queue.stopAt(0x10000);
+    policy.stopped(ring);
+    assert.deepEqual(sent(), ['10000', '11000', '12000', '20000', '21000', '30000']);
+    assert.equal(queue.missSink, null);
+    assert.equal(ring.counters[RingCounter.missesSent], 6);
+  });
+
   it('caps a batch at 64 extra misses however many chains miss', () => {
     const { ring, queue, policy, sent } = rig({ batchMisses: true });
     queue.ahead = [undefined, ...Array.from({ length: 500 }, (_, i) => 0x100000 + i * 0x1000)];
     queue.stopAt(0x10000);
     policy.stopped(ring);
     assert.equal(sent().length, 1 + 64);
+    // The same cap within one chain's pages.
+    const one = rig({ batchMisses: true });
+    one.queue.ahead = [Array.from({ length: 500 }, (_, i) => 0x100000 + i * 0x1000)];
+    one.queue.stopAt(0x100000);
+    one.policy.stopped(one.ring);
+    assert.equal(one.sent().length, 1 + 64);
   });
 
   it('with prefetch, asks for the unmapped pages of the aligned block around a fresh miss', () => {

@@ -70,7 +70,8 @@ export interface Rig {
 }
 
 /** opts.http: the source answers busybox wget (http-recv) instead of nc (tcp-recv). */
-export async function startRig(serveArgs: string[], opts: { socket?: string; tcp?: boolean; source?: number; http?: boolean } = {}): Promise<Rig> {
+/** `bin`: serve from another checkout's bin/run.js (a bench's A/B of two builds). */
+export async function startRig(serveArgs: string[], opts: { socket?: string; tcp?: boolean; source?: number; http?: boolean; bin?: string } = {}): Promise<Rig> {
   const ns = createNetns();
   const guests: Guest[] = [];
   let serve: ServeProcess | null = null;
@@ -91,7 +92,7 @@ export async function startRig(serveArgs: string[], opts: { socket?: string; tcp
   cleanups.push(close);
   const launch = async (socket: string | undefined, dir: string | undefined): Promise<ServeProcess> => {
     const started = await startServe(['--net', `tap:${TAP}`, '--quiet', ...serveArgs], {
-      prefix: ns.execPrefix(), ...(socket ? { socket } : {}), ...(dir ? { dir } : {}),
+      prefix: ns.execPrefix(), ...(socket ? { socket } : {}), ...(dir ? { dir } : {}), ...(opts.bin ? { bin: opts.bin } : {}),
     });
     await ns.configure(TAP, `${HOST_IP}/24`);
     return started;

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GPA, UVA, IOVA, HDR, Capture, StubIotlb, iovaOf, makeRig, makePackedRig, netq, poke, frame, txStraddlingBuffer } from './helpers.js';
 import { ACCESS_READ, ACCESS_WRITE } from '../../src/memory/address-space.js';
-import { RING_OK, RING_MISS, RING_FAULT } from '../../src/virtqueue/split.js';
+import { RING_OK, RING_MISS, RING_FAULT, WALK_MISS } from '../../src/virtqueue/split.js';
 import { transmitBurst, receiveBurst, receiveFrame, RX_BROKEN, RX_MISS, RX_DONE, NetCounter } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { strategies } from '../../src/iotlb/registry.js';
@@ -222,5 +222,50 @@ for (const kind of ['split', 'packed'] as const) {
     assert.equal(rig.driver.lastLen, 76);
     rig.driver.popUsed();
     assert.equal(rig.driver.lastLen, 1112);
+  });
+}
+
+for (const kind of ['split', 'packed'] as const) {
+  test(`IOTLB (${kind}): with a miss sink a walk reports every missing page of its readable buffers, direct and indirect; without one it stops at the first`, () => {
+    const tlb = new StubIotlb();
+    const rig = kind === 'split' ? makeRig({ iotlb: tlb }) : makePackedRig({ iotlb: tlb });
+    // A TSO-like chain: a header page that is mapped, then a 2-page buffer and a 1-page buffer
+    // that are not, then a writable buffer over two unmapped pages.
+    const hdr = IOVA + 0x200000;
+    const frags = IOVA + 0x300000;
+    const single = IOVA + 0x400000;
+    const rx = IOVA + 0x500000;
+    tlb.insert({ iova: hdr, size: 0x1000, uaddr: UVA + 0x60000, perm: ACCESS_READ });
+    rig.driver.addChain([hdr, frags + 0x800, single, rx], [12, 0x1000, 0x100, 0x2000], 3);
+    // The same buffers behind an indirect table (mapped).
+    tlb.insert({ iova: IOVA + 0x600000, size: 0x1000, uaddr: UVA + 0x70000, perm: ACCESS_READ });
+    rig.driver.addIndirect(GPA + 0x70000, [hdr, frags + 0x800, single, rx], [12, 0x1000, 0x100, 0x2000], 3, 4, IOVA + 0x600000);
+    rig.driver.publish();
+    const q = rig.queue;
+    assert.equal(q.availableCount(), 2);
+    const sg = new ScatterList(64);
+    for (const ahead of [0, 1]) {
+      sg.reset();
+      assert.equal(q.walkChain(ahead, sg), WALK_MISS, 'no sink: the walk stops');
+      assert.equal(q.missAddr, frags + 0x800);
+      q.clearMiss();
+      const seen: string[] = [];
+      q.missSink = (addr, access) => {
+        seen.push(`${(addr - IOVA).toString(16)}:${access}`);
+        return true;
+      };
+      sg.reset();
+      assert.equal(q.walkChain(ahead, sg), WALK_MISS, 'the writable buffer still stops the walk');
+      assert.equal(q.missAddr, rx, 'at its first page');
+      assert.deepEqual(seen, ['300800:1', '301000:1', '400000:1'], 'each missing readable page once, from where it misses');
+      // A sink that says no stops the walk where it is.
+      q.missSink = () => false;
+      sg.reset();
+      assert.equal(q.walkChain(ahead, sg), WALK_MISS);
+      assert.equal(q.missAddr, frags + 0x800);
+      q.missSink = null;
+      q.clearMiss();
+    }
+    assert.equal(q.broken, false, q.brokenReason);
   });
 }
