@@ -40,7 +40,7 @@ export default class Serve extends Command {
       options: [...LOOPBACK_FULL], default: 'hold',
     }),
     'iotlb-strategy': Flags.string({ summary: 'IOTLB cache strategy', options: strategyNames(), default: 'coalescing' }),
-    'iotlb-batch-misses': Flags.boolean({ summary: 'on a miss, walk the rest of the burst and send every distinct miss at once (--no-iotlb-batch-misses: only the miss the burst stopped at)', default: true, allowNo: true }),
+    'iotlb-batch-misses': Flags.boolean({ summary: 'on a miss, walk the rest of the burst and send every distinct miss at once, every page of a chain the device reads (--no-iotlb-batch-misses: only the miss the burst stopped at)', default: true, allowNo: true }),
     'iotlb-prefetch': Flags.integer({ summary: 'ask for the aligned range of this many bytes around a miss (0 = the page)', default: 0, min: 0 }),
     'iotlb-reuse': Flags.string({
       summary: 'keep a translation until the front-end invalidates it (cached), or forget all of them after every burst that returned buffers (per-burst): correct for guests whose IOMMU flushes QEMU does not forward (Linux\'s default lazy mode behind QEMU before 8.0, docs/peers.md), at one miss per buffer',

@@ -24,6 +24,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +147,7 @@ class VhostSys : public Napi::Addon<VhostSys> {
         InstanceMethod("closeFd", &VhostSys::CloseFd),
         InstanceMethod("readFd", &VhostSys::ReadFd),
         InstanceMethod("writeFd", &VhostSys::WriteFd),
+        InstanceMethod("writevFd", &VhostSys::WritevFd),
         InstanceMethod("pollReadable", &VhostSys::PollReadable),
         InstanceMethod("memoryFence", &VhostSys::MemoryFence),
         InstanceMethod("yieldCpu", &VhostSys::YieldCpu),
@@ -499,6 +501,47 @@ class VhostSys : public Napi::Addon<VhostSys> {
       if (err == EINTR) continue;
       if (IsAgain(err)) return Napi::Number::New(env, -1);
       ThrowErrno(env, "write", err);
+    }
+  }
+
+  // writevFd(fd, head: Uint8Array, headLength, pieces: Uint8Array[], offsets: Uint32Array,
+  // lengths: Uint32Array, first, end) -> bytes written, -1 on EAGAIN. One writev(2) of head
+  // then pieces[first..end) (a scatter list's parallel arrays), so a frame in guest memory
+  // reaches a tap without a copy of ours. Each piece is bounds-checked against its array
+  // here (cheap beside the syscall); the arrays' lengths and the range are checked in TS.
+  // The iovec array is thread-local and only grows: steady-state calls do not allocate.
+  Napi::Value WritevFd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int fd = FdArg(info, 0);
+    Napi::Uint8Array head = info[1].As<Napi::Uint8Array>();
+    size_t headLength = SizeArg(info, 2);
+    Napi::Array pieces = info[3].As<Napi::Array>();
+    const uint32_t* offsets = info[4].As<Napi::Uint32Array>().Data();
+    const uint32_t* lengths = info[5].As<Napi::Uint32Array>().Data();
+    size_t first = SizeArg(info, 6);
+    size_t end = SizeArg(info, 7);
+    thread_local std::vector<iovec> iov;
+    if (iov.size() < end - first + 1) iov.resize(end - first + 1);
+    iov[0] = iovec{head.Data(), headLength};
+    size_t n = 1;
+    for (size_t i = first; i < end; i++) {
+      Napi::Value value = pieces[static_cast<uint32_t>(i)];
+      if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+        throw Napi::TypeError::New(env, "writevFd: piece " + std::to_string(i) + " is not a Uint8Array");
+      }
+      Napi::Uint8Array bytes = value.As<Napi::Uint8Array>();
+      if (static_cast<size_t>(offsets[i]) + lengths[i] > bytes.ByteLength()) {
+        throw Napi::RangeError::New(env, "writevFd: piece " + std::to_string(i) + " runs past its array");
+      }
+      iov[n++] = iovec{bytes.Data() + offsets[i], lengths[i]};
+    }
+    for (;;) {
+      ssize_t put = writev(fd, iov.data(), static_cast<int>(n));
+      if (put >= 0) return Napi::Number::New(env, static_cast<double>(put));
+      int err = errno;
+      if (err == EINTR) continue;
+      if (IsAgain(err)) return Napi::Number::New(env, -1);
+      ThrowErrno(env, "writev", err);
     }
   }
 

@@ -44,6 +44,24 @@ export function writeFd(fd: number, from: Uint8Array, offset: number, length: nu
   return native().writeFd(fd, from, start, size);
 }
 
+/** Most pieces one writevFd() takes after its head (Linux's IOV_MAX is 1024). */
+export const WRITEV_MAX_PIECES = 1023;
+
+/**
+ * One writev(2) of head[0, headLength) followed by pieces[first, end) of a scatter list
+ * (parallel arrays: piece i is pieces[i][offsets[i], offsets[i] + lengths[i])): bytes
+ * written, -1 on EAGAIN. Each piece is checked against its array in the addon.
+ */
+export function writevFd(fd: number, head: Uint8Array, headLength: number, pieces: readonly Uint8Array[], offsets: Uint32Array, lengths: Uint32Array, first: number, end: number): number {
+  checkFd('writevFd fd', fd);
+  checkBytes('writevFd head', head);
+  checkInt('writevFd headLength', headLength, 0, head.length);
+  if (!(offsets instanceof Uint32Array) || !(lengths instanceof Uint32Array)) throw new TypeError('writevFd offsets and lengths must be Uint32Arrays');
+  checkInt('writevFd end', end, 0, Math.min(pieces.length, offsets.length, lengths.length));
+  checkInt('writevFd first', first, Math.max(0, end - WRITEV_MAX_PIECES), end);
+  return native().writevFd(fd, head, headLength, pieces, offsets, lengths, first, end);
+}
+
 /**
  * BLOCKING poll(2) for POLLIN on fds[0..count); blocks the calling thread, so use it in worker
  * threads only. Sets ready[i] to 1 when fds[i] is readable, hung up or in error (the next read

@@ -9,6 +9,8 @@ export {
   closeFd,
   readFd,
   writeFd,
+  writevFd,
+  WRITEV_MAX_PIECES,
   pollReadable,
   memoryFence,
   yieldCpu,

@@ -31,6 +31,7 @@ export interface NativeBinding {
   closeFd(fd: number): void;
   readFd(fd: number, into: Uint8Array, offset: number, length: number): number;
   writeFd(fd: number, from: Uint8Array, offset: number, length: number): number;
+  writevFd(fd: number, head: Uint8Array, headLength: number, pieces: readonly Uint8Array[], offsets: Uint32Array, lengths: Uint32Array, first: number, end: number): number;
   pollReadable(fds: Int32Array, count: number, timeoutMs: number, ready: Uint8Array): number;
   memoryFence(): void;
   yieldCpu(): void;

@@ -19,6 +19,7 @@ import {
   socketPair,
   unmap,
   writeFd,
+  writevFd,
 } from '../../src/sys/index.js';
 
 function socketPath(): string {
@@ -193,4 +194,34 @@ test('listenUnix never removes a file that is not a socket', () => {
     unlinkSync(path);
   }
   assert.throws(() => listenUnix('x'.repeat(200)), RangeError);
+});
+
+test('writevFd sends a head then a range of scatter-list pieces in one write, checking every piece', () => {
+  const [a, b] = socketPair();
+  try {
+    const enc = new TextEncoder();
+    const memory = enc.encode('..guest memory..');
+    const other = enc.encode('xyz');
+    const pieces = [other, memory, other, memory];
+    const offsets = new Uint32Array([0, 2, 1, 8]);
+    const lengths = new Uint32Array([3, 5, 2, 6]);
+    const head = enc.encode('HDR!');
+    // Pieces 1..3: "guest" + "yz" + "memory", behind the first 3 bytes of the head.
+    assert.equal(writevFd(a, head, 3, pieces, offsets, lengths, 1, 4), 3 + 5 + 2 + 6);
+    const into = new Uint8Array(32);
+    const n = receiveMessage(b, into)!.bytes;
+    assert.equal(new TextDecoder().decode(into.subarray(0, n)), 'HDRguestyzmemory');
+    // An empty range sends the head alone.
+    assert.equal(writevFd(a, head, 4, pieces, offsets, lengths, 2, 2), 4);
+    assert.equal(receiveMessage(b, into)!.bytes, 4);
+    // A piece that runs past its array, a range past the lists, a head longer than its array: refused, nothing sent.
+    assert.throws(() => writevFd(a, head, 0, pieces, offsets, new Uint32Array([3, 5, 2, 9]), 0, 4), /piece 3 runs past its array/);
+    assert.throws(() => writevFd(a, head, 0, pieces, offsets, lengths, 0, 5), RangeError);
+    assert.throws(() => writevFd(a, head, 5, pieces, offsets, lengths, 0, 1), RangeError);
+    assert.throws(() => writevFd(a, head, 0, [other, 'no' as unknown as Uint8Array], offsets, lengths, 0, 2), /piece 1 is not a Uint8Array/);
+    assert.equal(receiveMessage(b, into), null, 'nothing was sent by the refused calls');
+  } finally {
+    closeFd(a);
+    closeFd(b);
+  }
 });
