@@ -185,8 +185,9 @@ export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins' | 
   ];
   const all = [...COLUMNS.filter((c) => !c.lcoresOnly || opts.cpu !== undefined), ...extra];
   if (!opts.only) return all;
-  // an exact name picks that column ('serve coalescing' not also 'serve coalescing first'); otherwise a substring
-  const wanted = (c: GuestColumn): boolean => opts.only!.some((o) => (all.some((x) => x.name === o) ? c.name === o : c.name.includes(o)));
+  // an exact name picks that column ('serve coalescing' not also 'serve coalescing first'); otherwise a substring.
+  // --serve-bin / --serve-variant columns were asked for by name: --only never drops them.
+  const wanted = (c: GuestColumn): boolean => extra.includes(c) || opts.only!.some((o) => (all.some((x) => x.name === o) ? c.name === o : c.name.includes(o)));
   return all.filter(wanted);
 }
 
