@@ -69,8 +69,10 @@ export interface Rig {
   close(): Promise<void>;
 }
 
-/** opts.http: the source answers busybox wget (http-recv) instead of nc (tcp-recv). */
-/** `bin`: serve from another checkout's bin/run.js (a bench's A/B of two builds). */
+/**
+ * opts.http: the source answers busybox wget (http-recv) instead of nc (tcp-recv); opts.bin:
+ * serve from another checkout's bin/run.js (a bench's A/B of two builds).
+ */
 export async function startRig(serveArgs: string[], opts: { socket?: string; tcp?: boolean; source?: number; http?: boolean; bin?: string } = {}): Promise<Rig> {
   const ns = createNetns();
   const guests: Guest[] = [];
