@@ -55,9 +55,9 @@
  */
 import Table from 'cli-table3';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { controlRequest } from '../src/control/control-client.js';
@@ -65,6 +65,7 @@ import { ensureGuest, guestDir, qemuBinary, startGuest, type Guest } from '../te
 import { startTestpmd, testpmdBinary, type Testpmd } from '../test/peers/dpdk.js';
 import { MissingPeerError, repoRoot, sleep, spawnLogged, terminate, waitForPath, type LineLog } from '../test/peers/util.js';
 import { median } from './median.js';
+import { serveBin, serveVariant } from './options.js';
 import { cProgram } from './c-program.js';
 import { describeTimeline, SyscallRecorder, type SyscallTimeline } from './syscall-timeline.js';
 
@@ -629,24 +630,8 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
       case '--seconds': a.seconds = num(flag, v); i++; break;
       case '--rounds': a.rounds = num(flag, v); i++; break;
       case '--serve-args': a.serveArgs = [...(a.serveArgs ?? []), ...(v ?? '').split(/\s+/).filter(Boolean)]; i++; break;
-      case '--serve-bin': {
-        if (!v) throw new Error('--serve-bin needs NAME=PATH (PATH: bin/run.js of another checkout)');
-        const eq = v.indexOf('=');
-        const bin = resolve(eq > 0 ? v.slice(eq + 1) : v);
-        // a bare path names the column after its checkout: /tmp/old/bin/run.js -> 'old'
-        const name = eq > 0 ? v.slice(0, eq) : basename(dirname(dirname(bin)));
-        if (existsSync(bin) && statSync(bin).isDirectory()) throw new Error(`--serve-bin ${v}: give the bin/run.js file, not a directory`);
-        a.serveBins = [...(a.serveBins ?? []), { name, bin }];
-        i++;
-        break;
-      }
-      case '--serve-variant': {
-        const eq = v?.indexOf('=') ?? -1;
-        if (!v || eq <= 0) throw new Error("--serve-variant needs 'NAME=--flag value' (this checkout's serve with those flags)");
-        a.serveVariants = [...(a.serveVariants ?? []), { name: v.slice(0, eq), args: v.slice(eq + 1).split(/\s+/).filter(Boolean) }];
-        i++;
-        break;
-      }
+      case '--serve-bin': a.serveBins = [...(a.serveBins ?? []), serveBin(v)]; i++; break;
+      case '--serve-variant': a.serveVariants = [...(a.serveVariants ?? []), serveVariant(v)]; i++; break;
       case '--cpu': {
         const n = Number(v);
         if (!Number.isInteger(n) || n < 0) throw new Error(`--cpu needs a CPU number, got "${v}"`);

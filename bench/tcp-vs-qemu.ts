@@ -39,7 +39,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { median } from './median.js';
-import { listOf, positiveInt } from './options.js';
+import { listOf, positiveInt, serveBin, serveVariant } from './options.js';
 import { startVhostTap } from '../test/peers/dpdk.js';
 import { startGuest, type GuestResult } from '../test/peers/qemu.js';
 import { createNetns, startTcpPeer, type TcpPeer } from '../test/support/netns.js';
@@ -84,19 +84,18 @@ function readArgs(): Args {
   const backends = listOf('backends', v.backends!, BACKENDS);
   if (!backends.includes('serve')) throw new Error('--backends: serve is the column the others are compared with');
   const columns: Column[] = backends.map((backend) => ({ name: backend, backend, extraArgs: [] }));
-  for (const variant of v['serve-variant']!) {
-    const eq = variant.indexOf('=');
-    const name = variant.slice(0, eq);
-    if (eq <= 0 || columns.some((c) => c.name === name)) throw new Error(`--serve-variant ${variant}: needs 'NAME=--flag value' with a NAME of its own`);
-    columns.push({ name, backend: 'serve', extraArgs: words(variant.slice(eq + 1)) });
+  const add = (column: Column, flag: string): void => {
+    if (columns.some((c) => c.name === column.name)) throw new Error(`${flag} ${column.name}: that name is taken by another column`);
+    columns.push(column);
+  };
+  for (const text of v['serve-variant']!) {
+    const { name, args } = serveVariant(text);
+    add({ name, backend: 'serve', extraArgs: args }, '--serve-variant');
   }
-  for (const other of v['serve-bin']!) {
-    const eq = other.indexOf('=');
-    const name = other.slice(0, eq);
-    const bin = other.slice(eq + 1);
-    if (eq <= 0 || columns.some((c) => c.name === name)) throw new Error(`--serve-bin ${other}: needs NAME=PATH with a NAME of its own`);
-    if (!existsSync(bin)) throw new Error(`--serve-bin ${other}: ${bin} does not exist`);
-    columns.push({ name, backend: 'serve', extraArgs: [], bin });
+  for (const text of v['serve-bin']!) {
+    const { name, bin } = serveBin(text);
+    if (!existsSync(bin)) throw new Error(`--serve-bin ${text}: ${bin} does not exist`);
+    add({ name, backend: 'serve', extraArgs: [], bin }, '--serve-bin');
   }
   return {
     mib: positiveInt('mib', v.mib!), rounds: positiveInt('rounds', v.rounds!),
