@@ -6,7 +6,7 @@
  *   node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2]
  *        [--only 'DPDK vhost,serve coalescing'] [--frames N] [--seconds S] [--json]
  *        [--serve-args '--flag value'] [--serve-bin name=/other/checkout/bin/run.js]...
- *        [--serve-variant 'name=--flag value']... [--cpu N] [--syscalls]
+ *        [--serve-variant 'name=--flag value']... [--cpu N] [--lcores-cpu N] [--syscalls]
  *
  * Rows (guest configurations):
  *   off     no IOMMU
@@ -26,7 +26,7 @@
  *           its /proc/uptime
  * Columns (back-ends; rows with the IOMMU off run only DPDK vhost and serve coalescing, plus --serve-bin / --serve-variant ones):
  *   DPDK vhost              dpdk-testpmd --vdev net_vhost0,iface=SOCK,iommu-support=1
- *   DPDK lcores             (only with --cpu) the same, with only its two lcores on that CPU
+ *   DPDK lcores             (only with --cpu or --lcores-cpu) the same, with only its two lcores on that CPU
  *   serve dpdk              serve --iotlb-strategy dpdk
  *   serve coalescing        serve --iotlb-strategy coalescing
  *   serve coalescing first  serve --iotlb-strategy coalescing --no-iotlb-batch-misses (only the miss a burst stopped at)
@@ -48,6 +48,9 @@
  * `taskset -c N` (testpmd with both lcores on N); the `DPDK lcores` column puts only the lcores
  * there, leaving DPDK's control thread (vhost-events, which reads and acks IOTLB messages) on
  * the other CPU. QEMU stays free to use every CPU.
+ * --lcores-cpu N adds the `DPDK lcores` column (lcores on CPU N) and leaves every other column
+ * free: with `--serve-variant 'pinned=--cpus N'` (serve's worker on N, its other threads off
+ * it), what each back-end gains or loses from a polling CPU of its own, in one run.
  * --syscalls records each back-end's sendmsg / recvmsg with perf from link up to the job's end
  * and prints, per cell, how long QEMU took to answer its misses and how long the back-end took
  * from an answer to its next miss (syscall-timeline.ts): the same view of DPDK and serve.
@@ -170,12 +173,14 @@ export interface GuestIommuOptions {
   serveVariants?: Array<{ name: string; args: string[] }>;
   /** Confine each back-end to this CPU (all its threads). */
   cpu?: number;
+  /** The `DPDK lcores` column with its lcores on this CPU, every other column left free (ignored with cpu). */
+  lcoresCpu?: number;
   /** Record each back-end's sendmsg / recvmsg with perf and print where its round trips go (syscall-timeline.ts). */
   syscalls?: boolean;
   progress?: (line: string) => void;
 }
 
-export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins' | 'serveVariants' | 'cpu'>): GuestColumn[] {
+export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins' | 'serveVariants' | 'cpu' | 'lcoresCpu'>): GuestColumn[] {
   const extra: GuestColumn[] = [
     ...(opts.serveBins ?? []).map(({ name, bin }): GuestColumn => ({
       name: `${name} coalescing`, kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing'], serveBin: bin, plain: true,
@@ -184,7 +189,7 @@ export function columnsFor(opts: Pick<GuestIommuOptions, 'only' | 'serveBins' | 
       name: `${name} coalescing`, kind: 'serve', serveArgs: ['--iotlb-strategy', 'coalescing', ...args], plain: true,
     })),
   ];
-  const all = [...COLUMNS.filter((c) => !c.lcoresOnly || opts.cpu !== undefined), ...extra];
+  const all = [...COLUMNS.filter((c) => !c.lcoresOnly || opts.cpu !== undefined || opts.lcoresCpu !== undefined), ...extra];
   if (!opts.only) return all;
   // an exact name picks that column ('serve coalescing' not also 'serve coalescing first'); otherwise a substring.
   // --serve-bin / --serve-variant columns were asked for by name: --only never drops them.
@@ -478,7 +483,8 @@ export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<
         const k = round % cols.length;
         const order = [...cols.slice(k), ...cols.slice(0, k)];
         for (const col of order) {
-          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [], cpu: opts.cpu, syscalls: opts.syscalls });
+          const cpu = col.lcoresOnly ? opts.cpu ?? opts.lcoresCpu : opts.cpu;
+          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [], cpu, syscalls: opts.syscalls });
           runs.get(col.name)!.push(r);
           const where = `[${row} ${direction} ${round + 1}/${rounds}] ${col.name.padEnd(24)}`;
           const times = `boot ${fmtS(r.bootMs)} link ${fmtS(r.linkMs)} job ${fmtS(r.jobMs)} wall ${fmtS(r.wallMs)}`;
@@ -632,10 +638,11 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
       case '--serve-args': a.serveArgs = [...(a.serveArgs ?? []), ...(v ?? '').split(/\s+/).filter(Boolean)]; i++; break;
       case '--serve-bin': a.serveBins = [...(a.serveBins ?? []), serveBin(v)]; i++; break;
       case '--serve-variant': a.serveVariants = [...(a.serveVariants ?? []), serveVariant(v)]; i++; break;
-      case '--cpu': {
+      case '--cpu': case '--lcores-cpu': {
         const n = Number(v);
-        if (!Number.isInteger(n) || n < 0) throw new Error(`--cpu needs a CPU number, got "${v}"`);
-        a.cpu = n;
+        if (!Number.isInteger(n) || n < 0) throw new Error(`${flag} needs a CPU number, got "${v}"`);
+        if (flag === '--cpu') a.cpu = n;
+        else a.lcoresCpu = n;
         i++;
         break;
       }
@@ -644,7 +651,7 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
       case '-h': case '--help':
         console.log("node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2] [--only 'DPDK vhost,serve coalescing']\n" +
           "    [--frames N] [--seconds S] [--json] [--serve-args '--flag value'] [--serve-bin NAME=PATH/bin/run.js]...\n" +
-          "    [--serve-variant 'NAME=--flag value']... [--cpu N] [--syscalls]");
+          "    [--serve-variant 'NAME=--flag value']... [--cpu N] [--lcores-cpu N] [--syscalls]");
         process.exit(0);
         break;
       default: throw new Error(`unknown argument ${flag} (--help)`);
@@ -668,7 +675,8 @@ async function main(): Promise<void> {
   console.log(`# guest-iommu: QEMU (TCG) Linux guest, rows ${rows.join(',')}, directions ${(args.directions ?? DIRECTIONS).join(',')}, ` +
     `${args.rounds ?? 2} rounds, back-ends ${columns.map((c) => c.name).join(', ')}; tx frames ${frames}; rx ${args.seconds ?? DEFAULT_SECONDS} s` +
     (args.serveArgs?.length ? `; serve extra args: ${args.serveArgs.join(' ')}` : '') +
-    (args.cpu !== undefined ? `; each back-end confined to CPU ${args.cpu}` : ''));
+    (args.cpu !== undefined ? `; each back-end confined to CPU ${args.cpu}` : '') +
+    (args.cpu === undefined && args.lcoresCpu !== undefined ? `; DPDK lcores on CPU ${args.lcoresCpu}, the rest free` : ''));
   let cells: GuestCell[];
   try {
     cells = await runGuestIommuBench(args);

@@ -10,7 +10,10 @@
  *        [--processes P] [--pin-serve]
  *
  * Mpps = frames the front-end got back on RX per second (loopback / macswap), or TX
- * completions per second with --net sink (testpmd: rxonly). The front-end busy-polls
+ * completions per second with --net sink (testpmd: rxonly). With dynamic mappings each round also
+ * gives how long the front-end waited for the back-end's ack of each UPDATE and INVALIDATE
+ * (sent to ack, mean µs), and a table of those beside the time per frame: the two round
+ * trips a frame costs, which is where back-ends differ. The front-end busy-polls
  * both rings in one thread, posts bursts of 32, allocates nothing per packet; its own
  * ceiling is reported as frames / time spent in rounds that found work ("fe ceiling").
  * Not a test: numbers depend on the machine (2 CPUs here: the front-end polls on one, the
@@ -147,6 +150,9 @@ interface Result {
   updates: number;
   invalidates: number;
   kicks: number;
+  /** Mean µs from the front-end sending an UPDATE (one at a time) / an INVALIDATE to the back-end's ack. */
+  updateAckUs: number;
+  invalidateAckUs: number;
   error?: string;
 }
 
@@ -210,6 +216,8 @@ async function openCase(backend: Backend, mapping: Mapping, args: Args): Promise
   }
 }
 
+const perMessageUs = (ms: number, messages: number): number => (messages > 0 ? (ms * 1000) / messages : NaN);
+
 async function runCase(backend: Backend, mapping: Mapping, args: Args): Promise<Result> {
   let c: OpenCase | undefined;
   try {
@@ -224,9 +232,11 @@ async function runCase(backend: Backend, mapping: Mapping, args: Args): Promise<
       mpps: frames / secs / 1e6, frames, seconds: secs, feCeilingMpps: busy > 0 ? frames / (busy / 1000) / 1e6 : 0,
       misses: f.stats.missesReceived - s0.missesReceived, updates: f.stats.updatesSent - s0.updatesSent,
       invalidates: f.stats.invalidatesSent - s0.invalidatesSent, kicks: f.stats.kicks - s0.kicks,
+      updateAckUs: perMessageUs(f.stats.updateAckMs - s0.updateAckMs, f.stats.updatesSent - s0.updatesSent),
+      invalidateAckUs: perMessageUs(f.stats.invalidateAckMs - s0.invalidateAckMs, f.stats.invalidatesSent - s0.invalidatesSent),
     };
   } catch (err) {
-    return { mpps: 0, frames: 0, seconds: 0, feCeilingMpps: 0, misses: 0, updates: 0, invalidates: 0, kicks: 0, error: (err as Error).message.split('\n')[0] };
+    return { mpps: 0, frames: 0, seconds: 0, feCeilingMpps: 0, misses: 0, updates: 0, invalidates: 0, kicks: 0, updateAckUs: NaN, invalidateAckUs: NaN, error: (err as Error).message.split('\n')[0] };
   } finally {
     pinSelf(ALL_CPUS);
     await c?.close();
@@ -362,7 +372,7 @@ async function main(): Promise<void> {
       const list = rounds.get(key) ?? [];
       list[round - 1] = r;
       rounds.set(key, list);
-      console.log(`[${round}/${args.repeat}] ` + `${b.name.padEnd(18)} ${m.name.padEnd(8)} ${fmt(r.mpps).padStart(7)} Mpps  fe ceiling ${fmt(r.feCeilingMpps, 2).padStart(6)} Mpps  misses ${r.misses} updates ${r.updates} invalidates ${r.invalidates} kicks ${r.kicks}${r.error ? `  ERROR ${r.error}` : ''}`);
+      console.log(`[${round}/${args.repeat}] ` + `${b.name.padEnd(18)} ${m.name.padEnd(8)} ${fmt(r.mpps).padStart(7)} Mpps  fe ceiling ${fmt(r.feCeilingMpps, 2).padStart(6)} Mpps  misses ${r.misses} updates ${r.updates} invalidates ${r.invalidates} kicks ${r.kicks}${r.updates > 0 ? `  acked after ${fmt(r.updateAckUs, 1)} (UPDATE) / ${fmt(r.invalidateAckUs, 1)} (INVALIDATE) µs` : ''}${r.error ? `  ERROR ${r.error}` : ''}`);
     }
   }
   /** Best Mpps of a case over the rounds (NaN when every round failed). */
@@ -390,6 +400,22 @@ async function main(): Promise<void> {
     }
     for (const b of ours) cells.push(ratioCell(ratios(b.name, m.name, 'dpdk-testpmd', m.name)));
     console.log(`| ${cells.join(' | ')} |`);
+  }
+  // Where a dynamic frame's time goes: the two acked round trips it costs, as the front-end saw them.
+  const dynamicRows = mappings.filter((m) => m.opts.iommu === 'dynamic');
+  if (dynamicRows.length > 0) {
+    console.log(`\nDynamic mappings, µs per frame and per acked request as the front-end waited for them (median over rounds): frame / UPDATE sent → ack / INVALIDATE sent → ack.\n`);
+    console.log('| mapping | ' + backends.map((b) => b.name).join(' | ') + ' |');
+    console.log('|' + ' --- |'.repeat(1 + backends.length));
+    for (const m of dynamicRows) {
+      const cells = backends.map((b) => {
+        const ok = (rounds.get(`${b.name}|${m.name}`) ?? []).filter((r) => r && !r.error && r.frames > 0);
+        if (ok.length === 0) return '-';
+        const med = (f: (r: Result) => number): string => fmt(median(ok.map(f)), 1);
+        return `${med((r) => (r.seconds * 1e6) / r.frames)} / ${med((r) => r.updateAckUs)} / ${med((r) => r.invalidateAckUs)}`;
+      });
+      console.log(`| ${m.name} | ${cells.join(' | ')} |`);
+    }
   }
   // IOMMU on/off for serve measured interleaved (interleaved() says why), static mappings.
   const interleavedRatios = new Map<string, number>();

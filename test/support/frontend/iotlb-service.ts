@@ -19,6 +19,12 @@ export interface IotlbStats {
   missesDeferred: number;
   invalidatesSent: number;
   accessFails: number;
+  /**
+   * Milliseconds from sending to the back-end's ack, summed over the UPDATEs sent one at a
+   * time and over the INVALIDATEs: what each round trip costs, as the guest would wait for it.
+   */
+  updateAckMs: number;
+  invalidateAckMs: number;
 }
 
 export class IotlbService {
@@ -57,7 +63,9 @@ export class IotlbService {
    */
   invalidate(iova: number, size: number): void {
     this.stats.invalidatesSent++;
+    const sent = performance.now();
     this.conn.request(FrontendRequest.IOTLB_MSG, { kind: 'iotlb', iova: BigInt(iova), size: BigInt(size), userAddr: 0n, perm: 0, iotlbType: IotlbType.INVALIDATE });
+    this.stats.invalidateAckMs += performance.now() - sent;
     this.service();
   }
 
@@ -80,8 +88,13 @@ export class IotlbService {
   sendUpdate(iova: number, size: number, uaddr: number, perm: number): void {
     this.stats.updatesSent++;
     const body: Body = { kind: 'iotlb', iova: BigInt(iova), size: BigInt(size), userAddr: BigInt(uaddr), perm, iotlbType: IotlbType.UPDATE };
-    if (this.heldUpdates !== null) this.heldUpdates.push(body);
-    else this.conn.request(FrontendRequest.IOTLB_MSG, body);
+    if (this.heldUpdates !== null) {
+      this.heldUpdates.push(body);
+      return;
+    }
+    const sent = performance.now();
+    this.conn.request(FrontendRequest.IOTLB_MSG, body);
+    this.stats.updateAckMs += performance.now() - sent;
   }
 
   /** Handles every queued back-end request (misses), including those arriving while answering. Returns how many. */
