@@ -18,6 +18,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { answerHelp } from './options.js';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { cProgram } from './c-program.js';
 import { FdWatcher, pollReadable, receiveBytes, receiveMessage, sendMessage, socketPair } from '../src/sys/index.js';
@@ -143,6 +144,7 @@ async function main(): Promise<void> {
 }
 
 if (isMainThread) {
+  answerHelp(import.meta.url);
   main().catch((err) => {
     console.error(`control-rtt: ${(err as Error).message}`);
     process.exit(2);

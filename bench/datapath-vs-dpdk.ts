@@ -21,7 +21,7 @@ import { crossCoreRoundTrip } from './alternate.js';
 import { BACKEND_CORE, FRONTEND_LCORES, interleavedRates, side, type Direction, type PortBackend } from './interleaved.js';
 import { mkdtempSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { listOf, positiveInt } from './options.js';
+import { answerHelp, listOf, optionsOrExit, positiveInt } from './options.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -237,24 +237,27 @@ export function datapathMarkdown(results: DatapathResult[]): string {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values: v } = parseArgs({
-    options: {
-      seconds: { type: 'string', default: '4' }, queues: { type: 'string', default: '1' }, workers: { type: 'string' },
-      packed: { type: 'boolean', default: false }, repeat: { type: 'string', default: '3' }, direction: { type: 'string' },
-      processes: { type: 'string', default: '2' }, sequential: { type: 'boolean', default: false },
-    },
+  answerHelp(import.meta.url);
+  const opts = optionsOrExit('datapath-vs-dpdk', () => {
+    const { values: v } = parseArgs({
+      options: {
+        seconds: { type: 'string', default: '4' }, queues: { type: 'string', default: '1' }, workers: { type: 'string' },
+        packed: { type: 'boolean', default: false }, repeat: { type: 'string', default: '3' }, direction: { type: 'string' },
+        processes: { type: 'string', default: '2' }, sequential: { type: 'boolean', default: false },
+      },
+    });
+    const directions: Direction[] | undefined = v.direction === undefined ? undefined
+      : listOf('direction', v.direction, ['rx', 'tx'] as const).map((d) => (d === 'rx' ? 'backend→guest' : 'guest→backend'));
+    const seconds = positiveInt('seconds', v.seconds!);
+    const repeat = positiveInt('repeat', v.repeat!);
+    // Interleaved runs last seconds × repeat; their rates and windows come from 1 s stats blocks.
+    if (!v.sequential && seconds * repeat < 2) throw new Error(`--seconds ${seconds} --repeat ${repeat}: an interleaved run needs seconds × repeat ≥ 2`);
+    return {
+      seconds, queues: positiveInt('queues', v.queues!), packed: v.packed!,
+      repeat, directions, mode: v.sequential ? 'sequential' as const : 'interleaved' as const,
+      processes: positiveInt('processes', v.processes!), ...(v.workers === undefined ? {} : { workers: positiveInt('workers', v.workers) }),
+    };
   });
-  const directions: Direction[] | undefined = v.direction === undefined ? undefined
-    : listOf('direction', v.direction, ['rx', 'tx'] as const).map((d) => (d === 'rx' ? 'backend→guest' : 'guest→backend'));
-  const seconds = positiveInt('seconds', v.seconds!);
-  const repeat = positiveInt('repeat', v.repeat!);
-  // Interleaved runs last seconds × repeat; their rates and windows come from 1 s stats blocks.
-  if (!v.sequential && seconds * repeat < 2) throw new Error(`--seconds ${seconds} --repeat ${repeat}: an interleaved run needs seconds × repeat ≥ 2`);
-  const results = await runDatapathBench({
-    seconds, queues: positiveInt('queues', v.queues!), packed: v.packed!,
-    repeat, directions, mode: v.sequential ? 'sequential' : 'interleaved',
-    processes: positiveInt('processes', v.processes!), ...(v.workers === undefined ? {} : { workers: positiveInt('workers', v.workers) }),
-    progress: (l) => console.log(l),
-  });
+  const results = await runDatapathBench({ ...opts, progress: (l) => console.log(l) });
   console.log(datapathMarkdown(results));
 }

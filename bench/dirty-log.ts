@@ -33,7 +33,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { alternate, crossCoreRoundTrip } from './alternate.js';
 import { median } from './median.js';
-import { positiveInt } from './options.js';
+import { answerHelp, optionsOrExit, positiveInt } from './options.js';
 import { VhostUserFrontend } from '../test/support/frontend/frontend.js';
 import { writeFrame } from '../test/support/frontend/frames.js';
 import { startServe } from '../test/support/serve.js';
@@ -371,7 +371,7 @@ export function parseDirtyLogArgs(argv: string[]): DirtyLogArgs {
 }
 
 async function main(): Promise<void> {
-  const args = parseDirtyLogArgs(process.argv.slice(2));
+  const args = optionsOrExit('dirty-log', () => parseDirtyLogArgs(process.argv.slice(2)));
   console.log(`# dirty-log: ${FRAME}-byte frames through loopback (serve --net loopback / testpmd macswap), one split queue pair, no IOMMU; `
     + `${args.rounds} rounds, each with ${args.processes} fresh processes per back-end and logging state, alternated in ${SLICE_MS} ms slices, ${args.seconds} s each; `
     + `log ${args.sync ? 'read and cleared at every switch' : 'never cleared'}; serve ${args.pinServe ? 'pinned to' : 'unpinned, DPDK\'s lcore on'} CPU ${BACKEND_CPU}, front-end on CPU ${FRONTEND_CPU}\n`);
@@ -386,6 +386,7 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1]?.endsWith('dirty-log.js')) {
+  answerHelp(import.meta.url);
   main().catch((err) => {
     console.error(err);
     process.exit(1);

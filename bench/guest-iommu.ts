@@ -68,7 +68,7 @@ import { ensureGuest, guestDir, qemuBinary, startGuest, type Guest } from '../te
 import { startTestpmd, testpmdBinary, type Testpmd } from '../test/peers/dpdk.js';
 import { MissingPeerError, repoRoot, sleep, spawnLogged, terminate, waitForPath, type LineLog } from '../test/peers/util.js';
 import { median } from './median.js';
-import { serveBin, serveVariant } from './options.js';
+import { answerHelp, serveBin, serveVariant } from './options.js';
 import { cProgram } from './c-program.js';
 import { describeTimeline, SyscallRecorder, type SyscallTimeline } from './syscall-timeline.js';
 
@@ -648,12 +648,6 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
       }
       case '--json': a.json = true; break;
       case '--syscalls': a.syscalls = true; break;
-      case '-h': case '--help':
-        console.log("node dist/bench/guest-iommu.js [--rows off,strict,lazy] [--directions tx,rx] [--rounds 2] [--only 'DPDK vhost,serve coalescing']\n" +
-          "    [--frames N] [--seconds S] [--json] [--serve-args '--flag value'] [--serve-bin NAME=PATH/bin/run.js]...\n" +
-          "    [--serve-variant 'NAME=--flag value']... [--cpu N] [--lcores-cpu N] [--syscalls]");
-        process.exit(0);
-        break;
       default: throw new Error(`unknown argument ${flag} (--help)`);
     }
   }
@@ -694,6 +688,7 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  answerHelp(import.meta.url);
   main().then(() => process.exit(0), (err) => {
     console.error(err);
     process.exit(1);

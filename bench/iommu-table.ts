@@ -34,6 +34,7 @@ import { transmitBurst } from '../src/net/virtio-net.js';
 import { inProcessDevice } from './in-process-device.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { answerHelp, optionsOrExit } from './options.js';
 
 interface Args {
   seconds: number;
@@ -352,7 +353,7 @@ function frontendCeiling(args: Args): number {
 const fmt = (x: number, d = 3): string => (Number.isFinite(x) ? x.toFixed(d) : '-');
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = optionsOrExit('iommu-table', () => parseArgs(process.argv.slice(2)));
   const backends = BACKENDS.filter((b) => args.only === null || args.only.some((o) => b.name.includes(o)));
   const mappings = MAPPINGS.filter((m) => args.mappings === null || args.mappings.includes(m.name));
   // Every round of every case, in round order (index = round - 1).
@@ -472,6 +473,7 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
+answerHelp(import.meta.url);
 main().catch((err) => {
   console.error(err);
   process.exit(1);

@@ -37,6 +37,7 @@ import { performance } from 'node:perf_hooks';
 import { boot, closeAllRigs, sampleState, startRig, tail, waitDisconnected, type Rig } from '../test/support/qemu-rig.js';
 import { total } from '../test/support/serve.js';
 import type { DeviceState } from '../src/control/state.js';
+import { answerHelp, optionsOrExit } from './options.js';
 
 export interface MissPolicyCase {
   name: string;
@@ -258,7 +259,7 @@ function parseArgs(argv: string[]): MissPolicyOptions & { json: boolean } {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = optionsOrExit('miss-policy-qemu', () => parseArgs(process.argv.slice(2)));
   const mib = args.mib ?? 32;
   const rounds = args.rounds ?? 3;
   const t0 = performance.now();
@@ -270,6 +271,7 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  answerHelp(import.meta.url);
   main().then(() => process.exit(0), (err) => {
     console.error(err);
     process.exit(1);

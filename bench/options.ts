@@ -1,6 +1,42 @@
-/** Checks for bench options read with node:util parseArgs (which hands every value over as a string). */
-import { existsSync, statSync } from 'node:fs';
+/**
+ * What every bench entry does with its command line: `--help` answered from the script's
+ * own header comment, a bad option reported in one line, and checks for option values
+ * (node:util parseArgs hands every value over as a string).
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * `-h` / `--help` anywhere on the command line: prints the running script's header comment
+ * (its first block comment, which tsc keeps: usage, options, what it measures) and exits 0,
+ * before anything starts. One text for the source and the help, so they cannot disagree.
+ */
+export function answerHelp(scriptUrl: string): void {
+  if (!process.argv.slice(2).some((arg) => arg === '-h' || arg === '--help')) return;
+  const header = /^\/\*\*([\s\S]*?)\*\//.exec(readFileSync(fileURLToPath(scriptUrl), 'utf8'));
+  const text = header ? header[1]!.split('\n').map((line) => line.replace(/^\s*\* ?/, '')).join('\n').trim() : 'no usage text';
+  console.log(text);
+  process.exit(0);
+}
+
+/** For a bench whose settings are environment variables: any argument is a mistake, said in one line (exit 2). */
+export function refuseArguments(bench: string): void {
+  const args = process.argv.slice(2);
+  optionsOrExit(bench, () => {
+    if (args.length > 0) throw new Error(`takes no arguments (its settings are environment variables), got: ${args.join(' ')}`);
+  });
+}
+
+/** Runs a bench's option parsing; a bad option ends the process with one line naming it (exit 2), not a stack. */
+export function optionsOrExit<T>(bench: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    console.error(`${bench}: ${(err as Error).message} (--help lists the options)`);
+    process.exit(2);
+  }
+}
 
 /** The value of `--flag` as an integer of at least 1, or an error naming the flag. */
 export function positiveInt(flag: string, value: string): number {

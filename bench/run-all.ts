@@ -30,6 +30,7 @@ import {
 } from './report.js';
 import { datapathSection, iommuTableSection, missPolicySection } from './live-sections.js';
 import { columnsFor, guestIommuMarkdown, runGuestIommuBench } from './guest-iommu.js';
+import { answerHelp, refuseArguments } from './options.js';
 
 /** bench/guest-iommu.ts, one round, only with BENCH_GUEST_IOMMU=1 (and not with BENCH_LIVE=0). */
 const guestIommuSection: SectionBuilder = async (): Promise<ReportSection | null> => {
@@ -140,4 +141,6 @@ async function main(): Promise<void> {
   }
 }
 
+answerHelp(import.meta.url);
+refuseArguments('run-all');
 await main();

@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { startServe, type ServeProcess } from '../test/support/serve.js';
 import { BACKEND_CORE, interleavedRates, side, type Direction, type PortBackend } from './interleaved.js';
 import { mean } from './median.js';
-import { positiveInt } from './options.js';
+import { answerHelp, optionsOrExit, positiveInt } from './options.js';
 
 interface Variant {
   label: string;
@@ -29,7 +29,8 @@ interface Variant {
   pin: string | null;
 }
 
-const { values: opts } = parseArgs({
+answerHelp(import.meta.url);
+const { values: opts } = optionsOrExit('serve-ab', () => parseArgs({
   options: {
     a: { type: 'string' }, b: { type: 'string' },
     'a-bin': { type: 'string' }, 'b-bin': { type: 'string' },
@@ -38,7 +39,7 @@ const { values: opts } = parseArgs({
     queues: { type: 'string', default: '1' }, seconds: { type: 'string', default: '12' },
     processes: { type: 'string', default: '2' }, rounds: { type: 'string', default: '1' },
   },
-});
+}));
 
 function positive(name: 'queues' | 'seconds' | 'processes' | 'rounds'): number {
   return positiveInt(name, opts[name]!);
@@ -80,14 +81,13 @@ async function round(a: Variant, b: Variant, direction: Direction, queues: numbe
 
 const a = variant('a');
 const b = variant('b');
-const dir = opts.direction;
-if (dir !== undefined && dir !== 'rx' && dir !== 'tx') throw new Error(`--direction: "${dir}" is not rx or tx`);
-const directions: Direction[] = dir === 'rx' ? ['backend→guest'] : dir === 'tx' ? ['guest→backend'] : ['guest→backend', 'backend→guest'];
+const { directions, seconds, processes, rounds, queues } = optionsOrExit('serve-ab', () => {
+  const dir = opts.direction;
+  if (dir !== undefined && dir !== 'rx' && dir !== 'tx') throw new Error(`--direction: "${dir}" is not rx or tx`);
+  const directions: Direction[] = dir === 'rx' ? ['backend→guest'] : dir === 'tx' ? ['guest→backend'] : ['guest→backend', 'backend→guest'];
+  return { directions, seconds: positive('seconds'), processes: positive('processes'), rounds: positive('rounds'), queues: positive('queues') };
+});
 const packed = opts.packed!;
-const seconds = positive('seconds');
-const processes = positive('processes');
-const rounds = positive('rounds');
-const queues = positive('queues');
 console.log(`serve-ab: ${a.label} against ${b.label}; ${processes} processes each, ${seconds} s per direction and round`);
 for (let r = 0; r < rounds; r++) {
   for (const direction of directions) await round(a, b, direction, queues, packed, seconds, processes);

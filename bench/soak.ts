@@ -17,6 +17,7 @@ import { startTestpmd } from '../test/peers/dpdk.js';
 import { fdCount, memfdMappings, rssKiB } from '../test/support/netns.js';
 import { boot, closeAllRigs, startRig, waitDisconnected } from '../test/support/qemu-rig.js';
 import { startServe, type ServeProcess } from '../test/support/serve.js';
+import { answerHelp, optionsOrExit } from './options.js';
 
 interface Sample { fds: number; rssKiB: number; mappings: number }
 interface Series { cycles: number; samples: Sample[] }
@@ -29,7 +30,7 @@ function parseArgs(argv: string[]): { dpdk: number; qemu: number; json: boolean 
       case '--dpdk': a.dpdk = v; i++; break;
       case '--qemu': a.qemu = v; i++; break;
       case '--json': a.json = true; break;
-      default: throw new Error(`unknown argument ${argv[i]} (see the header of bench/soak.ts)`);
+      default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
   return a;
@@ -111,7 +112,7 @@ function report(name: string, s: Series): Record<string, unknown> {
 }
 
 async function main(): Promise<void> {
-  const a = parseArgs(process.argv.slice(2));
+  const a = optionsOrExit('soak', () => parseArgs(process.argv.slice(2)));
   const out = [];
   if (a.dpdk > 0) out.push(report('DPDK virtio-user', await dpdkCycles(a.dpdk)));
   if (a.qemu > 0) out.push(report('QEMU guest, intel-iommu', await qemuCycles(a.qemu)));
@@ -126,6 +127,7 @@ async function main(): Promise<void> {
   }
 }
 
+answerHelp(import.meta.url);
 main().catch((err) => {
   console.error(err instanceof Error ? err.stack : err);
   process.exit(1);

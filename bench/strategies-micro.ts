@@ -26,6 +26,7 @@ import type { IotlbEntry, IotlbStrategy, LookupOut, StrategyDefinition } from '.
 import { Prng } from '../src/iotlb/prng.js';
 import { loadOps, OP_LOOKUP, OP_UPDATE, type OpStream } from '../src/replay/ops.js';
 import { fixtureTraces } from '../src/replay/fixtures.js';
+import { answerHelp, refuseArguments } from './options.js';
 
 const K4 = 0x1000;
 const M2 = 0x200000;
@@ -221,4 +222,6 @@ async function main(): Promise<void> {
   if (sink === 0) console.log('(no bytes translated?)');
 }
 
+answerHelp(import.meta.url);
+refuseArguments('strategies-micro');
 await main();

@@ -39,7 +39,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { median } from './median.js';
-import { listOf, positiveInt, serveBin, serveVariant } from './options.js';
+import { answerHelp, listOf, optionsOrExit, positiveInt, serveBin, serveVariant } from './options.js';
 import { startVhostTap } from '../test/peers/dpdk.js';
 import { startGuest, type GuestResult } from '../test/peers/qemu.js';
 import { createNetns, startTcpPeer, type TcpPeer } from '../test/support/netns.js';
@@ -195,7 +195,7 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
 }
 
 async function main(): Promise<void> {
-  const a = readArgs();
+  const a = optionsOrExit('tcp-vs-qemu', readArgs);
   const results: Record<string, Record<string, number[]>> = {};
   /** The guest's side of each transfer, by cell and column: is the guest the limit, and what does it handle? */
   const guest: Record<string, Record<string, Transfer[]>> = {};
@@ -269,6 +269,7 @@ async function main(): Promise<void> {
   }
 }
 
+answerHelp(import.meta.url);
 main().catch((err) => {
   console.error(err instanceof Error ? err.message : err);
   process.exit(1);

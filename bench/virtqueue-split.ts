@@ -33,6 +33,7 @@ import { SourceEndpoint } from '../src/net/source.js';
 import { LoopbackEndpoint } from '../src/net/loopback.js';
 import type { IotlbStrategy } from '../src/iotlb/strategy.js';
 import { parseArgs } from 'node:util';
+import { answerHelp, optionsOrExit } from './options.js';
 
 const GPA = 0x40000000;
 const UVA = 0x7f0000000000;
@@ -43,14 +44,15 @@ const BURST = 32;
 const FRAME = 64;
 const HDR = 12;
 
-const { values: opts, positionals } = parseArgs({
+answerHelp(import.meta.url);
+const { values: opts, positionals } = optionsOrExit('virtqueue-split', () => parseArgs({
   options: {
     iotlb: { type: 'string' }, case: { type: 'string' }, inline: { type: 'boolean', default: false },
     packed: { type: 'boolean', default: false }, exact: { type: 'boolean', default: false },
     shared: { type: 'boolean', default: false }, 'no-baseline': { type: 'boolean', default: false },
   },
   allowPositionals: true,
-});
+}));
 /** --packed: packed virtqueues instead of split ones. */
 const packed = opts.packed!;
 
@@ -225,9 +227,12 @@ function baseline(seconds: number): void {
 }
 
 async function main(): Promise<void> {
-  if (positionals.length > 1) throw new Error(`one positional argument (seconds per case), got: ${positionals.join(' ')}`);
-  const seconds = Number(positionals[0] ?? 1);
-  if (!(seconds > 0)) throw new Error(`seconds per case: "${positionals[0]}" is not a positive number`);
+  const seconds = optionsOrExit('virtqueue-split', () => {
+    if (positionals.length > 1) throw new Error(`one positional argument (seconds per case), got: ${positionals.join(' ')}`);
+    const n = Number(positionals[0] ?? 1);
+    if (!(n > 0)) throw new Error(`seconds per case: "${positionals[0]}" is not a positive number`);
+    return n;
+  });
   let strategies: { name: string; create: () => IotlbStrategy }[] = [];
   try {
     const reg = await import('../src/iotlb/registry.js');
