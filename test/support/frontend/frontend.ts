@@ -60,7 +60,7 @@ export class VhostUserFrontend {
   readonly tx: DriverRing;
   readonly stats: FrontendStats = {
     txPosted: 0, txCompleted: 0, rxPosted: 0, rxFrames: 0, rxBuffers: 0, kicks: 0, missesReceived: 0, updatesSent: 0,
-    missesDeferred: 0, invalidatesSent: 0, accessFails: 0, backendPolls: 0, updateAckMs: 0, invalidateAckMs: 0,
+    missesDeferred: 0, invalidatesSent: 0, accessFails: 0, backendPolls: 0, soloUpdates: 0, updateAckMs: 0, invalidateAckMs: 0,
   };
   /** ACCESS_FAIL messages the back-end sent: [iova, perm]. */
   readonly accessFails: Array<{ iova: number; perm: number }>;

@@ -19,9 +19,11 @@ export interface IotlbStats {
   missesDeferred: number;
   invalidatesSent: number;
   accessFails: number;
+  /** UPDATEs sent one at a time (not held back and pipelined): the ones updateAckMs times. */
+  soloUpdates: number;
   /**
-   * Milliseconds from sending to the back-end's ack, summed over the UPDATEs sent one at a
-   * time and over the INVALIDATEs: what each round trip costs, as the guest would wait for it.
+   * Milliseconds from sending to the back-end's ack, summed over the solo UPDATEs and over the
+   * INVALIDATEs: what each round trip costs, as the guest would wait for it.
    */
   updateAckMs: number;
   invalidateAckMs: number;
@@ -95,6 +97,7 @@ export class IotlbService {
     const sent = performance.now();
     this.conn.request(FrontendRequest.IOTLB_MSG, body);
     this.stats.updateAckMs += performance.now() - sent;
+    this.stats.soloUpdates++;
   }
 
   /** Handles every queued back-end request (misses), including those arriving while answering. Returns how many. */
