@@ -139,6 +139,9 @@ export interface CellRun {
   wallMs: number;
   /** --syscalls: the back-end's round trips from link up to the job's end. */
   syscalls?: SyscallTimeline;
+  /** The guest while it sent or counted (`VIT-CPU`): share of its CPU busy (0..1), interrupts per 1000 frames. */
+  guestBusy?: number;
+  irqPerKFrames?: number;
   error?: string;
 }
 
@@ -444,11 +447,11 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
     if (direction === 'tx') {
       const pg = parsePktgen(r.lines);
       if (!pg || !r.pktgen?.ok) return { ...base, ...fail(`pktgen did not finish (timedOut=${r.timedOut}): ${tail()}`) };
-      return { ...base, pps: pg.pps, frames: pg.frames, seconds: pg.usec / 1e6, wallMs: performance.now() - t0 };
+      return { ...base, ...guestCpu(r.cpu, pg.frames), pps: pg.pps, frames: pg.frames, seconds: pg.usec / 1e6, wallMs: performance.now() - t0 };
     }
     const rc = parseRxCount(r.lines);
     if (!rc || rc.centis <= 0) return { ...base, ...fail(`no rx-count result (timedOut=${r.timedOut}): ${tail()}`) };
-    return { ...base, pps: rc.packets / (rc.centis / 100), frames: rc.packets, dropped: rc.dropped, seconds: rc.centis / 100, wallMs: performance.now() - t0 };
+    return { ...base, ...guestCpu(r.cpu, rc.packets), pps: rc.packets / (rc.centis / 100), frames: rc.packets, dropped: rc.dropped, seconds: rc.centis / 100, wallMs: performance.now() - t0 };
   } catch (err) {
     const more = backend ? `\n${backend.log().slice(-10).join('\n')}` : '';
     return fail(`${(err as Error).message.split('\n')[0]}${more ? ' (back-end log tail: ' + more.trim().split('\n').slice(-3).join(' | ') + ')' : ''}`);
@@ -493,7 +496,8 @@ export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<
             const be = r.backendFrames === undefined ? '' : direction === 'tx' ? `, back-end received ${r.backendFrames}` : `, back-end sent ${r.backendFrames}`;
             const drop = r.dropped ? `, guest dropped ${r.dropped}` : '';
             const lat = r.missP50Us !== undefined ? `, miss p50 ${r.missP50Us} µs of ${r.missCount} misses` : '';
-            progress(`${where} ${fmtPps(r.pps).padStart(8)} pps (${r.frames} frames in ${r.seconds.toFixed(2)} s${be}${drop}${lat})  [${times}]`);
+            const cpu = r.guestBusy !== undefined ? `, guest ${(r.guestBusy * 100).toFixed(0)}% busy, ${r.irqPerKFrames!.toFixed(0)} interrupts per 1000 frames` : '';
+            progress(`${where} ${fmtPps(r.pps).padStart(8)} pps (${r.frames} frames in ${r.seconds.toFixed(2)} s${be}${drop}${lat}${cpu})  [${times}]`);
             if (r.syscalls) for (const line of describeTimeline(r.syscalls)) progress(`    ${line}`);
           }
         }
@@ -594,6 +598,29 @@ export function guestIommuMarkdown(cells: GuestCell[], columns: GuestColumn[]): 
 }
 
 /** Where the wall time went: median boot, link-up and job time per row and direction. */
+/** CellRun's guest figures from the guest's `VIT-CPU` line (absent from a guest image built before it). */
+function guestCpu(cpu: { busy: number; total: number; interrupts: number } | undefined, frames: number): Pick<CellRun, 'guestBusy' | 'irqPerKFrames'> {
+  if (cpu === undefined || cpu.total <= 0 || frames <= 0) return {};
+  return { guestBusy: cpu.busy / cpu.total, irqPerKFrames: (cpu.interrupts * 1000) / frames };
+}
+
+/**
+ * What the guest did per back-end: medians over the rounds of its CPU's busy share and of the
+ * interrupts it took per 1000 frames. A back-end that interrupts the guest more often, or keeps
+ * it spinning (pktgen busy-waits on a full ring), shows here before it shows in the rate.
+ */
+export function guestSummary(cells: GuestCell[]): string {
+  const lines: string[] = [];
+  for (const c of cells) {
+    const ok = c.runs.filter((r) => !r.error && r.guestBusy !== undefined);
+    if (ok.length === 0) continue;
+    const busy = median(ok.map((r) => r.guestBusy!));
+    const irq = median(ok.map((r) => r.irqPerKFrames!));
+    lines.push(`  ${c.row.padEnd(6)} ${c.direction} ${c.column.padEnd(24)} ${(busy * 100).toFixed(0).padStart(3)}% busy, ${irq.toFixed(0).padStart(5)} interrupts per 1000 frames`);
+  }
+  return lines.join('\n');
+}
+
 export function timeSummary(cells: GuestCell[]): string {
   const lines: string[] = [];
   for (const row of ROWS) {
@@ -682,6 +709,8 @@ async function main(): Promise<void> {
   if (args.json) console.log(JSON.stringify(cells, null, 2));
   else {
     console.log(guestIommuTables(cells, columns));
+    const guest = guestSummary(cells);
+    if (guest !== '') console.log(`\nthe guest while it sent or counted (medians over the rounds):\n${guest}`);
     console.log(`\nwhere the time went (per cell: QEMU spawn → VIT-BOOT → link up → job done):\n${timeSummary(cells)}`);
   }
   console.log(`\n(${((performance.now() - t0) / 1000).toFixed(0)} s)`);

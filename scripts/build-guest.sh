@@ -27,7 +27,8 @@
 #   VIT-RESULT ping ok|fail <received>/<sent>
 #   VIT-RESULT sha256 <hex> bytes <n>  (*-send: of the data sent; *-recv: of the data received)
 #   VIT-RESULT tcp ok|fail rc <nc exit status>
-#   VIT-CPU busy <n> total <n> intr <n>  (tcp-*: over the transfer, the guest CPU's jiffies, busy = not
+#   VIT-CPU busy <n> total <n> intr <n>  (tcp-*, http-*: over the transfer; pktgen: while it sends;
+#                                       rx-count: while it counts. The guest CPU's jiffies, busy = not
 #                                       idle or iowait, and the interrupts it took)
 #   VIT-RESULT pktgen ok|fail sent <n> errors <m>   (after pktgen's own "Result: OK: <usec>(...) usec, <n> ..." + "<pps>pps ..." lines)
 #   VIT-RESULT rx-count packets <n> dropped <n> centis <n>   (eth0 rx_packets / rx_dropped gained over <n> centiseconds of /proc/uptime)
@@ -329,7 +330,9 @@ case "$MODE" in
       echo "src_min ${IP%/*}" > $pg
       echo "src_max ${IP%/*}" > $pg
       echo "dst_mac ${PEERMAC:-ff:ff:ff:ff:ff:ff}" > $pg
+      c0="$(cpu_now)"
       echo "start" > /proc/net/pktgen/pgctrl
+      cpu_since "$c0"
       sent="$(sed -n 's/.*pkts-sofar: *\([0-9]*\).*/\1/p' $pg)"
       errs="$(sed -n 's/.*errors: *\([0-9]*\).*/\1/p' $pg)"
       grep -A1 -E 'Result' $pg
@@ -340,9 +343,11 @@ case "$MODE" in
     # frames the back-end sends us: eth0's rx counters over HOLD seconds, timed by /proc/uptime
     st=/sys/class/net/eth0/statistics
     secs=$HOLD; [ "$secs" = 0 ] && secs=5
+    c0="$(cpu_now)"
     t0="$(cut -d' ' -f1 /proc/uptime)"; r0="$(cat $st/rx_packets)"; d0="$(cat $st/rx_dropped)"
     sleep "$secs"
     t1="$(cut -d' ' -f1 /proc/uptime)"; r1="$(cat $st/rx_packets)"; d1="$(cat $st/rx_dropped)"
+    cpu_since "$c0"
     say "VIT-RESULT rx-count packets $((r1 - r0)) dropped $((d1 - d0)) centis $(( ${t1%.*}${t1#*.} - ${t0%.*}${t0#*.} ))"
     ;;
   idle)

@@ -100,7 +100,7 @@ export interface GuestResult {
   tcp?: { ok: boolean; rc: number };
   pktgen?: { ok: boolean; sent: number; errors: number };
   stats?: GuestStats;
-  /** tcp-*: over the transfer, the guest CPU's jiffies busy (not idle) of total, and the interrupts it took (`VIT-CPU`). */
+  /** tcp-*, http-*, pktgen, rx-count: over the job, the guest CPU's jiffies busy (not idle) of total, and the interrupts it took (`VIT-CPU`). */
   cpu?: { busy: number; total: number; interrupts: number };
   /** From `VIT-RESULT error <what>`. */
   error?: string;
