@@ -597,7 +597,6 @@ export function guestIommuMarkdown(cells: GuestCell[], columns: GuestColumn[]): 
   return out.join('\n\n');
 }
 
-/** Where the wall time went: median boot, link-up and job time per row and direction. */
 /** CellRun's guest figures from the guest's `VIT-CPU` line (absent from a guest image built before it). */
 function guestCpu(cpu: { busy: number; total: number; interrupts: number } | undefined, frames: number): Pick<CellRun, 'guestBusy' | 'irqPerKFrames'> {
   if (cpu === undefined || cpu.total <= 0 || frames <= 0) return {};
@@ -621,6 +620,7 @@ export function guestSummary(cells: GuestCell[]): string {
   return lines.join('\n');
 }
 
+/** Where the wall time went: median boot, link-up and job time per row and direction. */
 export function timeSummary(cells: GuestCell[]): string {
   const lines: string[] = [];
   for (const row of ROWS) {
