@@ -68,7 +68,7 @@ import { ensureGuest, guestDir, qemuBinary, startGuest, type Guest } from '../te
 import { startTestpmd, testpmdBinary, type Testpmd } from '../test/peers/dpdk.js';
 import { MissingPeerError, repoRoot, sleep, spawnLogged, terminate, waitForPath, type LineLog } from '../test/peers/util.js';
 import { median } from './median.js';
-import { answerHelp, serveBin, serveVariant } from './options.js';
+import { answerHelp, optionsOrExit, serveBin, serveVariant } from './options.js';
 import { cProgram } from './c-program.js';
 import { describeTimeline, SyscallRecorder, type SyscallTimeline } from './syscall-timeline.js';
 
@@ -215,9 +215,6 @@ export function checkPeers(columns: GuestColumn[]): void {
     throw new Error(`guest image build failed (bash scripts/build-guest.sh ${dir}):\n${msg}`);
   }
   ensureGuest(dir);
-  for (const c of columns) {
-    if (c.serveBin && !existsSync(c.serveBin)) throw new Error(`--serve-bin ${c.name}: ${c.serveBin} does not exist`);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,20 +672,14 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
       }
       case '--json': a.json = true; break;
       case '--syscalls': a.syscalls = true; break;
-      default: throw new Error(`unknown argument ${flag} (--help)`);
+      default: throw new Error(`unknown argument ${flag}`);
     }
   }
   return a;
 }
 
 async function main(): Promise<void> {
-  let args: ReturnType<typeof parseArgs>;
-  try {
-    args = parseArgs(process.argv.slice(2));
-  } catch (err) {
-    console.error(`guest-iommu: ${(err as Error).message}`);
-    process.exit(2);
-  }
+  const args = optionsOrExit('guest-iommu', () => parseArgs(process.argv.slice(2)));
   const t0 = performance.now();
   const rows = args.rows ?? ROWS;
   const columns = columnsFor(args);

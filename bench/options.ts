@@ -62,7 +62,8 @@ export function serveBin(text: string | undefined): { name: string; bin: string 
   const eq = text.indexOf('=');
   const bin = resolve(eq > 0 ? text.slice(eq + 1) : text);
   const name = eq > 0 ? text.slice(0, eq) : basename(dirname(dirname(bin)));
-  if (existsSync(bin) && statSync(bin).isDirectory()) throw new Error(`--serve-bin ${text}: give the bin/run.js file, not a directory`);
+  if (!existsSync(bin)) throw new Error(`--serve-bin ${text}: ${bin} does not exist`);
+  if (statSync(bin).isDirectory()) throw new Error(`--serve-bin ${text}: give the bin/run.js file, not a directory`);
   return { name, bin };
 }
 

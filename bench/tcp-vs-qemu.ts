@@ -34,7 +34,7 @@
  * and ratios of serve to each other back-end. Not a test: figures depend on the machine (TCG
  * guest, 2 CPUs, shared).
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -94,7 +94,6 @@ function readArgs(): Args {
   }
   for (const text of v['serve-bin']!) {
     const { name, bin } = serveBin(text);
-    if (!existsSync(bin)) throw new Error(`--serve-bin ${text}: ${bin} does not exist`);
     add({ name, backend: 'serve', extraArgs: [], bin }, '--serve-bin');
   }
   return {
