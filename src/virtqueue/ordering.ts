@@ -14,24 +14,11 @@
  * again only while it was not available (once taken, the scan moves past it), so a reused
  * value could only hide a new buffer until the next burst, never hand out a stale one.
  *
- * The same holds for stores: x86-64 never reorders a store with an earlier store, so a plain
- * store of a used descriptor's flags is a release there (what DPDK's release stores compile
- * to): the frame and the descriptor's length, stored before it, are visible first. Elsewhere
- * such a store is Atomics.store.
- *
- * What no plain access gives is store -> load order: before the interrupt decision reads the
- * driver's event suppression, every used entry of the burst must be visible, or a driver
- * that enabled interrupts and found nothing new would sleep while the device, reading the
- * old flags, decides not to interrupt. A seq_cst store is that fence (storeLoadFence(), or
- * the publishing Atomics.store itself).
+ * Stores need no such care: a packed ring's used descriptors are written with plain stores
+ * behind a batch head the driver cannot pass, and the head is published last with one
+ * Atomics.store (packed.ts flushUsed). That seq_cst store is also the store -> load fence
+ * the interrupt decision needs: every used entry of the burst must be visible before it
+ * reads the driver's event suppression, or a driver that enabled interrupts and found
+ * nothing new would sleep while the device, reading the old flags, decides not to interrupt.
  */
 export const PLAIN_LOAD_IS_ACQUIRE = process.arch === 'x64';
-export const PLAIN_STORE_IS_RELEASE = process.arch === 'x64';
-
-/** A word of this thread's own for storeLoadFence() to store to (no ring word is rewritten). */
-const FENCE_WORD = new Int32Array(new SharedArrayBuffer(4));
-
-/** A full fence: every store before it is visible before any load after it. */
-export function storeLoadFence(): void {
-  Atomics.store(FENCE_WORD, 0, 0);
-}

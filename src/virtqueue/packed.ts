@@ -33,11 +33,12 @@
  * the head last, its length and then its id and flags with Atomics.store (seq_cst: a
  * release), as DPDK does for its shadow used batch. A driver reads used descriptors in
  * order, so it cannot see any entry of a batch before the head's flags. A run of buffers
- * (completeRun) that starts a batch is written in order instead, each descriptor whole and
- * visible at once, as DPDK's batch enqueue does: the driver starts on the first frames of a
- * burst while the device writes the rest (1.06-1.17x back-end -> guest with one pair, against
- * holding the whole run behind its head). Keeping no staging list means no store per chain
- * outside the ring (the stores are what costs, net.ts).
+ * (completeRun) is a batch the same way, so the driver finds the run whole, as it finds a
+ * split ring's burst behind one used index, instead of taking its first frames while the
+ * device still writes the rest: back-end -> guest with one worker serving 4 pairs that took
+ * 1.14-1.16x (2 pairs: 1.05-1.09x, one pair 0.95-1.06x, within the noise) against writing
+ * each descriptor visible at once, as DPDK's batch enqueue does. Keeping no staging list
+ * means no store per chain outside the ring (the stores are what costs, net.ts).
  *
  * Memory ordering on the avail side: the head descriptor's id|flags word is read with an
  * acquire load (ordering.ts: a plain load on x86-64, Atomics.load elsewhere); the driver
@@ -49,7 +50,7 @@ import type { ScatterList } from './scatter.js';
 import type { BufferRun } from './buffer-run.js';
 import { ChainWalker, EMPTY16, EMPTY32, WALK_OK, RING_OK, SINGLE_NO, writableSpan, type RingAreas } from './chain.js';
 import type { VirtQueue, VirtQueueConfig } from './queue.js';
-import { PLAIN_LOAD_IS_ACQUIRE, PLAIN_STORE_IS_RELEASE, storeLoadFence } from './ordering.js';
+import { PLAIN_LOAD_IS_ACQUIRE } from './ordering.js';
 import { MAX_QUEUE_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './split.js';
 
 export { WALK_OK, WALK_MISS, WALK_BROKEN, RING_OK, RING_MISS, RING_FAULT } from './chain.js';
@@ -136,8 +137,6 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   private usedSeq = 0;
   /** Used descriptors written since the last flush behind a batch head (not yet visible). */
   private pending = 0;
-  /** Used descriptors written in order since the last flush (already visible: completeRun). */
-  private unflushed = 0;
   /**
    * The batch head (while pending > 0): kept here and written whole by flushUsed(), after
    * every later one, which is written whole at once: the driver reads used descriptors in
@@ -193,7 +192,6 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     this.shadowWrap = this.usedWrap;
     this.usedSeq = 0;
     this.pending = 0;
-    this.unflushed = 0;
     this.signalledValid = false;
     this.publishedSince = 0;
     this.syncIndices();
@@ -472,24 +470,28 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
     const used = run.used;
     let p = this.shadowPos;
     let wrap = this.shadowWrap;
-    // Behind a batch head (pending) nothing shows until the head: plain stores. Otherwise
-    // each descriptor is visible as soon as its flags are: they need a release.
-    const inOrder = this.pending === 0;
-    const release = inOrder && !PLAIN_STORE_IS_RELEASE;
-    for (let j = 0; j < k; j++) {
-      const len = used[j];
-      const w = p << 2;
-      d32[w + 2] = len;
-      const word = ids[j] | (usedFlags(wrap, len) << 16);
-      if (release) Atomics.store(d32, w + 3, word);
-      else d32[w + 3] = word;
+    let j = 0;
+    if (this.pending === 0) {
+      // The run starts a batch: its first descriptor is the head, written by flushUsed().
+      this.stageHead(p, wrap, ids[0], used[0]);
+      j = 1;
       if (++p === size) {
         p = 0;
         wrap ^= 1;
       }
     }
-    if (inOrder) this.unflushed += k;
-    else this.pending += k;
+    // Behind the head nothing shows until flushUsed(): plain stores.
+    for (; j < k; j++) {
+      const len = used[j];
+      const w = p << 2;
+      d32[w + 2] = len;
+      d32[w + 3] = ids[j] | (usedFlags(wrap, len) << 16);
+      if (++p === size) {
+        p = 0;
+        wrap ^= 1;
+      }
+    }
+    this.pending += k;
     this.shadowPos = p;
     this.shadowWrap = wrap;
     this.usedSeq = (this.usedSeq + k) >>> 0;
@@ -549,26 +551,21 @@ export class PackedQueue extends ChainWalker implements VirtQueue {
   }
 
   /**
-   * Publishes the used descriptors written since the last flush: a batch's head last, its id
-   * and flags in one seq_cst store after its length; runs written in order are visible
-   * already, and only need the fence before the interrupt decision.
+   * Publishes the used descriptors written since the last flush: the batch's head last, its
+   * id and flags in one seq_cst store after its length.
    */
   flushUsed(): number {
-    const n = this.pending + this.unflushed;
+    const n = this.pending;
     if (n === 0) return 0;
     // Not after unmapRings() (the views are empty then and the entries are lost with the mapping).
     if (this.desc32.length !== 0) {
-      if (this.pending !== 0) {
-        const w = this.headPos << 2;
-        this.desc32[w + 2] = this.headLen;
-        Atomics.store(this.desc32, w + 3, (this.headId | (this.headFlags << 16)) >>> 0);
-      } else {
-        storeLoadFence();
-      }
+      const w = this.headPos << 2;
+      this.desc32[w + 2] = this.headLen;
+      // seq_cst: a release for the batch, and the fence before the interrupt decision (ordering.ts).
+      Atomics.store(this.desc32, w + 3, (this.headId | (this.headFlags << 16)) >>> 0);
       if (this.log !== null) this.logRingWrites();
     }
     this.pending = 0;
-    this.unflushed = 0;
     this.usedPos = this.shadowPos;
     this.usedWrap = this.shadowWrap;
     this.usedIdx = offWrap(this.usedPos, this.usedWrap);

@@ -193,7 +193,7 @@ test('packed: batched completions become visible only when the first entry\'s fl
   assert.equal(rig.driver.usedCount(), 4);
 });
 
-test('packed: a run completed on its own is visible in order at once; behind a staged head it waits for the flush', () => {
+test('packed: a run shows whole at the flush, whether it starts a batch or follows a staged head', () => {
   const rig = makePackedRig({ size: 16 });
   const b = rig.bufBase;
   const ids: number[] = [];
@@ -201,16 +201,17 @@ test('packed: a run completed on its own is visible in order at once; behind a s
   rig.driver.publish();
   const q = rig.queue;
   const run = new BufferRun(8);
-  // A run that starts a batch: written in order, each descriptor whole and visible at once.
+  // A run that starts a batch: its first descriptor is the head, so nothing shows before the flush.
   assert.equal(q.reserveRun(3, ACCESS_WRITE, 12, run), 3);
   for (let j = 0; j < 3; j++) run.used[j] = 12 + 60 + j;
   q.completeRun(run, 3);
-  assert.equal(rig.driver.usedCount(), 3, 'visible before flushUsed');
+  assert.equal(rig.driver.usedCount(), 0, 'invisible before flushUsed');
+  assert.equal(q.flushUsed(), 3);
+  assert.equal(rig.driver.usedCount(), 3, 'the whole run at once');
   for (let j = 0; j < 3; j++) {
     assert.equal(rig.driver.popUsed(), ids[j]);
     assert.equal(rig.driver.lastLen, 12 + 60 + j);
   }
-  assert.equal(q.flushUsed(), 3, 'the flush counts what was visible already');
   // One chain completed alone heads a batch; a run after it stays behind that head.
   assert.equal(q.availableCount(), 5);
   const sg = new ScatterList(8);
@@ -224,6 +225,21 @@ test('packed: a run completed on its own is visible in order at once; behind a s
   assert.equal(q.flushUsed(), 3);
   assert.deepEqual([rig.driver.popUsed(), rig.driver.popUsed(), rig.driver.popUsed()], [ids[3], ids[4], ids[5]]);
   assert.equal(q.flushUsed(), 0);
+  // A run that wraps the ring (positions 6..15, then 0..5): the head before the wrap, one flush.
+  for (let i = 0; i < 14; i++) ids.push(rig.driver.addBuffer(b + (i % 8) * 0x100, 0x100, true));
+  rig.driver.publish();
+  assert.equal(q.availableCount(), 16);
+  const wide = new BufferRun(16);
+  const k = q.reserveRun(16, ACCESS_WRITE, 12, wide);
+  assert.equal(k, 16, 'one run across the wrap');
+  for (let j = 0; j < k; j++) wide.used[j] = 64 + j;
+  q.completeRun(wide, k);
+  assert.equal(rig.driver.usedCount(), 0);
+  assert.equal(q.flushUsed(), k);
+  for (let j = 0; j < k; j++) {
+    assert.equal(rig.driver.popUsed(), ids[6 + j], `entry ${j} in order`);
+    assert.equal(rig.driver.lastLen, 64 + j);
+  }
 });
 
 test('packed event suppression: driver ENABLE / DISABLE / DESC (EVENT_IDX) decide interrupts', () => {
