@@ -36,8 +36,8 @@
  * (completeRun) is a batch the same way, so the driver finds the run whole, as it finds a
  * split ring's burst behind one used index, instead of taking its first frames while the
  * device still writes the rest: back-end -> guest with one worker serving 4 pairs that took
- * 1.14-1.16x (2 pairs: 1.05-1.09x, one pair 0.95-1.06x, within the noise) against writing
- * each descriptor visible at once, as DPDK's batch enqueue does. Keeping no staging list
+ * 1.03-1.20x, median 1.08x (one pair 0.91-1.13x, median 1.03x) against writing each
+ * descriptor visible at once, as DPDK's batch enqueue does. Keeping no staging list
  * means no store per chain outside the ring (the stores are what costs, net.ts).
  *
  * Memory ordering on the avail side: the head descriptor's id|flags word is read with an
