@@ -493,8 +493,8 @@ export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<
             const be = r.backendFrames === undefined ? '' : direction === 'tx' ? `, back-end received ${r.backendFrames}` : `, back-end sent ${r.backendFrames}`;
             const drop = r.dropped ? `, guest dropped ${r.dropped}` : '';
             const lat = r.missP50Us !== undefined ? `, miss p50 ${r.missP50Us} µs of ${r.missCount} misses` : '';
-            const cpu = r.guestBusy !== undefined ? `, guest ${(r.guestBusy * 100).toFixed(0)}% busy, ${r.irqPerKFrames!.toFixed(0)} interrupts per 1000 frames` : '';
-            progress(`${where} ${fmtPps(r.pps).padStart(8)} pps (${r.frames} frames in ${r.seconds.toFixed(2)} s${be}${drop}${lat}${cpu})  [${times}]`);
+            const guest = r.guestBusy !== undefined ? `, guest ${describeGuest(r.guestBusy, r.irqPerKFrames!)}` : '';
+            progress(`${where} ${fmtPps(r.pps).padStart(8)} pps (${r.frames} frames in ${r.seconds.toFixed(2)} s${be}${drop}${lat}${guest})  [${times}]`);
             if (r.syscalls) for (const line of describeTimeline(r.syscalls)) progress(`    ${line}`);
           }
         }
@@ -600,6 +600,11 @@ function guestCpu(cpu: { busy: number; total: number; interrupts: number } | und
   return { guestBusy: cpu.busy / cpu.total, irqPerKFrames: (cpu.interrupts * 1000) / frames };
 }
 
+/** The guest's side of a cell, as the progress lines and the summary print it. */
+function describeGuest(busy: number, irqPerKFrames: number): string {
+  return `${(busy * 100).toFixed(0)}% busy, ${irqPerKFrames.toFixed(0)} interrupts per 1000 frames`;
+}
+
 /**
  * What the guest did per back-end: medians over the rounds of its CPU's busy share and of the
  * interrupts it took per 1000 frames. A back-end that interrupts the guest more often, or keeps
@@ -612,7 +617,7 @@ export function guestSummary(cells: GuestCell[]): string {
     if (ok.length === 0) continue;
     const busy = median(ok.map((r) => r.guestBusy!));
     const irq = median(ok.map((r) => r.irqPerKFrames!));
-    lines.push(`  ${c.row.padEnd(6)} ${c.direction} ${c.column.padEnd(24)} ${(busy * 100).toFixed(0).padStart(3)}% busy, ${irq.toFixed(0).padStart(5)} interrupts per 1000 frames`);
+    lines.push(`  ${c.row.padEnd(6)} ${c.direction} ${c.column.padEnd(24)} ${describeGuest(busy, irq)}`);
   }
   return lines.join('\n');
 }
