@@ -2,7 +2,7 @@
  * The device side of a virtio 1.2 packed virtqueue (spec 2.8), over guest memory reached
  * through an AddressSpace. Same contract as SplitQueue (split.ts) — availableCount /
  * walkChain(ahead) / consume / pushUsed / flushUsed / needsInterrupt, the same miss and
- * broken semantics — so the virtio-net layer (net.ts) drives either kind unchanged.
+ * broken semantics — so the virtio-net layer (net/virtio-net.ts) drives either kind unchanged.
  *
  * Layout (little-endian):
  *   desc    16 * size  { u64 addr; u32 len; u16 id; u16 flags }               align 16
@@ -25,7 +25,7 @@
  * scan. walkChain re-checks the NEXT flags it reads against the scan (a driver that
  * rewrites available descriptors breaks the queue rather than desynchronising it).
  *
- * Completion is in order (net.ts pushes used entries in the order it consumed chains),
+ * Completion is in order (net/virtio-net.ts pushes used entries in the order it consumed chains),
  * so the used descriptor of chain k lands exactly at chain k's first position, and the
  * used position advances by the chain's descriptor count. Chains completed one at a time
  * (pushUsed) form a batch: its first used descriptor (the head) is only noted, every later
@@ -38,7 +38,7 @@
  * device still writes the rest: back-end -> guest with one worker serving 4 pairs that took
  * 1.03-1.20x, median 1.08x (one pair 0.91-1.13x, median 1.03x) against writing each
  * descriptor visible at once, as DPDK's batch enqueue does. Keeping no staging list
- * means no store per chain outside the ring (the stores are what costs, net.ts).
+ * means no store per chain outside the ring (the stores are what costs, buffer-run.ts).
  *
  * Memory ordering on the avail side: the head descriptor's id|flags word is read with an
  * acquire load (ordering.ts: a plain load on x86-64, Atomics.load elsewhere); the driver

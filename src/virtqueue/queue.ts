@@ -1,11 +1,11 @@
 /**
- * The device-side virtqueue contract the virtio-net layer (net.ts) and the queue-pair
+ * The device-side virtqueue contract the virtio-net layer (net/virtio-net.ts) and the queue-pair
  * runtime use, implemented by SplitQueue (split.ts) and PackedQueue (packed.ts).
  *
  * A data-path worker builds only one kind (the layout is negotiated per device, and a
  * worker is created after SET_FEATURES), so every call through this interface in a
  * worker sees one class: V8 keeps those sites monomorphic and inlines them, and the
- * split hot path costs what it did when net.ts named SplitQueue directly.
+ * split hot path costs what it did when net/virtio-net.ts named SplitQueue directly.
  */
 import type { DirtyLog } from '../memory/dirty-log.js';
 import type { AddressSpace } from '../memory/address-space.js';
