@@ -10,11 +10,14 @@
  *   answer → miss   a message read → the next MISS sent (the back-end's side: the UPDATE applied,
  *                   the ring resumed, the burst up to the next buffer that misses)
  *
- * With the front-end's pid as well (QEMU), a fourth:
+ * With the front-end's pid as well (QEMU), a fourth, and the front-end's own waits:
  *
  *   sent → read     the front-end's sendmsg of a request (an UPDATE from its main loop, an
  *                   INVALIDATE from a vCPU, which waits for the ack) → the back-end's read of it:
  *                   how long the back-end takes to wake up and look
+ *   sent → ack      per front-end thread: its sendmsg → its next read, i.e. how long
+ *                   that thread waited for the back-end's ack. A vCPU's wait for an INVALIDATE's
+ *                   ack stalls the guest's CPU, so behind a strict IOMMU it adds to every frame.
  *
  * A sendmsg is a MISS when its (thread, fd) is not the one acks go out on; the ack pair is the
  * one most often seen right after a read on the same thread. A read is a recvmsg that returned
@@ -34,6 +37,8 @@ export interface SyscallTimeline {
   answerToMiss: LatencyHistogram;
   /** Only when the front-end was recorded too. */
   sentToRead?: LatencyHistogram;
+  /** Only when the front-end was recorded too: per thread (its name, and `main` or its tid), its send → its next read. */
+  frontEndWaits?: Map<string, LatencyHistogram>;
 }
 
 interface Event {
@@ -41,6 +46,9 @@ interface Event {
   /** The front-end's (true) or the back-end's. */
   frontEnd: boolean;
   tid: number;
+  pid: number;
+  /** The thread's name. */
+  comm: string;
   kind: 'read' | 'send';
   fd: number;
 }
@@ -49,11 +57,12 @@ export class SyscallRecorder {
   private readonly child: ChildProcess;
   private stderr = '';
   private failed: Error | null = null;
+  private readonly pids: number[];
 
   /** Records the back-end `pid`, and the front-end `frontEndPid` if given. */
   constructor(private readonly pid: number, private readonly file: string, frontEndPid?: number) {
-    const pids = frontEndPid === undefined ? String(pid) : `${pid},${frontEndPid}`;
-    this.child = spawn('perf', ['record', '-q', '-o', file, '-e', 'syscalls:sys_enter_recvmsg,syscalls:sys_exit_recvmsg,syscalls:sys_enter_sendmsg', '-p', pids], {
+    this.pids = frontEndPid === undefined ? [pid] : [pid, frontEndPid];
+    this.child = spawn('perf', ['record', '-q', '-o', file, '-e', 'syscalls:sys_enter_recvmsg,syscalls:sys_exit_recvmsg,syscalls:sys_enter_sendmsg', '-p', this.pids.join(',')], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
@@ -69,9 +78,9 @@ export class SyscallRecorder {
       await exited;
     }
     try {
-      const script = spawnSync('perf', ['script', '-i', this.file, '-F', 'pid,tid,time,event,trace'], { encoding: 'utf8', maxBuffer: 1 << 30 });
+      const script = spawnSync('perf', ['script', '-i', this.file, '-F', 'comm,pid,tid,time,event,trace'], { encoding: 'utf8', maxBuffer: 1 << 30 });
       if (script.status !== 0) throw new Error(`perf could not record the back-end's syscalls: ${(this.stderr + script.stderr).trim().split('\n').slice(-2).join(' ')}`);
-      return analyse(parse(script.stdout, this.pid));
+      return readTimeline(script.stdout, this.pid, this.pids);
     } finally {
       rmSync(this.file, { force: true });
     }
@@ -83,31 +92,39 @@ export class SyscallRecorder {
   }
 }
 
-const LINE = /^\s*(\d+)\/(\d+)\s+([\d.]+):\s+syscalls:sys_(enter_recvmsg|exit_recvmsg|enter_sendmsg):\s*(.*)$/;
+/** The timeline in `perf script -F comm,pid,tid,time,event,trace` output, for the back-end `backEndPid` and the other `pids`. */
+export function readTimeline(text: string, backEndPid: number, pids: number[]): SyscallTimeline {
+  return analyse(parse(text, backEndPid, pids));
+}
+
+const LINE = /^\s*(.*?)\s+(\d+)\/(\d+)\s+([\d.]+):\s+syscalls:sys_(enter_recvmsg|exit_recvmsg|enter_sendmsg):\s*(.*)$/;
 /** recvmsg's flag for a look that leaves the message queued (serve's worker peeks first). */
 const MSG_PEEK = 2;
 
-function parse(text: string, backEndPid: number): Event[] {
+function parse(text: string, backEndPid: number, pids: number[]): Event[] {
   const events: Event[] = [];
   const peeking = new Set<number>();
   for (const line of text.split('\n')) {
     const m = LINE.exec(line);
     if (!m) continue;
-    const frontEnd = Number(m[1]) !== backEndPid;
-    const tid = Number(m[2]);
-    const us = Number(m[3]) * 1e6;
-    if (m[4] === 'enter_recvmsg') {
-      const flags = /flags: (0x[0-9a-f]+)/.exec(m[5]!);
+    const comm = m[1]!;
+    const pid = Number(m[2]);
+    if (!pids.includes(pid)) continue;
+    const frontEnd = pid !== backEndPid;
+    const tid = Number(m[3]);
+    const us = Number(m[4]) * 1e6;
+    if (m[5] === 'enter_recvmsg') {
+      const flags = /flags: (0x[0-9a-f]+)/.exec(m[6]!);
       if (flags && (Number.parseInt(flags[1]!, 16) & MSG_PEEK) !== 0) peeking.add(tid);
       else peeking.delete(tid);
-    } else if (m[4] === 'exit_recvmsg') {
+    } else if (m[5] === 'exit_recvmsg') {
       if (peeking.delete(tid)) continue;
-      const ret = Number.parseInt(m[5]!.trim(), 16);
+      const ret = Number.parseInt(m[6]!.trim(), 16);
       // 0x... of a 64-bit return: errors (EAGAIN of a poll) come out as huge numbers
-      if (ret > 0 && ret < 0x7fffffff && !frontEnd) events.push({ us, frontEnd, tid, kind: 'read', fd: -1 });
+      if (ret > 0 && ret < 0x7fffffff) events.push({ us, frontEnd, pid, tid, comm, kind: 'read', fd: -1 });
     } else {
-      const fd = /fd: (0x[0-9a-f]+)/.exec(m[5]!);
-      events.push({ us, frontEnd, tid, kind: 'send', fd: fd ? Number.parseInt(fd[1]!, 16) : -1 });
+      const fd = /fd: (0x[0-9a-f]+)/.exec(m[6]!);
+      events.push({ us, frontEnd, pid, tid, comm, kind: 'send', fd: fd ? Number.parseInt(fd[1]!, 16) : -1 });
     }
   }
   return events.sort((a, b) => a.us - b.us);
@@ -147,7 +164,10 @@ function analyse(all: Event[]): SyscallTimeline {
     }
   }
   const timeline: SyscallTimeline = { misses, reads, missToAnswer, readToAck, answerToMiss };
-  if (all.some((e) => e.frontEnd)) timeline.sentToRead = sentToRead(all);
+  if (all.some((e) => e.frontEnd)) {
+    timeline.sentToRead = sentToRead(all.filter((e) => !e.frontEnd || e.kind === 'send'));
+    timeline.frontEndWaits = frontEndWaits(all.filter((e) => e.frontEnd));
+  }
   return timeline;
 }
 
@@ -169,6 +189,30 @@ function sentToRead(all: Event[]): LatencyHistogram {
   return out;
 }
 
+/**
+ * Per front-end thread, each send → that thread's next read: QEMU sends an IOTLB request and
+ * blocks reading its ack (an UPDATE from the main loop, an INVALIDATE from the vCPU that ran
+ * the guest's unmap), so this is how long each thread stood still for the back-end.
+ */
+function frontEndWaits(frontEnd: Event[]): Map<string, LatencyHistogram> {
+  const waits = new Map<string, LatencyHistogram>();
+  const sentAt = new Map<number, number>();
+  for (const e of frontEnd) {
+    if (e.kind === 'send') sentAt.set(e.tid, e.us);
+    else {
+      const at = sentAt.get(e.tid);
+      if (at === undefined) continue;
+      sentAt.delete(e.tid);
+      // QEMU names its threads only with -name debug-threads=on: tell its main loop by its tid.
+      const thread = `${e.comm} ${e.tid === e.pid ? 'main' : e.tid}`;
+      let h = waits.get(thread);
+      if (h === undefined) waits.set(thread, (h = new LatencyHistogram()));
+      h.record(e.us - at);
+    }
+  }
+  return waits;
+}
+
 /** One line per interval, for a bench log. */
 export function describeTimeline(t: SyscallTimeline): string[] {
   const row = (name: string, h: LatencyHistogram): string => {
@@ -182,5 +226,6 @@ export function describeTimeline(t: SyscallTimeline): string[] {
     row('read → ack', t.readToAck),
     row('answer → miss', t.answerToMiss),
     ...(t.sentToRead ? [row('sent → read', t.sentToRead)] : []),
+    ...[...(t.frontEndWaits ?? new Map<string, LatencyHistogram>())].map(([comm, h]) => row(`${comm}: sent → ack`, h)),
   ];
 }

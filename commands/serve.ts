@@ -58,7 +58,7 @@ export default class Serve extends Command {
       summary: 'CPUs for the workers, e.g. 2-3 or 1,3: worker k pinned to the k-th; serve\'s other threads are kept off them while other CPUs remain',
     }),
     'iotlb-reader': Flags.string({
-      summary: 'which thread reads and acks IOTLB UPDATE/INVALIDATE: the queue-pair worker, the control thread, or auto (the worker when it shares a CPU with the control thread)',
+      summary: 'which thread reads and acks IOTLB UPDATE/INVALIDATE while the rings run: a reader thread of its own, the queue-pair worker, the control thread, or auto (the worker when serve has no CPU to spare, else the reader thread)',
       options: [...IOTLB_READERS], default: 'auto',
     }),
     trace: Flags.string({ summary: 'record messages and translations into this trace file' }),

@@ -21,7 +21,7 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
   out.push(`IOMMU: ${state.iommu ? chalk.cyan('on (ACCESS_PLATFORM)') : 'off'}  status: 0x${state.status.toString(16)}${state.mtu === null ? '' : `  MTU: ${state.mtu}`}`);
   const t = state.threads;
   const idle = t.busyPollUs < 0 ? 'never sleep' : `poll ${t.busyPollUs} µs then sleep`;
-  out.push(`workers: ${t.workers} on ${t.cpus.length > 0 ? `CPU ${t.cpus.join(',')}` : 'any CPU'}${t.sharesCpu ? ' (sharing CPUs with the control thread)' : ''}, idle: ${idle}, IOTLB requests read by the ${t.iotlbReader === 'worker' ? 'worker' : 'control thread'}`);
+  out.push(`workers: ${t.workers} on ${t.cpus.length > 0 ? `CPU ${t.cpus.join(',')}` : 'any CPU'}${t.sharesCpu ? ' (sharing CPUs with the control thread)' : ''}, idle: ${idle}, IOTLB requests read by the ${t.iotlbReader === 'worker' ? 'worker' : t.iotlbReader === 'thread' ? 'IOTLB reader thread' : 'control thread'}`);
   if (state.dirtyLog.logging) {
     const d = state.dirtyLog;
     out.push(chalk.cyan(`dirty-page logging on (migration): ${d.logBytes}-byte log, ${d.pagesMarked} page marks`) +
@@ -56,11 +56,12 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
       out.push(entries.toString());
     }
   }
-  const { updateAck, invalidateAck, ackedByWorker } = state.roundTrips;
+  const { updateAck, invalidateAck, ackedByWorker, ackedByReaderThread } = state.roundTrips;
   const acked = updateAck.count + invalidateAck.count;
   if (acked > 0) {
     out.push(`IOTLB acks (read -> ack sent): UPDATE ${latencyText(updateAck)}; INVALIDATE ${latencyText(invalidateAck)}`);
-    out.push(`  ${ackedByWorker} of ${acked} read and acked by the queue-pair worker itself, ${acked - ackedByWorker} by the control thread`);
+    const byControl = acked - ackedByWorker - ackedByReaderThread;
+    out.push(`  of ${acked} read and acked: ${ackedByWorker} by the queue-pair worker itself, ${ackedByReaderThread} by the IOTLB reader thread, ${byControl} by the control thread`);
   }
   return out.join('\n');
 }

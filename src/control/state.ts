@@ -89,12 +89,13 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
     queues,
     /**
      * IOTLB message read -> its ack sent (INVALIDATE: once no worker can use the entry), and
-     * how many of them the worker read and acked itself from the lent socket.
+     * how many of them the worker, or the IOTLB reader thread, read and acked from the lent socket.
      */
     roundTrips: {
       updateAck: updates.all.summary(),
       invalidateAck: invalidates.all.summary(),
       ackedByWorker: updates.byWorker + invalidates.byWorker,
+      ackedByReaderThread: updates.byReaderThread + invalidates.byReaderThread,
     },
   };
 }

@@ -53,11 +53,15 @@ export class IotlbFastPath {
     return this.fd >= 0;
   }
 
-  /** Handles every plain IOTLB request queued; false once the socket must go back (see `returned`). */
-  poll(): boolean {
+  /**
+   * Handles the plain IOTLB requests queued, at most `limit` of them; false once the socket
+   * must go back (see `returned`). A thread that polls the socket itself passes 1: its poll
+   * says whether more came, and the look that would find none is a syscall saved.
+   */
+  poll(limit = Infinity): boolean {
     const fd = this.fd;
     const req = this.request;
-    for (;;) {
+    for (let n = 0; n < limit; n++) {
       let got: number;
       try {
         got = receiveBytes(fd, this.frame, 0, IOTLB_FRAME_SIZE, true);
@@ -87,6 +91,7 @@ export class IotlbFastPath {
       if (!this.ack()) return this.giveBack('could not send the IOTLB_MSG ack', true);
       (invalidate ? this.invalidateAcks : this.updateAcks).record((performance.now() - seenAt) * 1000);
     }
+    return true;
   }
 
   private ack(): boolean {

@@ -28,6 +28,8 @@ export interface QueuePairOptions extends Omit<WorkerSetup, 'iotlbRing' | 'appli
 export class QueuePairHost {
   readonly pairIndex: number;
   private readonly iotlb: IotlbRingProducer;
+  /** The ring IOTLB operations reach the worker through (another thread may produce while it holds the lent socket). */
+  readonly iotlbRing: SharedArrayBuffer;
   readonly stats: SharedArrayBuffer;
   private drainTranslations: (() => void) | null = null;
   private drainTimer: NodeJS.Timeout | null = null;
@@ -41,6 +43,7 @@ export class QueuePairHost {
   constructor(options: QueuePairOptions, readonly thread: WorkerThread) {
     this.pairIndex = options.pairIndex;
     const iotlbRing = createIotlbRing();
+    this.iotlbRing = iotlbRing;
     this.iotlb = new IotlbRingProducer(iotlbRing);
     this.stats = createStatsBuffer();
     const appliedRing = createIotlbRing();
@@ -76,6 +79,11 @@ export class QueuePairHost {
   private async send<T>(command: ToPair): Promise<T> {
     await this.joined;
     return this.thread.send<T>(this.pairIndex, command);
+  }
+
+  /** Written (eventfd) to wake the worker thread from poll(). */
+  get wakeFd(): number {
+    return this.thread.wakeFd;
   }
 
   /** Interrupts the thread if it sleeps in poll(), so it reads its messages and IOTLB rings. */

@@ -31,7 +31,8 @@ export interface WorkerThreadOptions {
 export class WorkerThread {
   readonly number: number;
   private readonly worker: Worker;
-  private readonly wakeFd: number;
+  /** Written to wake the thread from poll(); closed when it exits. */
+  readonly wakeFd: number;
   /** Commands posted, as the worker's doorbell (contract.ts). */
   private readonly posted = new Int32Array(new SharedArrayBuffer(4));
   private nextId = 1;

@@ -8,16 +8,19 @@ import type { QueuePairHost } from '../datapath/queue-pair-host.js';
 import type { SocketReturn } from '../datapath/iotlb-fast-path.js';
 import { getStrategy } from '../iotlb/registry.js';
 import type { IotlbStrategy } from '../iotlb/strategy.js';
+import { LatencyHistogram } from '../stats/latency.js';
 import type { QueuePairs, WorkerOptions } from './queue-pairs.js';
+import { IotlbReaderThread } from './iotlb-reader.js';
 
 /**
  * Which thread reads IOTLB UPDATE/INVALIDATE requests while the rings run. `worker`: the
  * queue-pair worker, from the socket the session lends it (datapath/iotlb-fast-path.ts):
- * no hop between threads, which matters when they share a CPU. `control`: the session on the
- * main thread, as every other request. `auto`: worker when serve has fewer CPUs than
- * threads that poll, else control (measured both ways in docs/performance.md).
+ * no hop between threads, which matters when they share a CPU. `thread`: a thread of its own
+ * blocking in poll(2) (iotlb-reader-thread.ts), lent the socket the same way. `control`: the
+ * session on the main thread, as every other request. `auto`: worker when serve has fewer
+ * CPUs than threads that poll, else thread (measured in docs/performance.md).
  */
-export const IOTLB_READERS = ['auto', 'worker', 'control'] as const;
+export const IOTLB_READERS = ['auto', 'worker', 'thread', 'control'] as const;
 export type IotlbReader = (typeof IOTLB_READERS)[number];
 
 export interface DeviceIotlbOptions extends Pick<WorkerOptions, 'queuePairs' | 'forgetAfterBurst' | 'log'> {
@@ -37,6 +40,11 @@ export class DeviceIotlb {
     invalidate: (iova: number, size: number) => this.shadow.invalidate(iova, size),
   };
 
+  /** The reader thread (--iotlb-reader thread), started on the first lend. */
+  private readerThread: IotlbReaderThread | null = null;
+  /** What reader threads of earlier connections acknowledged. */
+  private readonly pastReaderAcks = { update: new LatencyHistogram(), invalidate: new LatencyHistogram() };
+
   constructor(private readonly options: DeviceIotlbOptions, private readonly workers: QueuePairs) {}
 
   /**
@@ -47,6 +55,12 @@ export class DeviceIotlb {
     this.options.log('info', this.options.forgetAfterBurst
       ? 'IOMMU negotiated: translations forgotten after every burst that returned buffers (--iotlb-reuse per-burst)'
       : 'IOMMU negotiated: translations kept until invalidated; behind QEMU before 8.0, a Linux guest in its default lazy IOMMU mode needs --iotlb-reuse per-burst (or iommu.strict=1)');
+    // Started now, so that it has booted (tens of ms) by the time the session first lends it the socket.
+    if (this.reader === 'thread') this.startReaderThread();
+  }
+
+  private startReaderThread(): IotlbReaderThread {
+    return (this.readerThread ??= new IotlbReaderThread(this.applied, this.options.log));
   }
 
   /** A new worker starts with every mapping the front-end already sent. */
@@ -122,9 +136,10 @@ export class DeviceIotlb {
   }
 
   /** --iotlb-reader with auto resolved: the thread meant to read UPDATE / INVALIDATE (lendable() says when it can). */
-  get reader(): 'worker' | 'control' {
+  get reader(): 'worker' | 'thread' | 'control' {
     const reader = this.options.iotlbReader ?? 'auto';
-    return reader === 'worker' || (reader === 'auto' && this.workers.sharesCpu) ? 'worker' : 'control';
+    if (reader === 'auto') return this.workers.sharesCpu ? 'worker' : 'thread';
+    return reader;
   }
 
   /**
@@ -135,18 +150,40 @@ export class DeviceIotlb {
    * before the worker exists.
    */
   lendable(iommu: boolean, tracing: boolean): boolean {
-    if (this.reader === 'control') return false;
-    if (!iommu || tracing || this.options.queuePairs !== 1 || this.workers.size !== 1) return false;
+    const reader = this.reader;
+    if (reader === 'control' || !iommu || tracing) return false;
+    if (reader === 'thread') return this.workers.size > 0 && !this.readerThread?.socketLent && this.readerThread?.usable !== false;
+    if (this.options.queuePairs !== 1 || this.workers.size !== 1) return false;
     return !this.workers.values().next().value!.socketLent;
   }
 
-  /** Lends the socket (the caller checked lendable); resolves when the worker gives it back. */
+  /** Lends the socket (the caller checked lendable); resolves when the worker or reader thread gives it back. */
   lend(fd: number): Promise<SocketReturn> {
+    if (this.reader === 'thread') return this.startReaderThread().lend(fd, [...this.workers.values()]);
     return this.workers.values().next().value!.lendSocket(fd);
   }
 
   /** Asks for a lent socket back (the session is closing). */
   reclaim(): void {
+    this.readerThread?.reclaim();
     for (const pair of this.workers.values()) pair.reclaimSocket();
+  }
+
+  /** IOTLB requests reader threads acknowledged: read -> ack sent, over the life of this device. */
+  readerAckLatency(invalidate: boolean): LatencyHistogram {
+    const all = new LatencyHistogram();
+    all.add(invalidate ? this.pastReaderAcks.invalidate : this.pastReaderAcks.update);
+    if (this.readerThread) all.add(this.readerThread.ackLatency(invalidate));
+    return all;
+  }
+
+  /** Stops the reader thread, if any, taking the socket back first (its counts stay for inspect). */
+  async closeReader(): Promise<void> {
+    const reader = this.readerThread;
+    if (reader === null) return;
+    this.readerThread = null;
+    await reader.close();
+    this.pastReaderAcks.update.add(reader.ackLatency(false));
+    this.pastReaderAcks.invalidate.add(reader.ackLatency(true));
   }
 }

@@ -150,10 +150,17 @@ export class NetDevice {
   counters(index: number): Record<RingCounterName, number> | null { return this.stats.counters(index); }
   missLatency(index: number): LatencyHistogram { return this.stats.missLatency(index); }
   iotlbAcked(iotlbType: number, us: number): void { this.stats.iotlbAcked(iotlbType, us); }
-  ackLatency(invalidate: boolean): { all: LatencyHistogram; byWorker: number } { return this.stats.ackLatency(invalidate); }
+  /** IOTLB request read -> ack sent, by whichever thread acked it, and how many the worker and the reader thread acked. */
+  ackLatency(invalidate: boolean): { all: LatencyHistogram; byWorker: number; byReaderThread: number } {
+    const latency = this.stats.ackLatency(invalidate);
+    const reader = this.iotlb.readerAckLatency(invalidate);
+    latency.all.add(reader);
+    return { ...latency, byReaderThread: reader.count };
+  }
 
   /** Back to the state of a new connection; every fd we hold is closed. */
   async reset(): Promise<void> {
+    await this.iotlb.closeReader();
     await this.workers.shutdown();
     this.memory.closeAll();
     this.dirtyLog.reset();

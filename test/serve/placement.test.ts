@@ -88,10 +88,10 @@ async function threadsOf(args: string[], prefix?: string[]) {
 // --cpus narrows the main thread's affinity before the device exists: the decision must come
 // from the CPUs serve started with (it once took the main thread's one CPU left for "no CPU
 // to spare" and gave a pinned worker the shared-CPU defaults: half the rate behind a vIOMMU).
-test('serve --cpus N with a CPU left over: the worker has its own CPU (polls on, control thread reads IOTLB requests)', { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : false }, async () => {
+test('serve --cpus N with a CPU left over: the worker has its own CPU (polls on, the IOTLB reader thread reads IOTLB requests)', { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : false }, async () => {
   const last = availableParallelism() - 1;
   assert.deepEqual(await threadsOf(['--cpus', String(last)]), {
-    workers: 1, cpus: [last], sharesCpu: false, busyPollUs: DEFAULT_BUSY_POLL_US, iotlbReader: 'control',
+    workers: 1, cpus: [last], sharesCpu: false, busyPollUs: DEFAULT_BUSY_POLL_US, iotlbReader: 'thread',
   });
 });
 
