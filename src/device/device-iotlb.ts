@@ -40,7 +40,7 @@ export class DeviceIotlb {
     invalidate: (iova: number, size: number) => this.shadow.invalidate(iova, size),
   };
 
-  /** The reader thread (--iotlb-reader thread), started on the first lend. */
+  /** The reader thread (--iotlb-reader thread), started once the IOMMU is negotiated (or at the first lend). */
   private readerThread: IotlbReaderThread | null = null;
   /** What reader threads of earlier connections acknowledged. */
   private readonly pastReaderAcks = { update: new LatencyHistogram(), invalidate: new LatencyHistogram() };
@@ -143,11 +143,11 @@ export class DeviceIotlb {
   }
 
   /**
-   * Whether the session may lend its socket to the worker, which then reads and acks IOTLB
-   * requests itself (datapath/iotlb-fast-path.ts): when --iotlb-reader says so, and not
-   * without IOMMU_PLATFORM (there are none), not with several queue pairs (every worker
-   * needs each request), not while a trace records every message on the main thread, not
-   * before the worker exists.
+   * Whether the session may lend its socket to the worker or the reader thread, which then
+   * reads and acks IOTLB requests itself (datapath/iotlb-fast-path.ts): when --iotlb-reader
+   * says so, and not without IOMMU_PLATFORM (there are none), not while a trace records every
+   * message on the main thread, not before a worker exists; to the worker, not with several
+   * queue pairs (every worker needs each request; the reader thread queues it for each).
    */
   lendable(iommu: boolean, tracing: boolean): boolean {
     const reader = this.reader;

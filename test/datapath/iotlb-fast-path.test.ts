@@ -5,21 +5,12 @@
  */
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createIotlbRing, IotlbRingConsumer, IotlbRingProducer, type IotlbOpSink } from '../../src/datapath/iotlb-ring.js';
+import { createIotlbRing, IotlbRingConsumer, IotlbRingProducer } from '../../src/datapath/iotlb-ring.js';
 import { IotlbFastPath } from '../../src/datapath/iotlb-fast-path.js';
 import { decodeMessage, encodeMessage, FrontendRequest, IotlbType, MessageFramer } from '../../src/protocol/index.js';
 import { closeFd, eventfdCreate, receiveMessage, sendMessage, socketPair } from '../../src/sys/index.js';
 import { LatencyHistogram } from '../../src/stats/latency.js';
-
-class RecordingSink implements IotlbOpSink {
-  readonly ops: string[] = [];
-  update(iova: number, size: number, uaddr: number, perm: number): void {
-    this.ops.push(`update ${iova.toString(16)}+${size.toString(16)} -> ${uaddr.toString(16)} perm ${perm}`);
-  }
-  invalidate(iova: number, size: number): void {
-    this.ops.push(`invalidate ${iova.toString(16)}+${size.toString(16)}`);
-  }
-}
+import { RecordingSink } from '../support/recording-sink.js';
 
 function iotlb(iotlbType: number, iova: bigint, size: bigint, userAddr = 0n, perm = 3, needsReply = true): Uint8Array {
   return encodeMessage({

@@ -7,20 +7,11 @@
  */
 import { after, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createIotlbRing, IotlbRingConsumer, type IotlbOpSink } from '../../src/datapath/iotlb-ring.js';
+import { createIotlbRing, IotlbRingConsumer } from '../../src/datapath/iotlb-ring.js';
 import { IotlbReaderThread } from '../../src/device/iotlb-reader.js';
 import { decodeMessage, encodeMessage, FrontendRequest, IotlbType } from '../../src/protocol/index.js';
 import { closeFd, eventfdCreate, eventfdRead, pollReadable, receiveMessage, sendMessage, socketPair } from '../../src/sys/index.js';
-
-class RecordingSink implements IotlbOpSink {
-  readonly ops: string[] = [];
-  update(iova: number, size: number, uaddr: number, perm: number): void {
-    this.ops.push(`update ${iova.toString(16)}+${size.toString(16)} -> ${uaddr.toString(16)} perm ${perm}`);
-  }
-  invalidate(iova: number, size: number): void {
-    this.ops.push(`invalidate ${iova.toString(16)}+${size.toString(16)}`);
-  }
-}
+import { RecordingSink } from '../support/recording-sink.js';
 
 function iotlb(iotlbType: number, iova: bigint, size: bigint, userAddr = 0n, perm = 3): Uint8Array {
   return encodeMessage({
