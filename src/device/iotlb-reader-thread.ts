@@ -27,6 +27,10 @@ const INVALIDATE_TIMEOUT_MS = 5000;
  */
 const POLL_MS = 100;
 
+/** Between two tries at a full ring (1024 operations the worker has not drained: rare). */
+const FULL_RING_PAUSE_MS = 0.1;
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
 const setup = workerData as ReaderSetup;
 const returnRequested = new Int32Array(setup.returnFlag);
 const applied = new IotlbRingProducer(setup.appliedRing);
@@ -63,9 +67,10 @@ class WorkerRings implements IotlbOpSink {
   private push(i: number, op: number, iova: number, size: number, uaddr: number, perm: number): number {
     const producer = this.producers[i]!;
     let seq = producer.push(op, iova, size, uaddr, perm);
+    if (seq < 0) eventfdWrite(this.wakeFds[i]!, 1);
     for (const deadline = performance.now() + INVALIDATE_TIMEOUT_MS; seq < 0; seq = producer.push(op, iova, size, uaddr, perm)) {
-      eventfdWrite(this.wakeFds[i]!, 1);
       if (performance.now() > deadline) throw new Error(`a worker's IOTLB ring stayed full for ${INVALIDATE_TIMEOUT_MS} ms`);
+      Atomics.wait(pause, 0, 0, FULL_RING_PAUSE_MS); // the woken worker drains at its next step
     }
     if (producer.workerSleeping) eventfdWrite(this.wakeFds[i]!, 1);
     return seq;
