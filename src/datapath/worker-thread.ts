@@ -31,7 +31,7 @@ export interface WorkerThreadOptions {
 export class WorkerThread {
   readonly number: number;
   private readonly worker: Worker;
-  /** Written to wake the thread from poll(); closed when it exits. */
+  /** Written to wake the thread from poll(); closed by shutdown(). */
   readonly wakeFd: number;
   /** Commands posted, as the worker's doorbell (contract.ts). */
   private readonly posted = new Int32Array(new SharedArrayBuffer(4));

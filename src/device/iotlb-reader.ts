@@ -1,6 +1,6 @@
 /**
  * The main thread's handle on the IOTLB reader thread (iotlb-reader-thread.ts, `serve
- * --iotlb-reader thread`): started on the first lend, it reads the front-end socket whenever
+ * --iotlb-reader thread`): started once the IOMMU is negotiated, it reads the front-end socket whenever
  * the session lends it, and gives it back at a message boundary for anything but a plain
  * IOTLB request. What it applied comes back through a ring into the device's shadow; its
  * acks' round trips are read from shared memory by inspect.
