@@ -7,7 +7,10 @@
  *
  *   node dist/bench/iommu-table.js [--seconds S] [--warmup S] [--repeat N] [--only backend,...]
  *        [--mappings off,4K,2M,1G,dynamic,dynamic-pipelined] [--net loopback|sink] [--no-interleave]
- *        [--processes P] [--pin-serve]
+ *        [--processes P] [--pin-serve] [--serve-variant 'NAME=--flag value']... [--serve-bin NAME=OTHER/bin/run.js]...
+ *
+ * Each --serve-variant adds a backend serve/NAME (serve coalescing+batch with those flags too),
+ * each --serve-bin one running another checkout's serve with the same flags (an A/B of builds).
  *
  * Mpps = frames the front-end got back on RX per second (loopback / macswap), or TX
  * completions per second with --net sink (testpmd: rxonly). With dynamic mappings each round also
@@ -34,7 +37,7 @@ import { transmitBurst } from '../src/net/virtio-net.js';
 import { inProcessDevice } from './in-process-device.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { answerHelp, optionsOrExit } from './options.js';
+import { answerHelp, optionsOrExit, serveBin, serveVariant } from './options.js';
 
 interface Args {
   seconds: number;
@@ -50,10 +53,12 @@ interface Args {
   processes: number;
   /** Run serve (main thread and worker) on BACKEND_CPU only (taskset), as datapath-vs-dpdk does. */
   pinServe: boolean;
+  /** More serve backends: this checkout with more flags, or another checkout's CLI. */
+  extraServes: ServeVariant[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3, interleave: true, processes: 2, pinServe: false };
+  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3, interleave: true, processes: 2, pinServe: false, extraServes: [] };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     switch (argv[i]) {
@@ -67,6 +72,8 @@ function parseArgs(argv: string[]): Args {
       case '--no-interleave': a.interleave = false; break;
       case '--processes': a.processes = Number(v); i++; break;
       case '--pin-serve': a.pinServe = true; break;
+      case '--serve-variant': { const x = serveVariant(v); a.extraServes.push({ name: `serve/${x.name}`, args: [...DEFAULT_SERVE_ARGS, ...x.args] }); i++; break; }
+      case '--serve-bin': { const x = serveBin(v); a.extraServes.push({ name: `serve/${x.name}`, args: DEFAULT_SERVE_ARGS, bin: x.bin }); i++; break; }
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -116,21 +123,30 @@ interface Backend {
   start(net: 'loopback' | 'sink', pin: boolean): Promise<{ socket: string; stop(): Promise<void>; ready?(): Promise<void> }>;
 }
 
-const SERVE_VARIANTS: Array<{ name: string; args: string[] }> = [
+interface ServeVariant { name: string; args: string[]; bin?: string }
+
+/** serve's defaults, spelt out: the strategy and batching the other variants differ in. */
+const DEFAULT_SERVE_ARGS = ['--iotlb-strategy', 'coalescing', '--iotlb-batch-misses'];
+
+const SERVE_VARIANTS: ServeVariant[] = [
   // Stop at the first miss of a burst (DPDK 17.11's way), and serve's default, which sends them all.
   { name: 'serve/dpdk', args: ['--iotlb-strategy', 'dpdk', '--no-iotlb-batch-misses'] },
   { name: 'serve/coalescing', args: ['--iotlb-strategy', 'coalescing', '--no-iotlb-batch-misses'] },
-  { name: 'serve/coalescing+batch', args: ['--iotlb-strategy', 'coalescing', '--iotlb-batch-misses'] },
+  { name: 'serve/coalescing+batch', args: DEFAULT_SERVE_ARGS },
 ];
 
-const BACKENDS: Backend[] = [
-  ...SERVE_VARIANTS.map((variant): Backend => ({
+function serveBackend(variant: ServeVariant): Backend {
+  return {
     name: variant.name,
     async start(net, pin) {
-      const serve: ServeProcess = await startServe(['--net', net, ...variant.args, '--quiet'], pin ? { prefix: ['taskset', '-c', String(BACKEND_CPU)] } : {});
+      const serve: ServeProcess = await startServe(['--net', net, ...variant.args, '--quiet'], { bin: variant.bin, ...(pin ? { prefix: ['taskset', '-c', String(BACKEND_CPU)] } : {}) });
       return { socket: serve.socket, stop: async () => void (await serve.stop()) };
     },
-  })),
+  };
+}
+
+const BACKENDS: Backend[] = [
+  ...SERVE_VARIANTS.map(serveBackend),
   {
     name: 'dpdk-testpmd',
     async start(net) {
@@ -354,7 +370,10 @@ const fmt = (x: number, d = 3): string => (Number.isFinite(x) ? x.toFixed(d) : '
 
 async function main(): Promise<void> {
   const args = optionsOrExit('iommu-table', () => parseArgs(process.argv.slice(2)));
-  const backends = BACKENDS.filter((b) => args.only === null || args.only.some((o) => b.name.includes(o)));
+  const backends = [
+    ...BACKENDS.filter((b) => args.only === null || args.only.some((o) => b.name.includes(o))),
+    ...args.extraServes.map(serveBackend),
+  ];
   const mappings = MAPPINGS.filter((m) => args.mappings === null || args.mappings.includes(m.name));
   // Every round of every case, in round order (index = round - 1).
   const rounds = new Map<string, Result[]>();

@@ -16,6 +16,7 @@ export const DEFAULT_BUSY_POLL_US = 1000;
 
 export type { NetMode } from '../net/endpoint.js';
 import type { NetMode } from '../net/endpoint.js';
+import type { SocketReturn } from './iotlb-fast-path.js';
 
 export interface RegionConfig {
   fd: number;
@@ -134,7 +135,7 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'done'; id: number; value?: unknown; error?: string }
   | { type: 'broken'; index: number; reason: string }
-  | { type: 'socket-returned'; pair: number; reason: string; fatal: boolean }
+  | ({ type: 'socket-returned'; pair: number } & SocketReturn)
   | { type: 'log'; level: 'info' | 'warn' | 'error'; text: string };
 
 export interface IotlbEntrySnapshot {

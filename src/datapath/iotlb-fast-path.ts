@@ -8,17 +8,17 @@
  * thread that owns the caches).
  *
  * The worker takes only what it can finish alone: a whole, plain IOTLB request carrying no
- * fds, seen with a peek first, so anything else stays queued untouched. (Linux's peek also
- * reports the fds of the send queued right behind, so a request followed by one with fds
- * goes to the session as well: one hand-over early, never one late.) Anything else
- * (another request, a partial or malformed message, fds, end of stream, a socket error, no
- * room to report back) gives the socket back at a message boundary to the session, which
- * handles it with the full decoder and handlers and lends the socket again once idle.
+ * fds. It reads exactly one such request's bytes, one recvmsg per request: a peek first
+ * would cost a syscall on every round trip. Whatever else that read brings (another request,
+ * a part of one, fds, which Linux delivers with the last byte of their send and stops after)
+ * goes back with the socket to the session as `readAhead`, which frames it before it reads
+ * on; so do end of stream, a socket error and having no room to report back. The session
+ * handles all of that with the full decoder and handlers and lends the socket again once idle.
  * What the worker applied goes back through a ring to the main thread's IOTLB shadow
  * (for inspect, and what a worker started later begins with).
  */
 import { decodePlainIotlb, encodeMessage, FrontendRequest, IOTLB_FRAME_SIZE, IotlbType, plainIotlbRequest } from '../protocol/index.js';
-import { CARRIES_FDS, receiveBytes, sendMessage } from '../sys/index.js';
+import { closeFd, receiveMessage, sendMessage, type Received } from '../sys/index.js';
 import type { LatencyHistogram } from '../stats/latency.js';
 import { IotlbOp, type IotlbOpSink, type IotlbRingProducer } from './iotlb-ring.js';
 
@@ -29,6 +29,8 @@ export interface SocketReturn {
   reason: string;
   /** The connection cannot go on (an ack could not be sent): the session closes it. */
   fatal: boolean;
+  /** What was read but not taken: the session frames it before reading the socket again. */
+  readAhead?: { bytes: Uint8Array; fds: number[] };
 }
 
 export class IotlbFastPath {
@@ -55,29 +57,32 @@ export class IotlbFastPath {
 
   /**
    * Handles the plain IOTLB requests queued, at most `limit` of them; false once the socket
-   * must go back (see `returned`). A thread that polls the socket itself passes 1: its poll
-   * says whether more came, and the look that would find none is a syscall saved.
+   * must go back (see `returned`, and its readAhead). A thread that polls the socket itself
+   * passes 1: its poll says whether more came, and the look that would find none is a
+   * syscall saved.
    */
   poll(limit = Infinity): boolean {
     const fd = this.fd;
     const req = this.request;
     for (let n = 0; n < limit; n++) {
-      let got: number;
-      try {
-        got = receiveBytes(fd, this.frame, 0, IOTLB_FRAME_SIZE, true);
-      } catch (err) {
-        return this.giveBack(`socket error: ${(err as Error).message}`);
-      }
-      if (got === -1) return true;
-      if (got === 0) return this.giveBack('end of stream');
-      if (got === CARRIES_FDS) return this.giveBack('a message with fds');
-      if (got < IOTLB_FRAME_SIZE || !decodePlainIotlb(this.frame, req, this.view)) return this.giveBack('not a plain IOTLB request');
+      // Checked before the read, so a request that could not be reported stays queued.
       if (this.applied.full) return this.giveBack('applied operations not yet collected');
-      const seenAt = performance.now();
-      // The peek showed a whole message and no fds: this read takes exactly it.
-      if (receiveBytes(fd, this.frame, 0, IOTLB_FRAME_SIZE, false) !== IOTLB_FRAME_SIZE) {
-        return this.giveBack('an IOTLB request vanished between peek and read', true);
+      let got: Received | null;
+      try {
+        got = receiveMessage(fd, this.frame, 0, IOTLB_FRAME_SIZE);
+      } catch (err) {
+        // Truncated fds (closed on arrival) leave the stream without a message boundary.
+        const code = (err as NodeJS.ErrnoException).code;
+        return this.giveBack(`socket error: ${(err as Error).message}`, code === 'ECTRUNC');
       }
+      if (got === null) return true;
+      if (got.bytes === 0) {
+        for (const passed of got.fds) closeFd(passed);
+        return this.giveBack('end of stream');
+      }
+      const seenAt = performance.now();
+      if (got.fds.length > 0) return this.giveBack('a message with fds', false, got);
+      if (got.bytes < IOTLB_FRAME_SIZE || !decodePlainIotlb(this.frame, req, this.view)) return this.giveBack('not a plain IOTLB request', false, got);
       const invalidate = req.iotlbType === IotlbType.INVALIDATE;
       if (invalidate) {
         this.sink.invalidate(req.iova, req.size);
@@ -102,9 +107,10 @@ export class IotlbFastPath {
     }
   }
 
-  private giveBack(reason: string, fatal = false): false {
+  /** Lets go of the socket; `read` (what the last recvmsg brought) goes back with it. */
+  private giveBack(reason: string, fatal = false, read?: Received): false {
     this.fd = -1;
-    this.returned = { reason, fatal };
+    this.returned = read ? { reason, fatal, readAhead: { bytes: this.frame.slice(0, read.bytes), fds: read.fds } } : { reason, fatal };
     return false;
   }
 }

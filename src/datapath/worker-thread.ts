@@ -58,7 +58,8 @@ export class WorkerThread {
         if (msg.error) pending.reject(new Error(msg.error));
         else pending.resolve(msg.value);
       } else if (msg.type === 'socket-returned') {
-        this.pairs.get(msg.pair)?.socketReturned(msg);
+        const { type: _type, pair, ...back } = msg;
+        this.pairs.get(pair)?.socketReturned(back);
       } else if (msg.type === 'broken') {
         options.onBroken(msg.index, msg.reason);
       } else {

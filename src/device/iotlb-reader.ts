@@ -122,6 +122,7 @@ export class IotlbReaderThread {
     this.lent = null;
     clearInterval(lent.timer);
     this.applied.drain(this.appliedSink);
-    lent.resolve({ reason: back.reason, fatal: back.fatal });
+    const { type: _type, ...socketReturn } = back;
+    lent.resolve(socketReturn);
   }
 }

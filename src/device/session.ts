@@ -147,16 +147,31 @@ export class Session {
     // Stopped before the worker is told: from here only the worker reads the socket.
     this.watcher?.stop();
     this.watcher = null;
-    this.lent = this.device.lendSocket(this.fd).then(({ reason, fatal }) => {
+    this.lent = this.device.lendSocket(this.fd).then(({ reason, fatal, readAhead }) => {
       this.lent = null;
-      if (this.closed) return;
-      if (fatal) {
-        this.close(reason);
+      if (this.closed || fatal) {
+        for (const fd of readAhead?.fds ?? []) closeFd(fd);
+        if (!this.closed) this.close(reason);
         return;
       }
+      // What the reader took off the socket but did not handle comes first, as if read now.
+      if (readAhead && !this.takeReadAhead(readAhead.bytes, readAhead.fds)) return;
       this.watch();
       this.onReadable();
     });
+    return true;
+  }
+
+  /** Frames bytes (and fds) read off the socket elsewhere; false if they broke the stream (closed). */
+  private takeReadAhead(bytes: Uint8Array, fds: number[]): boolean {
+    try {
+      this.framer.push(bytes, fds);
+    } catch (err) {
+      this.close(`unreadable stream: ${(err as Error).message}`);
+      return false;
+    }
+    const now = performance.now();
+    for (let frame = this.framer.next(); frame !== null; frame = this.framer.next()) this.queue.push({ frame, receivedAt: now });
     return true;
   }
 

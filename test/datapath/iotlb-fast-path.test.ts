@@ -1,7 +1,8 @@
 /**
  * The worker's read of a lent front-end socket (src/datapath/iotlb-fast-path.ts), over a real
- * socket pair: plain IOTLB requests are applied, reported back and acked; everything else is
- * left queued, byte for byte and fd for fd, for the session to read.
+ * socket pair: plain IOTLB requests are applied, reported back and acked; everything else
+ * reaches the session byte for byte and fd for fd: what the fast path read as its read-ahead,
+ * the rest still queued.
  */
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -45,18 +46,24 @@ function rig(): Rig {
   return { frontend, backend, fast, sink, applied: new IotlbRingConsumer(ring), reported: new RecordingSink(), acks };
 }
 
-/** Everything the back-end can read now, framed as the session would. */
-function readAll(fd: number): Array<{ name: string; fds: number }> {
+/**
+ * What the session gets once the socket is back, framed as it frames it: the fast path's
+ * read-ahead first, then everything the back-end can read now.
+ */
+function sessionGets(r: Rig): Array<{ name: string; fds: number }> {
   const framer = new MessageFramer();
-  const buf = new Uint8Array(4096);
   const out: Array<{ name: string; fds: number }> = [];
-  for (let got = receiveMessage(fd, buf); got !== null && got.bytes > 0; got = receiveMessage(fd, buf)) {
-    framer.push(buf.subarray(0, got.bytes), got.fds);
+  const take = (bytes: Uint8Array, fds: number[]): void => {
+    framer.push(bytes, fds);
     for (let f = framer.next(); f !== null; f = framer.next()) {
       out.push({ name: decodeMessage('frontend', f.bytes, f.fds).name, fds: f.fds.length });
       for (const passed of f.fds) closeFd(passed);
     }
-  }
+  };
+  const ahead = r.fast.returned.readAhead;
+  if (ahead) take(ahead.bytes, ahead.fds);
+  const buf = new Uint8Array(4096);
+  for (let got = receiveMessage(r.backend, buf); got !== null && got.bytes > 0; got = receiveMessage(r.backend, buf)) take(buf.subarray(0, got.bytes), got.fds);
   return out;
 }
 
@@ -92,7 +99,7 @@ describe('IOTLB fast path on a lent socket', () => {
     assert.equal(r.fast.lent, true);
   });
 
-  it('leaves a message with fds queued, with its fd, and gives the socket back', () => {
+  it('hands a message with fds to the session, with its fd, and gives the socket back', () => {
     const r = rig();
     const efd = eventfdCreate(0);
     open.push(efd);
@@ -101,22 +108,23 @@ describe('IOTLB fast path on a lent socket', () => {
     sendMessage(r.frontend, encodeMessage({ channel: 'frontend', request: FrontendRequest.SET_VRING_CALL, body: { kind: 'u64', value: 0n } }), [efd]);
     sendMessage(r.frontend, iotlb(IotlbType.INVALIDATE, 0x1000n, 0x1000n));
     assert.equal(r.fast.poll(), false);
-    assert.deepEqual(r.fast.returned, { reason: 'a message with fds', fatal: false });
+    assert.equal(r.fast.returned.reason, 'a message with fds');
+    assert.equal(r.fast.returned.fatal, false);
     assert.equal(r.fast.lent, false);
     assert.deepEqual(r.sink.ops, ['update 1000+1000 -> 1000 perm 3']);
     assert.deepEqual(acksReceived(r.frontend), [0n]);
-    assert.deepEqual(readAll(r.backend), [{ name: 'SET_VRING_CALL', fds: 1 }, { name: 'IOTLB_MSG', fds: 0 }]);
+    assert.deepEqual(sessionGets(r), [{ name: 'SET_VRING_CALL', fds: 1 }, { name: 'IOTLB_MSG', fds: 0 }]);
   });
 
-  it('hands over one message early rather than late when fds are queued right behind (Linux peeks past the message)', () => {
+  it('takes an IOTLB request whose neighbour behind carries fds, and leaves that one whole', () => {
     const r = rig();
     const efd = eventfdCreate(0);
     open.push(efd);
     sendMessage(r.frontend, iotlb(IotlbType.UPDATE, 0x1000n, 0x1000n, 0x1000n, 3));
     sendMessage(r.frontend, encodeMessage({ channel: 'frontend', request: FrontendRequest.SET_VRING_CALL, body: { kind: 'u64', value: 0n } }), [efd]);
     assert.equal(r.fast.poll(), false);
-    assert.deepEqual(r.sink.ops, []);
-    assert.deepEqual(readAll(r.backend), [{ name: 'IOTLB_MSG', fds: 0 }, { name: 'SET_VRING_CALL', fds: 1 }]);
+    assert.deepEqual(r.sink.ops, ['update 1000+1000 -> 1000 perm 3'], 'a read of one request stops before the next send');
+    assert.deepEqual(sessionGets(r), [{ name: 'SET_VRING_CALL', fds: 1 }]);
   });
 
   for (const [what, bytes] of [
@@ -127,29 +135,30 @@ describe('IOTLB fast path on a lent socket', () => {
     ['an INVALIDATE of the whole 64-bit space', iotlb(IotlbType.INVALIDATE, 0n, 0xffff_ffff_ffff_ffffn)],
     ['an UPDATE that wraps', iotlb(IotlbType.UPDATE, 0x1f_ffff_ffff_f000n, 0x2000n, 0x1000n)],
   ] as const) {
-    it(`leaves ${what} to the session, unread`, () => {
+    it(`hands ${what} to the session, byte for byte`, () => {
       const r = rig();
       sendMessage(r.frontend, bytes);
       assert.equal(r.fast.poll(), false);
       assert.equal(r.fast.returned.reason, 'not a plain IOTLB request');
       assert.deepEqual(r.sink.ops, []);
       const framer = new MessageFramer();
+      framer.push(r.fast.returned.readAhead!.bytes);
       const buf = new Uint8Array(256);
-      const got = receiveMessage(r.backend, buf)!;
-      framer.push(buf.subarray(0, got.bytes));
-      assert.deepEqual(framer.next()?.bytes, bytes, 'the whole message is still queued');
+      const got = receiveMessage(r.backend, buf);
+      if (got !== null) framer.push(buf.subarray(0, got.bytes));
+      assert.deepEqual(framer.next()?.bytes, bytes, 'read-ahead and socket together hold the whole message');
     });
   }
 
-  it('gives a half-sent message back without taking a byte', () => {
+  it('hands a half-sent message to the session, which gets the rest from the socket', () => {
     const r = rig();
     const whole = iotlb(IotlbType.UPDATE, 0x1000n, 0x1000n, 0x1000n);
     sendMessage(r.frontend, whole.subarray(0, 30));
     assert.equal(r.fast.poll(), false);
+    assert.deepEqual(r.fast.returned.readAhead?.bytes, whole.subarray(0, 30));
     sendMessage(r.frontend, whole.subarray(30));
-    const buf = new Uint8Array(256);
-    assert.equal(receiveMessage(r.backend, buf)!.bytes, whole.length);
-    assert.deepEqual(buf.subarray(0, whole.length), whole);
+    assert.deepEqual(sessionGets(r), [{ name: 'IOTLB_MSG', fds: 0 }]);
+    assert.deepEqual(r.sink.ops, []);
   });
 
   it('stays lent with nothing queued, and gives the socket back at end of stream', () => {
@@ -160,21 +169,22 @@ describe('IOTLB fast path on a lent socket', () => {
     assert.equal(r.fast.returned.reason, 'end of stream');
   });
 
-  it('does not apply what it could not report back (the main thread has not collected yet)', () => {
+  it('does not read what it could not report back (the main thread has not collected yet)', () => {
     const r = rig();
+    // UPDATEs without acks, one at a time, until the report ring is full; then one more.
+    const capacity = 1024;
+    const update = (i: number): Uint8Array => iotlb(IotlbType.UPDATE, BigInt(0x1000 * (i + 1)), 0x1000n, 0x1000n, 3, false);
     let sent = 0;
-    // Fill the report ring without acks, then one more: that one stays queued.
-    for (;;) {
-      if (sendMessage(r.frontend, iotlb(IotlbType.UPDATE, BigInt(0x1000 * (sent + 1)), 0x1000n, 0x1000n, 3, false)) < 0) break;
-      sent++;
-      if (!r.fast.poll()) break;
-    }
+    do assert.ok(sendMessage(r.frontend, update(sent++)) > 0); while (r.fast.poll());
+    assert.equal(sent, capacity);
+    assert.ok(sendMessage(r.frontend, update(sent)) > 0);
     assert.equal(r.fast.returned.reason, 'applied operations not yet collected');
-    assert.equal(r.sink.ops.length, r.fast.handled);
-    assert.equal(sent, r.fast.handled + 1, 'the last UPDATE was left on the socket');
+    assert.equal(r.fast.handled, capacity);
+    assert.equal(r.sink.ops.length, capacity);
     r.applied.drain(r.reported);
-    assert.equal(r.reported.ops.length, r.fast.handled);
-    assert.equal(readAll(r.backend).length, 1);
+    assert.equal(r.reported.ops.length, capacity);
+    assert.equal(r.fast.returned.readAhead, undefined);
+    assert.equal(sessionGets(r).length, 1, 'the last UPDATE was left on the socket');
   });
 
   it('ends the connection when the ack cannot be sent (the front-end is gone)', () => {
