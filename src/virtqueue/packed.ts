@@ -113,6 +113,7 @@ const PACKED_AREAS: RingAreas = {
 };
 
 export class PackedQueue extends ChainWalker implements VirtQueue {
+  readonly layout = 'packed';
   /** Packed rings resume from the base they are given (no used index to check it against). */
   resumedAt = null;
   // Avail side.

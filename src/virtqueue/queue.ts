@@ -29,6 +29,8 @@ export interface VirtQueueConfig {
 }
 
 export interface VirtQueue {
+  /** Which ring layout (virtio 1.2 2.7 / 2.8): for the few choices measured to differ between them. */
+  readonly layout: 'split' | 'packed';
   readonly size: number;
   descAddr: number;
   availAddr: number;

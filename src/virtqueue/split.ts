@@ -71,6 +71,7 @@ export function checkQueueSize(size: number): string | null {
 }
 
 export class SplitQueue extends ChainWalker implements VirtQueue {
+  readonly layout = 'split';
   // lastAvailIdx (next avail ring position to consume), availIdx (avail->idx as last read
   // by availableCount()) and usedIdx (used->idx as last published) are free-running u16s.
   mask = 0;
