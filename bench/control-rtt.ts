@@ -5,8 +5,8 @@
  *
  *   main thread   serve's way: libuv's watcher on the main thread's event loop, the addon's
  *                 receiveMessage / sendMessage (src/sys)
- *   poll thread   a worker thread blocking in poll(2), then recvmsg (a peek, then the read, as
- *                 the worker's lent-socket reader does) and sendmsg
+ *   poll thread   a worker thread blocking in poll(2), then recvmsg and sendmsg, as serve's
+ *                 IOTLB reader thread does
  *   C responder   bench/c/responder.c, blocking in poll(2), recv, send (built with `cc` when
  *                 there is one; skipped, and said so, when there is not)
  *
@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { answerHelp } from './options.js';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { cProgram } from './c-program.js';
-import { FdWatcher, pollReadable, receiveBytes, receiveMessage, sendMessage, socketPair } from '../src/sys/index.js';
+import { FdWatcher, pollReadable, receiveMessage, sendMessage, socketPair } from '../src/sys/index.js';
 
 const REQUEST = 44;
 /** The ack's size, as bench/c/responder.c sends it. */
@@ -41,7 +41,7 @@ function peer(fd: number, n: number): number {
   for (let i = 0; i < n; i++) {
     sendMessage(fd, request);
     pollReadable(fds, 1, 1000, ready);
-    receiveBytes(fd, buf, 0, buf.length, false);
+    receiveMessage(fd, buf);
   }
   return ((performance.now() - t0) * 1000) / n;
 }
@@ -54,8 +54,7 @@ function poller(fd: number, n: number): void {
   const ready = new Uint8Array(1);
   for (let i = 0; i < n; i++) {
     pollReadable(fds, 1, 1000, ready);
-    receiveBytes(fd, buf, 0, REQUEST, true);
-    receiveBytes(fd, buf, 0, REQUEST, false);
+    receiveMessage(fd, buf, 0, REQUEST);
     sendMessage(fd, ack);
   }
 }

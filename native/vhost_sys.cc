@@ -137,7 +137,6 @@ class VhostSys : public Napi::Addon<VhostSys> {
         InstanceMethod("socketPair", &VhostSys::SocketPair),
         InstanceMethod("sendMessage", &VhostSys::SendMessage),
         InstanceMethod("receiveMessage", &VhostSys::ReceiveMessage),
-        InstanceMethod("receiveBytes", &VhostSys::ReceiveBytes),
         InstanceMethod("mapFd", &VhostSys::MapFd),
         InstanceMethod("unmap", &VhostSys::Unmap),
         InstanceMethod("memfdCreate", &VhostSys::MemfdCreate),
@@ -328,34 +327,6 @@ class VhostSys : public Napi::Addon<VhostSys> {
     meta[0] = n;
     meta[1] = (msg.msg_flags & MSG_CTRUNC) != 0 ? 1 : 0;
     return Napi::Number::New(env, static_cast<double>(got));
-  }
-
-  // receiveBytes(fd, bytes, offset, length, peek) -> bytes | -1 (EAGAIN) | -2 (peek only:
-  // fds travel with these bytes). No control buffer: nothing is installed in our fd table,
-  // so a peek can look at a message without taking what it carries; a consuming read of
-  // bytes that carried fds makes the kernel close them. No allocation: the IOTLB fast path
-  // calls this for every message.
-  Napi::Value ReceiveBytes(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    int fd = FdArg(info, 0);
-    uint8_t* data = BytesArg(info, 1) + SizeArg(info, 2);
-    size_t length = SizeArg(info, 3);
-    bool peek = info[4].As<Napi::Boolean>().Value();
-    iovec iov{data, length};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    for (;;) {
-      ssize_t got = recvmsg(fd, &msg, MSG_DONTWAIT | (peek ? MSG_PEEK : 0));
-      if (got >= 0) {
-        if (peek && (msg.msg_flags & MSG_CTRUNC) != 0) return Napi::Number::New(env, -2);
-        return Napi::Number::New(env, static_cast<double>(got));
-      }
-      int err = errno;
-      if (err == EINTR) continue;
-      if (IsAgain(err)) return Napi::Number::New(env, -1);
-      ThrowErrno(env, "recvmsg", err);
-    }
   }
 
   // mapFd(fd, offset, length, writable) -> external ArrayBuffer over MAP_SHARED memory.

@@ -1,5 +1,5 @@
 // Public surface of the native syscall layer.
-export { listenUnix, connectUnix, acceptUnix, socketPair, sendMessage, receiveMessage, receiveBytes, CARRIES_FDS, MAX_FDS, MAX_PATH_BYTES } from './socket.js';
+export { listenUnix, connectUnix, acceptUnix, socketPair, sendMessage, receiveMessage, MAX_FDS, MAX_PATH_BYTES } from './socket.js';
 export type { Received } from './socket.js';
 export { mapFd, unmap, memfdCreate, pageSize } from './memory.js';
 export {

@@ -21,7 +21,6 @@ export interface NativeBinding {
     maxFds: number,
     meta: Int32Array,
   ): number;
-  receiveBytes(fd: number, into: Uint8Array, offset: number, length: number, peek: boolean): number;
   mapFd(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
   unmap(buffer: ArrayBuffer): void;
   memfdCreate(name: string, size: number): number;

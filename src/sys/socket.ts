@@ -126,21 +126,3 @@ export function receiveMessage(
   return { bytes, fds };
 }
 
-/** receiveBytes: the bytes came with fds (peek only; see below). */
-export const CARRIES_FDS = -2;
-
-/**
- * recvmsg(MSG_DONTWAIT) of plain bytes into into[offset, offset+length), with no room for
- * fds: bytes read, 0 on EOF, -1 on EAGAIN. With `peek` the bytes stay queued and CARRIES_FDS
- * says fds travel with them (nothing is installed here: the reader that takes the message
- * must use receiveMessage). Without `peek`, fds that came with the bytes are closed by the
- * kernel, so take only bytes a peek has shown to carry none.
- */
-export function receiveBytes(fd: number, into: Uint8Array, offset: number, length: number, peek: boolean): number {
-  checkFd('receiveBytes fd', fd);
-  checkBytes('receiveBytes into', into);
-  const start = windowStart('receiveBytes', into, offset);
-  const size = windowLength('receiveBytes', into, start, length);
-  if (size === 0) throw new RangeError('receiveBytes length must be > 0 (0 bytes would read as EOF)');
-  return native().receiveBytes(fd, into, start, size, peek);
-}
