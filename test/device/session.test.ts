@@ -11,7 +11,8 @@ import { Session } from '../../src/device/session.js';
 import {
   decodeMessage, encodeMessage, FrontendRequest, IotlbType, MessageFramer, VirtioFeature, type VhostMessage,
 } from '../../src/protocol/index.js';
-import { closeFd, receiveMessage, sendMessage, socketPair } from '../../src/sys/index.js';
+import { closeFd, eventfdCreate, receiveMessage, sendMessage, socketPair } from '../../src/sys/index.js';
+import type { SocketReturn } from '../../src/datapath/iotlb-fast-path.js';
 
 interface Rig {
   frontend: number;
@@ -143,5 +144,28 @@ describe('session', () => {
     const [first] = await replies(r.frontend, 1);
     assert.equal(first.request, FrontendRequest.GET_FEATURES);
     assert.deepEqual(shadow(r.device), ['10000+1000->7f0000000000 3']);
+  });
+
+  it('frames what a fast path read ahead before reading on, and ends the connection (closing its fds) when that breaks the stream', async () => {
+    const r = rig();
+    const efd = eventfdCreate(0);
+    const getFeatures = request(FrontendRequest.GET_FEATURES, { kind: 'none' });
+    // A header announcing 4 GiB of payload: the framer refuses it at once.
+    const hostile = getFeatures.slice(0, 12);
+    new DataView(hostile.buffer).setUint32(8, 0xffff_ffff, true);
+    // Stand-in for a reader thread: the first lend comes back with a whole request it did
+    // not take, the second with the hostile header and an fd.
+    const backs: SocketReturn[] = [
+      { reason: 'not a plain IOTLB request', fatal: false, readAhead: { bytes: getFeatures, fds: [] } },
+      { reason: 'a message with fds', fatal: false, readAhead: { bytes: hostile, fds: [efd] } },
+    ];
+    Object.defineProperty(r.device, 'socketLendable', { get: () => backs.length > 0 });
+    r.device.lendSocket = () => Promise.resolve(backs.shift()!);
+    sendMessage(r.frontend, getFeatures);
+    const answers = await replies(r.frontend, 2);
+    assert.deepEqual(answers.map((m) => m.request), [FrontendRequest.GET_FEATURES, FrontendRequest.GET_FEATURES], 'the read-ahead request was answered');
+    await r.session.done;
+    assert.ok(r.logs.some((l) => l.includes('unreadable stream')), r.logs.join('\n'));
+    assert.throws(() => closeFd(efd), /EBADF/, 'the session closed the fd that came with the read-ahead');
   });
 });
