@@ -75,10 +75,7 @@ export class Session {
         // The common case, one plain IOTLB request per read with nothing queued: handled
         // straight from the receive buffer (no framer copy, queue entry or promise).
         if (received.bytes === IOTLB_FRAME_SIZE && received.fds.length === 0 && this.idle && this.handleInPlace(now)) break; // a short read: the socket is empty
-        this.framer.push(this.receiveBuffer.subarray(0, received.bytes), received.fds);
-        for (let frame = this.framer.next(); frame !== null; frame = this.framer.next()) {
-          this.queue.push({ frame, receivedAt: now });
-        }
+        this.enqueue(this.receiveBuffer.subarray(0, received.bytes), received.fds, now);
         // A read that did not fill the buffer took what the socket held: reading again would
         // only return EAGAIN (a syscall on every IOTLB round trip); if more arrived since, the
         // level-triggered watcher calls again.
@@ -165,14 +162,18 @@ export class Session {
   /** Frames bytes (and fds) read off the socket elsewhere; false if they broke the stream (closed). */
   private takeReadAhead(bytes: Uint8Array, fds: number[]): boolean {
     try {
-      this.framer.push(bytes, fds);
+      this.enqueue(bytes, fds, performance.now());
     } catch (err) {
       this.close(`unreadable stream: ${(err as Error).message}`);
       return false;
     }
-    const now = performance.now();
-    for (let frame = this.framer.next(); frame !== null; frame = this.framer.next()) this.queue.push({ frame, receivedAt: now });
     return true;
+  }
+
+  /** Feeds bytes read off the socket to the framer and queues every message they complete; throws what the framer refuses. */
+  private enqueue(bytes: Uint8Array, fds: number[], receivedAt: number): void {
+    this.framer.push(bytes, fds);
+    for (let frame = this.framer.next(); frame !== null; frame = this.framer.next()) this.queue.push({ frame, receivedAt });
   }
 
   private trace(bytes: Uint8Array, fds: readonly number[], direction: 'to-backend' | 'to-frontend'): void {
