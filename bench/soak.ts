@@ -14,7 +14,8 @@
  * after the first 10% (warm-up: JIT, glibc arenas of the first workers).
  */
 import { startTestpmd } from '../test/peers/dpdk.js';
-import { fdCount, memfdMappings, rssKiB } from '../test/support/netns.js';
+import { memfdMappings } from '../test/support/netns.js';
+import { fdCountOf, rssOf } from '../test/support/hostile-frontend.js';
 import { boot, closeAllRigs, startRig, waitDisconnected } from '../test/support/qemu-rig.js';
 import { startServe, type ServeProcess } from '../test/support/serve.js';
 import { answerHelp, optionsOrExit } from './options.js';
@@ -38,7 +39,7 @@ function parseArgs(argv: string[]): { dpdk: number; qemu: number; json: boolean 
 
 function sample(serve: ServeProcess): Sample {
   const pid = serve.child.pid!;
-  return { fds: fdCount(pid), rssKiB: rssKiB(pid), mappings: memfdMappings(pid) };
+  return { fds: fdCountOf(pid), rssKiB: rssOf(pid) / 1024, mappings: memfdMappings(pid) };
 }
 
 async function waitGone(serve: ServeProcess): Promise<void> {

@@ -28,7 +28,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGuest, waitForGuestSocket } from '../peers/qemu.js';
 import { repoRoot, sleep } from '../peers/util.js';
-import { fdCount, memfdMappings, rssKiB } from '../support/netns.js';
+import { memfdMappings } from '../support/netns.js';
+import { fdCountOf, rssOf } from '../support/hostile-frontend.js';
 import {
   assertDone, boot, closeAllRigs, GUEST_CIDR, HOST_IP, onCleanup, pingOk, receiveOk, startRig, tail, transferOk, waitDisconnected,
 } from '../support/qemu-rig.js';
@@ -79,8 +80,8 @@ describe('serve survives QEMU going away and coming back', () => {
     try {
       const pid = rig.serve.child.pid!;
       await sleep(500);
-      const fd0 = fdCount(pid);
-      const rss0 = rssKiB(pid);
+      const fd0 = fdCountOf(pid);
+      const rss0 = rssOf(pid) / 1024;
       const rounds = LONG ? 4 : 1;
       const settled: Array<{ fds: number; rssKiB: number; memfdMaps: number }> = [];
       const during: number[] = [];
@@ -94,7 +95,7 @@ describe('serve survives QEMU going away and coming back', () => {
           if (Date.now() > end) throw new Error(`no traffic from the guest:\n${tail(g.lines)}`);
           await sleep(100);
         }
-        during.push(rssKiB(pid));
+        during.push(rssOf(pid) / 1024);
         // (the check below means something: guest memory is mapped while a session runs)
         assert.ok(memfdMappings(pid) > 0, 'no memfd mapping seen during the session');
         g.process.kill('SIGKILL');
@@ -104,7 +105,7 @@ describe('serve survives QEMU going away and coming back', () => {
         await pingOk(rig, { iommu: true });
         await waitDisconnected(rig.serve);
         await sleep(300); // let retired workers finish tearing down
-        settled.push({ fds: fdCount(pid), rssKiB: rssKiB(pid), memfdMaps: memfdMappings(pid) });
+        settled.push({ fds: fdCountOf(pid), rssKiB: rssOf(pid) / 1024, memfdMaps: memfdMappings(pid) });
       }
       const state = await rig.serve.state();
       assert.equal(state.connections, rounds * 2, 'every QEMU was served by the one serve process');

@@ -11,7 +11,7 @@
 // and moving it) means the tap never exists outside the namespace. `ip netns exec` execs, so the
 // child's pid is serve's own (useful for /proc/PID/fd and RSS).
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { LineLog, requireBinary, sleep, spawnLogged, terminate, type Exit } from '../peers/util.js';
 
 export function ipBinary(): string {
@@ -224,19 +224,6 @@ export async function startTcpPeer(ns: Netns, host: string, port: number, send =
     },
     stop: () => terminate(child, exited, 'SIGTERM', 2000),
   };
-}
-
-/** Open file descriptors of a process (entries of /proc/PID/fd). */
-export function fdCount(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
-}
-
-/** Resident set size of a process in KiB (VmRSS from /proc/PID/status). */
-export function rssKiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = status.match(/^VmRSS:\s+(\d+) kB/m);
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]);
 }
 
 /** Mappings of memfd files (guest memory) in a process (from /proc/PID/maps). */
