@@ -9,6 +9,9 @@
  *        [--mappings off,4K,2M,1G,dynamic,dynamic-pipelined] [--net loopback|sink] [--no-interleave]
  *        [--processes P] [--pin-serve] [--serve-variant 'NAME=--flag value']... [--serve-bin NAME=OTHER/bin/run.js]...
  *
+ * `--only 'dpdk-testpmd,dpdk via'` adds DPDK's vhost behind `trace record` and behind the C relay
+ * (bench/c/relay.c): what the recording proxy costs per round trip, against the smallest relay.
+ *
  * Each --serve-variant adds a backend serve/NAME (serve coalescing+batch with those flags too),
  * each --serve-bin one running another checkout's serve with the same flags (an A/B of builds).
  *
@@ -38,6 +41,8 @@ import { inProcessDevice } from './in-process-device.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { answerHelp, optionsOrExit, serveBin, serveVariant } from './options.js';
+import { cProgram } from './c-program.js';
+import { repoRoot, spawnLogged, terminate, waitForPath } from '../test/peers/util.js';
 
 interface Args {
   seconds: number;
@@ -145,17 +150,43 @@ function serveBackend(variant: ServeVariant): Backend {
   };
 }
 
-const BACKENDS: Backend[] = [
-  ...SERVE_VARIANTS.map(serveBackend),
-  {
-    name: 'dpdk-testpmd',
+/**
+ * DPDK's vhost, reached directly or through a relay: `trace record` (our proxy) or the C relay
+ * (bench/c/relay.c, the smallest relay: what any extra hop per message costs here).
+ */
+function testpmdBackend(name: string, relay?: (listen: string, connect: string, trace: string) => string[]): Backend {
+  return {
+    name,
     async start(net) {
       const dir = mkdtempSync(join(tmpdir(), 'vit-bench-'));
       const socket = join(dir, 'vhost.sock');
       const tp: Testpmd = startTestpmd({ role: 'vhost', socket, iommu: true, forwardMode: net === 'sink' ? 'rxonly' : 'macswap', memMiB: 1024, lcores: [FRONTEND_CPU, BACKEND_CPU] });
-      return { socket, stop: async () => void (await tp.stop()), ready: () => tp.waitForLinkUp(30_000) };
+      if (!relay) return { socket, stop: async () => void (await tp.stop()), ready: () => tp.waitForLinkUp(30_000) };
+      const listen = join(dir, 'relay.sock');
+      let proxy: ReturnType<typeof spawnLogged> | undefined;
+      const stop = async (): Promise<void> => {
+        if (proxy) await terminate(proxy.child, proxy.exited, 'SIGTERM', 10_000).catch(() => undefined);
+        await tp.stop();
+      };
+      try {
+        await waitForPath(socket, 30_000, 'testpmd vhost socket');
+        const argv = relay(listen, socket, join(dir, 'session.vhtrace'));
+        proxy = spawnLogged(argv, name);
+        await waitForPath(listen, 20_000, `${name} listening socket`);
+      } catch (err) {
+        await stop().catch(() => undefined);
+        throw err;
+      }
+      return { socket: listen, stop, ready: () => tp.waitForLinkUp(30_000) };
     },
-  },
+  };
+}
+
+const BACKENDS: Backend[] = [
+  ...SERVE_VARIANTS.map(serveBackend),
+  testpmdBackend('dpdk-testpmd'),
+  testpmdBackend('dpdk via trace record', (listen, connect, trace) => [process.execPath, join(repoRoot(), 'bin', 'run.js'), 'trace', 'record', '--listen', listen, '--connect', connect, '-o', trace, '--quiet']),
+  testpmdBackend('dpdk via C relay', (listen, connect) => [cProgram('relay'), listen, connect]),
 ];
 
 interface Result {
@@ -371,7 +402,8 @@ const fmt = (x: number, d = 3): string => (Number.isFinite(x) ? x.toFixed(d) : '
 async function main(): Promise<void> {
   const args = optionsOrExit('iommu-table', () => parseArgs(process.argv.slice(2)));
   const backends = [
-    ...BACKENDS.filter((b) => args.only === null || args.only.some((o) => b.name.includes(o))),
+    // The relayed DPDK columns measure the proxy, not the table's question: only when --only names them.
+    ...BACKENDS.filter((b) => (args.only === null ? !b.name.startsWith('dpdk via') : args.only.some((o) => b.name.includes(o)))),
     ...args.extraServes.map(serveBackend),
   ];
   const mappings = MAPPINGS.filter((m) => args.mappings === null || args.mappings.includes(m.name));

@@ -47,7 +47,7 @@ export default class TraceRecord extends Command {
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
     clearInterval(flusher);
-    proxy.close();
+    await proxy.close();
     writer.close();
     if (!flags.quiet) this.logToStderr(`trace record: ${proxy.recorded} messages written to ${flags.output}`);
   }

@@ -3,29 +3,21 @@
  *
  *   front-end ──(--listen)──▶ proxy ──(--connect)──▶ back-end
  *
- * Per accepted front-end connection the proxy connects to the back-end and relays every
- * message, byte for byte and with its fds, in both directions, recording each in the trace.
- * MessageFramer cuts the streams so one record is always one whole message. Passed fds are
- * forwarded and then the proxy's own copies are closed.
- *
- * SET_BACKEND_REQ_FD: the proxy keeps the front-end's back-end-channel socket, hands the
- * back-end one end of its own socketpair instead, and relays (and records, as channel
- * 'backend') what flows between the two.
- *
- * Sending never busy-waits: on EAGAIN the rest of that direction is queued, reading from the
- * side that feeds it is paused (so at most one socket buffer plus the queue is held), and a
- * timer retries with back-off (1 ms doubling to 50 ms). A direction that makes no progress
- * for `stallTimeoutMs` closes the connection. A disconnect, a socket error or a stream the
- * framer refuses (a header announcing more than MAX_PAYLOAD) closes that connection: both
- * sockets and every fd the proxy still holds. The proxy keeps accepting new front-ends.
+ * Per accepted front-end connection the proxy connects to the back-end and hands both sockets
+ * to its relay thread (relay-thread.ts), which relays every message, byte for byte and with its
+ * fds, in both directions, and records each (relay.ts says how, back-end channel included).
+ * This side accepts, keeps the list of connections, and adds the thread's records to the
+ * writer in the order the thread wrote them. The proxy keeps accepting new front-ends.
  */
 import { EventEmitter } from 'node:events';
 import { unlinkSync } from 'node:fs';
-import { FrontendRequest, MessageFramer, ProtocolError, REPLY_FLAG, decodeHeader, type Frame } from '../protocol/index.js';
-import { FdWatcher, acceptUnix, closeFd, connectUnix, fdKind, listenUnix, receiveMessage, sendMessage, socketPair } from '../sys/index.js';
-import type { PassedFd, TraceChannel, TraceDirection } from './records.js';
+import { fileURLToPath } from 'node:url';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { FdWatcher, acceptUnix, closeFd, connectUnix, eventfdCreate, eventfdWrite, listenUnix } from '../sys/index.js';
+import type { RelayCommand, RelayEvent, RelaySetup } from './relay-thread.js';
 import type { TraceWriter } from './writer.js';
 
+const THREAD_URL = new URL('./relay-thread.js', import.meta.url);
 export interface ProxyOptions {
   /** Socket path the front-end connects to. */
   listen: string;
@@ -39,43 +31,6 @@ export interface ProxyOptions {
   stallTimeoutMs?: number;
 }
 
-interface Outgoing {
-  bytes: Uint8Array;
-  offset: number;
-  /** Not yet sent; closed once they are (or when the connection closes). */
-  fds: number[];
-}
-
-interface Route {
-  to: Endpoint;
-  channel: TraceChannel;
-  direction: TraceDirection;
-}
-
-class Endpoint {
-  watcher: FdWatcher | null = null;
-  readonly framer = new MessageFramer();
-  readonly queue: Outgoing[] = [];
-  route: Route | null = null;
-  /** The endpoint whose messages are written to this one (paused while this one is backed up). */
-  source: Endpoint | null = null;
-  closed = false;
-  paused = false;
-  retryTimer: NodeJS.Timeout | null = null;
-  retryDelay = 1;
-  /**
-   * When the current backlog last moved: set when a send makes progress or when a backlog
-   * starts, cleared once the queue is empty. The stall timeout counts from here, so a
-   * connection that was idle for a while is not closed at its first EAGAIN.
-   */
-  lastProgress = 0;
-  constructor(readonly fd: number, readonly label: string) {}
-}
-
-const RECEIVE_BUFFER = new Uint8Array(64 * 1024);
-/** Receives per readable callback before yielding to the loop (fairness between connections). */
-const READS_PER_WAKEUP = 16;
-
 function safeClose(fd: number): void {
   try {
     closeFd(fd);
@@ -84,229 +39,9 @@ function safeClose(fd: number): void {
   }
 }
 
-function describeFds(fds: readonly number[]): PassedFd[] {
-  return fds.map((fd) => {
-    try {
-      return fdKind(fd);
-    } catch {
-      return { kind: 'other' as const, size: 0 };
-    }
-  });
-}
-
-export class ProxyConnection {
-  readonly front: Endpoint;
-  readonly back: Endpoint;
-  chanFront: Endpoint | null = null;
-  chanBack: Endpoint | null = null;
-  closed = false;
-  messages = 0;
-
-  constructor(readonly proxy: RecordingProxy, readonly id: number, frontFd: number, backFd: number) {
-    this.front = new Endpoint(frontFd, 'front-end');
-    this.back = new Endpoint(backFd, 'back-end');
-    this.link(this.front, this.back, 'frontend', 'to-backend');
-    this.link(this.back, this.front, 'frontend', 'to-frontend');
-    this.watch(this.front);
-    this.watch(this.back);
-  }
-
-  private link(from: Endpoint, to: Endpoint, channel: TraceChannel, direction: TraceDirection): void {
-    from.route = { to, channel, direction };
-    to.source = from;
-  }
-
-  private watch(ep: Endpoint): void {
-    if (ep.closed || ep.watcher) return;
-    ep.paused = false;
-    ep.watcher = new FdWatcher(ep.fd, (error) => {
-      if (error) this.fail(ep, `poll error on ${ep.label}: ${error.message}`);
-      else this.readable(ep);
-    });
-  }
-
-  private pause(ep: Endpoint): void {
-    if (!ep.watcher) return;
-    ep.watcher.stop();
-    ep.watcher = null;
-    ep.paused = true;
-  }
-
-  private isChannel(ep: Endpoint): boolean {
-    return ep === this.chanFront || ep === this.chanBack;
-  }
-
-  /** A problem on `ep`: the back-end channel closes alone, anything else closes the connection. */
-  private fail(ep: Endpoint, reason: string): void {
-    if (this.isChannel(ep)) this.closeChannel(reason);
-    else this.close(reason);
-  }
-
-  private readable(ep: Endpoint): void {
-    for (let i = 0; i < READS_PER_WAKEUP && !ep.closed && !ep.paused; i++) {
-      let got;
-      try {
-        got = receiveMessage(ep.fd, RECEIVE_BUFFER);
-      } catch (err) {
-        this.fail(ep, `receive from ${ep.label} failed: ${(err as Error).message}`);
-        return;
-      }
-      if (got === null) return;
-      if (got.bytes === 0) {
-        for (const fd of got.fds) safeClose(fd);
-        this.eof(ep);
-        return;
-      }
-      try {
-        ep.framer.push(RECEIVE_BUFFER.subarray(0, got.bytes), got.fds);
-      } catch (err) {
-        if (err instanceof ProtocolError) {
-          this.fail(ep, `garbage from ${ep.label}: ${err.message}`);
-          return;
-        }
-        throw err;
-      }
-      for (let frame = ep.framer.next(); frame; frame = ep.framer.next()) {
-        if (ep.closed) {
-          for (const fd of frame.fds) safeClose(fd);
-          return;
-        }
-        this.forward(ep, frame);
-      }
-      // A read that did not fill the buffer took what the socket held: another would return
-      // EAGAIN (a syscall on every hop of every round trip); the watcher calls again if more came.
-      if (got.bytes < RECEIVE_BUFFER.length) return;
-    }
-  }
-
-  private eof(ep: Endpoint): void {
-    // Deliver what is still queued towards the peer if it goes out at once, then close.
-    const peer = ep.route?.to;
-    if (peer && !peer.closed) this.flush(peer, true);
-    const pending = ep.framer.bufferedBytes;
-    const why = `${ep.label} disconnected${pending ? ` (${pending} bytes of an incomplete message dropped)` : ''}`;
-    this.fail(ep, why);
-  }
-
-  private forward(from: Endpoint, frame: Frame): void {
-    const route = from.route!;
-    let { bytes, fds } = frame;
-    const kinds = describeFds(fds);
-    const header = decodeHeader(bytes);
-    if (
-      from === this.front && route.channel === 'frontend' && header.request === FrontendRequest.SET_BACKEND_REQ_FD &&
-      (header.flags & REPLY_FLAG) === 0 && fds.length === 1
-    ) {
-      fds = [this.openChannel(fds[0]!)];
-    }
-    this.messages++;
-    this.proxy.record({ timeNs: this.proxy.writer.elapsedNs(), connection: this.id, channel: route.channel, direction: route.direction, bytes, fds: kinds });
-    this.send(route.to, bytes, fds);
-  }
-
-  /** Splices the back-end channel; returns the fd to give the back-end instead of `frontEndFd`. */
-  private openChannel(frontEndFd: number): number {
-    if (this.chanFront) this.closeChannel('replaced by a new SET_BACKEND_REQ_FD');
-    const [ours, theirs] = socketPair();
-    this.chanFront = new Endpoint(frontEndFd, 'front-end back-end-channel');
-    this.chanBack = new Endpoint(ours, 'back-end back-end-channel');
-    this.link(this.chanBack, this.chanFront, 'backend', 'to-frontend');
-    this.link(this.chanFront, this.chanBack, 'backend', 'to-backend');
-    this.watch(this.chanFront);
-    this.watch(this.chanBack);
-    return theirs;
-  }
-
-  private send(to: Endpoint, bytes: Uint8Array, fds: number[]): void {
-    if (to.closed) {
-      for (const fd of fds) safeClose(fd);
-      return;
-    }
-    to.queue.push({ bytes, offset: 0, fds });
-    if (to.queue.length === 1) this.flush(to, false);
-  }
-
-  /** Sends what is queued for `to`. `once`: no retry scheduling (used just before closing). */
-  private flush(to: Endpoint, once: boolean): void {
-    while (to.queue.length > 0 && !to.closed) {
-      const item = to.queue[0]!;
-      let sent: number;
-      try {
-        sent = sendMessage(to.fd, item.offset === 0 ? item.bytes : item.bytes.subarray(item.offset), item.fds);
-      } catch (err) {
-        if (!once) this.fail(to, `send to ${to.label} failed: ${(err as Error).message}`);
-        return;
-      }
-      if (sent < 0) {
-        if (once) return;
-        this.backedUp(to);
-        return;
-      }
-      for (const fd of item.fds) safeClose(fd); // they travelled with the first byte
-      item.fds = [];
-      item.offset += sent;
-      to.lastProgress = Date.now();
-      to.retryDelay = 1;
-      if (item.offset >= item.bytes.length) to.queue.shift();
-    }
-    if (to.closed) return;
-    if (to.queue.length === 0) to.lastProgress = 0; // idle: the next backlog starts its own stall clock
-    if (to.retryTimer) {
-      clearTimeout(to.retryTimer);
-      to.retryTimer = null;
-    }
-    if (to.source && to.source.paused && !to.source.closed) {
-      this.watch(to.source);
-      this.readable(to.source); // frames may already be buffered in its framer
-    }
-  }
-
-  private backedUp(to: Endpoint): void {
-    if (to.source) this.pause(to.source);
-    if (to.retryTimer) return;
-    if (to.lastProgress === 0) to.lastProgress = Date.now();
-    const stall = this.proxy.stallTimeoutMs;
-    to.retryTimer = setTimeout(() => {
-      to.retryTimer = null;
-      if (to.closed) return;
-      if (Date.now() - to.lastProgress > stall) {
-        this.fail(to, `${to.label} accepted nothing for ${stall} ms`);
-        return;
-      }
-      to.retryDelay = Math.min(to.retryDelay * 2, 50);
-      this.flush(to, false);
-    }, to.retryDelay);
-  }
-
-  private closeEndpoint(ep: Endpoint | null): void {
-    if (!ep || ep.closed) return;
-    ep.closed = true;
-    ep.watcher?.stop();
-    ep.watcher = null;
-    if (ep.retryTimer) clearTimeout(ep.retryTimer);
-    ep.retryTimer = null;
-    for (const item of ep.queue) for (const fd of item.fds) safeClose(fd);
-    ep.queue.length = 0;
-    for (const fd of ep.framer.takeFds()) safeClose(fd);
-    safeClose(ep.fd);
-  }
-
-  closeChannel(reason: string): void {
-    if (!this.chanFront && !this.chanBack) return;
-    this.closeEndpoint(this.chanFront);
-    this.closeEndpoint(this.chanBack);
-    this.chanFront = this.chanBack = null;
-    this.proxy.log(`connection ${this.id}: back-end channel closed: ${reason}`);
-  }
-
-  close(reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.closeChannel(reason);
-    this.closeEndpoint(this.front);
-    this.closeEndpoint(this.back);
-    this.proxy.connectionClosed(this, reason);
-  }
+/** A relayed connection, as the host knows it (the relay thread owns its sockets). */
+export interface ProxyConnection {
+  readonly id: number;
 }
 
 export interface ProxyEvents {
@@ -322,7 +57,13 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
   private nextId = 0;
   readonly connections = new Map<number, ProxyConnection>();
   private readonly logLine: (line: string) => void;
-  /** Messages recorded so far. */
+  private thread: Worker | null = null;
+  private readonly inbox = new MessageChannel();
+  private wakeFd = -1;
+  private nextToken = 0;
+  private readonly flushes = new Map<number, () => void>();
+  private stopped: Promise<void> | null = null;
+  /** Messages recorded so far (those the relay thread has handed over). */
   recorded = 0;
 
   constructor(readonly options: ProxyOptions) {
@@ -336,15 +77,59 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
     this.logLine(line);
   }
 
-  /** Binds the listening socket and starts accepting. */
+  /** Binds the listening socket, starts the relay thread and starts accepting. */
   start(): void {
-    if (this.listenFd >= 0) throw new Error('proxy already started');
+    if (this.listenFd >= 0 || this.thread) throw new Error('proxy already started');
     this.listenFd = listenUnix(this.options.listen);
+    this.wakeFd = eventfdCreate();
+    const setup: RelaySetup = { inbox: this.inbox.port2, wakeFd: this.wakeFd, stallTimeoutMs: this.stallTimeoutMs, startHr: this.writer.startHr };
+    const thread = new Worker(fileURLToPath(THREAD_URL), { workerData: setup, transferList: [this.inbox.port2], name: 'trace-relay' });
+    this.thread = thread;
+    let exited!: () => void;
+    const exit = new Promise<void>((resolve) => (exited = resolve));
+    thread.on('message', (event: RelayEvent) => this.onEvent(event));
+    thread.on('error', (err) => this.log(`relay thread failed: ${err.stack ?? err}`));
+    thread.on('exit', () => {
+      this.thread = null;
+      for (const id of [...this.connections.keys()]) this.closed(id, 'the relay thread exited', 0);
+      for (const done of this.flushes.values()) done();
+      this.flushes.clear();
+      exited();
+    });
+    this.stopped = exit;
     this.watcher = new FdWatcher(this.listenFd, (error) => {
       if (error) this.log(`listening socket: ${error.message}`);
       else this.acceptAll();
     });
     this.log(`listening on ${this.options.listen}, back-end ${this.options.connect}`);
+  }
+
+  private command(command: RelayCommand): boolean {
+    if (!this.thread) return false;
+    this.inbox.port1.postMessage(command);
+    eventfdWrite(this.wakeFd, 1);
+    return true;
+  }
+
+  private onEvent(event: RelayEvent): void {
+    switch (event.type) {
+      case 'records':
+        if (!this.writer.isClosed) this.writer.appendEncoded(event.bytes, event.records);
+        this.recorded += event.records;
+        break;
+      case 'closed':
+        this.closed(event.id, event.reason, event.messages);
+        break;
+      case 'log':
+        this.log(event.line);
+        break;
+      case 'flushed':
+        this.flushes.get(event.token)?.();
+        this.flushes.delete(event.token);
+        break;
+      case 'stopped':
+        break;
+    }
   }
 
   private acceptAll(): void {
@@ -366,27 +151,38 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
         continue;
       }
       const id = this.nextId++;
-      this.connections.set(id, new ProxyConnection(this, id, front, back));
+      if (!this.command({ type: 'connection', id, front, back })) {
+        this.log('front-end refused: the relay thread is not running');
+        safeClose(front);
+        safeClose(back);
+        continue;
+      }
+      this.connections.set(id, { id });
       this.log(`connection ${id}: front-end accepted, back-end connected`);
       this.emit('connection', id);
     }
   }
 
-  record(record: Parameters<TraceWriter['writeMessage']>[0]): void {
-    if (this.writer.isClosed) return;
-    this.writer.writeMessage(record);
-    this.recorded++;
+  private closed(id: number, reason: string, messages: number): void {
+    if (!this.connections.delete(id)) return;
+    this.log(`connection ${id}: closed after ${messages} messages: ${reason}`);
+    this.emit('close', id, reason);
   }
 
-  connectionClosed(conn: ProxyConnection, reason: string): void {
-    this.connections.delete(conn.id);
-    this.log(`connection ${conn.id}: closed after ${conn.messages} messages: ${reason}`);
-    this.emit('close', conn.id, reason);
+  /** Resolves once every message relayed so far is in the writer (not necessarily in the file). */
+  flush(): Promise<void> {
+    const token = this.nextToken++;
+    return new Promise<void>((resolve) => {
+      this.flushes.set(token, resolve);
+      if (!this.command({ type: 'flush', token })) {
+        this.flushes.delete(token);
+        resolve();
+      }
+    });
   }
 
-  /** Stops accepting, closes every connection and the listening socket (the writer stays open). */
-  close(): void {
-    for (const conn of [...this.connections.values()]) conn.close('proxy shutting down');
+  /** Stops accepting, closes every connection, hands over the last records; the writer stays open. */
+  async close(): Promise<void> {
     this.watcher?.stop();
     this.watcher = null;
     if (this.listenFd >= 0) {
@@ -398,5 +194,10 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
         // already gone
       }
     }
+    this.command({ type: 'shutdown' });
+    await this.stopped;
+    this.inbox.port1.close();
+    if (this.wakeFd >= 0) safeClose(this.wakeFd);
+    this.wakeFd = -1;
   }
 }

@@ -20,12 +20,15 @@ export interface TraceWriterOptions {
   flags?: number;
   /** Wall-clock start, ns since the epoch. Default: now. Pass 0n for reproducible output. */
   startTimeNs?: bigint;
+  /** process.hrtime.bigint() of time zero. Default: now. */
+  startHr?: bigint;
   /** Write buffer size in bytes (default 1 MiB, minimum 128 KiB + a record). */
   bufferSize?: number;
 }
 
 interface Sink {
-  write(bytes: Uint8Array): void;
+  /** `bytes` holds `records` whole records (after the file header, for the first write to a file). */
+  write(bytes: Uint8Array, records: number): void;
   close(): void;
 }
 
@@ -42,6 +45,15 @@ class FileSink implements Sink {
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
   }
+}
+
+/** Records for another thread's writer: each flush is a copy, handed on with its record count. */
+class ChunkSink implements Sink {
+  constructor(private readonly onChunk: (bytes: Uint8Array, records: number) => void) {}
+  write(bytes: Uint8Array, records: number): void {
+    this.onChunk(bytes.slice(), records);
+  }
+  close(): void {}
 }
 
 class MemorySink implements Sink {
@@ -69,20 +81,26 @@ export class TraceWriter {
   private readonly view: DataView;
   private pos = 0;
   private closed = false;
-  private readonly startHr = process.hrtime.bigint();
+  /** process.hrtime.bigint() of time zero (the same clock in every thread of the process). */
+  readonly startHr: bigint;
   /** process.hrtime of time zero in ns, as a number (exact below ~104 days of uptime). */
-  readonly startHrNs = Number(this.startHr);
+  readonly startHrNs: number;
   /** Records written so far (messages + translations). */
   records = 0;
   /** Bytes handed to the sink so far (excluding what is still buffered). */
   bytesFlushed = 0;
+  /** Records handed to the sink so far. */
+  private recordsFlushed = 0;
   readonly startTimeNs: bigint;
 
-  private constructor(private readonly sink: Sink, options: TraceWriterOptions) {
+  private constructor(private readonly sink: Sink, options: TraceWriterOptions, fileHeader = true) {
     const size = Math.max(options.bufferSize ?? 1024 * 1024, 256 * 1024);
     this.buf = new Uint8Array(size);
     this.view = new DataView(this.buf.buffer);
+    this.startHr = options.startHr ?? process.hrtime.bigint();
+    this.startHrNs = Number(this.startHr);
     this.startTimeNs = options.startTimeNs ?? BigInt(Date.now()) * 1_000_000n;
+    if (!fileHeader) return;
     const header = encodeFileHeader({ flags: options.flags ?? 0, startTimeNs: this.startTimeNs });
     this.buf.set(header, 0);
     this.pos = header.length;
@@ -98,6 +116,31 @@ export class TraceWriter {
   /** A writer that keeps the trace in memory; get it with bytes() after close(). */
   static inMemory(options: TraceWriterOptions = {}): TraceWriter {
     return new TraceWriter(new MemorySink(), options);
+  }
+
+  /**
+   * Records only, no file header, for a writer in another thread: each flush hands `onChunk` a
+   * copy of what is buffered and how many records it holds; that writer takes them with
+   * appendEncoded(). Times count from `startHr`, the other writer's.
+   */
+  static detached(startHr: bigint, onChunk: (bytes: Uint8Array, records: number) => void, options: TraceWriterOptions = {}): TraceWriter {
+    return new TraceWriter(new ChunkSink(onChunk), { ...options, startHr }, false);
+  }
+
+  /** Adds `records` records encoded by a detached writer, in the order given. */
+  appendEncoded(bytes: Uint8Array, records: number): void {
+    if (bytes.length > this.buf.length) {
+      this.flush();
+      this.sink.write(bytes, records);
+      this.bytesFlushed += bytes.length;
+      this.records += records;
+      this.recordsFlushed = this.records;
+      return;
+    }
+    this.ensure(bytes.length);
+    this.buf.set(bytes, this.pos);
+    this.pos += bytes.length;
+    this.records += records;
   }
 
   /** The whole trace, for in-memory writers (flushes first). */
@@ -213,8 +256,9 @@ export class TraceWriter {
   /** Hands everything buffered to the file. */
   flush(): void {
     if (this.pos === 0) return;
-    this.sink.write(this.buf.subarray(0, this.pos));
+    this.sink.write(this.buf.subarray(0, this.pos), this.records - this.recordsFlushed);
     this.bytesFlushed += this.pos;
+    this.recordsFlushed = this.records;
     this.pos = 0;
   }
 
