@@ -40,15 +40,31 @@ export class MessageFramer {
     if (fds.length > 0) this.fdBatches.push({ at: this.consumed + (this.end - this.start) + Math.max(0, chunk.length - 1), fds: [...fds] });
     this.append(chunk);
     try {
-      this.cut();
-      // Hardening: every batch still queued belongs to the one incomplete message. Without this
-      // bound a peer sending a message one byte (and 8 fds) at a time makes us hold thousands
-      // of fds before the message is whole and decodeMessage gets to refuse it (fd exhaustion,
-      // the CVE-2022-0669 class). No message may carry more than MAX_FDS.
-      const pending = this.fdBatches.reduce((n, b) => n + b.fds.length, 0);
-      if (pending > MAX_FDS) {
-        throw new ProtocolError('FD_COUNT', 'fds', pending, `${pending} fds arrived for one incomplete message, at most ${MAX_FDS} allowed`);
-      }
+      this.start += this.cutFrom(this.buf, this.start, this.end, true);
+      this.checkPendingFds();
+    } catch (err) {
+      if (err instanceof ProtocolError) this.failure = err;
+      throw err;
+    }
+  }
+
+  /**
+   * push() without copies, for a caller that reads into one buffer over and over: while the
+   * framer holds no partial message, the whole messages at the front of `chunk` come back from
+   * next() as views into it, valid until `chunk` is written again (take them all before that).
+   * Only an incomplete tail is copied in.
+   */
+  pushView(chunk: Uint8Array, fds: number[] = []): void {
+    if (this.failure) throw this.failure;
+    if (this.end !== this.start) {
+      this.push(chunk, fds);
+      return;
+    }
+    if (fds.length > 0) this.fdBatches.push({ at: this.consumed + Math.max(0, chunk.length - 1), fds: [...fds] });
+    try {
+      const taken = this.cutFrom(chunk, 0, chunk.length, false);
+      if (taken < chunk.length) this.append(chunk.subarray(taken));
+      this.checkPendingFds();
     } catch (err) {
       if (err instanceof ProtocolError) this.failure = err;
       throw err;
@@ -97,22 +113,42 @@ export class MessageFramer {
     this.end += chunk.length;
   }
 
-  private cut(): void {
-    while (this.end - this.start >= HEADER_SIZE) {
-      const { size } = decodeHeader(this.buf, this.start);
+  /**
+   * Hardening: every batch still queued belongs to the one incomplete message. Without this
+   * bound a peer sending a message one byte (and 8 fds) at a time makes us hold thousands
+   * of fds before the message is whole and decodeMessage gets to refuse it (fd exhaustion,
+   * the CVE-2022-0669 class). No message may carry more than MAX_FDS.
+   */
+  private checkPendingFds(): void {
+    let pending = 0;
+    for (const batch of this.fdBatches) pending += batch.fds.length;
+    if (pending > MAX_FDS) {
+      throw new ProtocolError('FD_COUNT', 'fds', pending, `${pending} fds arrived for one incomplete message, at most ${MAX_FDS} allowed`);
+    }
+  }
+
+  /**
+   * Queues the whole messages in from[from, to) (copies or views of `from`) with their fds;
+   * returns how many bytes they took. The stream offset of from[from] is this.consumed.
+   */
+  private cutFrom(source: Uint8Array, from: number, to: number, copy: boolean): number {
+    let at = from;
+    while (to - at >= HEADER_SIZE) {
+      const { size } = decodeHeader(source, at);
       if (size > MAX_PAYLOAD) {
         throw new ProtocolError('PAYLOAD_TOO_LARGE', 'size', size, `header announces ${size} payload bytes, limit ${MAX_PAYLOAD}`);
       }
       const total = HEADER_SIZE + size;
-      if (this.end - this.start < total) return;
-      const bytes = this.buf.slice(this.start, this.start + total);
+      if (to - at < total) break;
+      const bytes = copy ? source.slice(at, at + total) : source.subarray(at, at + total);
       const endOffset = this.consumed + total;
       const fds: number[] = [];
       while (this.fdBatches.length > 0 && this.fdBatches[0]!.at < endOffset) fds.push(...this.fdBatches.shift()!.fds);
       this.ready.push({ bytes, fds });
       this.readyBytes += total;
-      this.start += total;
+      at += total;
       this.consumed = endOffset;
     }
+    return at - from;
   }
 }

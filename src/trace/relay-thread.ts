@@ -41,7 +41,7 @@ const writer = TraceWriter.detached(setup.startHr, (bytes, records) => post({ ty
 let lastRecords = performance.now();
 
 const relay = new Relay({
-  record: (r) => writer.writeMessage({ ...r, timeNs: writer.elapsedNs() }),
+  record: (connection, channel, direction, bytes, fds) => writer.writeMessage({ timeNs: writer.elapsedNs(), connection, channel, direction, bytes, fds }),
   closed: (id, reason, messages) => {
     writer.flush(); // the host sees a connection's records before its close
     post({ type: 'closed', id, reason, messages });

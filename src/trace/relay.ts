@@ -20,11 +20,12 @@
  */
 import { FrontendRequest, HEADER_SIZE, MessageFramer, ProtocolError, REPLY_FLAG, type Frame } from '../protocol/index.js';
 import { closeFd, fdKind, pollReadable, receiveMessage, sendMessage, socketPair } from '../sys/index.js';
-import type { MessageRecord, PassedFd, TraceChannel, TraceDirection } from './records.js';
+import type { PassedFd, TraceChannel, TraceDirection } from './records.js';
 
 /** Where the relay reports: records, closed connections, log lines. */
 export interface RelaySink {
-  record(record: Omit<MessageRecord, 'type' | 'timeNs'>): void;
+  /** One message relayed (called before it is sent on). */
+  record(connection: number, channel: TraceChannel, direction: TraceDirection, bytes: Uint8Array, fds: PassedFd[]): void;
   closed(id: number, reason: string, messages: number): void;
   log(line: string): void;
 }
@@ -134,7 +135,7 @@ class RelayConnection {
         return;
       }
       try {
-        ep.framer.push(RECEIVE_BUFFER.subarray(0, got.bytes), got.fds);
+        ep.framer.pushView(RECEIVE_BUFFER.subarray(0, got.bytes), got.fds);
       } catch (err) {
         if (err instanceof ProtocolError) {
           this.fail(ep, `garbage from ${ep.label}: ${err.message}`);
@@ -176,7 +177,7 @@ class RelayConnection {
       }
     }
     this.messages++;
-    this.relay.sink.record({ connection: this.id, channel: route.channel, direction: route.direction, bytes, fds: kinds });
+    this.relay.sink.record(this.id, route.channel, route.direction, bytes, kinds);
     this.send(route.to, bytes, fds);
   }
 
@@ -192,13 +193,39 @@ class RelayConnection {
     return theirs;
   }
 
+  /**
+   * Sends a message on, straight from where it was read when nothing is queued before it;
+   * whatever must wait is copied (the receive buffer is reused by the next read).
+   */
   private send(to: Endpoint, bytes: Uint8Array, fds: number[]): void {
     if (to.closed) {
       for (const fd of fds) safeClose(fd);
       return;
     }
-    to.queue.push({ bytes, offset: 0, fds });
-    if (to.queue.length === 1) this.flush(to, false);
+    if (to.queue.length > 0) {
+      to.queue.push({ bytes: bytes.slice(), offset: 0, fds });
+      return;
+    }
+    let sent: number;
+    try {
+      sent = sendMessage(to.fd, bytes, fds);
+    } catch (err) {
+      for (const fd of fds) safeClose(fd);
+      this.fail(to, `send to ${to.label} failed: ${(err as Error).message}`);
+      return;
+    }
+    if (sent === bytes.length) {
+      for (const fd of fds) safeClose(fd); // they travelled with the first byte
+      return;
+    }
+    if (sent > 0) {
+      for (const fd of fds) safeClose(fd);
+      to.queue.push({ bytes: bytes.slice(sent), offset: 0, fds: [] });
+      to.lastProgress = performance.now();
+    } else {
+      to.queue.push({ bytes: bytes.slice(), offset: 0, fds });
+    }
+    this.backedUp(to);
   }
 
   /** Sends what is queued for `to`. `once`: no retry scheduling (used just before closing). */

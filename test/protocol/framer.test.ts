@@ -20,9 +20,14 @@ MESSAGES.forEach((m) => STREAM.raw(m.bytes));
 const BYTES = STREAM.build();
 const STARTS = MESSAGES.reduce<number[]>((acc, m, i) => [...acc, i === 0 ? 0 : acc[i - 1]! + MESSAGES[i - 1]!.bytes.length], []);
 
-/** Feeds BYTES in chunks of `size`; a chunk carries the fds of every message starting inside it. */
-function feed(size: number): { bytes: Uint8Array; fds: number[] }[] {
+/**
+ * Feeds BYTES in chunks of `size`; a chunk carries the fds of every message starting inside it.
+ * `views`: as a relay reads, each chunk into the same buffer, through pushView(); frames that
+ * are views of that buffer are counted, and copied before the buffer is written again.
+ */
+function feed(size: number, views?: { count: number }): { bytes: Uint8Array; fds: number[] }[] {
   const framer = new MessageFramer();
+  const readBuffer = new Uint8Array(BYTES.length);
   const out: { bytes: Uint8Array; fds: number[] }[] = [];
   for (let at = 0; at < BYTES.length; at += size) {
     const end = Math.min(at + size, BYTES.length);
@@ -31,8 +36,19 @@ function feed(size: number): { bytes: Uint8Array; fds: number[] }[] {
     const cuts = [at, ...STARTS.filter((s) => s > at && s < end), end];
     for (let i = 0; i + 1 < cuts.length; i++) {
       const idx = STARTS.indexOf(cuts[i]!);
-      framer.push(BYTES.subarray(cuts[i]!, cuts[i + 1]!), idx >= 0 ? MESSAGES[idx]!.fds : []);
-      for (let f = framer.next(); f; f = framer.next()) out.push(f);
+      const fds = idx >= 0 ? MESSAGES[idx]!.fds : [];
+      if (!views) {
+        framer.push(BYTES.subarray(cuts[i]!, cuts[i + 1]!), fds);
+        for (let f = framer.next(); f; f = framer.next()) out.push(f);
+        continue;
+      }
+      readBuffer.fill(0xee); // whatever a view still showed of the last read is gone
+      readBuffer.set(BYTES.subarray(cuts[i]!, cuts[i + 1]!));
+      framer.pushView(readBuffer.subarray(0, cuts[i + 1]! - cuts[i]!), fds);
+      for (let f = framer.next(); f; f = framer.next()) {
+        if (f.bytes.buffer === readBuffer.buffer) views.count++;
+        out.push({ bytes: f.bytes.slice(), fds: f.fds });
+      }
     }
   }
   assert.equal(framer.bufferedBytes, 0);
@@ -45,6 +61,23 @@ describe('MessageFramer', () => {
       const frames = feed(size);
       assert.deepEqual(frames, MESSAGES, `chunk size ${size}`);
     }
+  });
+
+  it('pushView: the same frames and fds at every chunk size; whole messages of a read are views of it, nothing else is', () => {
+    for (let size = 1; size <= BYTES.length; size++) {
+      const views = { count: 0 };
+      assert.deepEqual(feed(size, views), MESSAGES, `chunk size ${size}`);
+      if (size === BYTES.length) assert.equal(views.count, MESSAGES.length, 'one read of everything: every message a view');
+      if (size < 12) assert.equal(views.count, 0, 'reads smaller than a header: every message copied');
+    }
+  });
+
+  it('pushView refuses a header announcing more than MAX_PAYLOAD, as push does', () => {
+    const framer = new MessageFramer();
+    assert.throws(() => framer.pushView(b().u32(F.SET_CONFIG).u32(1).u32(MAX_PAYLOAD + 1).build(), [91]),
+      (err: unknown) => err instanceof ProtocolError && err.code === 'PAYLOAD_TOO_LARGE');
+    assert.throws(() => framer.pushView(new Uint8Array(1)), ProtocolError);
+    assert.deepEqual(framer.takeFds(), [91]);
   });
 
   it('splits the stream the same way at every single cut point', () => {
