@@ -8,9 +8,12 @@
  *   node dist/bench/iommu-table.js [--seconds S] [--warmup S] [--repeat N] [--only backend,...]
  *        [--mappings off,4K,2M,1G,dynamic,dynamic-pipelined] [--net loopback|sink] [--no-interleave]
  *        [--processes P] [--pin-serve] [--serve-variant 'NAME=--flag value']... [--serve-bin NAME=OTHER/bin/run.js]...
+ *        [--proxy-bin NAME=OTHER/bin/run.js]...
  *
  * `--only 'dpdk-testpmd,dpdk via'` adds DPDK's vhost behind `trace record` and behind the C relay
  * (bench/c/relay.c): what the recording proxy costs per round trip, against the smallest relay.
+ *
+ * `--proxy-bin NAME=OTHER/bin/run.js` adds DPDK behind another checkout's `trace record`.
  *
  * Each --serve-variant adds a backend serve/NAME (serve coalescing+batch with those flags too),
  * each --serve-bin one running another checkout's serve with the same flags (an A/B of builds).
@@ -60,10 +63,12 @@ interface Args {
   pinServe: boolean;
   /** More serve backends: this checkout with more flags, or another checkout's CLI. */
   extraServes: ServeVariant[];
+  /** More `trace record` proxies in front of DPDK: another checkout's CLI each. */
+  extraProxies: Array<{ name: string; bin: string }>;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3, interleave: true, processes: 2, pinServe: false, extraServes: [] };
+  const a: Args = { seconds: 3, warmup: 20, only: null, mappings: null, net: 'loopback', slots: 1024, repeat: 3, interleave: true, processes: 2, pinServe: false, extraServes: [], extraProxies: [] };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     switch (argv[i]) {
@@ -79,6 +84,7 @@ function parseArgs(argv: string[]): Args {
       case '--pin-serve': a.pinServe = true; break;
       case '--serve-variant': { const x = serveVariant(v); a.extraServes.push({ name: `serve/${x.name}`, args: [...DEFAULT_SERVE_ARGS, ...x.args] }); i++; break; }
       case '--serve-bin': { const x = serveBin(v); a.extraServes.push({ name: `serve/${x.name}`, args: DEFAULT_SERVE_ARGS, bin: x.bin }); i++; break; }
+      case '--proxy-bin': a.extraProxies.push(serveBin(v, '--proxy-bin')); i++; break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }
@@ -182,10 +188,16 @@ function testpmdBackend(name: string, relay?: (listen: string, connect: string, 
   };
 }
 
+/** DPDK's vhost behind `trace record` from the CLI at `bin`; VIT_PROXY_NODE_ARGS (space-separated) adds Node flags, e.g. --cpu-prof. */
+function traceRecordBackend(name: string, bin: string): Backend {
+  const nodeArgs = process.env.VIT_PROXY_NODE_ARGS?.trim().split(/\s+/) ?? [];
+  return testpmdBackend(name, (listen, connect, trace) => [process.execPath, ...nodeArgs, bin, 'trace', 'record', '--listen', listen, '--connect', connect, '-o', trace, '--quiet']);
+}
+
 const BACKENDS: Backend[] = [
   ...SERVE_VARIANTS.map(serveBackend),
   testpmdBackend('dpdk-testpmd'),
-  testpmdBackend('dpdk via trace record', (listen, connect, trace) => [process.execPath, join(repoRoot(), 'bin', 'run.js'), 'trace', 'record', '--listen', listen, '--connect', connect, '-o', trace, '--quiet']),
+  traceRecordBackend('dpdk via trace record', join(repoRoot(), 'bin', 'run.js')),
   testpmdBackend('dpdk via C relay', (listen, connect) => [cProgram('relay'), listen, connect]),
 ];
 
@@ -405,6 +417,7 @@ async function main(): Promise<void> {
     // The relayed DPDK columns measure the proxy, not the table's question: only when --only names them.
     ...BACKENDS.filter((b) => (args.only === null ? !b.name.startsWith('dpdk via') : args.only.some((o) => b.name.includes(o)))),
     ...args.extraServes.map(serveBackend),
+    ...args.extraProxies.map((p) => traceRecordBackend(`dpdk via ${p.name}`, p.bin)),
   ];
   const mappings = MAPPINGS.filter((m) => args.mappings === null || args.mappings.includes(m.name));
   // Every round of every case, in round order (index = round - 1).

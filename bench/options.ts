@@ -57,13 +57,13 @@ export function listOf<T extends string>(flag: string, value: string, allowed: r
  * `--serve-bin NAME=PATH` (or a bare PATH, the column then named after its checkout:
  * /tmp/old/bin/run.js -> 'old'): a serve column run from another checkout's bin/run.js.
  */
-export function serveBin(text: string | undefined): { name: string; bin: string } {
-  if (!text) throw new Error('--serve-bin needs NAME=PATH (PATH: bin/run.js of another checkout)');
+export function serveBin(text: string | undefined, flag = '--serve-bin'): { name: string; bin: string } {
+  if (!text) throw new Error(`${flag} needs NAME=PATH (PATH: bin/run.js of another checkout)`);
   const eq = text.indexOf('=');
   const bin = resolve(eq > 0 ? text.slice(eq + 1) : text);
   const name = eq > 0 ? text.slice(0, eq) : basename(dirname(dirname(bin)));
-  if (!existsSync(bin)) throw new Error(`--serve-bin ${text}: ${bin} does not exist`);
-  if (statSync(bin).isDirectory()) throw new Error(`--serve-bin ${text}: give the bin/run.js file, not a directory`);
+  if (!existsSync(bin)) throw new Error(`${flag} ${text}: ${bin} does not exist`);
+  if (statSync(bin).isDirectory()) throw new Error(`${flag} ${text}: give the bin/run.js file, not a directory`);
   return { name, bin };
 }
 
