@@ -18,6 +18,7 @@ import type { RelayCommand, RelayEvent, RelaySetup } from './relay-thread.js';
 import type { TraceWriter } from './writer.js';
 
 const THREAD_URL = new URL('./relay-thread.js', import.meta.url);
+
 export interface ProxyOptions {
   /** Socket path the front-end connects to. */
   listen: string;

@@ -291,7 +291,7 @@ class RelayConnection {
     this.flush(to, false);
   }
 
-  /** The endpoints that are open, for the poll set. */
+  /** Its endpoints (the back-end channel's are null until SET_BACKEND_REQ_FD). */
   endpoints(): Array<Endpoint | null> {
     return [this.front, this.back, this.chanFront, this.chanBack];
   }
@@ -299,7 +299,7 @@ class RelayConnection {
   /** The earliest send retry due on this connection (performance.now() time), 0 if none. */
   nextRetry(): number {
     let at = 0;
-    for (const ep of [this.front, this.back, this.chanFront, this.chanBack]) {
+    for (const ep of this.endpoints()) {
       if (ep && ep.retryAt !== 0 && (at === 0 || ep.retryAt < at)) at = ep.retryAt;
     }
     return at;
@@ -307,7 +307,7 @@ class RelayConnection {
 
   /** Retries every backlog that is due. */
   retryDue(now: number): void {
-    for (const ep of [this.front, this.back, this.chanFront, this.chanBack]) {
+    for (const ep of this.endpoints()) {
       if (ep && ep.retryAt !== 0 && ep.retryAt <= now && !ep.closed && !this.closed) this.retry(ep);
     }
   }
