@@ -40,7 +40,7 @@ export class MessageFramer {
     if (fds.length > 0) this.fdBatches.push({ at: this.consumed + (this.end - this.start) + Math.max(0, chunk.length - 1), fds: [...fds] });
     this.append(chunk);
     try {
-      this.start += this.cutFrom(this.buf, this.start, this.end, true);
+      this.cutFrom(this.buf, this.start, this.end, true);
       this.checkPendingFds();
     } catch (err) {
       if (err instanceof ProtocolError) this.failure = err;
@@ -128,8 +128,10 @@ export class MessageFramer {
   }
 
   /**
-   * Queues the whole messages in from[from, to) (copies or views of `from`) with their fds;
-   * returns how many bytes they took. The stream offset of from[from] is this.consumed.
+   * Queues the whole messages in source[from, to) (copies or views of `source`) with their fds;
+   * returns how many bytes they took. The stream offset of source[from] is this.consumed. From
+   * the framer's own buffer, each message is consumed as it is queued (so a refused header
+   * after some leaves the count of buffered bytes right).
    */
   private cutFrom(source: Uint8Array, from: number, to: number, copy: boolean): number {
     let at = from;
@@ -148,6 +150,7 @@ export class MessageFramer {
       this.readyBytes += total;
       at += total;
       this.consumed = endOffset;
+      if (source === this.buf) this.start = at;
     }
     return at - from;
   }
