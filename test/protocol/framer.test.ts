@@ -72,6 +72,24 @@ describe('MessageFramer', () => {
     }
   });
 
+  it('a refused header after whole messages in the same chunk: those stay to be taken, only the header counts as buffered', () => {
+    for (const pushWith of ['push', 'pushView'] as const) {
+      const framer = new MessageFramer();
+      const bad = b().u32(F.SET_CONFIG).u32(1).u32(MAX_PAYLOAD + 1).build();
+      const chunk = new Uint8Array(MESSAGES[0]!.bytes.length + MESSAGES[1]!.bytes.length + bad.length);
+      chunk.set(MESSAGES[0]!.bytes, 0);
+      chunk.set(MESSAGES[1]!.bytes, MESSAGES[0]!.bytes.length);
+      chunk.set(bad, chunk.length - bad.length);
+      if (pushWith === 'push') framer.push(chunk.subarray(0, 1)); // a byte held: push's path, not the view's
+      assert.throws(() => framer[pushWith](pushWith === 'push' ? chunk.subarray(1) : chunk), ProtocolError);
+      if (pushWith === 'push') assert.equal(framer.bufferedBytes, chunk.length, pushWith);
+      else assert.equal(framer.bufferedBytes, MESSAGES[0]!.bytes.length + MESSAGES[1]!.bytes.length, pushWith);
+      assert.deepEqual(framer.next()?.bytes, MESSAGES[0]!.bytes, pushWith);
+      assert.deepEqual(framer.next()?.bytes, MESSAGES[1]!.bytes, pushWith);
+      assert.equal(framer.bufferedBytes, pushWith === 'push' ? bad.length : 0, pushWith);
+    }
+  });
+
   it('pushView refuses a header announcing more than MAX_PAYLOAD, as push does', () => {
     const framer = new MessageFramer();
     assert.throws(() => framer.pushView(b().u32(F.SET_CONFIG).u32(1).u32(MAX_PAYLOAD + 1).build(), [91]),
