@@ -128,8 +128,6 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
         this.flushes.get(event.token)?.();
         this.flushes.delete(event.token);
         break;
-      case 'stopped':
-        break;
     }
   }
 

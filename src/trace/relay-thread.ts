@@ -2,8 +2,9 @@
  * The thread `trace record` relays in (relay.ts; its host is proxy.ts). It blocks in poll(2)
  * on every relayed socket and on an eventfd the host writes when its inbox has something:
  * a new connection, a flush, shutdown. Records are encoded here and handed to the host's
- * writer in chunks (at most every RECORDS_EVERY_MS, on a flush and before every event), so
- * the host's event loop wakes for files, not for messages.
+ * writer in chunks (every RECORDS_EVERY_MS or so, on a flush, and before a connection's close
+ * is reported), so the host's event loop wakes for chunks, not for messages. After shutdown
+ * the thread ends; the host waits for its exit.
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { eventfdRead } from '../sys/index.js';
@@ -29,8 +30,7 @@ export type RelayEvent =
   | { type: 'records'; bytes: Uint8Array; records: number }
   | { type: 'closed'; id: number; reason: string; messages: number }
   | { type: 'log'; line: string }
-  | { type: 'flushed'; token: number }
-  | { type: 'stopped' };
+  | { type: 'flushed'; token: number };
 
 /** Records wait in this thread's buffer at most about this long before the host gets them. */
 const RECORDS_EVERY_MS = 200;
@@ -75,5 +75,4 @@ for (;;) {
     lastRecords = now;
   }
 }
-post({ type: 'stopped' });
 setup.inbox.close();
