@@ -32,19 +32,6 @@ export interface ProxyOptions {
   stallTimeoutMs?: number;
 }
 
-function safeClose(fd: number): void {
-  try {
-    closeFd(fd);
-  } catch {
-    // already closed: nothing to release
-  }
-}
-
-/** A relayed connection, as the host knows it (the relay thread owns its sockets). */
-export interface ProxyConnection {
-  readonly id: number;
-}
-
 export interface ProxyEvents {
   connection: [id: number];
   close: [id: number, reason: string];
@@ -56,7 +43,8 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
   private listenFd = -1;
   private watcher: FdWatcher | null = null;
   private nextId = 0;
-  readonly connections = new Map<number, ProxyConnection>();
+  /** Ids of the connections being relayed (the relay thread owns their sockets). */
+  readonly connections = new Set<number>();
   private readonly logLine: (line: string) => void;
   private thread: Worker | null = null;
   private readonly inbox = new MessageChannel();
@@ -92,7 +80,7 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
     thread.on('error', (err) => this.log(`relay thread failed: ${err.stack ?? err}`));
     thread.on('exit', () => {
       this.thread = null;
-      for (const id of [...this.connections.keys()]) this.closed(id, 'the relay thread exited', 0);
+      for (const id of [...this.connections]) this.closed(id, 'the relay thread exited', 0);
       for (const done of this.flushes.values()) done();
       this.flushes.clear();
       exited();
@@ -146,17 +134,17 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
         back = connectUnix(this.options.connect);
       } catch (err) {
         this.log(`front-end refused: cannot connect to back-end ${this.options.connect}: ${(err as Error).message}`);
-        safeClose(front);
+        closeFd(front);
         continue;
       }
       const id = this.nextId++;
       if (!this.command({ type: 'connection', id, front, back })) {
         this.log('front-end refused: the relay thread is not running');
-        safeClose(front);
-        safeClose(back);
+        closeFd(front);
+        closeFd(back);
         continue;
       }
-      this.connections.set(id, { id });
+      this.connections.add(id);
       this.log(`connection ${id}: front-end accepted, back-end connected`);
       this.emit('connection', id);
     }
@@ -185,7 +173,7 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
     this.watcher?.stop();
     this.watcher = null;
     if (this.listenFd >= 0) {
-      safeClose(this.listenFd);
+      closeFd(this.listenFd);
       this.listenFd = -1;
       try {
         unlinkSync(this.options.listen);
@@ -196,7 +184,7 @@ export class RecordingProxy extends EventEmitter<ProxyEvents> {
     this.command({ type: 'shutdown' });
     await this.stopped;
     this.inbox.port1.close();
-    if (this.wakeFd >= 0) safeClose(this.wakeFd);
+    if (this.wakeFd >= 0) closeFd(this.wakeFd);
     this.wakeFd = -1;
   }
 }

@@ -18,7 +18,7 @@
  * framer refuses (a header announcing more than MAX_PAYLOAD) closes that connection: both
  * sockets and every fd the relay still holds. Other connections go on.
  */
-import { FrontendRequest, HEADER_SIZE, MessageFramer, ProtocolError, REPLY_FLAG, type Frame } from '../protocol/index.js';
+import { FrontendRequest, MessageFramer, ProtocolError, REPLY_FLAG, decodeHeader, type Frame } from '../protocol/index.js';
 import { closeFd, fdKind, pollReadable, receiveMessage, sendMessage, socketPair } from '../sys/index.js';
 import type { PassedFd, TraceChannel, TraceDirection } from './records.js';
 
@@ -170,9 +170,9 @@ class RelayConnection {
     const { bytes } = frame;
     let { fds } = frame;
     const kinds = fds.length === 0 ? NO_FDS : describeFds(fds);
-    if (from === this.front && fds.length === 1 && bytes.length >= HEADER_SIZE) {
-      const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_SIZE);
-      if (view.getUint32(0, true) === FrontendRequest.SET_BACKEND_REQ_FD && (view.getUint32(4, true) & REPLY_FLAG) === 0) {
+    if (from === this.front && fds.length === 1) {
+      const header = decodeHeader(bytes);
+      if (header.request === FrontendRequest.SET_BACKEND_REQ_FD && (header.flags & REPLY_FLAG) === 0) {
         fds = [this.openChannel(fds[0]!)];
       }
     }
