@@ -3,12 +3,15 @@
  * allocation: the queue-pair worker reads these off the socket itself (datapath/
  * iotlb-fast-path.ts), one per guest DMA map and unmap.
  *
- * Only the plain case is accepted: flags VERSION (+ NEED_REPLY), a 32-byte payload, every
- * value below 2^53, an UPDATE with a size, RO/WO/RW and no wrap, an INVALIDATE that stays
- * below 2^53. Whatever else — a malformed message, a huge invalidation, another request —
- * is not judged here: it goes to the full decoder and handler on the main thread, which
- * refuse or clamp it exactly as they always do. Accepting only what the handler takes
- * unchanged keeps the two paths from disagreeing (test/protocol/plain-iotlb.test.ts).
+ * Only the plain case is accepted: flags VERSION (+ NEED_REPLY), a 32-byte payload, an
+ * UPDATE with a size, RO/WO/RW and every value below 2^53 with no wrap, or an INVALIDATE of
+ * any range, clamped below 2^53 as the IOTLB_MSG handler clamps it (a lazy Linux guest's
+ * flush arrives from QEMU 8.0 on as [0xfef00000, 2^64), one per flush: sending those to the
+ * main thread cost a hand-back of the socket each). Whatever else — a malformed message,
+ * another request — is not judged here: it goes to the full decoder and handler on the
+ * main thread, which refuse it exactly as they always do. Taking only what the handler
+ * applies the same way keeps the two paths from disagreeing
+ * (test/protocol/plain-iotlb.test.ts).
  */
 import { IotlbPerm, IotlbType, FIXED_SIZES } from './bodies.js';
 import { HEADER_SIZE, NEED_REPLY_FLAG, VERSION } from './header.js';
@@ -42,6 +45,19 @@ function u53(view: DataView, at: number): number {
 }
 
 /**
+ * An INVALIDATE of [iova, iova + size) in u64s (either may be -1: 2^53 or more) as the
+ * handler applies it: start below 2^53, end at most 2^53 (the sum taken without wrap), at
+ * least one byte. Clamping only widens what is dropped.
+ */
+function clampInvalidate(out: PlainIotlbRequest, iova: number, size: number): void {
+  const start = iova < 0 ? LIMIT - 1 : iova;
+  // Two values below 2^53 add up exactly below it, and round to 2^53 or more above it.
+  const end = iova < 0 || size < 0 || iova + size >= LIMIT ? LIMIT : iova + size;
+  out.iova = start;
+  out.size = Math.max(1, end - start);
+}
+
+/**
  * Decodes `bytes` (at least IOTLB_FRAME_SIZE long; only that many are read) into `out`;
  * false when it is not a plain IOTLB UPDATE or INVALIDATE request (see above).
  */
@@ -57,16 +73,19 @@ export function decodePlainIotlb(bytes: Uint8Array, out: PlainIotlbRequest, view
   const uaddr = u53(view, p + 16);
   const perm = view.getUint8(p + 24);
   const iotlbType = view.getUint8(p + 25);
-  if (iova < 0 || size < 0 || uaddr < 0 || perm > IotlbPerm.RW || iova + size > LIMIT) return false;
+  if (perm > IotlbPerm.RW) return false;
   if (iotlbType === IotlbType.UPDATE) {
-    if (size === 0 || perm === IotlbPerm.NONE || uaddr + size > LIMIT) return false;
-  } else if (iotlbType !== IotlbType.INVALIDATE) {
+    if (iova < 0 || size <= 0 || uaddr < 0 || iova + size > LIMIT || uaddr + size > LIMIT || perm === IotlbPerm.NONE) return false;
+    out.iova = iova;
+    out.size = size;
+    out.uaddr = uaddr;
+  } else if (iotlbType === IotlbType.INVALIDATE) {
+    clampInvalidate(out, iova, size);
+    out.uaddr = 0;
+  } else {
     return false;
   }
   out.iotlbType = iotlbType;
-  out.iova = iova;
-  out.size = iotlbType === IotlbType.INVALIDATE && size === 0 ? 1 : size;
-  out.uaddr = uaddr;
   out.perm = perm;
   out.needsReply = (flags & NEED_REPLY_FLAG) !== 0;
   return true;

@@ -99,6 +99,19 @@ describe('IOTLB fast path on a lent socket', () => {
     assert.equal(r.fast.lent, true);
   });
 
+  it("applies a lazy guest's flush itself, the half that ends at 2^64 clamped below 2^53 as the session clamps it", () => {
+    const r = rig();
+    // QEMU 8.0 and later: one pair per flush, from the guest's vCPU, which waits for both acks.
+    sendMessage(r.frontend, iotlb(IotlbType.INVALIDATE, 0n, 0xfee0_0000n, 0n, 0));
+    sendMessage(r.frontend, iotlb(IotlbType.INVALIDATE, 0xfef0_0000n, 2n ** 64n - 0xfef0_0000n, 0n, 0));
+    sendMessage(r.frontend, iotlb(IotlbType.INVALIDATE, 0n, 2n ** 64n - 1n, 0n, 0));
+    assert.equal(r.fast.poll(), true, r.fast.returned.reason);
+    const toLimit = (from: number): string => `invalidate ${from.toString(16)}+${(2 ** 53 - from).toString(16)}`;
+    assert.deepEqual(r.sink.ops, ['invalidate 0+fee00000', toLimit(0xfef0_0000), toLimit(0)]);
+    assert.deepEqual(acksReceived(r.frontend), [0n, 0n, 0n]);
+    assert.equal(r.fast.lent, true, 'the socket stays with the fast path');
+  });
+
   it('hands a message with fds to the session, with its fd, and gives the socket back', () => {
     const r = rig();
     const efd = eventfdCreate(0);
@@ -132,7 +145,7 @@ describe('IOTLB fast path on a lent socket', () => {
     ['an IOTLB MISS (not a front-end request)', iotlb(IotlbType.MISS, 0x1000n, 0n)],
     ['an UPDATE of size 0', iotlb(IotlbType.UPDATE, 0x1000n, 0n, 0x1000n)],
     ['an UPDATE with no permission', iotlb(IotlbType.UPDATE, 0x1000n, 0x1000n, 0x1000n, 0)],
-    ['an INVALIDATE of the whole 64-bit space', iotlb(IotlbType.INVALIDATE, 0n, 0xffff_ffff_ffff_ffffn)],
+    ['an INVALIDATE with perm 4', iotlb(IotlbType.INVALIDATE, 0x1000n, 0x1000n, 0n, 4)],
     ['an UPDATE that wraps', iotlb(IotlbType.UPDATE, 0x1f_ffff_ffff_f000n, 0x2000n, 0x1000n)],
   ] as const) {
     it(`hands ${what} to the session, byte for byte`, () => {
