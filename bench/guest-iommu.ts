@@ -7,6 +7,7 @@
  *        [--only 'DPDK vhost,serve coalescing'] [--frames N] [--seconds S] [--json]
  *        [--serve-args '--flag value'] [--serve-bin name=/other/checkout/bin/run.js]...
  *        [--serve-variant 'name=--flag value']... [--cpu N] [--lcores-cpu N] [--syscalls]
+ *        [--job-timeout S]
  *
  * Rows (guest configurations):
  *   off     no IOMMU
@@ -60,6 +61,9 @@
  * --syscalls records each back-end's sendmsg / recvmsg with perf from link up to the job's end
  * and prints, per cell, how long QEMU took to answer its misses and how long the back-end took
  * from an answer to its next miss (syscall-timeline.ts): the same view of DPDK and serve.
+ * --job-timeout S (default 300): a cell whose guest has not finished its job S seconds after
+ * QEMU started counts as an error (a stalled back-end; DPDK's vhost behind a lazy guest
+ * stalls in some rounds, with or without its INVALIDATE end fixed).
  * Not a test: figures depend on the machine (TCG guest, 2 CPUs, maybe shared).
  */
 import Table from 'cli-table3';
@@ -126,6 +130,8 @@ export const COLUMNS: GuestColumn[] = [
  */
 export const DEFAULT_FRAMES: Record<GuestRow, number> = { off: 600_000, strict: 80_000, lazy: 150_000 };
 export const DEFAULT_SECONDS = 8;
+/** A cell's guest, boot to the job's end: DPDK's vhost on one CPU needs minutes (~80 frames/s); a stalled back-end never ends. */
+export const DEFAULT_JOB_TIMEOUT_S = 300;
 
 export interface CellRun {
   round: number;
@@ -191,6 +197,8 @@ export interface GuestIommuOptions {
   lcoresCpu?: number;
   /** Record each back-end's sendmsg / recvmsg with perf and print where its round trips go (syscall-timeline.ts). */
   syscalls?: boolean;
+  /** Seconds a cell's guest may take from boot to the job's end before the cell counts as stalled (default 300). */
+  jobTimeoutS?: number;
   progress?: (line: string) => void;
 }
 
@@ -414,7 +422,7 @@ function lazyNeedsPerBurst(): boolean {
   return qemuVersion()[0] < 8;
 }
 
-async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, round: number, opts: Required<Pick<GuestIommuOptions, 'seconds' | 'serveArgs'>> & { frames: number; cpu?: number; syscalls?: boolean }): Promise<CellRun> {
+async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, round: number, opts: Required<Pick<GuestIommuOptions, 'seconds' | 'serveArgs'>> & { frames: number; cpu?: number; syscalls?: boolean; jobTimeoutMs: number }): Promise<CellRun> {
   const t0 = performance.now();
   const iommu = row !== 'off';
   const dir = mkdtempSync(join(tmpdir(), 'vit-gi-'));
@@ -433,18 +441,18 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
       args: direction === 'tx' ? { count: opts.frames, pktsize: 60 } : { hold: opts.seconds, pre: 1 },
       iommu,
       ...(row === 'strict' ? { extraKernelArgs: 'iommu.strict=1' } : {}),
-      timeoutMs: 300_000,
+      timeoutMs: opts.jobTimeoutMs,
     });
     const g = guest;
     let linkMs: number | undefined;
     const pid = backend.pid();
-    void g.waitFor(/^VIT-LINK up/, 300_000).then(() => {
+    void g.waitFor(/^VIT-LINK up/, opts.jobTimeoutMs).then(() => {
       linkMs = performance.now() - spawnAt;
       if (opts.syscalls && pid !== undefined) recorder = new SyscallRecorder(pid, join(dir, 'syscalls.perf'), g.process.pid);
     }, () => undefined);
     // The job's end, while the guest is still connected: serve's state then has this session's figures.
     const end = direction === 'tx' ? /Result: |^VIT-RESULT pktgen|^VIT-RESULT error/ : /^VIT-RESULT (rx-count|error)/;
-    await g.waitFor(end, 300_000).catch(() => undefined);
+    await g.waitFor(end, opts.jobTimeoutMs).catch(() => undefined);
     const jobMs = performance.now() - spawnAt;
     const syscalls = recorder === undefined ? undefined : await recorder.stop();
     recorder = undefined;
@@ -504,7 +512,7 @@ export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<
         const order = [...cols.slice(k), ...cols.slice(0, k)];
         for (const col of order) {
           const cpu = col.lcoresOnly ? opts.cpu ?? opts.lcoresCpu : opts.cpu;
-          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [], cpu, syscalls: opts.syscalls });
+          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [], cpu, syscalls: opts.syscalls, jobTimeoutMs: (opts.jobTimeoutS ?? DEFAULT_JOB_TIMEOUT_S) * 1000 });
           runs.get(col.name)!.push(r);
           const where = `[${row} ${direction} ${round + 1}/${rounds}] ${col.name.padEnd(24)}`;
           const times = `boot ${fmtS(r.bootMs)} link ${fmtS(r.linkMs)} job ${fmtS(r.jobMs)} wall ${fmtS(r.wallMs)}`;
@@ -695,6 +703,7 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
       case '--frames': a.frames = num(flag, v); i++; break;
       case '--seconds': a.seconds = num(flag, v); i++; break;
       case '--rounds': a.rounds = num(flag, v); i++; break;
+      case '--job-timeout': a.jobTimeoutS = num(flag, v); i++; break;
       case '--serve-args': a.serveArgs = [...(a.serveArgs ?? []), ...(v ?? '').split(/\s+/).filter(Boolean)]; i++; break;
       case '--serve-bin': a.serveBins = [...(a.serveBins ?? []), serveBin(v)]; i++; break;
       case '--serve-variant': a.serveVariants = [...(a.serveVariants ?? []), serveVariant(v)]; i++; break;
