@@ -14,11 +14,11 @@
  *   strict  QEMU `-device intel-iommu,intremap=off,device-iotlb=on`, NIC `iommu_platform=on,ats=on`,
  *           guest `intel_iommu=on iommu.strict=1` (every unmap flushed and forwarded)
  *   lazy    the same with Linux's default lazy (DMA-FQ) invalidation: unmaps are flushed in
- *           batches, and not every unmapped page reaches a vhost-user back-end as an
- *           INVALIDATE behind QEMU before 8.0 (docs/peers.md), where serve runs with
- *           `--iotlb-reuse per-burst`, which is correct there (behind 8.0 and later serve's
- *           default is). DPDK's vhost drops the flush that reaches 2^64 (see `DPDK vhost
- *           end-fixed`) and reads stale translations (the frames still count)
+ *           batches. QEMU 8.0 and later forward each flush as two INVALIDATEs over the whole
+ *           IOVA space; QEMU before 8.0 forwards only some of its pages (docs/peers.md), and
+ *           serve then runs with `--iotlb-reuse per-burst`, which is correct there. DPDK's
+ *           vhost drops the half that reaches 2^64 (see `DPDK vhost end-fixed`) and reads
+ *           stale translations (the frames still count)
  * Directions:
  *   tx      guest → back-end: guest pktgen, vit.pktsize=60 (64 bytes on the wire with FCS), N frames,
  *           into serve `--net sink` / testpmd `rxonly`; the rate is pktgen's own (frames / its usec)
