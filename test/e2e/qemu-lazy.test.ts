@@ -9,7 +9,7 @@
 //
 // QEMU 8.0 and later forward every flush, as two INVALIDATEs over the whole IOVA space, the
 // second ending at 2^64: behind those serve's default (`cached`) is correct too, and the last
-// test runs it that way, the flushes read and applied by serve's IOTLB reader thread.
+// test runs it that way, the flushes taken by serve's IOTLB fast path like any INVALIDATE.
 //
 // The rig (namespace with serve on a tap, a TCP server at 192.0.2.1, the guest at 192.0.2.2,
 // ping/transfer checks) is test/support/qemu-rig.ts, shared with qemu.test.ts. A missing
@@ -42,7 +42,7 @@ describe('guests in Linux\'s default lazy IOMMU mode, serve --iotlb-reuse per-bu
 describe('guests in Linux\'s default lazy IOMMU mode, serve with its defaults, behind QEMU 8.0 or later', () => {
   it('every flush applied: 8 MiB over TCP each way intact', { timeout: 180_000 }, async () => {
     const version = qemuVersion();
-    // Loud, not skipped: QEMU before 8.0 forwards no flush, and this guest would fail for that.
+    // Loud, not skipped: QEMU before 8.0 forwards only some pages of a flush, and this guest would fail for that.
     assert.ok(version[0] >= 8, `\n\n*** QEMU ${version.join('.')} does not forward a lazy guest's flushes (8.0 does); .ci/run installs a newer one ***\n`);
     const rig = await startRig(['--iotlb-strategy', 'coalescing'], { tcp: true, source: 8 });
     try {
