@@ -156,7 +156,7 @@ export interface CellRun {
   wallMs: number;
   /** --syscalls: the back-end's round trips from link up to the job's end. */
   syscalls?: SyscallTimeline;
-  /** The guest while it sent or counted (`VIT-CPU`): share of its CPU busy (0..1), interrupts per 1000 frames. */
+  /** The guest while it sent or counted (`VIT-CPU`): share of its CPU busy (0..1), its virtio NIC's interrupts per 1000 frames. */
   guestBusy?: number;
   irqPerKFrames?: number;
   error?: string;
@@ -641,7 +641,7 @@ function guestCpu(cpu: { busy: number; total: number; interrupts: number } | und
 
 /** The guest's side of a cell, as the progress lines and the summary print it. */
 function describeGuest(busy: number, irqPerKFrames: number): string {
-  return `${(busy * 100).toFixed(0)}% busy, ${irqPerKFrames.toFixed(0)} interrupts per 1000 frames`;
+  return `${(busy * 100).toFixed(0)}% busy, ${irqPerKFrames.toFixed(irqPerKFrames < 10 ? 1 : 0)} NIC interrupts per 1000 frames`;
 }
 
 /**

@@ -104,7 +104,7 @@ function readArgs(): Args {
 }
 
 /**
- * One transfer: MB/s; how busy the guest's CPU was meanwhile (0..1), and the interrupts and
+ * One transfer: MB/s; how busy the guest's CPU was meanwhile (0..1), and the NIC interrupts and
  * frames (its NIC's packets in the transfer's direction) it handled per MiB (NaN if it did not say).
  */
 interface Transfer { mbs: number; guestBusy: number; irqPerMiB: number; framesPerMiB: number }
@@ -216,7 +216,7 @@ async function main(): Promise<void> {
           (cell[column.name] ??= []).push(t.mbs);
           if (t.mbs > 0) {
             (cellGuest[column.name] ??= []).push(t);
-            process.stderr.write(`${tag}: ${t.mbs.toFixed(1)} MB/s, guest CPU ${(t.guestBusy * 100).toFixed(0)}% busy, ${t.framesPerMiB.toFixed(0)} frames and ${t.irqPerMiB.toFixed(0)} interrupts per MiB\n`);
+            process.stderr.write(`${tag}: ${t.mbs.toFixed(1)} MB/s, guest CPU ${(t.guestBusy * 100).toFixed(0)}% busy, ${t.framesPerMiB.toFixed(0)} frames and ${t.irqPerMiB.toFixed(0)} NIC interrupts per MiB\n`);
           }
         }
       }
@@ -255,7 +255,7 @@ async function main(): Promise<void> {
   }
   // Near 100% busy, the guest's own CPU (TCG) is the limit whichever back-end carries the bytes,
   // and what decides the rate is how much work each MiB costs it: frames and interrupts.
-  console.log(`\nThe guest during the transfer: % of its CPU busy / frames per MiB / interrupts per MiB, medians of the transfers that completed`);
+  console.log(`\nThe guest during the transfer: % of its CPU busy / frames per MiB / NIC interrupts per MiB, medians of the transfers that completed`);
   console.log(tableHead(['direction', 'guest', ...a.columns.map((c) => c.name)]));
   for (const [key, r] of Object.entries(guest)) {
     const cells = names.map((n) => {

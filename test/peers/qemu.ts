@@ -100,7 +100,7 @@ export interface GuestResult {
   tcp?: { ok: boolean; rc: number };
   pktgen?: { ok: boolean; sent: number; errors: number };
   stats?: GuestStats;
-  /** tcp-*, http-*, pktgen, rx-count: over the job, the guest CPU's jiffies busy (not idle) of total, and the interrupts it took (`VIT-CPU`). */
+  /** tcp-*, http-*, pktgen, rx-count: over the job, the guest CPU's jiffies busy (not idle) of total, and the interrupts its virtio NIC raised (`VIT-CPU`). */
   cpu?: { busy: number; total: number; interrupts: number };
   /** From `VIT-RESULT error <what>`. */
   error?: string;
@@ -223,7 +223,7 @@ export function parseGuestLines(lines: string[]): Omit<GuestResult, 'lines' | 'd
         txDropped: kv.get('tx_dropped') ?? 0,
       };
     }
-    m = line.match(/^VIT-CPU busy (\d+) total (\d+) intr (\d+)/);
+    m = line.match(/^VIT-CPU busy (\d+) total (\d+) virtio-irqs (\d+)/);
     if (m) out.cpu = { busy: +m[1]!, total: +m[2]!, interrupts: +m[3]! };
     m = line.match(/^VIT-RESULT (.*)$/);
     if (!m) continue;
