@@ -78,7 +78,7 @@ import { ensureGuest, guestDir, qemuBinary, qemuVersion, startGuest, type Guest 
 import { startTestpmd, testpmdBinary, type Testpmd } from '../test/peers/dpdk.js';
 import { MissingPeerError, repoRoot, sleep, spawnLogged, terminate, waitForPath, type LineLog } from '../test/peers/util.js';
 import { median } from './median.js';
-import { answerHelp, optionsOrExit, serveBin, serveVariant } from './options.js';
+import { answerHelp, optionsOrExit, checkoutBin, serveVariant } from './options.js';
 import { cProgram } from './c-program.js';
 import { describeTimeline, SyscallRecorder, type SyscallTimeline } from './syscall-timeline.js';
 
@@ -414,15 +414,7 @@ export function missRoundTrip(state: unknown): { p50: number; count: number } | 
   return found[0]!;
 }
 
-/**
- * QEMU before 8.0 does not forward a lazy guest's flushes (docs/peers.md): serve then runs the
- * lazy rows with `--iotlb-reuse per-burst`. Behind 8.0 and later the default is correct there.
- */
-function lazyNeedsPerBurst(): boolean {
-  return qemuVersion()[0] < 8;
-}
-
-async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, round: number, opts: Required<Pick<GuestIommuOptions, 'seconds' | 'serveArgs'>> & { frames: number; cpu?: number; syscalls?: boolean; jobTimeoutMs: number }): Promise<CellRun> {
+async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, round: number, opts: Required<Pick<GuestIommuOptions, 'seconds' | 'serveArgs'>> & { frames: number; cpu?: number; syscalls?: boolean; jobTimeoutMs: number; lazyPerBurst: boolean }): Promise<CellRun> {
   const t0 = performance.now();
   const iommu = row !== 'off';
   const dir = mkdtempSync(join(tmpdir(), 'vit-gi-'));
@@ -432,7 +424,7 @@ async function runCell(row: GuestRow, direction: Direction, col: GuestColumn, ro
   const fail = (msg: string): CellRun => ({ round, pps: NaN, frames: 0, seconds: 0, wallMs: performance.now() - t0, error: msg });
   try {
     backend = col.kind === 'serve'
-      ? await startServeBackend(dir, col, direction, row === 'lazy' && lazyNeedsPerBurst() ? ['--iotlb-reuse', 'per-burst', ...opts.serveArgs] : opts.serveArgs, opts.cpu)
+      ? await startServeBackend(dir, col, direction, row === 'lazy' && opts.lazyPerBurst ? ['--iotlb-reuse', 'per-burst', ...opts.serveArgs] : opts.serveArgs, opts.cpu)
       : await startDpdkBackend(dir, col, direction, iommu, opts.cpu);
     const spawnAt = performance.now();
     guest = startGuest({
@@ -500,6 +492,9 @@ export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<
   const columns = columnsFor(opts);
   if (columns.length === 0) throw new Error(`--only ${opts.only?.join(',')} matches no column (${COLUMNS.map((c) => c.name).join(', ')})`);
   checkPeers(columns);
+  // QEMU before 8.0 does not forward a lazy guest's flushes (docs/peers.md): serve then runs
+  // the lazy rows with `--iotlb-reuse per-burst`. Behind 8.0 and later its default is correct.
+  const lazyPerBurst = qemuVersion()[0] < 8;
   const cells: GuestCell[] = [];
   for (const row of rows) {
     const cols = columns.filter((c) => row !== 'off' || c.plain);
@@ -512,7 +507,7 @@ export async function runGuestIommuBench(opts: GuestIommuOptions = {}): Promise<
         const order = [...cols.slice(k), ...cols.slice(0, k)];
         for (const col of order) {
           const cpu = col.lcoresOnly ? opts.cpu ?? opts.lcoresCpu : opts.cpu;
-          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [], cpu, syscalls: opts.syscalls, jobTimeoutMs: (opts.jobTimeoutS ?? DEFAULT_JOB_TIMEOUT_S) * 1000 });
+          const r = await runCell(row, direction, col, round + 1, { frames, seconds, serveArgs: opts.serveArgs ?? [], cpu, syscalls: opts.syscalls, jobTimeoutMs: (opts.jobTimeoutS ?? DEFAULT_JOB_TIMEOUT_S) * 1000, lazyPerBurst });
           runs.get(col.name)!.push(r);
           const where = `[${row} ${direction} ${round + 1}/${rounds}] ${col.name.padEnd(24)}`;
           const times = `boot ${fmtS(r.bootMs)} link ${fmtS(r.linkMs)} job ${fmtS(r.jobMs)} wall ${fmtS(r.wallMs)}`;
@@ -566,8 +561,8 @@ export function fmtPps(x: number): string {
 
 /** Which column the ratios of these cells are to. */
 function baselineNote(cells: GuestCell[]): string {
-  const lazy = cells.filter((c) => c.row === 'lazy').map((c) => c.column);
-  return lazy.includes(LAZY_BASELINE) ? `DPDK vhost's (lazy: ${LAZY_BASELINE}'s)` : "DPDK vhost's";
+  const lazy = baselineOf('lazy', cells.filter((c) => c.row === 'lazy').map((c) => c.column));
+  return lazy === BASELINE ? "DPDK vhost's" : `DPDK vhost's (lazy: ${lazy}'s)`;
 }
 
 /** One table per direction: rows = guest IOMMU setups, columns = back-ends (+ miss p50 beside each serve column). */
@@ -705,7 +700,7 @@ export function parseArgs(argv: string[]): GuestIommuOptions & { json: boolean }
       case '--rounds': a.rounds = num(flag, v); i++; break;
       case '--job-timeout': a.jobTimeoutS = num(flag, v); i++; break;
       case '--serve-args': a.serveArgs = [...(a.serveArgs ?? []), ...(v ?? '').split(/\s+/).filter(Boolean)]; i++; break;
-      case '--serve-bin': a.serveBins = [...(a.serveBins ?? []), serveBin(v)]; i++; break;
+      case '--serve-bin': a.serveBins = [...(a.serveBins ?? []), checkoutBin(v)]; i++; break;
       case '--serve-variant': a.serveVariants = [...(a.serveVariants ?? []), serveVariant(v)]; i++; break;
       case '--cpu': case '--lcores-cpu': {
         const n = Number(v);

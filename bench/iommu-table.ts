@@ -43,7 +43,7 @@ import { transmitBurst } from '../src/net/virtio-net.js';
 import { inProcessDevice } from './in-process-device.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { answerHelp, optionsOrExit, serveBin, serveVariant } from './options.js';
+import { answerHelp, optionsOrExit, checkoutBin, serveVariant } from './options.js';
 import { cProgram } from './c-program.js';
 import { repoRoot, spawnLogged, terminate, waitForPath } from '../test/peers/util.js';
 
@@ -83,8 +83,8 @@ function parseArgs(argv: string[]): Args {
       case '--processes': a.processes = Number(v); i++; break;
       case '--pin-serve': a.pinServe = true; break;
       case '--serve-variant': { const x = serveVariant(v); a.extraServes.push({ name: `serve/${x.name}`, args: [...DEFAULT_SERVE_ARGS, ...x.args] }); i++; break; }
-      case '--serve-bin': { const x = serveBin(v); a.extraServes.push({ name: `serve/${x.name}`, args: DEFAULT_SERVE_ARGS, bin: x.bin }); i++; break; }
-      case '--proxy-bin': a.extraProxies.push(serveBin(v, '--proxy-bin')); i++; break;
+      case '--serve-bin': { const x = checkoutBin(v); a.extraServes.push({ name: `serve/${x.name}`, args: DEFAULT_SERVE_ARGS, bin: x.bin }); i++; break; }
+      case '--proxy-bin': a.extraProxies.push(checkoutBin(v, '--proxy-bin')); i++; break;
       default: throw new Error(`unknown argument ${argv[i]}`);
     }
   }

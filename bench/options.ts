@@ -54,10 +54,11 @@ export function listOf<T extends string>(flag: string, value: string, allowed: r
 }
 
 /**
- * `--serve-bin NAME=PATH` (or a bare PATH, the column then named after its checkout:
- * /tmp/old/bin/run.js -> 'old'): a serve column run from another checkout's bin/run.js.
+ * `--serve-bin NAME=PATH` or `--proxy-bin NAME=PATH` (or a bare PATH, the column then named
+ * after its checkout: /tmp/old/bin/run.js -> 'old'): a column run from another checkout's
+ * bin/run.js (its serve, or its `trace record`).
  */
-export function serveBin(text: string | undefined, flag = '--serve-bin'): { name: string; bin: string } {
+export function checkoutBin(text: string | undefined, flag = '--serve-bin'): { name: string; bin: string } {
   if (!text) throw new Error(`${flag} needs NAME=PATH (PATH: bin/run.js of another checkout)`);
   const eq = text.indexOf('=');
   const bin = resolve(eq > 0 ? text.slice(eq + 1) : text);

@@ -39,7 +39,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { median } from './median.js';
-import { answerHelp, listOf, optionsOrExit, positiveInt, serveBin, serveVariant } from './options.js';
+import { answerHelp, listOf, optionsOrExit, positiveInt, checkoutBin, serveVariant } from './options.js';
 import { startVhostTap } from '../test/peers/dpdk.js';
 import { startGuest, type GuestResult } from '../test/peers/qemu.js';
 import { createNetns, startTcpPeer, type TcpPeer } from '../test/support/netns.js';
@@ -93,7 +93,7 @@ function readArgs(): Args {
     add({ name, backend: 'serve', extraArgs: args }, '--serve-variant');
   }
   for (const text of v['serve-bin']!) {
-    const { name, bin } = serveBin(text);
+    const { name, bin } = checkoutBin(text);
     add({ name, backend: 'serve', extraArgs: [], bin }, '--serve-bin');
   }
   return {
