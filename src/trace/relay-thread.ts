@@ -67,12 +67,25 @@ function takeCommands(): boolean {
   return true;
 }
 
-for (;;) {
-  if (relay.poll() && !takeCommands()) break;
-  const now = performance.now();
-  if (now - lastRecords >= RECORDS_EVERY_MS) {
-    writer.flush();
-    lastRecords = now;
+try {
+  for (;;) {
+    if (relay.poll() && !takeCommands()) break;
+    const now = performance.now();
+    if (now - lastRecords >= RECORDS_EVERY_MS) {
+      writer.flush();
+      lastRecords = now;
+    }
   }
+} catch (err) {
+  // The sockets and passed fds are this process's: a thread that dies holding them leaks them,
+  // and the host cannot close them safely (it cannot tell which numbers were reused since).
+  post({ type: 'log', line: `relay thread failed, closing every connection: ${(err as Error).stack ?? err}` });
+  try {
+    relay.closeAll('the relay thread failed'); // closes every fd even if a report throws
+    writer.flush();
+  } catch {
+    // reports or records lost; the fds are closed either way
+  }
+} finally {
+  setup.inbox.close();
 }
-setup.inbox.close();

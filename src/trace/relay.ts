@@ -89,6 +89,18 @@ function describeFds(fds: readonly number[]): PassedFd[] {
 
 const NO_FDS: PassedFd[] = [];
 
+/**
+ * Runs one connection's work; a fault of ours (a throwing sink, a bug) ends that connection,
+ * its fds closed, and not the others or the thread.
+ */
+function guarded(conn: RelayConnection, work: () => void): void {
+  try {
+    work();
+  } catch (err) {
+    conn.close(`relay error: ${(err as Error).stack ?? err}`);
+  }
+}
+
 class RelayConnection {
   readonly front: Endpoint;
   readonly back: Endpoint;
@@ -334,9 +346,10 @@ class RelayConnection {
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    this.closeChannel(reason);
+    // Every fd first: the reports below go through the sink, which may be what failed.
     this.closeEndpoint(this.front);
     this.closeEndpoint(this.back);
+    this.closeChannel(reason);
     this.relay.connectionClosed(this, reason);
   }
 }
@@ -366,8 +379,17 @@ export class Relay {
     this.dirty = true;
   }
 
+  /** Closes every connection; each one's fds are closed even when reporting another's close throws. */
   closeAll(reason: string): void {
-    for (const conn of [...this.connections]) conn.close(reason);
+    let failure: unknown = null;
+    for (const conn of [...this.connections]) {
+      try {
+        conn.close(reason);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    if (failure !== null) throw failure;
   }
 
   /** An endpoint joined or left the poll set. */
@@ -403,17 +425,12 @@ export class Relay {
         if (this.ready[i] !== 1) continue;
         const ep = this.polled[i - 1]!;
         if (ep.closed || ep.paused) continue;
-        try {
-          ep.connection.readable(ep);
-        } catch (err) {
-          // A fault of ours ends that connection (its fds closed), not the others.
-          ep.connection.close(`relay error: ${(err as Error).stack ?? err}`);
-        }
+        guarded(ep.connection, () => ep.connection.readable(ep));
       }
     }
     if (nextRetry !== 0) {
       const now = performance.now();
-      if (now >= nextRetry) for (const conn of [...this.connections]) conn.retryDue(now);
+      if (now >= nextRetry) for (const conn of [...this.connections]) guarded(conn, () => conn.retryDue(now));
     }
     return woken;
   }
