@@ -13,6 +13,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { pollReadable, eventfdRead, setThreadAffinity, yieldCpu } from '../sys/index.js';
 import type { FromWorker, ThreadSetup, ToPair, ToWorker } from './contract.js';
+import { PollWindow } from './poll-window.js';
 import { QueuePairRuntime } from './queue-pair-runtime.js';
 
 const setup = workerData as ThreadSetup;
@@ -27,8 +28,10 @@ if (setup.cpus.length > 0) setThreadAffinity(0, setup.cpus);
 const ROUNDS_PER_YIELD = 16384;
 /** A sleeper wakes at least this often, in case a kick was lost (and to retry a miss). */
 const SLEEP_MS = 50;
-/** How long to spin without work before sleeping (ThreadSetup.busyPollUs; < 0: never sleep). */
+/** The longest poll of an idle spell before sleeping (ThreadSetup.busyPollUs; < 0: never sleep). */
 const busyPollMs = setup.busyPollUs < 0 ? Infinity : setup.busyPollUs / 1000;
+/** The poll of each idle spell, within that budget, as long as spells show it pays. */
+const pollWindow = new PollWindow(busyPollMs);
 /** At most this many fds per pair (QueuePairRuntime.waitFds), plus the wake eventfd. */
 const FDS_PER_PAIR = 4;
 
@@ -127,6 +130,12 @@ const transmitParked = (): boolean => {
   return false;
 };
 
+/** A pair translates through an IOTLB (the front-end negotiated VIRTIO_F_IOMMU_PLATFORM). */
+const translating = (): boolean => {
+  for (const runtime of runtimes) if (runtime.setup.iommu) return true;
+  return false;
+};
+
 const quiesceAll = (): void => {
   for (const runtime of runtimes) runtime.quiesce();
 };
@@ -193,7 +202,10 @@ function round(checkSocket: boolean): number {
 
 async function run(): Promise<void> {
   let idle = 0;
-  let idleSince = -1;
+  /** When the current idle spell's poll window opened (performance.now()); -1: not idle. */
+  let spellStart = -1;
+  /** When the current poll window opened: at the spell's start, and again after each sleep. */
+  let pollFrom = -1;
   let rounds = 0;
   let busySteps = 0;
   while (!stopping) {
@@ -213,7 +225,10 @@ async function run(): Promise<void> {
     if (work === 0 && transmitParked()) yieldCpu();
     if (work > 0) {
       idle = 0;
-      idleSince = -1;
+      if (spellStart >= 0) {
+        pollWindow.spellEnded(performance.now() - spellStart);
+        spellStart = -1;
+      }
     } else if (++idle >= SPIN_ROUNDS) {
       idle = 0;
       if (setup.sharesCpu && busyPollMs > 0) {
@@ -223,20 +238,25 @@ async function run(): Promise<void> {
         // there (a DPDK lcore, a vCPU) for a whole slice. Every pair is quiescent here.
         yieldCpu();
       }
-      // Poll on for the busy-poll budget: the answer to a miss, or a guest's next frame, is
+      // Poll on for the spell's window: a guest's next frame, or the answer to a miss, is
       // then seen without a wake-up across CPUs (tens of µs here). Commands are still read.
+      // Behind a vIOMMU the window is the whole budget: every frame there waits on IOTLB
+      // round trips that polling shortens (an adapted window cost strict and lazy guests
+      // 0.9-1.0x in same-run A/Bs, docs/performance.md). The spell goes on through a sleep
+      // that ends without work (a timeout, a command, an IOTLB operation), which opens a new
+      // window: a guest's next frame often follows an INVALIDATE.
       let pollOn = false;
       if (busyPollMs > 0) {
         const now = performance.now();
-        if (idleSince < 0) idleSince = now;
-        pollOn = now - idleSince < busyPollMs;
+        if (spellStart < 0) spellStart = pollFrom = now;
+        pollOn = now - pollFrom < (translating() ? busyPollMs : pollWindow.windowMs);
       }
       if (!pollOn) {
-        idleSince = -1;
         // Woken by a kick, a tap, a lent socket or the wake eventfd: straight back to the
         // rings. The event loop is visited below only when the doorbell says a command waits
         // (each visit is a trip through libuv, on the path of every wake-up).
         sleep();
+        pollFrom = performance.now();
       }
     }
     if (Atomics.load(posted, 0) !== received || ++rounds >= ROUNDS_PER_YIELD) {
