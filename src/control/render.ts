@@ -20,7 +20,10 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
   out.push(`protocol ${state.protocolFeatures.bits}: ${state.protocolFeatures.names.join(' ') || '-'}`);
   out.push(`IOMMU: ${state.iommu ? chalk.cyan('on (ACCESS_PLATFORM)') : 'off'}  status: 0x${state.status.toString(16)}${state.mtu === null ? '' : `  MTU: ${state.mtu}`}`);
   const t = state.threads;
-  const idle = t.busyPollUs < 0 ? 'never sleep' : `poll ${t.busyPollUs} µs then sleep`;
+  const idle = t.busyPollUs < 0 ? 'never sleep'
+    : t.busyPollUs === 0 ? 'sleep'
+    : state.iommu ? `poll ${t.busyPollUs} µs then sleep`
+    : `poll up to ${t.busyPollUs} µs (as long as the guest's pauses show it pays) then sleep`;
   out.push(`workers: ${t.workers} on ${t.cpus.length > 0 ? `CPU ${t.cpus.join(',')}` : 'any CPU'}${t.sharesCpu ? ' (sharing CPUs with the control thread)' : ''}, idle: ${idle}, IOTLB requests read by the ${t.iotlbReader === 'worker' ? 'worker' : t.iotlbReader === 'thread' ? 'IOTLB reader thread' : 'control thread'}`);
   if (state.dirtyLog.logging) {
     const d = state.dirtyLog;

@@ -1,8 +1,8 @@
 /**
  * Entry point of a worker thread. It serves one or more queue pairs (serve --workers), each a
  * QueuePairRuntime, in turn: one burst of each per round, so no pair starves another. It
- * busy-polls while any of them has work and for a budget of idle time after it (`serve
- * --busy-poll-us`), then sleeps in poll(2) on every pair's kick eventfds, tap and lent socket
+ * busy-polls while any of them has work and for a window of idle time after it (at most
+ * `serve --busy-poll-us`; poll-window.ts), then sleeps in poll(2) on every pair's kick eventfds, tap and lent socket
  * plus the thread's wake eventfd, and turns to its event loop when a command is waiting (or,
  * as a safety net, every ROUNDS_PER_YIELD rounds).
  *
