@@ -2,8 +2,8 @@
  * Entry point of a worker thread. It serves one or more queue pairs (serve --workers), each a
  * QueuePairRuntime, in turn: one burst of each per round, so no pair starves another. It
  * busy-polls while any of them has work and for a window of idle time after it (at most
- * `serve --busy-poll-us`; poll-window.ts), then sleeps in poll(2) on every pair's kick eventfds, tap and lent socket
- * plus the thread's wake eventfd, and turns to its event loop when a command is waiting (or,
+ * `serve --busy-poll-us`; poll-window.ts), then sleeps in poll(2) on every pair's kick
+ * eventfds, tap and lent socket plus the thread's wake eventfd, and turns to its event loop when a command is waiting (or,
  * as a safety net, every ROUNDS_PER_YIELD rounds).
  *
  * IOTLB consistency is per pair: a pair is resumed (its IOTLB ring drained) just before its
@@ -241,8 +241,8 @@ async function run(): Promise<void> {
       // Poll on for the spell's window: a guest's next frame, or the answer to a miss, is
       // then seen without a wake-up across CPUs (tens of µs here). Commands are still read.
       // Behind a vIOMMU the window is the whole budget: every frame there waits on IOTLB
-      // round trips that polling shortens (an adapted window cost strict and lazy guests
-      // 0.9-1.0x in same-run A/Bs, docs/performance.md). The spell goes on through a sleep
+      // round trips that polling shortens (an adapted window measured 0.88-1.07x of it on
+      // strict and lazy guests in same-run A/Bs, docs/performance.md). The spell goes on through a sleep
       // that ends without work (a timeout, a command, an IOTLB operation), which opens a new
       // window: a guest's next frame often follows an INVALIDATE.
       let pollOn = false;
