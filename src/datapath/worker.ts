@@ -3,8 +3,8 @@
  * QueuePairRuntime, in turn: one burst of each per round, so no pair starves another. It
  * busy-polls while any of them has work and for a window of idle time after it (at most
  * `serve --busy-poll-us`; poll-window.ts), then sleeps in poll(2) on every pair's kick
- * eventfds, tap and lent socket plus the thread's wake eventfd, and turns to its event loop when a command is waiting (or,
- * as a safety net, every ROUNDS_PER_YIELD rounds).
+ * eventfds, tap and lent socket plus the thread's wake eventfd, and turns to its event loop
+ * when a command is waiting (or, as a safety net, every ROUNDS_PER_YIELD rounds).
  *
  * IOTLB consistency is per pair: a pair is resumed (its IOTLB ring drained) just before its
  * burst and quiescent again right after it, so an INVALIDATE for one pair waits at most for
