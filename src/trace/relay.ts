@@ -89,16 +89,9 @@ function describeFds(fds: readonly number[]): PassedFd[] {
 
 const NO_FDS: PassedFd[] = [];
 
-/**
- * Runs one connection's work; a fault of ours (a throwing sink, a bug) ends that connection,
- * its fds closed, and not the others or the thread.
- */
-function guarded(conn: RelayConnection, work: () => void): void {
-  try {
-    work();
-  } catch (err) {
-    conn.close(`relay error: ${(err as Error).stack ?? err}`);
-  }
+/** A fault of ours (a throwing sink, a bug) ends that connection, its fds closed, not the others or the thread. */
+function faulted(conn: RelayConnection, err: unknown): void {
+  conn.close(`relay error: ${(err as Error).stack ?? err}`);
 }
 
 class RelayConnection {
@@ -425,12 +418,24 @@ export class Relay {
         if (this.ready[i] !== 1) continue;
         const ep = this.polled[i - 1]!;
         if (ep.closed || ep.paused) continue;
-        guarded(ep.connection, () => ep.connection.readable(ep));
+        try {
+          ep.connection.readable(ep);
+        } catch (err) {
+          faulted(ep.connection, err);
+        }
       }
     }
     if (nextRetry !== 0) {
       const now = performance.now();
-      if (now >= nextRetry) for (const conn of [...this.connections]) guarded(conn, () => conn.retryDue(now));
+      if (now >= nextRetry) {
+        for (const conn of [...this.connections]) {
+          try {
+            conn.retryDue(now);
+          } catch (err) {
+            faulted(conn, err);
+          }
+        }
+      }
     }
     return woken;
   }
