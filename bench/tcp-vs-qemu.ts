@@ -6,6 +6,8 @@
  *   serve no-offload the same, the guest's NIC with every offload off (csum=off, guest_csum=off, ...)
  *   QEMU tap         `-netdev tap,vhost=off`: QEMU's virtio-net emulation on the same kind of
  *                    tap, which passes the guest's offloads too
+ *   QEMU tap no-offload  the same with the guest's offloads off: the anchor for what offloads
+ *                    can gain with this guest (serve's offloads ratio against QEMU's own)
  *   DPDK vhost       DPDK's vhost-user back-end (testpmd, iommu-support=1) forwarding to a tap
  *                    PMD: another vhost-user back-end, which pays the same IOTLB round trips.
  *                    The guest's offloads are off: testpmd's io forwarding asks the tap PMD for
@@ -14,7 +16,7 @@
  * each a fresh guest, sha256 checked.
  *
  *   node dist/bench/tcp-vs-qemu.js [--mib 64] [--rounds 2] [--rows off,strict] [--directions tx,rx]
- *        [--backends 'serve,serve no-offload,QEMU tap,DPDK vhost'] [--serve-args '--flag value']
+ *        [--backends 'serve,serve no-offload,QEMU tap,QEMU tap no-offload,DPDK vhost'] [--serve-args '--flag value']
  *        [--serve-variant 'NAME=--flag value']... [--serve-bin NAME=OTHER/bin/run.js]... [--app nc|http] [--json]
  *
  * --app: what moves the bytes in the guest. `nc` (the guest's tcp-send / tcp-recv jobs): busybox
@@ -47,18 +49,22 @@ import { boot, closeAllRigs, GUEST_CIDR, HOST_IP, PORT, SOURCE_PORT, startRig, S
 
 type Row = 'off' | 'strict';
 type Direction = 'tx' | 'rx';
-const BACKENDS = ['serve', 'serve no-offload', 'QEMU tap', 'DPDK vhost'] as const;
+const BACKENDS = ['serve', 'serve no-offload', 'QEMU tap', 'QEMU tap no-offload', 'DPDK vhost'] as const;
 type Backend = (typeof BACKENDS)[number];
+/** Columns run when --backends is not given (QEMU tap no-offload is an anchor, run on request). */
+const DEFAULT_BACKENDS: readonly Backend[] = ['serve', 'serve no-offload', 'QEMU tap', 'DPDK vhost'];
 /** Column heads, for the table. */
 const HEADS: Record<Backend, string> = {
   serve: 'serve',
   'serve no-offload': 'serve, guest offloads off',
   'QEMU tap': 'QEMU `-netdev tap,vhost=off`',
+  'QEMU tap no-offload': 'QEMU `-netdev tap,vhost=off`, guest offloads off',
   'DPDK vhost': 'DPDK vhost + tap PMD, guest offloads off',
 };
 /** What each column's ratio is taken against: the serve column with the same guest offloads. */
 const SERVE_PEER: Record<Backend, Backend> = {
-  serve: 'serve', 'serve no-offload': 'serve', 'QEMU tap': 'serve', 'DPDK vhost': 'serve no-offload',
+  serve: 'serve', 'serve no-offload': 'serve', 'QEMU tap': 'serve', 'QEMU tap no-offload': 'serve no-offload',
+  'DPDK vhost': 'serve no-offload',
 };
 
 /** A column: one of BACKENDS, or a serve variant (serve with more flags, compared with `serve`). */
@@ -73,7 +79,7 @@ function readArgs(): Args {
     options: {
       mib: { type: 'string', default: '64' }, rounds: { type: 'string', default: '2' },
       rows: { type: 'string', default: 'off,strict' }, directions: { type: 'string', default: 'tx,rx' },
-      backends: { type: 'string', default: BACKENDS.join(',') },
+      backends: { type: 'string', default: DEFAULT_BACKENDS.join(',') },
       'serve-args': { type: 'string', multiple: true, default: [] },
       'serve-variant': { type: 'string', multiple: true, default: [] }, 'serve-bin': { type: 'string', multiple: true, default: [] },
       app: { type: 'string', default: 'nc' },
@@ -166,7 +172,8 @@ async function transfer(backend: Backend, row: Row, direction: Direction, mib: n
       : null;
     try {
       const guest = startGuest({
-        ...(testpmd ? { socketPath: socket, offloads: false } : { socketPath: '', tap: TAP, prefix: ns.execPrefix() }),
+        ...(testpmd ? { socketPath: socket } : { socketPath: '', tap: TAP, prefix: ns.execPrefix() }),
+        ...(testpmd || backend === 'QEMU tap no-offload' ? { offloads: false } : {}),
         mode, iommu, args, timeoutMs, memMiB,
         ...(iommu ? { extraKernelArgs: STRICT_IOMMU } : {}),
       });
@@ -236,6 +243,8 @@ async function main(): Promise<void> {
     if (c.backend === 'serve' || !names.includes(SERVE_PEER[c.backend])) return [];
     return [[SERVE_PEER[c.backend], c.name]];
   });
+  // What offloads gain QEMU's own back-end with the same guest: the anchor for serve / serve no-offload.
+  if (names.includes('QEMU tap') && names.includes('QEMU tap no-offload')) pairs.push(['QEMU tap', 'QEMU tap no-offload']);
   const head = (c: Column): string => (c.bin ? `${c.name} (serve from ${c.bin})` : c.extraArgs.length > 0 ? `${c.name} (serve ${c.extraArgs.join(' ')})` : HEADS[c.backend]);
   console.log(`TCP (guest's ${a.app === 'nc' ? 'busybox nc' : 'busybox httpd / wget'}), ${a.mib} MiB, MB/s: median of ${a.rounds} (each round); ratios of medians (with the guest's offloads as in each column)`);
   // One row of cells, and a table's head with its rule: both tables are written through these,
