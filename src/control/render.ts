@@ -25,6 +25,9 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
     : state.iommu ? `poll ${t.busyPollUs} µs then sleep`
     : `poll up to ${t.busyPollUs} µs (as long as the guest's pauses show it pays) then sleep`;
   out.push(`workers: ${t.workers} on ${t.cpus.length > 0 ? `CPU ${t.cpus.join(',')}` : 'any CPU'}${t.sharesCpu ? ' (sharing CPUs with the control thread)' : ''}, idle: ${idle}, IOTLB requests read by the ${t.iotlbReader === 'worker' ? 'worker' : t.iotlbReader === 'thread' ? 'IOTLB reader thread' : 'control thread'}`);
+  if (t.busyPollUs > 0 && state.idle.length > 0) {
+    out.push(`idle poll window now: ${state.idle.map((w) => `worker ${w.worker} ${w.windowUs.toFixed(0)} µs (${w.sleeps} sleeps)`).join(', ')}`);
+  }
   if (state.dirtyLog.logging) {
     const d = state.dirtyLog;
     out.push(chalk.cyan(`dirty-page logging on (migration): ${d.logBytes}-byte log, ${d.pagesMarked} page marks`) +

@@ -70,6 +70,12 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
      * sleeps (-1: never), and which thread reads IOTLB UPDATE / INVALIDATE.
      */
     threads: device.placement,
+    /**
+     * Per running worker: the poll window of its next idle spell in µs (adapted to the
+     * guest's pauses without an IOMMU, the whole budget behind one; -1: it never sleeps)
+     * and how often it has slept in poll(2).
+     */
+    idle: device.idling,
     status: device.status,
     /** The MTU the front-end set (NET_SET_MTU, applied to the tap); null if it set none. */
     mtu: device.mtu,

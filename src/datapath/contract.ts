@@ -68,7 +68,18 @@ export interface ThreadSetup {
   sharesCpu: boolean;
   /** CPUs this thread pins itself to (serve --cpus); empty: wherever the scheduler puts it. */
   cpus: number[];
+  /** Float64 IdleSlot: how the thread idles, written by it, read for inspect without a message. */
+  idle: SharedArrayBuffer;
 }
+
+/** ThreadSetup.idle's slots. */
+export const IdleSlot = {
+  /** The poll window of the thread's next idle spell, µs (poll-window.ts); -1: it never sleeps. */
+  windowUs: 0,
+  /** Times it slept in poll(2). */
+  sleeps: 1,
+} as const;
+export const IDLE_SLOTS = 2;
 
 /** One queue pair as its worker thread serves it. */
 export interface WorkerSetup {

@@ -7,7 +7,7 @@
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { closeFd, eventfdCreate, eventfdWrite } from '../sys/index.js';
-import type { FromWorker, ThreadSetup, ToPair, WorkerSetup } from './contract.js';
+import { IDLE_SLOTS, IdleSlot, type FromWorker, type ThreadSetup, type ToPair, type WorkerSetup } from './contract.js';
 import type { SocketReturn } from './iotlb-fast-path.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
@@ -35,6 +35,8 @@ export class WorkerThread {
   readonly wakeFd: number;
   /** Commands posted, as the worker's doorbell (contract.ts). */
   private readonly posted = new Int32Array(new SharedArrayBuffer(4));
+  /** How the thread idles (contract.ts IdleSlot), as it last wrote it. */
+  private readonly idle = new Float64Array(new SharedArrayBuffer(IDLE_SLOTS * 8));
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   private readonly pairs = new Map<number, PairEvents>();
@@ -47,6 +49,7 @@ export class WorkerThread {
     const setup: ThreadSetup = {
       worker: options.worker, wakeFd: this.wakeFd, doorbell: this.posted.buffer as SharedArrayBuffer,
       busyPollUs: options.busyPollUs, sharesCpu: options.sharesCpu, cpus: options.cpus,
+      idle: this.idle.buffer as SharedArrayBuffer,
     };
     this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData: setup, name: `worker-${options.worker}` });
     this.worker.on('message', (msg: FromWorker) => {
@@ -81,6 +84,11 @@ export class WorkerThread {
   /** Queue pairs this thread serves. */
   get pairCount(): number {
     return this.pairs.size;
+  }
+
+  /** The poll window of the thread's next idle spell (µs; -1: it never sleeps) and how often it slept. */
+  get idleState(): { windowUs: number; sleeps: number } {
+    return { windowUs: this.idle[IdleSlot.windowUs]!, sleeps: this.idle[IdleSlot.sleeps]! };
   }
 
   /** The thread serves `setup`'s pair from its next round on. */

@@ -12,7 +12,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { pollReadable, eventfdRead, setThreadAffinity, yieldCpu } from '../sys/index.js';
-import type { FromWorker, ThreadSetup, ToPair, ToWorker } from './contract.js';
+import { IdleSlot, type FromWorker, type ThreadSetup, type ToPair, type ToWorker } from './contract.js';
 import { PollWindow } from './poll-window.js';
 import { QueuePairRuntime } from './queue-pair-runtime.js';
 
@@ -32,6 +32,8 @@ const SLEEP_MS = 50;
 const busyPollMs = setup.busyPollUs < 0 ? Infinity : setup.busyPollUs / 1000;
 /** The poll of each idle spell, within that budget, as long as spells show it pays. */
 const pollWindow = new PollWindow(busyPollMs);
+/** What inspect shows of this thread's idling (contract.ts IdleSlot). */
+const idleState = new Float64Array(setup.idle);
 /** At most this many fds per pair (QueuePairRuntime.waitFds), plus the wake eventfd. */
 const FDS_PER_PAIR = 4;
 
@@ -59,6 +61,7 @@ function addPair(runtime: QueuePairRuntime): void {
   byPair.set(pair, runtime);
   waitFds = new Int32Array(runtimes.length * FDS_PER_PAIR + 1);
   ready = new Uint8Array(waitFds.length);
+  showWindow();
 }
 
 function removePair(runtime: QueuePairRuntime): void {
@@ -67,6 +70,7 @@ function removePair(runtime: QueuePairRuntime): void {
   runtime.unmapAll();
   runtimes = runtimes.filter((r) => r !== runtime);
   byPair.delete(runtime.setup.pairIndex);
+  showWindow();
 }
 
 function handlePair(runtime: QueuePairRuntime, msg: ToPair): unknown {
@@ -136,6 +140,17 @@ const translating = (): boolean => {
   return false;
 };
 
+/**
+ * How long the current idle spell may poll. Behind a vIOMMU the whole budget: every frame
+ * there waits on IOTLB round trips that polling shortens (an adapted window measured
+ * 0.88-1.07x of it on strict and lazy guests in same-run A/Bs, docs/performance.md).
+ */
+const spellWindowMs = (): number => (translating() ? busyPollMs : pollWindow.windowMs);
+
+function showWindow(): void {
+  idleState[IdleSlot.windowUs] = busyPollMs === Infinity ? -1 : spellWindowMs() * 1000;
+}
+
 const quiesceAll = (): void => {
   for (const runtime of runtimes) runtime.quiesce();
 };
@@ -157,6 +172,7 @@ function sleep(): void {
       for (let i = 0; i < runtime.waitCount; i++) waitFds[n++] = runtime.waitFds[i]!;
     }
     waitFds[n++] = setup.wakeFd;
+    idleState[IdleSlot.sleeps]++;
     const woke = pollReadable(waitFds, n, SLEEP_MS, ready);
     if (woke > 0) {
       let at = 0;
@@ -228,6 +244,7 @@ async function run(): Promise<void> {
       if (spellStart >= 0) {
         pollWindow.spellEnded(performance.now() - spellStart);
         spellStart = -1;
+        showWindow();
       }
     } else if (++idle >= SPIN_ROUNDS) {
       idle = 0;
@@ -238,18 +255,16 @@ async function run(): Promise<void> {
         // there (a DPDK lcore, a vCPU) for a whole slice. Every pair is quiescent here.
         yieldCpu();
       }
-      // Poll on for the spell's window: a guest's next frame, or the answer to a miss, is
-      // then seen without a wake-up across CPUs (tens of µs here). Commands are still read.
-      // Behind a vIOMMU the window is the whole budget: every frame there waits on IOTLB
-      // round trips that polling shortens (an adapted window measured 0.88-1.07x of it on
-      // strict and lazy guests in same-run A/Bs, docs/performance.md). The spell goes on through a sleep
-      // that ends without work (a timeout, a command, an IOTLB operation), which opens a new
-      // window: a guest's next frame often follows an INVALIDATE.
+      // Poll on for the spell's window (spellWindowMs): a guest's next frame, or the answer
+      // to a miss, is then seen without a wake-up across CPUs (tens of µs here). Commands are
+      // still read. The spell goes on through a sleep that ends without work (a timeout, a
+      // command, an IOTLB operation), which opens a new window: a guest's next frame often
+      // follows an INVALIDATE.
       let pollOn = false;
       if (busyPollMs > 0) {
         const now = performance.now();
         if (spellStart < 0) spellStart = pollFrom = now;
-        pollOn = now - pollFrom < (translating() ? busyPollMs : pollWindow.windowMs);
+        pollOn = now - pollFrom < spellWindowMs();
       }
       if (!pollOn) {
         // Woken by a kick, a tap, a lent socket or the wake eventfd: straight back to the
@@ -268,6 +283,7 @@ async function run(): Promise<void> {
   eventfdRead(setup.wakeFd);
 }
 
+showWindow();
 run().catch((err) => {
   post({ type: 'log', level: 'error', text: `worker ${setup.worker} stopped: ${(err as Error).stack ?? err}` });
 });

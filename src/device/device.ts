@@ -120,6 +120,8 @@ export class NetDevice {
   workerOf(pairIndex: number): number | null { return this.workers.workerOf(pairIndex); }
   /** Worker threads, their CPUs, idle polling and which thread reads IOTLB requests (inspect). */
   get placement() { return { ...this.workers.placement, iotlbReader: this.iotlb.reader }; }
+  /** Each running worker's idle poll window and sleeps (inspect). */
+  get idling() { return this.workers.idling; }
   resetRings(): Promise<void> { return this.workers.resetRings(); }
 
   // IOTLB (device-iotlb.ts).

@@ -264,6 +264,11 @@ export class QueuePairs {
     return { workers: this.threads.length, cpus: [...(this.options.cpus ?? [])], sharesCpu: this.sharesCpu, busyPollUs: this.busyPollUs };
   }
 
+  /** Each running worker thread's idle poll window (µs; -1: never sleeps) and sleeps so far (for inspect). */
+  get idling(): Array<{ worker: number; windowUs: number; sleeps: number }> {
+    return this.threads.flatMap((t) => (t && !t.exited ? [{ worker: t.number, ...t.idleState }] : []));
+  }
+
   /** ThreadSetup.busyPollUs: serve --busy-poll-us, else polling on only with a CPU per worker. */
   private get busyPollUs(): number {
     return this.options.busyPollUs ?? (this.sharesCpu ? 0 : DEFAULT_BUSY_POLL_US);
