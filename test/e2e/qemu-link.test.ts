@@ -4,7 +4,10 @@
 //   1. host_mtu=9000 on the NIC: QEMU sends NET_SET_MTU, serve sets the tap's MTU, the guest's
 //      eth0 has it, an 8000-byte ping crosses and jumbo TCP arrives intact; GUEST_ANNOUNCE negotiated.
 //   1b. offloads: the guest sees the ones serve offers; with them all turned off on the NIC,
-//      TCP both ways is still intact (the kernel checksums and segments everything itself).
+//      TCP both ways is still intact (the kernel checksums and segments everything itself);
+//      and with each one off alone (with what needs it), the rest on: TCP both ways intact,
+//      MTU-sized frames in the direction that lost its segmentation, 64 KiB host → guest
+//      while the guest still takes them.
 //   2. SEND_RARP: the RARP from the guest's MAC comes out of the tap (tcpdump in the namespace).
 //   3. --queues 2: a multiqueue tap, one queue per pair; 16 TCP flows from the host into a
 //      2-vCPU guest and one flow out from each vCPU arrive intact (sha256 per flow), over both
@@ -18,6 +21,7 @@ import { HostileFrontend } from '../support/hostile-frontend.js';
 import { boot, closeAllRigsChecked, digests, HOST_IP, PORT, receiveOk, shellLinkUp, shellSendChecked, sinkDigests, SOURCE_PORT, startRig, TAP, transferOk, waitDisconnected } from '../support/qemu-rig.js';
 import { total } from '../support/serve.js';
 import type { DeviceState } from '../../src/control/state.js';
+import type { OffloadProperty } from '../peers/qemu.js';
 
 after(closeAllRigsChecked);
 
@@ -159,4 +163,39 @@ describe('serve --net tap: the guest\'s link', () => {
       await rig.close();
     }
   });
+
+  // One offload off at a time, with the offloads that need it (TSO needs its direction's
+  // checksum offload): serve must ask the tap for exactly what the guest still takes, and
+  // pass on only what the guest still does. A Linux guest accepts 64 KiB frames it did not
+  // negotiate (a build that asked the tap for TSO4 regardless gave it 52 KB frames and TCP
+  // stayed intact), so the frame sizes in serve's counters are what shows it.
+  const HOST_TSO: OffloadProperty[] = ['host_tso4', 'host_tso6', 'host_ecn', 'host_ufo'];
+  const GUEST_TSO: OffloadProperty[] = ['guest_tso4', 'guest_tso6', 'guest_ecn', 'guest_ufo'];
+  const oneOff: Array<{ name: string; off: OffloadProperty[]; mtuSized: 'tx' | 'rx' }> = [
+    { name: 'guest → host segmentation (host_tso4/6, host_ecn, host_ufo)', off: HOST_TSO, mtuSized: 'tx' },
+    { name: 'guest → host checksum (csum, gso and the segmentation that needs it)', off: ['csum', 'gso', ...HOST_TSO], mtuSized: 'tx' },
+    { name: 'host → guest segmentation (guest_tso4/6, guest_ecn, guest_ufo)', off: GUEST_TSO, mtuSized: 'rx' },
+    { name: 'host → guest checksum (guest_csum and the segmentation that needs it)', off: ['guest_csum', ...GUEST_TSO], mtuSized: 'rx' },
+  ];
+  for (const { name, off, mtuSized } of oneOff) {
+    it(`offloads: ${name} off alone: TCP each way intact, MTU-sized frames ${mtuSized === 'tx' ? 'guest → host' : 'host → guest'}`, { timeout: 120_000 }, async () => {
+      const rig = await startRig([], { tcp: true, source: 8 });
+      try {
+        const perFrame = async (kind: 'tx' | 'rx', move: () => Promise<unknown>): Promise<number> => {
+          const before = await rig.serve.state();
+          await move();
+          const after = await waitDisconnected(rig.serve);
+          return (total(after, kind, 'bytes') - total(before, kind, 'bytes')) / (total(after, kind) - total(before, kind));
+        };
+        const tx = await perFrame('tx', () => transferOk(rig, 4, { offloadsOff: off }));
+        const rx = await perFrame('rx', () => receiveOk(rig, { offloadsOff: off }));
+        const limited = mtuSized === 'tx' ? tx : rx;
+        assert.ok(limited <= 1514, `${mtuSized}: ${limited.toFixed(0)} bytes per frame with ${off.join(', ')} off`);
+        // The host's TCP writes large: with the guest's segmentation on, its frames stay large.
+        if (mtuSized === 'tx') assert.ok(rx > 1514, `rx: ${rx.toFixed(0)} bytes per frame, though the guest takes 64 KiB segments`);
+      } finally {
+        await rig.close();
+      }
+    });
+  }
 });

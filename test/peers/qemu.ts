@@ -50,6 +50,8 @@ export interface GuestOptions {
   tap?: string;
   /** false: the NIC offers no checksum or segmentation offload (csum=off, guest_csum=off, ...). */
   offloads?: boolean;
+  /** These of the NIC's offloads (OFFLOAD_PROPERTIES) turned off, the others left on. */
+  offloadsOff?: readonly OffloadProperty[];
   /** virtio-net-pci host_mtu: the MTU QEMU gives the guest (and the back-end, NET_SET_MTU). */
   hostMtu?: number;
   /** argv QEMU runs under, e.g. ['ip', 'netns', 'exec', NS] (must exec, so the pid is QEMU's). */
@@ -157,6 +159,10 @@ export function qemuVersion(): [number, number] {
   return [Number(m[1]), Number(m[2])];
 }
 
+/** virtio-net-pci's checksum and segmentation offload properties (each a feature bit it offers). */
+export const OFFLOAD_PROPERTIES = ['csum', 'guest_csum', 'gso', 'host_tso4', 'host_tso6', 'host_ecn', 'host_ufo', 'guest_tso4', 'guest_tso6', 'guest_ecn', 'guest_ufo'] as const;
+export type OffloadProperty = (typeof OFFLOAD_PROPERTIES)[number];
+
 /** Builds the QEMU argv (without the binary). Exposed for docs and debugging. */
 export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: string }): string[] {
   const mem = opts.memMiB ?? 512;
@@ -176,9 +182,8 @@ export function qemuArgs(opts: GuestOptions, image: { kernel: string; initrd: st
   if (queues > 1) dev += ',mq=on';
   if (opts.packed) dev += ',packed=on';
   if (opts.hostMtu) dev += `,host_mtu=${opts.hostMtu}`;
-  if (opts.offloads === false) {
-    for (const f of ['csum', 'guest_csum', 'gso', 'host_tso4', 'host_tso6', 'host_ecn', 'host_ufo', 'guest_tso4', 'guest_tso6', 'guest_ecn', 'guest_ufo']) dev += `,${f}=off`;
-  }
+  const off = opts.offloads === false ? OFFLOAD_PROPERTIES : opts.offloadsOff ?? [];
+  for (const f of off) dev += `,${f}=off`;
   if (opts.iommu) dev += ',iommu_platform=on,ats=on,disable-legacy=on';
 
   const a = [
