@@ -1,8 +1,9 @@
 // The link a tap gives a guest, with a real QEMU (and, for what QEMU only does after a
 // migration, the hostile front-end speaking for it):
 //
-//   1. host_mtu=9000 on the NIC: QEMU sends NET_SET_MTU, serve sets the tap's MTU, the guest's
-//      eth0 has it, an 8000-byte ping crosses and jumbo TCP arrives intact; GUEST_ANNOUNCE negotiated.
+//   1. serve --mtu 9000 and host_mtu=9000 on the NIC: QEMU sends NET_SET_MTU, serve accepts it
+//      for the tap, the guest's eth0 has it, an 8000-byte ping crosses and jumbo TCP arrives
+//      intact; GUEST_ANNOUNCE negotiated.
 //   1b. offloads: the guest sees the ones serve offers; with them all turned off on the NIC,
 //      TCP both ways is still intact (the kernel checksums and segments everything itself);
 //      and with each one off alone (with what needs it), the rest on: TCP both ways intact,
@@ -26,8 +27,10 @@ import type { OffloadProperty } from '../peers/qemu.js';
 after(closeAllRigsChecked);
 
 describe('serve --net tap: the guest\'s link', () => {
-  it('host_mtu=9000: the tap and the guest get MTU 9000, an 8000-byte ping crosses and 8 MiB of jumbo TCP arrive intact; GUEST_ANNOUNCE negotiated', { timeout: 120_000 }, async () => {
-    const rig = await startRig([], { tcp: true });
+  it('serve --mtu 9000, host_mtu=9000: the tap and the guest get MTU 9000, an 8000-byte ping crosses and 8 MiB of jumbo TCP arrive intact; GUEST_ANNOUNCE negotiated', { timeout: 120_000 }, async () => {
+    // QEMU gives the guest host_mtu in the NIC's config space and sends it as NET_SET_MTU;
+    // serve --mtu is the tap's MTU from the start and the most that message may set.
+    const rig = await startRig(['--mtu', '9000'], { tcp: true });
     try {
       const guest = boot(rig, { mode: 'shell', hostMtu: 9000, timeoutMs: 110_000 });
       const sh = new GuestShell(guest);
