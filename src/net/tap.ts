@@ -7,13 +7,16 @@
  * buffers). A guest frame goes out with one writev(2) straight from guest memory, behind a
  * copy of its header (the one that was checked), as QEMU's tap back-end sends it; frames
  * from the host are read into one buffer, allocated once, where a frame read while RX has no
- * room waits for the next poll.
+ * room waits for the next poll. Each header is fitted to the guest's receive offloads
+ * (offloads.ts fitRxHeader): a frame that needs one it did not negotiate (queued before its
+ * TUNSETOFFLOAD) is dropped and counted.
  */
 import { readFd, setTapOffload, writevFd, WRITEV_MAX_PIECES } from '../sys/index.js';
 import type { Endpoint } from './endpoint.js';
 import { ScatterList, copyBytes } from '../virtqueue/scatter.js';
 import { wideOf } from '../memory/wide-view.js';
-import { receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from './virtio-net.js';
+import { NetCounter, receiveFrame, RX_DONE, RX_DROPPED, type NetQueue } from './virtio-net.js';
+import { fitRxHeader } from './offloads.js';
 
 /** The vnet header every frame on the tap carries (virtio_net_hdr_mrg_rxbuf: num_buffers unused). */
 export const TAP_HEADER_LENGTH = 12;
@@ -40,7 +43,7 @@ export class TapEndpoint implements Endpoint {
    * `rxOffloads` (TUN_F_*, offloads.ts tunOffloadsOf): what the kernel may hand us for this
    * guest; frames then keep their header (partial checksum, GSO) on the way in.
    */
-  constructor(private readonly fd: number, private readonly rxq: NetQueue, rxOffloads = 0) {
+  constructor(private readonly fd: number, private readonly rxq: NetQueue, private readonly rxOffloads = 0) {
     setTapOffload(fd, TAP_HEADER_LENGTH, rxOffloads);
     rxq.rxHeader = this.rxFrame.subarray(0, TAP_HEADER_LENGTH);
   }
@@ -72,6 +75,13 @@ export class TapEndpoint implements Endpoint {
       if (this.heldLength === 0) {
         const n = readFd(this.fd, this.rxFrame, 0, this.rxFrame.length);
         if (n <= TAP_HEADER_LENGTH) break;
+        if (!fitRxHeader(this.rxFrame, this.rxOffloads)) {
+          // Queued under an earlier guest's offloads: this guest cannot take what it asks for.
+          // Counted against `max` like a frame receiveFrame() drops, so the poll stays bounded.
+          this.rxq.counters[NetCounter.drops]++;
+          delivered++;
+          continue;
+        }
         this.heldLength = n - TAP_HEADER_LENGTH; // the header stays in rxFrame: rxq.rxHeader
       }
       this.rxPieces.reset();

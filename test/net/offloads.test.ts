@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeRig, poke, frame } from '../virtqueue/helpers.js';
 import { NetCounter, NetQueue, transmitBurst } from '../../src/net/virtio-net.js';
-import { TunOffload, TxOffload, tunOffloadsOf, txHeaderProblem, txOffloadsOf } from '../../src/net/offloads.js';
+import { fitRxHeader, TunOffload, TxOffload, tunOffloadsOf, txHeaderProblem, txOffloadsOf } from '../../src/net/offloads.js';
 import type { FrameSink } from '../../src/net/endpoint.js';
 import type { ScatterList } from '../../src/virtqueue/scatter.js';
 import { featureMask, NetFeature } from '../../src/protocol/features.js';
@@ -44,6 +44,31 @@ describe('transmit offloads', () => {
     assert.equal(tunOffloadsOf(f(NetFeature.GUEST_CSUM, NetFeature.GUEST_ECN)), TunOffload.Csum);
     assert.equal(tunOffloadsOf(f(NetFeature.GUEST_CSUM, NetFeature.GUEST_TSO4, NetFeature.GUEST_TSO6, NetFeature.GUEST_ECN)),
       TunOffload.Csum | TunOffload.Tso4 | TunOffload.Tso6 | TunOffload.TsoEcn);
+  });
+
+  it('receive: a header from the tap is fitted to what the guest negotiated, or refused (frames queued under an earlier guest)', () => {
+    const C = TunOffload.Csum;
+    const T4 = C | TunOffload.Tso4;
+    const RX_ALL = C | TunOffload.Tso4 | TunOffload.Tso6 | TunOffload.TsoEcn;
+    const fits = (h: Uint8Array, tun: number): boolean => fitRxHeader(h, tun);
+    assert.ok(fits(header({}), 0), 'a plain frame fits any guest');
+    assert.ok(!fits(header({ flags: 1 }), 0), 'NEEDS_CSUM without GUEST_CSUM: the checksum is not complete');
+    const valid = header({ flags: 2 });
+    assert.ok(fits(valid, 0), 'DATA_VALID without GUEST_CSUM: delivered...');
+    assert.equal(valid[0], 0, '...with its flags cleared, as the spec asks');
+    const kept = header({ flags: 2 });
+    assert.ok(fits(kept, C));
+    assert.equal(kept[0], 2, 'DATA_VALID kept for a guest with GUEST_CSUM');
+    assert.ok(fits(header({ flags: 1 }), C));
+    assert.ok(!fits(header({ flags: 4 }), RX_ALL), 'a flag virtio-net headers from a tap never carry');
+    assert.ok(!fits(header(tso4), C), 'TCPv4 segment without GUEST_TSO4');
+    assert.ok(!fits(header({ ...tso4, flags: 2 }), 0), 'a segment for a guest without GUEST_CSUM');
+    assert.ok(fits(header(tso4), T4));
+    assert.ok(!fits(header({ ...tso4, gsoType: 4 }), T4), 'TCPv6 segment with only GUEST_TSO4');
+    assert.ok(!fits(header({ ...tso4, gsoType: 0x81 }), T4), 'ECN without GUEST_ECN');
+    assert.ok(fits(header({ ...tso4, gsoType: 0x81 }), RX_ALL));
+    assert.ok(!fits(header({ ...tso4, gsoType: 3 }), RX_ALL), 'UDP fragmentation, never offered');
+    assert.ok(!fits(header({ flags: 1, gsoType: 0x80 }), RX_ALL), 'ECN bit without a GSO type');
   });
 
   it('accepts the headers a Linux guest sends, refuses each field that is wrong or not negotiated', () => {
