@@ -5,7 +5,8 @@
  * checksum crosses untouched and the kernel segments and checksums it (as QEMU's own
  * `-netdev tap` does). A header the negotiated features do not allow, or whose offsets
  * point past the frame, is refused: the frame is dropped and counted, never handed on
- * (the class of CVE-2021-3839's unchecked header fields).
+ * (the class of CVE-2021-3839's unchecked header fields). The other way, each header the tap
+ * hands back is fitted to the receive offloads the guest negotiated (fitRxHeader).
  */
 import { featureMask, hasFeature, NetFeature } from '../protocol/features.js';
 
@@ -51,33 +52,6 @@ const GSO_NONE = 0;
 const GSO_TCPV4 = 1;
 const GSO_TCPV6 = 4;
 const GSO_ECN = 0x80;
-/**
- * Fits the header `h` of a frame the tap handed us to what the guest takes (`tunFlags`,
- * TUN_F_* from tunOffloadsOf), as the spec asks: flags only with GUEST_CSUM, a GSO type only
- * with its GUEST_* feature (virtio 1.2 §5.1.6.4.1). DATA_VALID (the kernel checked the
- * checksum: a frame bridged from a NIC that verified it) is cleared for a guest without
- * GUEST_CSUM, which then checks the complete checksum itself. False for what cannot be
- * delivered: a partial checksum or a segment the guest did not negotiate, which the kernel
- * hands out only for frames queued in the tap before TUNSETOFFLOAD (while an earlier guest
- * with more offloads was connected). Called per frame: two loads when the header is plain.
- */
-export function fitRxHeader(h: Uint8Array, tunFlags: number): boolean {
-  const flags = h[0]!;
-  const gsoType = h[1]!;
-  if ((flags | gsoType) === 0) return true;
-  if ((flags & ~(FLAG_NEEDS_CSUM | FLAG_DATA_VALID)) !== 0) return false;
-  if ((tunFlags & TunOffload.Csum) === 0) {
-    if (flags !== FLAG_DATA_VALID || gsoType !== GSO_NONE) return false;
-    h[0] = 0;
-    return true;
-  }
-  const type = gsoType & ~GSO_ECN;
-  if (type === GSO_NONE) return gsoType === GSO_NONE;
-  const allowed = type === GSO_TCPV4 ? TunOffload.Tso4 : type === GSO_TCPV6 ? TunOffload.Tso6 : 0;
-  if (allowed === 0 || (tunFlags & allowed) === 0) return false;
-  return (gsoType & GSO_ECN) === 0 || (tunFlags & TunOffload.TsoEcn) !== 0;
-}
-
 /** An Ethernet header, the least a checksum or a segment can start after. */
 const ETH_HLEN = 14;
 
@@ -109,4 +83,31 @@ export function txHeaderProblem(h: Uint8Array, len: number, allowed: number): st
   if (gsoSize === 0) return 'gso_size 0';
   if (hdrLen > len) return `hdr_len ${hdrLen} beyond the ${len}-byte frame`;
   return '';
+}
+
+/**
+ * Fits the header `h` of a frame the tap handed us to what the guest takes (`tunFlags`,
+ * TUN_F_* from tunOffloadsOf), as the spec asks: flags only with GUEST_CSUM, a GSO type only
+ * with its GUEST_* feature (virtio 1.2 §5.1.6.4.1). DATA_VALID (the kernel checked the
+ * checksum: a frame bridged from a NIC that verified it) is cleared for a guest without
+ * GUEST_CSUM, which then checks the complete checksum itself. False for what cannot be
+ * delivered: a partial checksum or a segment the guest did not negotiate, which the kernel
+ * hands out only for frames queued in the tap before TUNSETOFFLOAD (while an earlier guest
+ * with more offloads was connected). Called per frame: two loads when the header is plain.
+ */
+export function fitRxHeader(h: Uint8Array, tunFlags: number): boolean {
+  const flags = h[0]!;
+  const gsoType = h[1]!;
+  if ((flags | gsoType) === 0) return true;
+  if ((flags & ~(FLAG_NEEDS_CSUM | FLAG_DATA_VALID)) !== 0) return false;
+  if ((tunFlags & TunOffload.Csum) === 0) {
+    if (flags !== FLAG_DATA_VALID || gsoType !== GSO_NONE) return false;
+    h[0] = 0;
+    return true;
+  }
+  const type = gsoType & ~GSO_ECN;
+  if (type === GSO_NONE) return gsoType === GSO_NONE;
+  const allowed = type === GSO_TCPV4 ? TunOffload.Tso4 : type === GSO_TCPV6 ? TunOffload.Tso6 : 0;
+  if (allowed === 0 || (tunFlags & allowed) === 0) return false;
+  return (gsoType & GSO_ECN) === 0 || (tunFlags & TunOffload.TsoEcn) !== 0;
 }

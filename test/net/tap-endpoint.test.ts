@@ -30,13 +30,17 @@ test('a frame queued under an earlier guest\'s offloads (NEEDS_CSUM) is dropped 
   if (!existsSync('/dev/net/tun')) return t.skip('/dev/net/tun does not exist on this machine');
   const ns = createNetns();
   const name = `vitx${process.pid % 100000}`;
-  const tap = openTap(name, true);
+  let tapFd = -1;
   try {
+    tapFd = openTap(name, true).fd;
     // The previous guest took partial checksums; the tap has them on while the host sends.
-    setTapOffload(tap.fd, TAP_HEADER_LENGTH, TunOffload.Csum);
-    spawnSync('ip', ['link', 'set', name, 'netns', ns.name]);
+    setTapOffload(tapFd, TAP_HEADER_LENGTH, TunOffload.Csum);
+    const moved = spawnSync('ip', ['link', 'set', name, 'netns', ns.name], { encoding: 'utf8' });
+    assert.equal(moved.status, 0, `moving the tap into the namespace: ${moved.stderr}`);
     // No IPv6 (router and neighbour solicitations) and no ARP: the only frames are ours.
-    spawnSync(ns.execPrefix()[0]!, [...ns.execPrefix().slice(1), 'sysctl', '-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
+    const [cmd, ...args] = ns.execPrefix();
+    const sysctl = spawnSync(cmd!, [...args, 'sysctl', '-qw', `net.ipv6.conf.${name}.disable_ipv6=1`], { encoding: 'utf8' });
+    assert.equal(sysctl.status, 0, `turning IPv6 off on the tap: ${sysctl.stderr}`);
     ns.ip(['addr', 'add', `${HOST}/24`, 'dev', name]);
     ns.ip(['link', 'set', name, 'up']);
     ns.ip(['neigh', 'replace', PEER, 'lladdr', '02:00:00:00:00:02', 'dev', name, 'nud', 'permanent']);
@@ -47,7 +51,7 @@ test('a frame queued under an earlier guest\'s offloads (NEEDS_CSUM) is dropped 
     const rxq = netq(rig.queue, 12, false);
     for (let i = 0; i < 4; i++) rig.driver.addBuffer(rig.bufBase + i * 0x800, 0x800, true);
     rig.driver.publish();
-    const endpoint = new TapEndpoint(tap.fd, rxq, 0);
+    const endpoint = new TapEndpoint(tapFd, rxq, 0);
     sendUdp(ns.execPrefix(), 'fresh');
     await new Promise((resolve) => setTimeout(resolve, 50));
 
@@ -63,7 +67,7 @@ test('a frame queued under an earlier guest\'s offloads (NEEDS_CSUM) is dropped 
     assert.equal(new TextDecoder().decode(got.subarray(len - 5)), 'fresh');
     assert.equal(rig.driver.popUsed(), -1, 'nothing else reached the guest');
   } finally {
-    closeFd(tap.fd);
+    if (tapFd >= 0) closeFd(tapFd);
     ns.destroy();
   }
 });
