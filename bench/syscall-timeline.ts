@@ -18,6 +18,9 @@
  *   sent → ack      per front-end thread: its sendmsg → its next read, i.e. how long
  *                   that thread waited for the back-end's ack. A vCPU's wait for an INVALIDATE's
  *                   ack stalls the guest's CPU, so behind a strict IOMMU it adds to every frame.
+ *                   Split in three where the back-end's read and ack of that request were seen:
+ *                   sent → read (the back-end woken), read → ack (its handling) and ack →
+ *                   resumed (the front-end's thread woken by the ack and back on a CPU).
  *
  * A sendmsg is a MISS when its (thread, fd) is not the one acks go out on; the ack pair is the
  * one most often seen right after a read on the same thread. A read is a recvmsg that returned
@@ -38,7 +41,15 @@ export interface SyscallTimeline {
   /** Only when the front-end was recorded too. */
   sentToRead?: LatencyHistogram;
   /** Only when the front-end was recorded too: per thread (its name, and `main` or its tid), its send → its next read. */
-  frontEndWaits?: Map<string, LatencyHistogram>;
+  frontEndWaits?: Map<string, FrontEndWait>;
+}
+
+/** One front-end thread's waits for acks: whole, and in three parts where all of them were seen. */
+export interface FrontEndWait {
+  sentToAck: LatencyHistogram;
+  sentToRead: LatencyHistogram;
+  readToAck: LatencyHistogram;
+  ackToResumed: LatencyHistogram;
 }
 
 interface Event {
@@ -166,7 +177,7 @@ function analyse(all: Event[]): SyscallTimeline {
   const timeline: SyscallTimeline = { misses, reads, missToAnswer, readToAck, answerToMiss };
   if (all.some((e) => e.frontEnd)) {
     timeline.sentToRead = sentToRead(all.filter((e) => !e.frontEnd || e.kind === 'send'));
-    timeline.frontEndWaits = frontEndWaits(all.filter((e) => e.frontEnd));
+    timeline.frontEndWaits = frontEndWaits(all, ackKey);
   }
   return timeline;
 }
@@ -192,22 +203,52 @@ function sentToRead(all: Event[]): LatencyHistogram {
 /**
  * Per front-end thread, each send → that thread's next read: QEMU sends an IOTLB request and
  * blocks reading its ack (an UPDATE from the main loop, an INVALIDATE from the vCPU that ran
- * the guest's unmap), so this is how long each thread stood still for the back-end.
+ * the guest's unmap), so this is how long each thread stood still for the back-end. The
+ * back-end's next read after a send is that request (one at most is in flight, as in
+ * sentToRead) and its next send on the ack pair `ackKey` the ack, which splits the wait.
  */
-function frontEndWaits(frontEnd: Event[]): Map<string, LatencyHistogram> {
-  const waits = new Map<string, LatencyHistogram>();
-  const sentAt = new Map<number, number>();
-  for (const e of frontEnd) {
-    if (e.kind === 'send') sentAt.set(e.tid, e.us);
-    else {
-      const at = sentAt.get(e.tid);
-      if (at === undefined) continue;
-      sentAt.delete(e.tid);
-      // QEMU names its threads only with -name debug-threads=on: tell its main loop by its tid.
-      const thread = `${e.comm} ${e.tid === e.pid ? 'main' : e.tid}`;
-      let h = waits.get(thread);
-      if (h === undefined) waits.set(thread, (h = new LatencyHistogram()));
-      h.record(e.us - at);
+function frontEndWaits(all: Event[], ackKey: string | undefined): Map<string, FrontEndWait> {
+  const waits = new Map<string, FrontEndWait>();
+  const pending = new Map<number, { sentAt: number; readAt: number; ackAt: number }>();
+  /** The front-end thread whose request the back-end reads next, then acks next. */
+  let sender = -1;
+  let handling = -1;
+  for (const e of all) {
+    if (!e.frontEnd) {
+      if (e.kind === 'read') {
+        const request = pending.get(sender);
+        if (request && request.readAt < 0) {
+          request.readAt = e.us;
+          handling = sender;
+        }
+        sender = -1;
+      } else if (`${e.tid}/${e.fd}` === ackKey) {
+        const request = pending.get(handling);
+        if (request && request.ackAt < 0) request.ackAt = e.us;
+        handling = -1;
+      }
+      continue;
+    }
+    if (e.kind === 'send') {
+      pending.set(e.tid, { sentAt: e.us, readAt: -1, ackAt: -1 });
+      sender = e.tid;
+      continue;
+    }
+    const request = pending.get(e.tid);
+    if (request === undefined) continue;
+    pending.delete(e.tid);
+    // QEMU names its threads only with -name debug-threads=on: tell its main loop by its tid.
+    const thread = `${e.comm} ${e.tid === e.pid ? 'main' : e.tid}`;
+    let wait = waits.get(thread);
+    if (wait === undefined) {
+      wait = { sentToAck: new LatencyHistogram(), sentToRead: new LatencyHistogram(), readToAck: new LatencyHistogram(), ackToResumed: new LatencyHistogram() };
+      waits.set(thread, wait);
+    }
+    wait.sentToAck.record(e.us - request.sentAt);
+    if (request.readAt >= 0 && request.ackAt >= request.readAt) {
+      wait.sentToRead.record(request.readAt - request.sentAt);
+      wait.readToAck.record(request.ackAt - request.readAt);
+      wait.ackToResumed.record(e.us - request.ackAt);
     }
   }
   return waits;
@@ -215,6 +256,10 @@ function frontEndWaits(frontEnd: Event[]): Map<string, LatencyHistogram> {
 
 /** One line per interval, for a bench log. */
 export function describeTimeline(t: SyscallTimeline): string[] {
+  const split = (name: string, h: LatencyHistogram): string => {
+    const s = h.summary();
+    return `${name} p50 ${s.p50Us.toFixed(0)} / p90 ${s.p90Us.toFixed(0)} µs, ${((s.meanUs * s.count) / 1e6).toFixed(2)} s`;
+  };
   const row = (name: string, h: LatencyHistogram): string => {
     const s = h.summary();
     const totalS = (s.meanUs * s.count) / 1e6;
@@ -226,6 +271,9 @@ export function describeTimeline(t: SyscallTimeline): string[] {
     row('read → ack', t.readToAck),
     row('answer → miss', t.answerToMiss),
     ...(t.sentToRead ? [row('sent → read', t.sentToRead)] : []),
-    ...[...(t.frontEndWaits ?? new Map<string, LatencyHistogram>())].map(([comm, h]) => row(`${comm}: sent → ack`, h)),
+    ...[...(t.frontEndWaits ?? new Map<string, FrontEndWait>())].flatMap(([thread, w]) => [
+      row(`${thread}: sent → ack`, w.sentToAck),
+      `  of which (${w.sentToRead.count} split): ${split('sent → read', w.sentToRead)}, ${split('read → ack', w.readToAck)}, ${split('ack → resumed', w.ackToResumed)}`,
+    ]),
   ];
 }
