@@ -29,7 +29,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { LatencyHistogram } from '../src/stats/latency.js';
+import { LatencyHistogram, type LatencySummary } from '../src/stats/latency.js';
 
 export interface SyscallTimeline {
   misses: number;
@@ -256,14 +256,15 @@ function frontEndWaits(all: Event[], ackKey: string | undefined): Map<string, Fr
 
 /** One line per interval, for a bench log. */
 export function describeTimeline(t: SyscallTimeline): string[] {
+  /** Seconds the interval adds up to over the run. */
+  const totalS = (s: LatencySummary): number => (s.meanUs * s.count) / 1e6;
   const split = (name: string, h: LatencyHistogram): string => {
     const s = h.summary();
-    return `${name} p50 ${s.p50Us.toFixed(0)} / p90 ${s.p90Us.toFixed(0)} µs, ${((s.meanUs * s.count) / 1e6).toFixed(2)} s`;
+    return `${name} p50 ${s.p50Us.toFixed(0)} / p90 ${s.p90Us.toFixed(0)} µs, ${totalS(s).toFixed(2)} s`;
   };
   const row = (name: string, h: LatencyHistogram): string => {
     const s = h.summary();
-    const totalS = (s.meanUs * s.count) / 1e6;
-    return `${name.padEnd(14)} p50 ${s.p50Us.toFixed(0).padStart(5)} µs  p90 ${s.p90Us.toFixed(0).padStart(5)}  p99 ${s.p99Us.toFixed(0).padStart(6)}  total ${totalS.toFixed(2)} s (${s.count})`;
+    return `${name.padEnd(14)} p50 ${s.p50Us.toFixed(0).padStart(5)} µs  p90 ${s.p90Us.toFixed(0).padStart(5)}  p99 ${s.p99Us.toFixed(0).padStart(6)}  total ${totalS(s).toFixed(2)} s (${s.count})`;
   };
   return [
     `${t.misses} misses, ${t.reads} messages read`,
