@@ -26,7 +26,10 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
     : `poll up to ${t.busyPollUs} µs (as long as the guest's pauses show it pays) then sleep`;
   out.push(`workers: ${t.workers} on ${t.cpus.length > 0 ? `CPU ${t.cpus.join(',')}` : 'any CPU'}${t.sharesCpu ? ' (sharing CPUs with the control thread)' : ''}, idle: ${idle}, IOTLB requests read by the ${t.iotlbReader === 'worker' ? 'worker' : t.iotlbReader === 'thread' ? 'IOTLB reader thread' : 'control thread'}`);
   if (t.busyPollUs > 0 && state.idle.length > 0) {
-    out.push(`idle poll window now: ${state.idle.map((w) => `worker ${w.worker} ${w.windowUs.toFixed(0)} µs (${w.sleeps} sleeps)`).join(', ')}`);
+    // Behind a vIOMMU the window stays at the budget (printed above): only the sleeps are news.
+    out.push(state.iommu
+      ? `idle sleeps so far: ${state.idle.map((w) => `worker ${w.worker} ${w.sleeps}`).join(', ')}`
+      : `idle poll window now: ${state.idle.map((w) => `worker ${w.worker} ${w.windowUs.toFixed(0)} µs (${w.sleeps} sleeps)`).join(', ')}`);
   }
   if (state.dirtyLog.logging) {
     const d = state.dirtyLog;
