@@ -24,7 +24,8 @@ export function renderState(state: DeviceState, rates: Rates | null, showEntries
     : t.busyPollUs === 0 ? 'sleep'
     : state.iommu ? `poll ${t.busyPollUs} µs then sleep`
     : `poll up to ${t.busyPollUs} µs (as long as the guest's pauses show it pays) then sleep`;
-  out.push(`workers: ${t.workers} on ${t.cpus.length > 0 ? `CPU ${t.cpus.join(',')}` : 'any CPU'}${t.sharesCpu ? ' (sharing CPUs with the control thread)' : ''}, idle: ${idle}, IOTLB requests read by the ${t.iotlbReader === 'worker' ? 'worker' : t.iotlbReader === 'thread' ? 'IOTLB reader thread' : 'control thread'}`);
+  out.push(`workers: ${t.workers} on ${t.cpus.length > 0 ? `CPU ${t.cpus.join(',')}` : 'any CPU'}${t.sharesCpu ? ' (sharing CPUs with the control thread)' : ''}, idle: ${idle}` +
+    `${state.iommu && t.yieldWhileParked ? ', yield while TX waits on a miss' : ''}, IOTLB requests read by the ${t.iotlbReader === 'worker' ? 'worker' : t.iotlbReader === 'thread' ? 'IOTLB reader thread' : 'control thread'}`);
   if (t.busyPollUs > 0 && state.idle.length > 0) {
     // Behind a vIOMMU the window stays at the budget (printed above): only the sleeps are news.
     out.push(state.iommu

@@ -67,7 +67,8 @@ export async function deviceState(server: VhostUserServer, socketPath: string, s
     /**
      * Worker threads, the CPUs they are pinned to (empty: the scheduler's choice), whether they
      * take turns with the control thread on CPUs, how long an idle worker polls before it
-     * sleeps (-1: never), and which thread reads IOTLB UPDATE / INVALIDATE.
+     * sleeps (-1: never), whether one whose TX ring waits on a miss yields its CPU, and which
+     * thread reads IOTLB UPDATE / INVALIDATE.
      */
     threads: device.placement,
     /**

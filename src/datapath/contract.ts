@@ -66,6 +66,12 @@ export interface ThreadSetup {
   busyPollUs: number;
   /** serve may run on fewer CPUs than it has threads that poll: an idle worker yields its CPU. */
   sharesCpu: boolean;
+  /**
+   * A worker whose TX ring waits on a miss yields its CPU on every idle round: when the
+   * thread that reads the answers may need this CPU (the main thread, or the worker itself
+   * when serve shares its CPUs). Not when a reader thread of its own reads them (worker.ts).
+   */
+  yieldWhileParked: boolean;
   /** CPUs this thread pins itself to (serve --cpus); empty: wherever the scheduler puts it. */
   cpus: number[];
   /** Float64 IdleSlot: how the thread idles, written by it, read for inspect without a message. */

@@ -22,6 +22,7 @@ export interface WorkerThreadOptions {
   worker: number;
   busyPollUs: number;
   sharesCpu: boolean;
+  yieldWhileParked: boolean;
   cpus: number[];
   /** A ring broke (its global index). */
   onBroken(index: number, reason: string): void;
@@ -48,7 +49,7 @@ export class WorkerThread {
     this.wakeFd = eventfdCreate(0);
     const setup: ThreadSetup = {
       worker: options.worker, wakeFd: this.wakeFd, doorbell: this.posted.buffer as SharedArrayBuffer,
-      busyPollUs: options.busyPollUs, sharesCpu: options.sharesCpu, cpus: options.cpus,
+      busyPollUs: options.busyPollUs, sharesCpu: options.sharesCpu, yieldWhileParked: options.yieldWhileParked, cpus: options.cpus,
       idle: this.idle.buffer as SharedArrayBuffer,
     };
     this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData: setup, name: `worker-${options.worker}` });

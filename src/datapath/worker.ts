@@ -233,12 +233,14 @@ async function run(): Promise<void> {
     const work = round(checkSocket);
     // A TX ring parked on a miss, nothing else to do: the answer needs the front-end's
     // thread (QEMU's main loop), which the MISS just woke, and a sync wake-up queues it on
-    // this CPU behind us. Spinning on would keep it waiting for our time slice (the miss
-    // round trip's millisecond tail); a yield lets it run now, and costs one syscall when
-    // nobody waits. Not for RX: there our interrupts keep waking the guest's vCPU onto this
-    // CPU, and a yield hands it a whole slice (measured: guest -> back-end +6-33% in six
-    // same-run comparisons, back-end -> guest -10% when RX yielded too; docs/performance.md).
-    if (work === 0 && transmitParked()) yieldCpu();
+    // this CPU behind us. When serve's main thread or this worker reads the answer, a yield
+    // lets it run now instead of after our time slice. With a reader thread of its own
+    // (setup.yieldWhileParked false) it does not: every yield let QEMU's main loop run here,
+    // and Linux then woke it here again, behind us, where without the yield the other CPU
+    // pulls it over once idle and it stays there, as beside DPDK's lcore (docs/performance.md).
+    // Not for RX: there our interrupts keep waking the guest's vCPU onto this CPU, and a
+    // yield hands it a whole slice.
+    if (work === 0 && setup.yieldWhileParked && transmitParked()) yieldCpu();
     if (work > 0) {
       idle = 0;
       if (spellStart >= 0) {

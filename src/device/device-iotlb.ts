@@ -22,11 +22,9 @@ import { IotlbReaderThread } from './iotlb-reader.js';
  */
 export const IOTLB_READERS = ['auto', 'worker', 'thread', 'control'] as const;
 export type IotlbReader = (typeof IOTLB_READERS)[number];
+export type ResolvedIotlbReader = Exclude<IotlbReader, 'auto'>;
 
-export interface DeviceIotlbOptions extends Pick<WorkerOptions, 'queuePairs' | 'forgetAfterBurst' | 'log'> {
-  /** Default auto. */
-  iotlbReader?: IotlbReader;
-}
+export type DeviceIotlbOptions = Pick<WorkerOptions, 'queuePairs' | 'forgetAfterBurst' | 'log'>;
 
 export class DeviceIotlb {
   /**
@@ -136,10 +134,8 @@ export class DeviceIotlb {
   }
 
   /** --iotlb-reader with auto resolved: the thread meant to read UPDATE / INVALIDATE (lendable() says when it can). */
-  get reader(): 'worker' | 'thread' | 'control' {
-    const reader = this.options.iotlbReader ?? 'auto';
-    if (reader === 'auto') return this.workers.sharesCpu ? 'worker' : 'thread';
-    return reader;
+  get reader(): ResolvedIotlbReader {
+    return this.workers.iotlbReader;
   }
 
   /**

@@ -15,7 +15,7 @@ import type { SocketReturn } from '../datapath/iotlb-fast-path.js';
 import type { RingCounterName } from '../datapath/stats.js';
 import type { LatencyHistogram } from '../stats/latency.js';
 import type { TraceWriter } from '../trace/writer.js';
-import { DeviceIotlb, type IotlbReader } from './device-iotlb.js';
+import { DeviceIotlb } from './device-iotlb.js';
 import { DeviceStats } from './device-stats.js';
 import { DeviceError } from './errors.js';
 import { MemoryTable } from './memory-table.js';
@@ -28,8 +28,6 @@ import { VringState } from './vring-state.js';
 export interface DeviceOptions extends WorkerOptions {
   /** serve --mtu: the tap's MTU, the most NET_SET_MTU may set. */
   maxMtu?: number;
-  /** Default auto. */
-  iotlbReader?: IotlbReader;
   /** Record translations (with the server's trace writer) — set per connection by the session. */
   traceTranslations: boolean;
 }

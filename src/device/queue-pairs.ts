@@ -17,6 +17,7 @@ import { DEFAULT_BUSY_POLL_US, type NetMode } from '../datapath/contract.js';
 import { QueuePairHost, type QueuePairOptions } from '../datapath/queue-pair-host.js';
 import { WorkerThread } from '../datapath/worker-thread.js';
 import { tunOffloadsOf, txOffloadsOf } from '../net/offloads.js';
+import type { IotlbReader, ResolvedIotlbReader } from './device-iotlb.js';
 import type { MemoryTable } from './memory-table.js';
 import { VringState } from './vring-state.js';
 
@@ -37,6 +38,8 @@ export interface WorkerOptions {
   cpus?: number[];
   /** CPUs serve may use, counted before --cpus narrowed its other threads (default: this thread's, now). */
   usableCpus?: number;
+  /** Who reads IOTLB UPDATE / INVALIDATE while the rings run (serve --iotlb-reader); default auto. */
+  iotlbReader?: IotlbReader;
   log(level: string, text: string): void;
 }
 
@@ -260,13 +263,31 @@ export class QueuePairs {
   }
 
   /** How many worker threads, where they run and how they idle (for inspect). */
-  get placement(): { workers: number; cpus: number[]; sharesCpu: boolean; busyPollUs: number } {
-    return { workers: this.threads.length, cpus: [...(this.options.cpus ?? [])], sharesCpu: this.sharesCpu, busyPollUs: this.busyPollUs };
+  get placement(): { workers: number; cpus: number[]; sharesCpu: boolean; busyPollUs: number; yieldWhileParked: boolean } {
+    return {
+      workers: this.threads.length, cpus: [...(this.options.cpus ?? [])], sharesCpu: this.sharesCpu,
+      busyPollUs: this.busyPollUs, yieldWhileParked: this.yieldWhileParked,
+    };
+  }
+
+  /** ThreadSetup.yieldWhileParked: unless a reader thread of its own reads the answers to misses. */
+  private get yieldWhileParked(): boolean {
+    return this.iotlbReader !== 'thread';
   }
 
   /** Each running worker thread's idle poll window (µs; -1: never sleeps) and sleeps so far (for inspect). */
   get idling(): Array<{ worker: number; windowUs: number; sleeps: number }> {
     return this.threads.flatMap((t) => (t && !t.exited ? [{ worker: t.number, ...t.idleState }] : []));
+  }
+
+  /**
+   * --iotlb-reader with auto resolved: the worker when serve has fewer CPUs than threads that
+   * poll (no thread of serve then waits for another's CPU), else a reader thread of its own.
+   */
+  get iotlbReader(): ResolvedIotlbReader {
+    const reader = this.options.iotlbReader ?? 'auto';
+    if (reader === 'auto') return this.sharesCpu ? 'worker' : 'thread';
+    return reader;
   }
 
   /** ThreadSetup.busyPollUs: serve --busy-poll-us, else polling on only with a CPU per worker. */
@@ -288,6 +309,7 @@ export class QueuePairs {
       worker: k,
       busyPollUs: this.busyPollUs,
       sharesCpu: this.sharesCpu,
+      yieldWhileParked: this.yieldWhileParked,
       cpus: cpus.length > 0 ? [cpus[k % cpus.length]!] : [],
       onBroken: (ring, reason) => {
         this.vrings[ring].broken = reason;

@@ -91,14 +91,24 @@ async function threadsOf(args: string[], prefix?: string[]) {
 test('serve --cpus N with a CPU left over: the worker has its own CPU (polls on, the IOTLB reader thread reads IOTLB requests)', { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : false }, async () => {
   const last = availableParallelism() - 1;
   assert.deepEqual(await threadsOf(['--cpus', String(last)]), {
-    workers: 1, cpus: [last], sharesCpu: false, busyPollUs: DEFAULT_BUSY_POLL_US, iotlbReader: 'thread',
+    workers: 1, cpus: [last], sharesCpu: false, busyPollUs: DEFAULT_BUSY_POLL_US, yieldWhileParked: false, iotlbReader: 'thread',
   });
 });
 
 test('serve under taskset -c 0: one worker sharing the CPU (no idle polling, the worker reads IOTLB requests)', async () => {
   assert.deepEqual(await threadsOf([], ['taskset', '-c', '0']), {
-    workers: 1, cpus: [], sharesCpu: true, busyPollUs: 0, iotlbReader: 'worker',
+    workers: 1, cpus: [], sharesCpu: true, busyPollUs: 0, yieldWhileParked: true, iotlbReader: 'worker',
   });
+});
+
+// A parked TX ring's worker yields so that the thread reading the answer can run on its CPU;
+// beside a reader thread of its own it does not (docs/performance.md, a worker that yields).
+test('serve --iotlb-reader control: a worker whose TX ring waits on a miss yields its CPU; with the reader thread it does not', { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : false }, async () => {
+  const control = await threadsOf(['--iotlb-reader', 'control']);
+  assert.equal(control.iotlbReader, 'control');
+  assert.equal(control.yieldWhileParked, true);
+  const thread = await threadsOf(['--iotlb-reader', 'thread']);
+  assert.equal(thread.yieldWhileParked, false);
 });
 
 test('serve refuses a --cpus list naming a CPU this machine lacks', async () => {
