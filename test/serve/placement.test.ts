@@ -102,7 +102,7 @@ test('serve under taskset -c 0: one worker sharing the CPU (no idle polling, the
 });
 
 // A parked TX ring's worker yields so that the thread reading the answer can run on its CPU;
-// beside a reader thread of its own it does not (docs/performance.md, a worker that yields).
+// beside a reader thread of its own it does not (docs/performance.md, where QEMU's main loop runs).
 test('serve --iotlb-reader control: a worker whose TX ring waits on a miss yields its CPU; with the reader thread it does not', { skip: availableParallelism() < 2 ? 'needs 2 CPUs' : false }, async () => {
   const control = await threadsOf(['--iotlb-reader', 'control']);
   assert.equal(control.iotlbReader, 'control');
