@@ -485,9 +485,9 @@ function receiveRun(rxq: NetQueue, frames: ScatterList, first: number, max: numb
   // The frame copy is written out here rather than left to copyPiece() being inlined: V8
   // may inline this function into receiveBurst() with too little of its inlining budget
   // left, and one call per frame then halved a worker's rate (backend -> guest, packed,
-  // against DPDK: 0.5x instead of 0.8x, decided per process at warm-up). Frame: 8 bytes at
-  // a time. The header (stampHeader) is small enough to be inlined: measured level with
-  // the header written out for split rings (serve-ab).
+  // against DPDK: 0.5x instead of 0.8x, decided per process at warm-up). The header
+  // (stampHeader) is small enough to be inlined: measured level with the header written
+  // out for split rings (serve-ab).
   const f = wide.f64;
   const wordHeader = hdrLen === VIRTIO_NET_HDR_MRG_LEN && wide.i32.length !== 0;
   // Packed rings: the headers of the whole run first, then the frames. Each header's compare
@@ -509,7 +509,19 @@ function receiveRun(rxq: NetQueue, frames: ScatterList, first: number, max: numb
       const fd = d >>> 3;
       const fs = s >>> 3;
       const nf = len >>> 3;
-      for (let q = 0; q < nf; q++) f[fd + q] = sf[fs + q];
+      // 64 bytes at a time, loads before stores: V8 then checks each array once per block
+      // where a word-by-word loop re-checked both on every word (a back edge and a store
+      // in between); serve-ab back-end -> guest 1.04-1.09x (4 packed pairs), split 1.07-1.24x.
+      let q = 0;
+      for (; q + 8 <= nf; q += 8) {
+        const c = fs + q;
+        const w0 = sf[c], w1 = sf[c + 1], w2 = sf[c + 2], w3 = sf[c + 3];
+        const w4 = sf[c + 4], w5 = sf[c + 5], w6 = sf[c + 6], w7 = sf[c + 7];
+        const a = fd + q;
+        f[a] = w0; f[a + 1] = w1; f[a + 2] = w2; f[a + 3] = w3;
+        f[a + 4] = w4; f[a + 5] = w5; f[a + 6] = w6; f[a + 7] = w7;
+      }
+      for (; q < nf; q++) f[fd + q] = sf[fs + q];
     } else {
       copyPiece(b, wide, d, frames.bytes[i], frames.wide[i], s, len);
     }
