@@ -133,7 +133,7 @@ test('RX without MRG_RXBUF: header + frame in one chain, num_buffers 1; too big 
   assert.equal(receiveFrame(rxq, oneFrame(f), 0, 150, false), RX_NO_ROOM);
 });
 
-test('RX runs copy 8-byte-aligned frames word by word, whole blocks and the words after them, in both layouts', () => {
+test('RX runs copy 8-byte-aligned frames in 64-byte blocks and the words after them, in both layouts', () => {
   // Buffers whose frame (after the 12-byte header) starts 8-byte aligned, and source frames
   // with wide views: receiveRun's word copy (64-byte blocks, then single words). Lengths
   // cover a single word, one block, a block plus a word, two blocks plus one, and the longest
