@@ -54,7 +54,7 @@ export class DeviceIotlb {
       ? 'IOMMU negotiated: translations forgotten after every burst that returned buffers (--iotlb-reuse per-burst)'
       : 'IOMMU negotiated: translations kept until invalidated; behind QEMU before 8.0, a Linux guest in its default lazy IOMMU mode needs --iotlb-reuse per-burst (or iommu.strict=1)');
     // Started now, so that it has booted (tens of ms) by the time the session first lends it the socket.
-    if (this.reader === 'thread') this.startReaderThread();
+    if (this.workers.iotlbReader === 'thread') this.startReaderThread();
   }
 
   private startReaderThread(): IotlbReaderThread {
@@ -133,11 +133,6 @@ export class DeviceIotlb {
     if (pair) await pair.clearIotlb(index);
   }
 
-  /** --iotlb-reader with auto resolved: the thread meant to read UPDATE / INVALIDATE (lendable() says when it can). */
-  get reader(): ResolvedIotlbReader {
-    return this.workers.iotlbReader;
-  }
-
   /**
    * Whether the session may lend its socket to the worker or the reader thread, which then
    * reads and acks IOTLB requests itself (datapath/iotlb-fast-path.ts): when --iotlb-reader
@@ -146,7 +141,7 @@ export class DeviceIotlb {
    * queue pairs (every worker needs each request; the reader thread queues it for each).
    */
   lendable(iommu: boolean, tracing: boolean): boolean {
-    const reader = this.reader;
+    const reader = this.workers.iotlbReader;
     if (reader === 'control' || !iommu || tracing) return false;
     if (reader === 'thread') return this.workers.size > 0 && !this.readerThread?.socketLent && this.readerThread?.usable !== false;
     if (this.options.queuePairs !== 1 || this.workers.size !== 1) return false;
@@ -155,7 +150,7 @@ export class DeviceIotlb {
 
   /** Lends the socket (the caller checked lendable); resolves when the worker or reader thread gives it back. */
   lend(fd: number): Promise<SocketReturn> {
-    if (this.reader === 'thread') return this.startReaderThread().lend(fd, [...this.workers.values()]);
+    if (this.workers.iotlbReader === 'thread') return this.startReaderThread().lend(fd, [...this.workers.values()]);
     return this.workers.values().next().value!.lendSocket(fd);
   }
 

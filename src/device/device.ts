@@ -117,7 +117,7 @@ export class NetDevice {
   dropIdleWorkers(): Promise<void> { return this.workers.dropIdle(); }
   workerOf(pairIndex: number): number | null { return this.workers.workerOf(pairIndex); }
   /** Worker threads, their CPUs, idle polling and which thread reads IOTLB requests (inspect). */
-  get placement() { return { ...this.workers.placement, iotlbReader: this.iotlb.reader }; }
+  get placement() { return this.workers.placement; }
   /** Each running worker's idle poll window and sleeps (inspect). */
   get idling() { return this.workers.idling; }
   resetRings(): Promise<void> { return this.workers.resetRings(); }

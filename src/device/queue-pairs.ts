@@ -262,11 +262,13 @@ export class QueuePairs {
     return load;
   }
 
-  /** How many worker threads, where they run and how they idle (for inspect). */
-  get placement(): { workers: number; cpus: number[]; sharesCpu: boolean; busyPollUs: number; yieldWhileParked: boolean } {
+  /** How many worker threads, where they run, how they idle and which thread reads IOTLB requests (for inspect). */
+  get placement(): {
+    workers: number; cpus: number[]; sharesCpu: boolean; busyPollUs: number; yieldWhileParked: boolean; iotlbReader: ResolvedIotlbReader;
+  } {
     return {
       workers: this.threads.length, cpus: [...(this.options.cpus ?? [])], sharesCpu: this.sharesCpu,
-      busyPollUs: this.busyPollUs, yieldWhileParked: this.yieldWhileParked,
+      busyPollUs: this.busyPollUs, yieldWhileParked: this.yieldWhileParked, iotlbReader: this.iotlbReader,
     };
   }
 
