@@ -25,8 +25,8 @@ export interface SourceOptions {
  * Frames per poll, published together. Each publish ends with a full fence (the interrupt
  * decision needs it), which waits until every store of the burst has reached the driver's
  * core. The copies are 8-byte stores, four times as many per frame as DPDK's 32-byte ones,
- * so that wait is longer here than in DPDK's vhost, and fewer publishes pay: against the
- * worker's 32, 64 moved 1.10-1.11x and 128 1.17-1.20x back-end -> guest (serve-ab, split
+ * so that wait is longer here than in DPDK's vhost, and fewer publishes pay: against 32
+ * at a time, 64 moved 1.10-1.11x and 128 1.17-1.20x back-end -> guest (serve-ab, split
  * and packed, 1 and 4 pairs). 128 is half of the usual 256-entry ring: the driver refills
  * one half while the other fills. (Linux's vhost-net publishes received buffers 64 at a time.)
  */
