@@ -28,6 +28,8 @@ import { join } from 'node:path';
 export interface DatapathResult {
   direction: 'guest→backend' | 'backend→guest';
   queues: number;
+  /** serve's worker threads and DPDK's forwarding lcores (undefined: serve's default, one lcore). */
+  workers: number | undefined;
   ring: 'split' | 'packed';
   oursMpps: number;
   dpdkMpps: number;
@@ -198,7 +200,7 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
       const each = (xs: number[]): string => xs.map((x) => x.toFixed(2)).join(' / ');
       opts.progress?.(`${direction} ${opts.packed ? 'packed' : 'split'} interleaved: serve ${r.oursMpps.toFixed(2)} Mpps (${each(r.oursEach)}), DPDK ${r.dpdkMpps.toFixed(2)} Mpps (${each(r.dpdkEach)}), ${r.ratio.toFixed(2)}x; 2 s windows ${r.windows.map((w) => w.toFixed(2)).join(' ')}; cross-core round trip ${before.toFixed(0)} / ${after.toFixed(0)} ns`);
       results.push({
-        direction, queues: opts.queues, ring: opts.packed ? 'packed' : 'split',
+        direction, queues: opts.queues, workers: opts.workers, ring: opts.packed ? 'packed' : 'split',
         oursMpps: r.oursMpps, dpdkMpps: r.dpdkMpps, ratio: r.ratio,
         minRatio: Math.min(...r.windows), maxRatio: Math.max(...r.windows), rounds: r.windows.length,
         mode: 'interleaved', crossCoreNs: [before, after], oursEach: r.oursEach, dpdkEach: r.dpdkEach,
@@ -218,7 +220,7 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
       opts.progress?.(`[${round + 1}/${repeat}] ${direction} ${opts.packed ? 'packed' : 'split'}: serve ${o.toFixed(2)} Mpps, DPDK ${d.toFixed(2)} Mpps, ${(o / d).toFixed(2)}x`);
     }
     results.push({
-      direction, queues: opts.queues, ring: opts.packed ? 'packed' : 'split',
+      direction, queues: opts.queues, workers: opts.workers, ring: opts.packed ? 'packed' : 'split',
       oursMpps: median(ours), dpdkMpps: median(dpdk), ratio: median(ratios),
       minRatio: Math.min(...ratios), maxRatio: Math.max(...ratios), rounds: repeat,
       mode: 'sequential', crossCoreNs: [before, await crossCoreRoundTrip()],
@@ -229,10 +231,10 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
 
 export function datapathMarkdown(results: DatapathResult[]): string {
   const mpps = (mean: number, each?: number[]): string => mean.toFixed(2) + (each && each.length > 1 ? ` (${each.map((x) => x.toFixed(1)).join(', ')})` : '');
-  const rows = results.map((r) => `| ${r.direction} | ${r.ring} | ${r.queues} | ${r.mode} | ${mpps(r.oursMpps, r.oursEach)} | ${mpps(r.dpdkMpps, r.dpdkEach)} | ${r.ratio.toFixed(2)}× | ${r.minRatio.toFixed(2)}–${r.maxRatio.toFixed(2)} (${r.rounds}) | ${r.crossCoreNs.map((n) => n.toFixed(0)).join(' / ')} |`);
+  const rows = results.map((r) => `| ${r.direction} | ${r.ring} | ${r.queues} | ${r.workers ?? 'default'} | ${r.mode} | ${mpps(r.oursMpps, r.oursEach)} | ${mpps(r.dpdkMpps, r.dpdkEach)} | ${r.ratio.toFixed(2)}× | ${r.minRatio.toFixed(2)}–${r.maxRatio.toFixed(2)} (${r.rounds}) | ${r.crossCoreNs.map((n) => n.toFixed(0)).join(' / ')} |`);
   return [
-    '| direction | ring | queue pairs | mode | serve Mpps (each process) | DPDK vhost Mpps (each process) | serve / DPDK | range (windows or rounds) | cross-core round trip ns (before / after) |',
-    '|---|---|---|---|---|---|---|---|---|', ...rows,
+    '| direction | ring | queue pairs | workers (serve) / lcores (DPDK) | mode | serve Mpps (each process) | DPDK vhost Mpps (each process) | serve / DPDK | range (windows or rounds) | cross-core round trip ns (before / after) |',
+    '|---|---|---|---|---|---|---|---|---|---|', ...rows,
   ].join('\n');
 }
 

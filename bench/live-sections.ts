@@ -13,16 +13,34 @@ import type { ReportSection, SectionBuilder } from './report.js';
 
 const live = process.env.BENCH_LIVE !== '0';
 
+/**
+ * Queue pairs x workers, as `serve --queues Q --workers W` against DPDK's vhost with W
+ * forwarding lcores (all on the one back-end core: datapath-vs-dpdk.ts).
+ *   BENCH_QUEUE_PAIRS=1,2,4   which queue-pair counts (default all three; 1 runs one worker)
+ */
+function datapathCells(): { queues: number; workers: number }[] {
+  const wanted = (process.env.BENCH_QUEUE_PAIRS ?? '1,2,4').split(',').map((q) => Number(q.trim()));
+  const bad = wanted.find((q) => !Number.isInteger(q) || q < 1 || q > 8);
+  if (bad !== undefined) throw new Error(`BENCH_QUEUE_PAIRS: each entry must be a queue-pair count 1-8, got ${process.env.BENCH_QUEUE_PAIRS}`);
+  return wanted.flatMap((queues) => (queues === 1 ? [{ queues, workers: 1 }] : [{ queues, workers: 1 }, { queues, workers: 2 }]));
+}
+
 export const datapathSection: SectionBuilder = async (): Promise<ReportSection | null> => {
   if (!live) return null;
   const title = 'Data path: serve vs DPDK vhost (same virtio-user front-end, same run)';
   try {
-    const split = await runDatapathBench({ seconds: 4, queues: 1, packed: false });
-    const packed = await runDatapathBench({ seconds: 4, queues: 1, packed: true });
+    const results = [];
+    for (const packed of [false, true]) {
+      for (const { queues, workers } of datapathCells()) {
+        process.stderr.write(`  data path: ${packed ? 'packed' : 'split'}, ${queues} queue pair(s), ${workers} worker(s)\n`);
+        results.push(...await runDatapathBench({ seconds: 4, repeat: 2, queues, workers, packed }));
+      }
+    }
     return {
       title,
-      body: '64-byte frames; one dpdk-testpmd virtio-user front-end with a port to each back-end, the back-ends run alternately in 100 ms slices (bench/alternate.ts); rates are frames per running time.\n\n'
-        + datapathMarkdown([...split, ...packed]),
+      body: '64-byte frames; one dpdk-testpmd virtio-user front-end with a port to each back-end, the back-ends run alternately in 100 ms slices (bench/alternate.ts); rates are frames per running time. '
+        + 'serve\'s workers and DPDK\'s forwarding lcores share one core, the front-end has the other (`BENCH_QUEUE_PAIRS=1` for one pair only).\n\n'
+        + datapathMarkdown(results),
     };
   } catch (err) {
     return { title, body: `**not measured**: ${(err as Error).message}` };

@@ -7,6 +7,8 @@
  *   BENCH_TIME=seconds   sampling per strategy and trace (default 1)
  *   BENCH_LIVE=0         skip the sections measured against live peers (bench/live-sections.ts,
  *                        and dirty logging: bench/dirty-log.ts)
+ *   BENCH_QUEUE_PAIRS=1  the data path against DPDK with one queue pair only (default 1,2,4:
+ *                        with 2 and 4, one and two workers; ~7 minutes in all)
  *   BENCH_GUEST_IOMMU=1  also run bench/guest-iommu.ts (QEMU guests behind a vIOMMU through each
  *                        back-end, one round; opt-in: it takes ~10 minutes)
  *
