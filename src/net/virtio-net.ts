@@ -142,7 +142,12 @@ export class NetQueue {
  */
 export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): number {
   const q = txq.queue;
-  let avail = q.availableCount();
+  if (!q.ready) return 0;
+  // Chains an earlier scan found are enough for a burst: no look at the ring's frontier,
+  // the line the driver is writing (each look takes it from the driver's core and back;
+  // serve-ab guest -> back-end packed 1.01-1.06x with 4 pairs, 1.06-1.14x with one, split level).
+  let avail = q.knownAvailable();
+  if (avail < max) avail = q.availableCount();
   if (avail === 0) return 0;
   if (avail > max) avail = max;
   const sg = txq.sg;
