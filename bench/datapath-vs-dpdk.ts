@@ -9,9 +9,13 @@
  * its own front-end, serve then DPDK, per round (what earlier reports used).
  *
  *   node dist/bench/datapath-vs-dpdk.js [--seconds S] [--queues N] [--workers W] [--packed] [--repeat R] [--direction rx|tx]
- *        [--processes P] [--sequential]
+ *        [--processes P] [--sequential [--burst-stats]]
  *
  * --workers W gives serve W worker threads and DPDK's vhost W forwarding lcores (see below).
+ * --burst-stats (with --sequential) prints, after each back-end's round, how full the
+ * front-end's bursts were on each queue (testpmd --record-burst-stats): the share of its
+ * rx_burst calls that came back empty says the back-end, not the front-end, set the rate; the
+ * share of tx_burst calls that sent nothing, that the back-end left the ring full.
  */
 import { startTestpmd, type NicStats, type Testpmd } from '../test/peers/dpdk.js';
 import { sleep } from '../test/peers/util.js';
@@ -106,27 +110,41 @@ function startDpdkSide(direction: Direction, queues: number, workers: number | u
   return { socket, backend };
 }
 
-async function oursRate(direction: Direction, queues: number, packed: boolean, seconds: number, workers: number | undefined): Promise<number> {
+/** Sequential rounds: the front-end for one back-end, with testpmd's burst statistics when asked. */
+function startFrontend(socket: string, direction: Direction, queues: number, packed: boolean, burstStats: boolean): Testpmd {
+  const extraArgs = ['--txpkts=64', ...(burstStats ? ['--record-burst-stats'] : [])];
+  return startTestpmd({ role: 'virtio-user', socket, queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs });
+}
+
+/** The front-end's per-queue burst lines ("RX-bursts : N [x% of 0 pkts + y% of 32 pkts ...]") after it stopped. */
+function burstLines(pmd: Testpmd, direction: Direction): string[] {
+  const which = direction === 'guest→backend' ? 'TX-bursts' : 'RX-bursts';
+  return pmd.lines.join('\n').split('\n').filter((l) => l.includes(which)).map((l) => l.trim());
+}
+
+async function oursRate(direction: Direction, queues: number, packed: boolean, seconds: number, workers: number | undefined, bursts?: (lines: string[]) => void): Promise<number> {
   const serve = await startServeSide(direction, queues, workers);
   try {
-    const pmd = startTestpmd({ role: 'virtio-user', socket: serve.socket, queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs: ['--txpkts=64'] });
+    const pmd = startFrontend(serve.socket, direction, queues, packed, bursts !== undefined);
     await pmd.waitForLinkUp();
     const rate = await measure(pmd, direction === 'guest→backend' ? 'txPps' : 'rxPps', seconds);
     await pmd.stop();
+    bursts?.(burstLines(pmd, direction));
     return rate;
   } finally {
     await serve.stop();
   }
 }
 
-async function dpdkRate(direction: Direction, queues: number, packed: boolean, seconds: number, workers: number | undefined): Promise<number> {
+async function dpdkRate(direction: Direction, queues: number, packed: boolean, seconds: number, workers: number | undefined, bursts?: (lines: string[]) => void): Promise<number> {
   const { socket, backend } = startDpdkSide(direction, queues, workers);
   try {
     await backend.waitFor(/Port 0: /, 30_000).catch(() => undefined);
-    const pmd = startTestpmd({ role: 'virtio-user', socket, queues, packed, forwardMode: direction === 'guest→backend' ? 'txonly' : 'rxonly', lcores: FRONTEND_LCORES, extraArgs: ['--txpkts=64'] });
+    const pmd = startFrontend(socket, direction, queues, packed, bursts !== undefined);
     await pmd.waitForLinkUp();
     const rate = await measure(pmd, direction === 'guest→backend' ? 'txPps' : 'rxPps', seconds);
     await pmd.stop();
+    bursts?.(burstLines(pmd, direction));
     return rate;
   } finally {
     await backend.stop();
@@ -186,6 +204,8 @@ export interface DatapathOptions {
   processes?: number;
   /** serve --workers (default: serve's own). */
   workers?: number;
+  /** Sequential: report the front-end's burst statistics through progress. */
+  burstStats?: boolean;
   progress?: (line: string) => void;
 }
 
@@ -211,9 +231,13 @@ export async function runDatapathBench(opts: DatapathOptions): Promise<DatapathR
     const ours: number[] = [];
     const dpdk: number[] = [];
     const ratios: number[] = [];
+    const bursts = (who: string) => (opts.burstStats ? (lines: string[]) => {
+      opts.progress?.(`  front-end behind ${who}, per queue: ${lines.length > 0 ? '' : 'no burst statistics in its output'}`);
+      for (const l of lines) opts.progress?.(`    ${l}`);
+    } : undefined);
     for (let round = 0; round < repeat; round++) {
-      const o = await oursRate(direction, opts.queues, opts.packed, opts.seconds, opts.workers);
-      const d = await dpdkRate(direction, opts.queues, opts.packed, opts.seconds, opts.workers);
+      const o = await oursRate(direction, opts.queues, opts.packed, opts.seconds, opts.workers, bursts('serve'));
+      const d = await dpdkRate(direction, opts.queues, opts.packed, opts.seconds, opts.workers, bursts('DPDK vhost'));
       ours.push(o);
       dpdk.push(d);
       ratios.push(o / d);
@@ -246,8 +270,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
         seconds: { type: 'string', default: '4' }, queues: { type: 'string', default: '1' }, workers: { type: 'string' },
         packed: { type: 'boolean', default: false }, repeat: { type: 'string', default: '3' }, direction: { type: 'string' },
         processes: { type: 'string', default: '2' }, sequential: { type: 'boolean', default: false },
+        'burst-stats': { type: 'boolean', default: false },
       },
     });
+    if (v['burst-stats'] && !v.sequential) throw new Error('--burst-stats needs --sequential: interleaved back-ends share one front-end');
     const directions: Direction[] | undefined = v.direction === undefined ? undefined
       : listOf('direction', v.direction, ['rx', 'tx'] as const).map((d) => (d === 'rx' ? 'backend→guest' : 'guest→backend'));
     const seconds = positiveInt('seconds', v.seconds!);
@@ -258,6 +284,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       seconds, queues: positiveInt('queues', v.queues!), packed: v.packed!,
       repeat, directions, mode: v.sequential ? 'sequential' as const : 'interleaved' as const,
       processes: positiveInt('processes', v.processes!), ...(v.workers === undefined ? {} : { workers: positiveInt('workers', v.workers) }),
+      burstStats: v['burst-stats']!,
     };
   });
   const results = await runDatapathBench({ ...opts, progress: (l) => console.log(l) });

@@ -17,6 +17,7 @@ const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const ENTRIES: Array<{ name: string; bad: string[] }> = [
   { name: 'control-rtt', bad: ['--no-such-option'] },
   { name: 'datapath-vs-dpdk', bad: ['--seconds', 'x'] },
+  { name: 'datapath-vs-dpdk', bad: ['--burst-stats'] }, // only with --sequential
   { name: 'dirty-log', bad: ['--no-such-option'] },
   { name: 'guest-iommu', bad: ['--rows', 'sideways'] },
   { name: 'iommu-table', bad: ['--no-such-option'] },
