@@ -11,7 +11,7 @@ import type { NetMode } from '../datapath/contract.js';
  * takes buffer ids from ring positions. DPDK's vhost offers it, so without it the same
  * front-end ran other, dearer code behind serve than behind DPDK: serve-ab against the build
  * that did not offer it, guest -> back-end 1.15-1.23x split and 1.02-1.08x packed, back-end
- * -> guest 1.04-1.16x split (five rounds) and 1.05-1.06x packed.
+ * -> guest 0.89-1.16x split (five rounds, median 1.08x) and 1.05-1.06x packed.
  */
 const OFFERED_FEATURES = featureMask(
   VirtioFeature.VERSION_1,

@@ -144,8 +144,8 @@ export function transmitBurst(txq: NetQueue, endpoint: FrameSink, max: number): 
   const q = txq.queue;
   if (!q.ready) return 0;
   // Chains an earlier scan found are enough for a burst: no look at the ring's frontier,
-  // the line the driver is writing (each look takes it from the driver's core and back;
-  // serve-ab guest -> back-end packed 1.01-1.06x with 4 pairs, 1.06-1.14x with one, split level).
+  // where the driver may be writing the same line (serve-ab guest -> back-end packed
+  // 1.01-1.06x with 4 pairs, 1.06-1.14x with one, split level).
   let avail = q.knownAvailable();
   if (avail < max) avail = q.availableCount();
   if (avail === 0) return 0;
