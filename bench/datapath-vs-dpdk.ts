@@ -119,7 +119,7 @@ function startFrontend(socket: string, direction: Direction, queues: number, pac
 /** The front-end's per-queue burst lines ("RX-bursts : N [x% of 0 pkts + y% of 32 pkts ...]") after it stopped. */
 function burstLines(pmd: Testpmd, direction: Direction): string[] {
   const which = direction === 'guest→backend' ? 'TX-bursts' : 'RX-bursts';
-  return pmd.lines.join('\n').split('\n').filter((l) => l.includes(which)).map((l) => l.trim());
+  return pmd.lines.filter((l) => l.includes(which)).map((l) => l.trim());
 }
 
 async function oursRate(direction: Direction, queues: number, packed: boolean, seconds: number, workers: number | undefined, bursts?: (lines: string[]) => void): Promise<number> {

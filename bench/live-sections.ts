@@ -20,8 +20,9 @@ const live = process.env.BENCH_LIVE !== '0';
  */
 function datapathCells(): { queues: number; workers: number }[] {
   const wanted = (process.env.BENCH_QUEUE_PAIRS ?? '1,2,4').split(',').map((q) => Number(q.trim()));
-  const bad = wanted.find((q) => !Number.isInteger(q) || q < 1 || q > 8);
-  if (bad !== undefined) throw new Error(`BENCH_QUEUE_PAIRS: each entry must be a queue-pair count 1-8, got ${process.env.BENCH_QUEUE_PAIRS}`);
+  // serve --queues takes 1-16.
+  const bad = wanted.find((q) => !Number.isInteger(q) || q < 1 || q > 16);
+  if (bad !== undefined) throw new Error(`BENCH_QUEUE_PAIRS: each entry must be a queue-pair count 1-16, got ${process.env.BENCH_QUEUE_PAIRS}`);
   return wanted.flatMap((queues) => (queues === 1 ? [{ queues, workers: 1 }] : [{ queues, workers: 1 }, { queues, workers: 2 }]));
 }
 
