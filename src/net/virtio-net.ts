@@ -22,10 +22,14 @@ import { WALK_MISS, WALK_OK, SINGLE_REST } from '../virtqueue/chain.js';
 import { ACCESS_WRITE } from '../memory/address-space.js';
 import { NO_WIDE, type WideView } from '../memory/wide-view.js';
 import type { VirtQueue } from '../virtqueue/queue.js';
-import { ScatterList, copyBytes, copyPiece, BUILTIN_COPY_MIN, DEFAULT_SG_CAPACITY } from '../virtqueue/scatter.js';
+import { ScatterList, copyBytes, copyPiece, DEFAULT_SG_CAPACITY } from '../virtqueue/scatter.js';
 import { BufferRun } from '../virtqueue/buffer-run.js';
 import type { FrameSink } from './endpoint.js';
 import { txHeaderProblem } from './offloads.js';
+import { VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_MRG_LEN, writeHeader } from './rx-header.js';
+import { fillRun } from './run-fill.js';
+
+export { VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_MRG_LEN };
 
 export const NetCounter = {
   packets: 0,
@@ -45,8 +49,6 @@ export const NetCounter = {
 /** Counter slots per ring: NetCounter's, and one the worker keeps (datapath/stats.ts RingCounter.missesSent). */
 export const NET_COUNTERS = 9;
 
-export const VIRTIO_NET_HDR_LEN = 10;
-export const VIRTIO_NET_HDR_MRG_LEN = 12;
 /** Frames shorter than an Ethernet header are dropped and counted as errors. */
 export const MIN_FRAME = 14;
 
@@ -293,39 +295,6 @@ export function receiveFrame(rxq: NetQueue, src: ScatterList, first: number, len
   return RX_DONE;
 }
 
-/** bits 0x0001_0000_0000_0000: bytes 4..11 of a header whose num_buffers is 1 (bytes 10-11), as one 8-byte store. */
-const ONE_BUFFER_HIGH = new Float64Array(new Uint32Array([0, 0x10000]).buffer)[0]!;
-
-/** The virtio-net header: all zero (no offloads), num_buffers (12-byte form only) = numBuffers. */
-function writeHeader(b: Uint8Array, wide: WideView, o: number, hdrLen: number, numBuffers: number): void {
-  const w = wide.i32;
-  if (hdrLen === VIRTIO_NET_HDR_MRG_LEN && (o & 3) === 0 && w.length !== 0) {
-    const f = wide.f64;
-    if (f.length !== 0) {
-      if ((o & 7) === 0) {
-        f[o >>> 3] = 0;
-        w[(o >>> 2) + 2] = numBuffers << 16;
-        return;
-      }
-      if (numBuffers === 1) {
-        w[o >>> 2] = 0;
-        f[(o + 4) >>> 3] = ONE_BUFFER_HIGH;
-        return;
-      }
-    }
-    const k = o >>> 2;
-    w[k] = 0;
-    w[k + 1] = 0;
-    w[k + 2] = numBuffers << 16; // little-endian: num_buffers is bytes 10-11
-    return;
-  }
-  for (let i = 0; i < 10; i++) b[o + i] = 0;
-  if (hdrLen === VIRTIO_NET_HDR_MRG_LEN) {
-    b[o + 10] = numBuffers & 0xff;
-    b[o + 11] = numBuffers >>> 8;
-  }
-}
-
 /** The 12 MAC bytes of src[s..] into b[d..] with destination and source swapped: 3 word stores when aligned. */
 function swapMacsInto(b: Uint8Array, wide: WideView, d: number, sb: Uint8Array, sw: WideView, s: number): void {
   const dw = wide.i32;
@@ -474,91 +443,21 @@ export function receiveBurst(rxq: NetQueue, frames: ScatterList, count: number =
 /**
  * receiveFrame()'s common case for many frames at once: reserves a run of one-descriptor
  * buffers of at least minLen bytes for frames[first .. first + max) (VirtQueue.reserveRun)
- * and writes header and frame into each with no per-frame call or field store. Returns
- * how many frames it delivered (0: the next one needs receiveFrame()).
+ * and writes header and frame into each with no per-frame call or field store (fillRun).
+ * Returns how many frames it delivered (0: the next one needs receiveFrame()).
  */
 function receiveRun(rxq: NetQueue, frames: ScatterList, first: number, max: number, minLen: number): number {
   const run = rxq.run;
-  const hdrLen = rxq.hdrLen;
   const k = rxq.queue.reserveRun(max, ACCESS_WRITE, minLen, run);
   if (k === 0) return 0;
-  const b = run.bytes;
-  const wide = run.wide;
-  const offsets = run.offsets;
-  const used = run.used;
-  const flens = frames.len;
-  // The frame copy is written out here rather than left to copyPiece() being inlined: V8
-  // may inline this function into receiveBurst() with too little of its inlining budget
-  // left, and one call per frame then halved a worker's rate (backend -> guest, packed,
-  // against DPDK: 0.5x instead of 0.8x, decided per process at warm-up). The header
-  // (stampHeader) is small enough to be inlined: measured level with the header written
-  // out for split rings (serve-ab).
-  const f = wide.f64;
-  const wordHeader = hdrLen === VIRTIO_NET_HDR_MRG_LEN && wide.i32.length !== 0;
-  // Packed rings: the headers of the whole run first, then the frames. Each header's compare
-  // loads a line the driver's core last held; with nothing between them those loads miss
-  // together instead of one after another behind each frame's stores (serve-ab back-end ->
-  // guest: packed 1.29-1.33x; split lost 5-10% that way, so it keeps one pass).
-  const headersFirst = rxq.queue.layout === 'packed';
-  if (headersFirst) for (let j = 0; j < k; j++) stampHeader(b, wide, offsets[j], hdrLen, wordHeader);
-  let bytes = 0;
-  for (let j = 0; j < k; j++) {
-    const i = first + j;
-    const o = offsets[j];
-    const len = flens[i];
-    if (!headersFirst) stampHeader(b, wide, o, hdrLen, wordHeader);
-    const d = o + hdrLen;
-    const s = frames.offset[i];
-    const sf = frames.wide[i].f64;
-    if (((d | s | len) & 7) === 0 && len < BUILTIN_COPY_MIN && f.length !== 0 && sf.length !== 0) {
-      const fd = d >>> 3;
-      const fs = s >>> 3;
-      const nf = len >>> 3;
-      // 64 bytes at a time, loads before stores: in straight-line code V8 checks each array
-      // (map, length, data pointer) once per block, where it re-checked both on every pass
-      // of a word loop; serve-ab back-end -> guest 1.04-1.09x (4 packed pairs), split 1.07-1.24x.
-      let q = 0;
-      for (; q + 8 <= nf; q += 8) {
-        const c = fs + q;
-        const w0 = sf[c], w1 = sf[c + 1], w2 = sf[c + 2], w3 = sf[c + 3];
-        const w4 = sf[c + 4], w5 = sf[c + 5], w6 = sf[c + 6], w7 = sf[c + 7];
-        const a = fd + q;
-        f[a] = w0; f[a + 1] = w1; f[a + 2] = w2; f[a + 3] = w3;
-        f[a + 4] = w4; f[a + 5] = w5; f[a + 6] = w6; f[a + 7] = w7;
-      }
-      for (; q < nf; q++) f[fd + q] = sf[fs + q];
-    } else {
-      copyPiece(b, wide, d, frames.bytes[i], frames.wide[i], s, len);
-    }
-    used[j] = hdrLen + len;
-    bytes += len;
-  }
+  const bytes = fillRun(run, frames, first, k, rxq.hdrLen);
   const log = rxq.queue.log;
-  if (log !== null) for (let j = 0; j < k; j++) log.markHost(b, offsets[j], used[j]);
+  if (log !== null) for (let j = 0; j < k; j++) log.markHost(run.bytes, run.offsets[j], run.used[j]);
   rxq.queue.completeRun(run, k);
   const c = rxq.counters;
   c[NetCounter.packets] += k;
   c[NetCounter.bytes] += bytes;
   return k;
-}
-
-/**
- * A received frame's virtio-net header with num_buffers = 1 at o. The common case, three
- * aligned words, stores each only where it differs, as DPDK's ASSIGN_UNLESS_EQUAL does: a
- * recycled buffer usually holds this header already, and a line left clean is one the
- * driver's core reads without a miss. (The words read are only compared, even where the
- * guest mapped the buffer write-only: the buffer ends as if they had been stored.)
- */
-function stampHeader(b: Uint8Array, wide: WideView, o: number, hdrLen: number, wordHeader: boolean): void {
-  const w = wide.i32;
-  if (wordHeader && (o & 3) === 0) {
-    const h = o >>> 2;
-    if (w[h] !== 0) w[h] = 0;
-    if (w[h + 1] !== 0) w[h + 1] = 0;
-    if (w[h + 2] !== 1 << 16) w[h + 2] = 1 << 16; // little-endian: num_buffers is bytes 10-11
-  } else {
-    writeHeader(b, wide, o, hdrLen, 1);
-  }
 }
 
 /** Marks the first `len` bytes of sg's pieces (a frame just written) in the dirty log. */

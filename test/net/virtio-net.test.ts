@@ -228,6 +228,45 @@ test('RX runs copy 8-byte-aligned frames in 64-byte blocks and the words after t
   }
 });
 
+test('RX runs copy alike frames (one length, one array, as a source gives) exact, and fall back per frame when one buffer is misaligned', () => {
+  // One length per burst, from one backing array at an 8-byte stride: the uniform copy
+  // (each frame's first 64 bytes, then the rest). 100 leaves 36 bytes for the second pass,
+  // 152 is the longest below the builtin copy. A burst whose third buffer puts its frame
+  // only 4-byte aligned must go the per-frame way and land as exact.
+  assert.ok(FLOAT64_COPY_EXACT, 'this engine keeps NaN bits on Float64Array copies');
+  const count = 6;
+  for (const len of [64, 100, 128, 152]) {
+    const stride = (len + 7) & ~7;
+    const backing = new Uint8Array(count * stride);
+    const frames = new ScatterList(count);
+    const wide = wideOf(backing);
+    for (let i = 0; i < count; i++) {
+      backing.set(frame(len, i + 3), i * stride);
+      frames.push(backing, i * stride, len, wide);
+    }
+    for (const misaligned of [-1, 2]) {
+      for (const rig of [makeRig(), makePackedRig()]) {
+        const where = `${rig.queue.layout}, ${len}-byte frames${misaligned < 0 ? '' : ', one buffer misaligned'}`;
+        const rxq = netq(rig.queue, 12, true);
+        const at = (i: number): number => rig.bufBase + (i === misaligned ? 8 : 4) + i * 0x400;
+        rig.bytes.fill(0xcc, rig.bufBase - GPA, rig.bufBase - GPA + count * 0x400);
+        for (let i = 0; i < count; i++) rig.driver.addBuffer(at(i), 12 + 200, true);
+        rig.driver.publish();
+        assert.equal(receiveBurst(rxq, frames), count, where);
+        assert.equal(rxq.counters[NetCounter.bytes], count * len, where);
+        for (let i = 0; i < count; i++) {
+          assert.equal(rig.driver.popUsed(), i, where);
+          assert.equal(rig.driver.lastLen, 12 + len, where);
+          const got = peek(rig, at(i), 12 + len + 8);
+          assert.deepEqual([...got.subarray(0, 12)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], `${where}: buffer ${i}'s header`);
+          assert.deepEqual(got.subarray(12, 12 + len), frame(len, i + 3), `${where}: frame ${i}`);
+          assert.ok(got.subarray(12 + len).every((b) => b === 0xcc), `${where}: nothing written past frame ${i}`);
+        }
+      }
+    }
+  }
+});
+
 test('RX with a header from the endpoint (a tap\'s receive offloads): its 10 bytes reach the guest, num_buffers ours, in every layout', () => {
   const offload = Uint8Array.from([1, 1, 66, 0, 0xa8, 5, 34, 0, 16, 0, 0xee, 0xee]); // NEEDS_CSUM, TCPv4, num_buffers junk
   // One buffer.
