@@ -1,7 +1,7 @@
 /**
- * Writing received frames into a run of buffers (VirtQueue.reserveRun, buffer-run.ts): a
- * virtio-net header, then the frame, into each buffer; the used length of each goes into
- * run.used for VirtQueue.completeRun().
+ * Writing received frames into a run of buffers (VirtQueue.reserveRun, buffer-run.ts), in
+ * two steps around VirtQueue.completeRun(): prepareRun() writes each buffer's virtio-net
+ * header and sets its used length in run.used, copyRun() then writes the frames.
  *
  * Where the time goes: every buffer is a line or two the driver's core last touched, so
  * each header load and each frame store waits for a transfer between cores, and the core
@@ -9,53 +9,62 @@
  * JavaScript's widest store is 8 bytes (a 64-byte frame is 8 stores, where DPDK's vhost
  * needs 2). What serve can do is issue as little else as possible between them: each pass
  * here is a short loop over the whole run with its arrays in locals, so the frames' stores
- * are not queued behind stack spills and per-frame bookkeeping.
+ * are not queued behind stack spills and per-frame bookkeeping, and the ring's used entries
+ * are written before the frames rather than queued behind them.
  */
 import { BUILTIN_COPY_MIN, copyPiece, type ScatterList } from '../virtqueue/scatter.js';
 import type { BufferRun } from '../virtqueue/buffer-run.js';
 import { stampHeaders } from './rx-header.js';
 
 /**
- * Headers and frames[first .. first + k) into the run's first k buffers (each holds
- * hdrLen + its frame); returns the frames' bytes.
+ * The headers of frames[first .. first + k) into the run's first k buffers, and their used
+ * lengths (header + frame) into run.used. Returns whether the frames are alike, as a
+ * source's are: one length, at least 64 bytes and below BUILTIN_COPY_MIN, from one array,
+ * 8-byte aligned on both sides of every copy (copyRun then takes its fastest loop).
  */
-export function fillRun(run: BufferRun, frames: ScatterList, first: number, k: number, hdrLen: number): number {
+export function prepareRun(run: BufferRun, frames: ScatterList, first: number, k: number, hdrLen: number): boolean {
   // The headers of the whole run first: each header's compare loads a line the driver's
   // core last held, and with nothing between them those loads miss together instead of
   // one after another behind each frame's stores.
   stampHeaders(run.bytes, run.wide, run.offsets, k, hdrLen);
-  const bytes = copyUniformFrames(run, frames, first, k, hdrLen);
-  return bytes >= 0 ? bytes : copyFrames(run, frames, first, k, hdrLen);
-}
-
-/**
- * The frames when they are alike, as a source's are: one length, at least 64 bytes and
- * below BUILTIN_COPY_MIN, from one array, and 8-byte aligned on both sides. Checked in one
- * pass; then each frame's first 64 bytes in a loop whose only stores are the frames' (a
- * whole 64-byte frame: against copyFrames() doing checks, copy and bookkeeping per frame,
- * 1.06-1.16x, median 1.12x, serve-ab back-end -> guest with 4 packed pairs on one worker,
- * five rounds; a block loop inside it measured 0.92-1.01x of this straight one), and the
- * rest of longer frames in a second pass. Returns -1, having written nothing, when they
- * are not alike.
- */
-function copyUniformFrames(run: BufferRun, frames: ScatterList, first: number, k: number, hdrLen: number): number {
   const lens = frames.len;
   const len = lens[first];
-  if (len < 64 || len >= BUILTIN_COPY_MIN) return -1;
-  const f = run.wide.f64;
   const views = frames.wide;
   const view = views[first];
-  const sf = view.f64;
-  if (f.length === 0 || sf.length === 0) return -1;
+  let alike = len >= 64 && len < BUILTIN_COPY_MIN && run.wide.f64.length !== 0 && view.f64.length !== 0;
   const offsets = run.offsets;
   const starts = frames.offset;
+  const used = run.used;
   let misaligned = 0;
   for (let j = 0; j < k; j++) {
     const i = first + j;
+    const n = lens[i];
+    used[j] = hdrLen + n;
     misaligned |= (offsets[j] + hdrLen) | starts[i];
-    if (views[i] !== view || lens[i] !== len) return -1;
+    if (n !== len || views[i] !== view) alike = false;
   }
-  if ((misaligned & 7) !== 0) return -1;
+  return alike && (misaligned & 7) === 0;
+}
+
+/** frames[first .. first + k) into the run's buffers after their headers (prepareRun first); returns their bytes. */
+export function copyRun(run: BufferRun, frames: ScatterList, first: number, k: number, hdrLen: number, alike: boolean): number {
+  return alike ? copyAlikeFrames(run, frames, first, k, hdrLen) : copyFrames(run, frames, first, k, hdrLen);
+}
+
+/**
+ * Frames prepareRun() found alike: each frame's first 64 bytes in a loop whose only stores
+ * are the frames' (a whole 64-byte frame: against a loop doing checks, copy and
+ * bookkeeping per frame, 1.06-1.16x, median 1.12x, serve-ab back-end -> guest with 4 packed
+ * pairs on one worker, five rounds; a block loop inside it measured 0.92-1.01x of this
+ * straight one), then the rest of longer frames in a second pass.
+ */
+function copyAlikeFrames(run: BufferRun, frames: ScatterList, first: number, k: number, hdrLen: number): number {
+  const f = run.wide.f64;
+  const view = frames.wide[first];
+  const sf = view.f64;
+  const offsets = run.offsets;
+  const starts = frames.offset;
+  const len = frames.len[first];
   for (let j = 0; j < k; j++) {
     const d = (offsets[j] + hdrLen) >>> 3;
     const s = starts[first + j] >>> 3;
@@ -74,19 +83,15 @@ function copyUniformFrames(run: BufferRun, frames: ScatterList, first: number, k
       copyPiece(b, wide, offsets[j] + hdrLen + 64, frames.bytes[i], view, starts[i] + 64, len - 64);
     }
   }
-  const used = run.used;
-  const u = hdrLen + len;
-  for (let j = 0; j < k; j++) used[j] = u;
   return len * k;
 }
 
-/** Any frames, one at a time: 8 bytes at a time where both sides allow, else copyPiece(). */
+/** Any frames, one at a time: 64 bytes and then 8 at a time where both sides allow, else copyPiece(). */
 function copyFrames(run: BufferRun, frames: ScatterList, first: number, k: number, hdrLen: number): number {
   const b = run.bytes;
   const wide = run.wide;
   const f = wide.f64;
   const offsets = run.offsets;
-  const used = run.used;
   const lens = frames.len;
   let bytes = 0;
   for (let j = 0; j < k; j++) {
@@ -112,7 +117,6 @@ function copyFrames(run: BufferRun, frames: ScatterList, first: number, k: numbe
     } else {
       copyPiece(b, wide, d, frames.bytes[i], frames.wide[i], s, len);
     }
-    used[j] = hdrLen + len;
     bytes += len;
   }
   return bytes;

@@ -27,7 +27,7 @@ import { BufferRun } from '../virtqueue/buffer-run.js';
 import type { FrameSink } from './endpoint.js';
 import { txHeaderProblem } from './offloads.js';
 import { VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_MRG_LEN, writeHeader } from './rx-header.js';
-import { fillRun } from './run-fill.js';
+import { prepareRun, copyRun } from './run-fill.js';
 
 export { VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_MRG_LEN };
 
@@ -448,17 +448,24 @@ export function receiveBurst(rxq: NetQueue, frames: ScatterList, count: number =
 /**
  * receiveFrame()'s common case for many frames at once: reserves a run of one-descriptor
  * buffers of at least minLen bytes for frames[first .. first + max) (VirtQueue.reserveRun)
- * and writes header and frame into each with no per-frame call or field store (fillRun).
- * Returns how many frames it delivered (0: the next one needs receiveFrame()).
+ * and writes header and frame into each with no per-frame call or field store
+ * (run-fill.ts). Returns how many frames it delivered (0: the next one needs receiveFrame()).
  */
 function receiveRun(rxq: NetQueue, frames: ScatterList, first: number, max: number, minLen: number): number {
   const run = rxq.run;
-  const k = rxq.queue.reserveRun(max, ACCESS_WRITE, minLen, run);
+  const q = rxq.queue;
+  const k = q.reserveRun(max, ACCESS_WRITE, minLen, run);
   if (k === 0) return 0;
-  const bytes = fillRun(run, frames, first, k, rxq.hdrLen);
-  const log = rxq.queue.log;
+  const alike = prepareRun(run, frames, first, k, rxq.hdrLen);
+  // Completed before the frames are copied: the used entries go to lines the driver's core
+  // holds too, and written now they wait alongside the headers' loads instead of behind
+  // every frame's stores (serve-ab back-end -> guest against completing after the copy:
+  // 4 packed pairs on one worker 0.98-1.03x, median 1.02x over five rounds; 4 split pairs
+  // 1.02x in three; one packed pair 1.02-1.09x). The driver sees none of it until finish().
+  q.completeRun(run, k);
+  const bytes = copyRun(run, frames, first, k, rxq.hdrLen, alike);
+  const log = q.log;
   if (log !== null) for (let j = 0; j < k; j++) log.markHost(run.bytes, run.offsets[j], run.used[j]);
-  rxq.queue.completeRun(run, k);
   const c = rxq.counters;
   c[NetCounter.packets] += k;
   c[NetCounter.bytes] += bytes;

@@ -93,7 +93,8 @@ export interface VirtQueue {
   /**
    * Completes the first k chains of the last reserveRun() with lengths run.used[0..k) and
    * consumes them (pushUsed + consume); their translations count in the data space's
-   * statistics now, as map() would have counted them.
+   * statistics now, as map() would have counted them. Like pushUsed(), it shows the driver
+   * nothing until flushUsed(), so the buffers may still be written in between.
    */
   completeRun(run: BufferRun, k: number): void;
   flushUsed(): number;
