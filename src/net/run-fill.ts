@@ -86,7 +86,12 @@ function copyAlikeFrames(run: BufferRun, frames: ScatterList, first: number, k: 
   return len * k;
 }
 
-/** Any frames, one at a time: 64 bytes and then 8 at a time where both sides allow, else copyPiece(). */
+/**
+ * Any frames, one at a time: 64 bytes and then 8 at a time where both sides allow, else
+ * copyPiece(). The aligned copy is written out rather than left to copyPiece(): where V8
+ * did not inline that call, one call per frame halved a worker's rate (back-end -> guest,
+ * packed, decided per process at warm-up).
+ */
 function copyFrames(run: BufferRun, frames: ScatterList, first: number, k: number, hdrLen: number): number {
   const b = run.bytes;
   const wide = run.wide;
