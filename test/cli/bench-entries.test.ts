@@ -24,6 +24,7 @@ const ENTRIES: Array<{ name: string; bad: string[] }> = [
   { name: 'miss-policy-qemu', bad: ['--no-such-option'] },
   { name: 'run-all', bad: ['--time', '5'] },
   { name: 'serve-ab', bad: ['--direction', 'up'] },
+  { name: 'serve-ab', bad: ['--frame-size', '128'] }, // only with --direction rx
   { name: 'soak', bad: ['--no-such-option'] },
   { name: 'strategies-micro', bad: ['--no-such-option'] },
   { name: 'tcp-vs-qemu', bad: ['--rows', 'sideways'] },
