@@ -55,8 +55,9 @@ export function copyRun(run: BufferRun, frames: ScatterList, first: number, k: n
  * Frames prepareRun() found alike: each frame's first 64 bytes in a loop whose only stores
  * are the frames' (a whole 64-byte frame: against a loop doing checks, copy and
  * bookkeeping per frame, 1.06-1.16x, median 1.12x, serve-ab back-end -> guest with 4 packed
- * pairs on one worker, five rounds; a block loop inside it measured 0.92-1.01x of this
- * straight one), then the rest of longer frames in a second pass.
+ * pairs on one worker, five rounds; a block loop inside it measured 0.85-1.03x of this
+ * straight one, median 0.95x over twelve rounds), then the rest of longer frames in a
+ * second pass.
  */
 function copyAlikeFrames(run: BufferRun, frames: ScatterList, first: number, k: number, hdrLen: number): number {
   const f = run.wide.f64;

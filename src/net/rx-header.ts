@@ -53,7 +53,7 @@ export function writeHeader(b: Uint8Array, wide: WideView, o: number, hdrLen: nu
  * One loop over the run with the word view in a local and the three loads ahead of the
  * compares: each header's first load usually misses, and the fewer instructions between
  * two of them, the more of those misses the core has in flight at once (serve-ab back-end ->
- * guest, 4 packed pairs on one worker: 1.01-1.17x, median 1.03x over eight rounds, against a
+ * guest, 4 packed pairs on one worker: 0.98-1.17x, median 1.03x over eight rounds, against a
  * call per header).
  */
 export function stampHeaders(b: Uint8Array, wide: WideView, offsets: Uint32Array, k: number, hdrLen: number): void {
