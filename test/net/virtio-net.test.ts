@@ -197,7 +197,8 @@ test('RX without MRG_RXBUF: header + frame in one chain, num_buffers 1; too big 
 
 test('RX runs copy 8-byte-aligned frames in 64-byte blocks and the words after them, in both layouts', () => {
   // Buffers whose frame (after the 12-byte header) starts 8-byte aligned, and source frames
-  // with wide views: receiveRun's word copy (64-byte blocks, then single words). Lengths
+  // with wide views of mixed lengths: run-fill.ts's per-frame copy (64-byte blocks, then
+  // single words; frames of one length take copyAlikeFrames, tested below). Lengths
   // cover a single word, one block, a block plus a word, two blocks plus one, and the longest
   // the word copy takes; 61 is not a multiple of 8 and goes through copyPiece instead.
   assert.ok(FLOAT64_COPY_EXACT, 'this engine keeps NaN bits on Float64Array copies');
