@@ -74,7 +74,7 @@ const SERVE_PIN = ['taskset', '-c', String(BACKEND_CORE)];
  * Differencing packet counters against our clock instead would mix in when the blocks
  * happen to reach us.
  */
-async function measure(pmd: Testpmd, field: 'rxPps' | 'txPps', seconds: number): Promise<number> {
+export async function measure(pmd: Testpmd, field: 'rxPps' | 'txPps', seconds: number): Promise<number> {
   const count = field === 'rxPps' ? 'rxPackets' : 'txPackets';
   await pmd.waitForStats((s) => (s[0]?.[count] ?? 0) > 0, 30_000);
   await sleep(1500);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { datapathMarkdown, runDatapathBench } from './datapath-vs-dpdk.js';
 import { missPolicyMarkdown, runMissPolicyBench } from './miss-policy-qemu.js';
+import { defaultScalingLayout, runWorkerScaling, workerScalingMarkdown } from './worker-scaling.js';
 import type { ReportSection, SectionBuilder } from './report.js';
 
 const live = process.env.BENCH_LIVE !== '0';
@@ -43,6 +44,29 @@ export const datapathSection: SectionBuilder = async (): Promise<ReportSection |
         + 'serve\'s workers and DPDK\'s forwarding lcores share one core, the front-end has the other (`BENCH_QUEUE_PAIRS=1` for one pair only).\n\n'
         + datapathMarkdown(results),
     };
+  } catch (err) {
+    return { title, body: `**not measured**: ${(err as Error).message}` };
+  }
+};
+
+/**
+ * Aggregate Mpps as workers get CPUs of their own (bench/worker-scaling.ts), split and packed,
+ * two rounds; on a machine with fewer than 4 CPUs, a "not measured" line saying so.
+ */
+export const workerScalingSection: SectionBuilder = async (): Promise<ReportSection | null> => {
+  if (!live) return null;
+  const title = 'Workers across cores: aggregate Mpps with 1 .. W workers, each on a CPU of its own (serve and DPDK vhost)';
+  try {
+    const layout = defaultScalingLayout();
+    const maxWorkers = layout.backend.length;
+    const rows = [];
+    for (const packed of [false, true]) {
+      process.stderr.write(`  worker scaling: ${packed ? 'packed' : 'split'}, 1-${maxWorkers} worker(s)\n`);
+      rows.push(...await runWorkerScaling({
+        layout, maxWorkers, queues: 2 * maxWorkers, packed, directions: ['guest→backend', 'backend→guest'], seconds: 4, rounds: 2,
+      }));
+    }
+    return { title, body: '64-byte frames, each back-end alone with its own front-end, medians of 2 rounds (`node dist/bench/worker-scaling.js`).\n\n' + workerScalingMarkdown(rows, layout) };
   } catch (err) {
     return { title, body: `**not measured**: ${(err as Error).message}` };
   }

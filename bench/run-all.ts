@@ -9,6 +9,8 @@
  *                        and dirty logging: bench/dirty-log.ts)
  *   BENCH_QUEUE_PAIRS=1  the data path against DPDK with one queue pair only (default 1,2,4:
  *                        with 2 and 4, one and two workers; ~7 minutes in all)
+ *                        Workers across cores (bench/worker-scaling.ts) runs where there are 4 CPUs
+ *                        or more, and says "not measured" on fewer.
  *   BENCH_GUEST_IOMMU=1  also run bench/guest-iommu.ts (QEMU guests behind a vIOMMU through each
  *                        back-end, one round; opt-in: it takes ~10 minutes)
  *
@@ -30,7 +32,7 @@ import {
   engineSection, environmentSection, errorsSection, renderReport, strategiesSection, targetsSection,
   type ReportContext, type ReportSection, type SectionBuilder,
 } from './report.js';
-import { datapathSection, iommuTableSection, missPolicySection } from './live-sections.js';
+import { datapathSection, iommuTableSection, missPolicySection, workerScalingSection } from './live-sections.js';
 import { columnsFor, guestIommuMarkdown, runGuestIommuBench } from './guest-iommu.js';
 import { answerHelp, refuseArguments } from './options.js';
 
@@ -78,6 +80,7 @@ const sections: SectionBuilder[] = [
   strategiesSection,
   engineSection,
   datapathSection,
+  workerScalingSection,
   dirtyLogSection,
   iommuTableSection,
   missPolicySection,

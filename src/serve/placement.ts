@@ -8,17 +8,17 @@ import { cpus as hostCpus } from 'node:os';
 import { readdirSync, readFileSync } from 'node:fs';
 import { setThreadAffinity } from '../sys/index.js';
 
-/** "2-3,5" -> [2, 3, 5]; throws naming what is wrong. CPUs must exist on this machine. */
-export function parseCpuList(text: string, cpuCount = hostCpus().length): number[] {
+/** "2-3,5" -> [2, 3, 5]; throws naming what is wrong (as `flag`'s value). CPUs must exist on this machine. */
+export function parseCpuList(text: string, cpuCount = hostCpus().length, flag = '--cpus'): number[] {
   const out: number[] = [];
   for (const part of text.split(',')) {
     const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
-    if (!m) throw new Error(`--cpus: "${part}" is not a CPU number or range (e.g. 2-3,5)`);
+    if (!m) throw new Error(`${flag}: "${part}" is not a CPU number or range (e.g. 2-3,5)`);
     const first = Number(m[1]);
     const last = m[2] === undefined ? first : Number(m[2]);
-    if (last < first) throw new Error(`--cpus: range ${part} runs backwards`);
+    if (last < first) throw new Error(`${flag}: range ${part} runs backwards`);
     for (let cpu = first; cpu <= last; cpu++) {
-      if (cpu >= cpuCount) throw new Error(`--cpus: CPU ${cpu} does not exist (this machine has ${cpuCount})`);
+      if (cpu >= cpuCount) throw new Error(`${flag}: CPU ${cpu} does not exist (this machine has ${cpuCount})`);
       if (!out.includes(cpu)) out.push(cpu);
     }
   }

@@ -29,6 +29,7 @@ const ENTRIES: Array<{ name: string; bad: string[] }> = [
   { name: 'strategies-micro', bad: ['--no-such-option'] },
   { name: 'tcp-vs-qemu', bad: ['--rows', 'sideways'] },
   { name: 'virtqueue-split', bad: ['1', '2'] },
+  { name: 'worker-scaling', bad: ['--backend-cpus', '0', '--frontend-cpus', '0'] }, // sides sharing a CPU
 ];
 
 const run = (name: string, args: string[]) =>

@@ -45,6 +45,11 @@ export interface TestpmdOptions {
    * CPU (`lcores[1]`, or `cpu`), time-sliced there, with the queues spread over them.
    */
   forwardingCores?: number;
+  /**
+   * One CPU per forwarding lcore (lcore k on forwardCpus[k - 1]; forwardingCores defaults to
+   * its length), the main lcore on `lcores[0]`: lcores that scale instead of sharing a CPU.
+   */
+  forwardCpus?: number[];
   filePrefix?: string;
   /** EAL -m (MiB of --no-huge memory). Default 1024. */
   memMiB?: number;
@@ -123,10 +128,10 @@ export function testpmdBinary(): string {
 
 let lcoreFlip = 0;
 
-/** EAL --lcores: lcore 0 (main) on `mainCpu`, lcores 1..forwarding on `forwardCpu`. */
-function lcoreMap(mainCpu: number, forwardCpu: number, forwarding: number): string {
+/** EAL --lcores: lcore 0 (main) on `mainCpu`, lcore l (1..forwarding) on `forwardCpu(l)`. */
+function lcoreMap(mainCpu: number, forwardCpu: (lcore: number) => number, forwarding: number): string {
   const map = [`0@${mainCpu}`];
-  for (let l = 1; l <= forwarding; l++) map.push(`${l}@${forwardCpu}`);
+  for (let l = 1; l <= forwarding; l++) map.push(`${l}@${forwardCpu(l)}`);
   return map.join(',');
 }
 
@@ -152,10 +157,13 @@ export function testpmdArgs(opts: TestpmdOptions, filePrefix: string): string[] 
     if (opts.extraVdev) vdev += `,${opts.extraVdev}`;
     return vdev;
   });
-  const forwarding = opts.forwardingCores ?? 1;
-  const placement = opts.cpu === undefined && forwarding === 1
+  const spread = opts.forwardCpus;
+  const forwarding = opts.forwardingCores ?? spread?.length ?? 1;
+  if (spread !== undefined && spread.length < forwarding) throw new Error(`testpmd: ${forwarding} forwarding lcores but forwardCpus names ${spread.length} CPUs`);
+  const forwardCpu = (l: number): number => opts.cpu ?? spread?.[l - 1] ?? lcores[1];
+  const placement = opts.cpu === undefined && spread === undefined && forwarding === 1
     ? ['-l', `${Math.min(...lcores)},${Math.max(...lcores)}`, '--main-lcore', String(lcores[0])]
-    : ['--lcores', lcoreMap(opts.cpu ?? lcores[0], opts.cpu ?? lcores[1], forwarding), '--main-lcore', '0'];
+    : ['--lcores', lcoreMap(opts.cpu ?? lcores[0], forwardCpu, forwarding), '--main-lcore', '0'];
   const eal = [
     ...placement,
     '--no-huge', '-m', String(opts.memMiB ?? 1024), '--no-pci',

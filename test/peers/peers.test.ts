@@ -8,7 +8,7 @@ import { assertGuestTestpmdFlow } from './assert-flow.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startTestpmd, type Testpmd } from './dpdk.js';
+import { startTestpmd, testpmdArgs, type Testpmd } from './dpdk.js';
 import { startGuest, waitForGuestSocket, type Guest } from './qemu.js';
 import { waitForPath } from './util.js';
 
@@ -42,6 +42,25 @@ test('dpdk-testpmd virtio-user (txonly) moves packets to dpdk-testpmd vhost (rxo
   assert.ok((f.accumulated?.txPackets ?? 0) > 0, 'virtio-user counted TX packets');
   assert.ok((b.accumulated?.rxPackets ?? 0) >= 1000, `vhost counted RX packets: ${JSON.stringify(b.accumulated)}`);
   assert.equal(b.nic[0]!.rxErrors, 0);
+});
+
+test('dpdk-testpmd with forwardCpus: one forwarding lcore per CPU, each forwarding its queue (bench/worker-scaling.ts places back-ends so)', { timeout: 60_000 }, async () => {
+  const path = sock('spread');
+  const args = testpmdArgs({ role: 'vhost', socket: path, queues: 2, forwardMode: 'rxonly', lcores: [0, 0], forwardCpus: [1, 0] }, 'spread');
+  assert.equal(args[args.indexOf('--lcores') + 1], '0@0,1@1,2@0', 'main lcore on lcores[0], lcore k on forwardCpus[k - 1]');
+  const backend = startTestpmd({ role: 'vhost', socket: path, queues: 2, forwardMode: 'rxonly', lcores: [0, 0], forwardCpus: [1, 0] });
+  running.push(backend);
+  await waitForPath(path, 15_000, 'testpmd vhost socket');
+  const front = startTestpmd({ role: 'virtio-user', socket: path, queues: 2, forwardMode: 'txonly', lcores: [1, 1], forwardCpus: [0, 1], extraArgs: ['--txpkts=64'] });
+  running.push(front);
+  await front.waitForLinkUp(20_000);
+  await backend.waitForStats((st) => (st[0]?.rxPackets ?? 0) >= 1000, 20_000);
+  await front.stop();
+  await backend.stop();
+  for (const pmd of [backend, front]) {
+    assert.ok(pmd.lines.some((l) => /cores=2 - streams=2/.test(l)), `two lcores, two streams:\n${pmd.lines.join('\n')}`);
+    for (const lcore of [1, 2]) assert.ok(pmd.lines.some((l) => l.startsWith(`Logical Core ${lcore} `)), `lcore ${lcore} forwards a stream`);
+  }
 });
 
 test('dpdk-testpmd virtio-user packed_vq=1, server=1 <- vhost client=1: packets flow', { timeout: 60_000 }, async () => {
