@@ -22,6 +22,8 @@ import { closeFd, memfdCreate, openFdCount } from '../../src/sys/index.js';
 import { GuestMemory, type GuestRegion } from '../../src/memory/guest-memory.js';
 import { GuestPhysicalSpace, IotlbAddressSpace, UserAddressSpace, type AddressSpace } from '../../src/memory/address-space.js';
 import { SplitQueue, RING_OK, RING_MISS, WALK_OK, WALK_MISS, WALK_BROKEN } from '../../src/virtqueue/split.js';
+import { PackedQueue, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED } from '../../src/virtqueue/packed.js';
+import { wideOf } from '../../src/memory/wide-view.js';
 import { NetQueue, transmitBurst, receiveBurst } from '../../src/net/virtio-net.js';
 import { ScatterList } from '../../src/virtqueue/scatter.js';
 import { LoopbackEndpoint } from '../../src/net/loopback.js';
@@ -347,16 +349,32 @@ const hostileDescArb = fc.record({
   next: fc.nat({ max: 300 }),
 });
 const descArb = fc.oneof({ weight: 12, arbitrary: saneDescArb }, { weight: 1, arbitrary: hostileDescArb });
+interface DescSpec { addr: number; len: number; flags: number; next: number }
+/**
+ * What an RX ring mostly holds: one writable descriptor big enough for a frame, at an address
+ * whose frame (after the 12-byte header) is 8-byte aligned as in DPDK's mbufs, or not.
+ */
+const rxBufferArb: fc.Arbitrary<DescSpec> = fc.record({
+  // Mostly in region 2, so that runs (which stay in one region) get long.
+  addr: fc.tuple(fc.constantFrom(R2.gpa, R2.gpa, R2.gpa, R1.gpa + 0x6000), fc.nat({ max: (0x2000 - 2048) >> 3 }), fc.constantFrom(4, 4, 4, 4, 4, 4, 4, 4, 4, 0, 1))
+    .map(([base, slot, skew]) => base + slot * 8 + skew),
+  len: fc.constantFrom(2048, 1600, 512, 200, 76),
+  flags: fc.constant(2),
+  next: fc.constant(0),
+});
+const rxDescArb = fc.oneof({ weight: 8, arbitrary: rxBufferArb }, { weight: 1, arbitrary: descArb });
 
-const ringArb = fc.record({
+/** A random split ring whose descriptors come from `descs`. */
+const splitRingOf = (descs: fc.Arbitrary<DescSpec>) => fc.record({
   size: fc.constantFrom(1, 2, 4, 8, 16, 16, 64, 256),
-  descs: fc.array(descArb, { minLength: 1, maxLength: 64 }),
+  descs: fc.array(descs, { minLength: 1, maxLength: 64 }),
   heads: fc.array(fc.oneof({ weight: 8, arbitrary: fc.nat({ max: 15 }) }, { weight: 1, arbitrary: fc.nat({ max: 0xffff }) }), { minLength: 1, maxLength: 32 }),
   /** avail->idx - last_avail_idx: mostly a few chains, sometimes anything. */
   pending: fc.oneof({ weight: 6, arbitrary: fc.nat({ max: 8 }) }, { weight: 1, arbitrary: fc.nat({ max: 0xffff }) }),
   lastAvail: fc.oneof(fc.constant(0), fc.nat({ max: 0xffff })),
   indirect: fc.array(descArb, { maxLength: 8 }),
 });
+const ringArb = splitRingOf(descArb);
 
 type RingSpec = typeof ringArb extends fc.Arbitrary<infer T> ? T : never;
 
@@ -503,6 +521,124 @@ describe('fuzz: descriptor chains over guest memory', () => {
     if (process.env.VIT_DEBUG) console.log('net outcomes', { moved, broken });
     assert.ok(moved > 0 && broken > 0, `moved ${moved}, broken ${broken}`);
   });
+});
+
+// ---------------------------------------------------------------------------------------
+// 3b. packed rings, and RX runs (many frames into a run of buffers at once)
+// ---------------------------------------------------------------------------------------
+
+const AVAIL = VRING_PACKED_DESC_F_AVAIL;
+const USED = VRING_PACKED_DESC_F_USED;
+
+/** A packed descriptor: mostly one the driver made available in wrap 1, sometimes any flag word. */
+const packedDescOf = (descs: fc.Arbitrary<DescSpec>) => fc.record({
+  desc: descs,
+  id: fc.oneof({ weight: 6, arbitrary: fc.constant(-1) }, { weight: 1, arbitrary: fc.nat({ max: 0xffff }) }),
+  raw: fc.oneof({ weight: 12, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.nat({ max: 0xffff }) }),
+});
+const packedRingOf = (descs: fc.Arbitrary<DescSpec>) => fc.record({
+  size: fc.constantFrom(1, 2, 3, 8, 16, 16, 64, 256),
+  descs: fc.array(packedDescOf(descs), { minLength: 1, maxLength: 64 }),
+  /** How many descriptors from the ring's start the driver made available. */
+  pending: fc.oneof({ weight: 4, arbitrary: fc.nat({ max: 16 }) }, { weight: 3, arbitrary: fc.constant(256) }, { weight: 1, arbitrary: fc.nat({ max: 300 }) }),
+  /** SET_VRING_BASE for a packed ring: wrap counter in bit 15; sometimes anything. */
+  base: fc.oneof({ weight: 8, arbitrary: fc.constant(0x8000) }, { weight: 1, arbitrary: fc.nat({ max: 0xffffffff }) }),
+  eventIdx: fc.boolean(),
+});
+const packedRingArb = packedRingOf(descArb);
+type PackedRingSpec = typeof packedRingArb extends fc.Arbitrary<infer T> ? T : never;
+
+/** Writes a random packed ring at `base` (a GPA in region 1): descriptors, then the two event areas. */
+function writePackedRing(fake: Fake, spec: PackedRingSpec, base: number): { desc: number; avail: number; used: number } {
+  const v = new DataView(fake.r1.bytes.buffer, fake.r1.bytes.byteOffset, fake.r1.bytes.byteLength);
+  const o = (gpa: number) => gpa - R1.gpa;
+  const desc = base;
+  const driverEvent = desc + 16 * spec.size;
+  const deviceEvent = driverEvent + 4;
+  for (let i = 0; i < spec.size; i++) {
+    const { desc: d, id, raw } = spec.descs[i % spec.descs.length]!;
+    // Not available in wrap 1: AVAIL clear, USED either way (a used slot of the last lap, or never made available).
+    const flags = raw ?? (i < spec.pending ? (d.flags & 7) | AVAIL : (d.flags & 7) | (i % 2 === 0 ? USED : 0));
+    v.setUint32(o(desc) + 16 * i, d.addr % 2 ** 32, true);
+    v.setUint32(o(desc) + 16 * i + 4, Math.floor(d.addr / 2 ** 32), true);
+    v.setUint32(o(desc) + 16 * i + 8, d.len, true);
+    v.setUint16(o(desc) + 16 * i + 12, id < 0 ? i : id, true);
+    v.setUint16(o(desc) + 16 * i + 14, flags, true);
+  }
+  v.setUint32(o(driverEvent), 0, true);
+  v.setUint32(o(deviceEvent), 0, true);
+  return { desc, avail: driverEvent, used: deviceEvent };
+}
+
+/** A split or packed queue over a random ring at `base`, configured by user addresses as serve does without an IOMMU. */
+function hostileQueue(fake: Fake, layout: 'split' | 'packed', split: RingSpec, packed: PackedRingSpec, base: number): { queue: SplitQueue | PackedQueue; ok: boolean } {
+  const ringSpace = new UserAddressSpace(fake.memory);
+  const dataSpace = new GuestPhysicalSpace(fake.memory);
+  if (layout === 'split') {
+    const queue = new SplitQueue();
+    return { queue, ok: configure(queue, split, writeRing(fake, split, base), ringSpace, dataSpace, true) === RING_OK };
+  }
+  const at = writePackedRing(fake, packed, base);
+  const user = (gpa: number) => gpa - R1.gpa + R1.uva;
+  const queue = new PackedQueue();
+  const st = queue.configure({
+    size: packed.size, descAddr: user(at.desc), availAddr: user(at.avail), usedAddr: user(at.used),
+    ringSpace, dataSpace, eventIdx: packed.eventIdx, lastAvailIdx: packed.base,
+  });
+  if (st !== RING_OK) assert.ok(queue.error.length > 0, 'a ring that cannot start says why');
+  return { queue, ok: st === RING_OK };
+}
+
+/**
+ * A source's burst: `count` frames of `len` bytes, each at its own 8-byte-aligned slot of one
+ * array (what RX runs copy 64 bytes at a time), or at odd offsets (the per-frame fallback).
+ */
+function frameBurst(count: number, len: number, aligned: boolean): ScatterList {
+  const stride = ((len + 7) & ~7) + (aligned ? 0 : 3);
+  const bytes = new Uint8Array(count * stride + 8);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31) & 0xff;
+  const wide = wideOf(bytes);
+  const frames = new ScatterList(count);
+  for (let i = 0; i < count; i++) frames.push(bytes, i * stride + (aligned ? 0 : 1), len, wide);
+  return frames;
+}
+
+describe('fuzz: packed rings and RX runs over guest memory', () => {
+  for (const layout of ['split', 'packed'] as const) {
+    it(`${layout}: TX -> loopback -> RX, and bursts of many frames into RX runs, over hostile rings: no throw, guards intact`, () => {
+      const seen = { moved: 0, broken: 0, runs: 0 };
+      const burstArb = fc.record({
+        count: fc.integer({ min: 1, max: 130 }),
+        // Mostly what the run's fastest copy takes (64-159 bytes), also shorter, longer and any.
+        len: fc.oneof({ weight: 3, arbitrary: fc.constantFrom(64, 100, 128, 152, 159) }, { weight: 1, arbitrary: fc.constantFrom(46, 60, 160, 1514) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 2000 }) }),
+        aligned: fc.boolean(),
+      });
+      fc.assert(fc.property(ringArb, splitRingOf(rxDescArb), packedRingArb, packedRingOf(rxDescArb), fc.uint8Array({ minLength: 1, maxLength: 64 }), fc.boolean(), fc.array(burstArb, { minLength: 1, maxLength: 4 }),
+        (txSplit, rxSplit, txPacked, rxPacked, fill, mergeable, bursts) => {
+          const fake = fakeMemory(fill);
+          const tx = hostileQueue(fake, layout, txSplit, txPacked, R1.gpa);
+          const rx = hostileQueue(fake, layout, rxSplit, rxPacked, R1.gpa + 0x4000);
+          const txq = new NetQueue(tx.queue, { headerLength: 12, mergeable: false, sgCapacity: 64 });
+          const rxq = new NetQueue(rx.queue, { headerLength: 12, mergeable, sgCapacity: 64 });
+          const endpoint = new LoopbackEndpoint(rxq);
+          for (const burst of bursts) {
+            if (tx.ok && tx.queue.ready) seen.moved += transmitBurst(txq, endpoint, 32);
+            if (rx.ok && rx.queue.ready) {
+              const frames = frameBurst(burst.count, burst.len, burst.aligned);
+              const n = receiveBurst(rxq, frames);
+              assert.ok(n >= 0 && n <= burst.count, `receiveBurst reported ${n} of ${burst.count} frames`);
+              seen.moved += n;
+              if (n > 1) seen.runs++;
+            }
+          }
+          for (const q of [tx.queue, rx.queue]) if (q.broken) assert.ok(q.brokenReason.length > 0);
+          if (tx.queue.broken || rx.queue.broken) seen.broken++;
+          assertGuards(fake);
+        }), params(RUNS * 2));
+      if (process.env.VIT_DEBUG) console.log(`${layout} RX-run outcomes`, seen);
+      assert.ok(seen.moved > 0 && seen.broken > 0 && seen.runs > 0, `outcomes ${JSON.stringify(seen)}`);
+    });
+  }
 });
 
 // ---------------------------------------------------------------------------------------
