@@ -1,6 +1,7 @@
 // Property-based fuzzing (fast-check) of everything that parses what a front-end or a trace
 // file says: the vhost-user decoder and framer, memory table validation, descriptor-chain
-// walking over guest memory, IOTLB caches at the edges of the address space, the trace reader.
+// walking over guest memory, split and packed rings through TX and RX (RX runs included),
+// IOTLB caches at the edges of the address space, the trace reader.
 //
 // FUZZ_RUNS sets the runs per property (default 150, which keeps this file well under 60 s;
 // `npm run fuzz` uses 200000). A failure prints fast-check's seed and shrunk counterexample:
