@@ -6,7 +6,9 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { FrontendRequest as F, IotlbType, MAX_PAYLOAD, type MemoryRegion, type VhostMessage } from '../../src/protocol/index.js';
 import { eventfdWrite } from '../../src/sys/index.js';
-import { VRING_DESC_F_NEXT, VRING_DESC_F_INDIRECT } from '../../src/virtqueue/split.js';
+import { VRING_DESC_F_NEXT, VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE } from '../../src/virtqueue/split.js';
+import { VirtioFeature } from '../../src/protocol/features.js';
+import { PackedDriver, layoutPacked, type PackedLayout } from '../support/frontend/packed-driver.js';
 import { startServe, type ServeProcess } from '../support/serve.js';
 import {
   GUEST, HostileFrontend, SharedGuestMemory, closeFds, expectFdsBack, expectServing, fdCountOf, makeFds, rawMessage,
@@ -524,6 +526,97 @@ describe('hostile front-end against serve', () => {
           assert.equal(s.queues[1]!.running, false, 'the broken ring stopped');
           assert.equal(s.queues[0]!.broken, null, 'the other ring is unaffected');
           // The connection itself goes on: GET_VRING_BASE stops the broken ring and clears it.
+          const reply = await rig.fe.call(F.GET_VRING_BASE, state(1, 0), { needsReply: false });
+          assert.equal(reply?.body.kind, 'vringState');
+        } finally {
+          rig.dispose();
+        }
+        await waitFor('disconnect', async () => !(await serve.state()).connected);
+        await expectFdsBack(pid, idleFds, c.name);
+        await expectServing(serve.socket);
+      });
+    }
+  });
+
+  describe('packed rings over real guest memory', () => {
+    const PACKED_FEATURES = testFeatures() | (1n << BigInt(VirtioFeature.RING_PACKED));
+
+    /** A connection with RING_PACKED, both rings of pair 0 started as packed rings, and a driver for its TX ring. */
+    async function packedPair(): Promise<{ fe: HostileFrontend; mem: SharedGuestMemory; tx: PackedDriver; txKick: number; bufBase: number; dispose(): void }> {
+      const fe = await connect();
+      const mem = new SharedGuestMemory(GUEST.SIZE);
+      const fds: number[] = [];
+      try {
+        await fe.negotiate({ features: PACKED_FEATURES });
+        assert.equal(await fe.setMemTable([region(BigInt(GUEST.GPA), BigInt(GUEST.SIZE), BigInt(GUEST.UVA))], [mem.fd]), 0n);
+        const size = 64;
+        const uva = (gpa: number) => gpa - GUEST.GPA + GUEST.UVA;
+        const rxLay = layoutPacked(size, GUEST.GPA);
+        const txLay = layoutPacked(size, GUEST.GPA + 0x1000);
+        const driver = (lay: PackedLayout) => new PackedDriver({ memory: mem.bytes, base: GUEST.GPA, size, descAddr: lay.descAddr, driverAddr: lay.driverAddr, deviceAddr: lay.deviceAddr });
+        const rx = driver(rxLay);
+        const tx = driver(txLay);
+        for (const [index, lay, d] of [[0, rxLay, rx], [1, txLay, tx]] as const) {
+          const ring = await fe.startRing(index, { size, desc: uva(lay.descAddr), avail: uva(lay.driverAddr), used: uva(lay.deviceAddr), base: d.vringBase() });
+          fds.push(ring.kick, ring.call);
+        }
+        return {
+          fe, mem, tx, txKick: fds[2]!, bufBase: GUEST.GPA + 0x4000,
+          dispose() {
+            fe.close();
+            closeFds(fds);
+            mem.dispose();
+          },
+        };
+      } catch (err) {
+        closeFds(fds);
+        mem.dispose();
+        throw err;
+      }
+    }
+
+    const chains: { name: string; field: RegExp; post: (tx: PackedDriver, bufBase: number) => void }[] = [
+      {
+        name: 'a descriptor outside guest memory',
+        field: /desc\[0\]\.addr=0x[0-9a-f]+ .*outside guest memory/,
+        post: (tx) => tx.writeDesc(0, GUEST.GPA + GUEST.SIZE + 0x10000, 64, 0, tx.availFlags()),
+      },
+      {
+        name: 'a descriptor running past the end of guest memory',
+        field: /desc\[0\]\.len=4096 overflows guest memory/,
+        post: (tx) => tx.writeDesc(0, GUEST.GPA + GUEST.SIZE - 32, 4096, 0, tx.availFlags()),
+      },
+      {
+        name: 'NEXT on every descriptor (a chain longer than the ring)',
+        field: /has NEXT set on \d+ descriptors/,
+        post: (tx, buf) => {
+          for (let i = 63; i >= 0; i--) tx.writeDesc(i, buf, 64, 0, tx.availFlags() | VRING_DESC_F_NEXT);
+        },
+      },
+      {
+        name: 'an INDIRECT descriptor whose length is no table',
+        field: /desc\[0\] is INDIRECT with len=20/,
+        post: (tx, buf) => tx.writeDesc(0, buf, 20, 0, tx.availFlags() | VRING_DESC_F_INDIRECT),
+      },
+      {
+        name: 'a device-writable buffer on the TX ring',
+        field: /TX chain at head \d+ has 64 device-writable bytes/,
+        post: (tx, buf) => tx.writeDesc(0, buf, 64, 0, tx.availFlags() | VRING_DESC_F_WRITE),
+      },
+    ];
+
+    for (const c of chains) {
+      it(`${c.name}: the packed queue is marked broken (field named), serve keeps serving`, async () => {
+        const rig = await packedPair();
+        try {
+          c.post(rig.tx, rig.bufBase);
+          eventfdWrite(rig.txKick, 1);
+          const reason = await waitFor('ring 1 broken', async () => (await serve.state()).queues[1]!.broken);
+          assert.match(reason, c.field);
+          const s = await serve.state();
+          assert.ok(s.features.names.includes('RING_PACKED'), `negotiated ${s.features.names.join(' ')}`);
+          assert.equal(s.queues[1]!.running, false, 'the broken ring stopped');
+          assert.equal(s.queues[0]!.broken, null, 'the other ring is unaffected');
           const reply = await rig.fe.call(F.GET_VRING_BASE, state(1, 0), { needsReply: false });
           assert.equal(reply?.body.kind, 'vringState');
         } finally {
