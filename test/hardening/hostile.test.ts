@@ -65,6 +65,35 @@ describe('hostile front-end against serve', () => {
     assert.equal(serve.child.exitCode, null, 'serve is still running');
   }
 
+  /**
+   * Breaks the TX ring (vring 1) of a started pair with `post` and a kick, then checks what a
+   * hostile chain must leave: the ring stopped with `field` named, the RX ring untouched, the
+   * connection still answering, every fd back once it closes, and serve passing frames.
+   */
+  async function expectTxRingBroken(
+    rig: { fe: HostileFrontend; txKick: number; dispose(): void }, post: () => void, field: RegExp, what: string,
+    negotiated: (features: string[]) => void = () => {},
+  ): Promise<void> {
+    try {
+      post();
+      eventfdWrite(rig.txKick, 1);
+      const reason = await waitFor('ring 1 broken', async () => (await serve.state()).queues[1]!.broken);
+      assert.match(reason, field);
+      const s = await serve.state();
+      negotiated(s.features.names);
+      assert.equal(s.queues[1]!.running, false, 'the broken ring stopped');
+      assert.equal(s.queues[0]!.broken, null, 'the other ring is unaffected');
+      // The connection itself goes on: GET_VRING_BASE stops the broken ring and clears it.
+      const reply = await rig.fe.call(F.GET_VRING_BASE, state(1, 0), { needsReply: false });
+      assert.equal(reply?.body.kind, 'vringState');
+    } finally {
+      rig.dispose();
+    }
+    await waitFor('disconnect', async () => !(await serve.state()).connected);
+    await expectFdsBack(pid, idleFds, what);
+    await expectServing(serve.socket);
+  }
+
   describe('requests in the wrong state', () => {
     it('SET_MEM_TABLE before SET_OWNER is refused and its fd closed', async () => {
       const fe = await connect();
@@ -439,10 +468,6 @@ describe('hostile front-end against serve', () => {
   });
 
   describe('descriptor chains over real guest memory', () => {
-    async function brokenReason(index: number): Promise<string> {
-      return waitFor(`ring ${index} broken`, async () => (await serve.state()).queues[index]!.broken);
-    }
-
     const chains: { name: string; field: RegExp; post: (rig: Awaited<ReturnType<typeof setupLoopback>>) => void }[] = [
       {
         name: 'a chain that loops',
@@ -517,23 +542,7 @@ describe('hostile front-end against serve', () => {
     for (const c of chains) {
       it(`${c.name}: the queue is marked broken (field named), serve keeps serving`, async () => {
         const rig = await setupLoopback(serve.socket);
-        try {
-          c.post(rig);
-          eventfdWrite(rig.txFds.kick, 1);
-          const reason = await brokenReason(1);
-          assert.match(reason, c.field);
-          const s = await serve.state();
-          assert.equal(s.queues[1]!.running, false, 'the broken ring stopped');
-          assert.equal(s.queues[0]!.broken, null, 'the other ring is unaffected');
-          // The connection itself goes on: GET_VRING_BASE stops the broken ring and clears it.
-          const reply = await rig.fe.call(F.GET_VRING_BASE, state(1, 0), { needsReply: false });
-          assert.equal(reply?.body.kind, 'vringState');
-        } finally {
-          rig.dispose();
-        }
-        await waitFor('disconnect', async () => !(await serve.state()).connected);
-        await expectFdsBack(pid, idleFds, c.name);
-        await expectServing(serve.socket);
+        await expectTxRingBroken({ fe: rig.fe, txKick: rig.txFds.kick, dispose: () => rig.dispose() }, () => c.post(rig), c.field, c.name);
       });
     }
   });
@@ -608,23 +617,8 @@ describe('hostile front-end against serve', () => {
     for (const c of chains) {
       it(`${c.name}: the packed queue is marked broken (field named), serve keeps serving`, async () => {
         const rig = await packedPair();
-        try {
-          c.post(rig.tx, rig.bufBase);
-          eventfdWrite(rig.txKick, 1);
-          const reason = await waitFor('ring 1 broken', async () => (await serve.state()).queues[1]!.broken);
-          assert.match(reason, c.field);
-          const s = await serve.state();
-          assert.ok(s.features.names.includes('RING_PACKED'), `negotiated ${s.features.names.join(' ')}`);
-          assert.equal(s.queues[1]!.running, false, 'the broken ring stopped');
-          assert.equal(s.queues[0]!.broken, null, 'the other ring is unaffected');
-          const reply = await rig.fe.call(F.GET_VRING_BASE, state(1, 0), { needsReply: false });
-          assert.equal(reply?.body.kind, 'vringState');
-        } finally {
-          rig.dispose();
-        }
-        await waitFor('disconnect', async () => !(await serve.state()).connected);
-        await expectFdsBack(pid, idleFds, c.name);
-        await expectServing(serve.socket);
+        await expectTxRingBroken(rig, () => c.post(rig.tx, rig.bufBase), c.field, c.name,
+          (features) => assert.ok(features.includes('RING_PACKED'), `negotiated ${features.join(' ')}`));
       });
     }
   });
